@@ -1,0 +1,5 @@
+module BitBoxSync.Tests.ProtocolTests
+
+open Expecto
+
+let tests = testList "protocol" []
