@@ -1,0 +1,12 @@
+module BitBoxSync.Properties.Program
+
+open Expecto
+
+[<EntryPoint>]
+let main argv =
+    runTestsWithCLIArgs
+        []
+        argv
+        (testList
+            "BitBoxSync.Properties"
+            [ EncodingProperties.tests; CryptoProperties.tests; InviteProperties.tests ])
