@@ -27,7 +27,7 @@ type ItemCryptoBenchmarks() =
     let mutable aadBytes: byte[] = [||]
 
     /// Plaintext size in bytes.
-    [<Params(1024, 65520)>]
+    [<Params(1024, 4096, 8192, 65520)>]
     member val Size = 0 with get, set
 
     [<GlobalSetup>]

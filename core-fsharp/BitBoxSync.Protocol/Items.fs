@@ -8,8 +8,20 @@ open System.Buffers.Binary
 /// The two keys derived from a namespace DEK (secret; never printed).
 [<Sealed>]
 type NamespaceKeys internal (blobKey: byte[], mapKey: byte[]) =
+    // libsodium's XChaCha20-Poly1305 key, imported once: it is the faster construction for small
+    // items (see ItemCrypto.SmallItemThreshold and benchmarks/README.md).
+    let sodiumKey =
+        lazy
+            NSec.Cryptography.Key.Import(
+                NSec.Cryptography.AeadAlgorithm.XChaCha20Poly1305,
+                ReadOnlySpan blobKey,
+                NSec.Cryptography.KeyBlobFormat.RawSymmetricKey
+            )
+
     /// HKDF(DEK, info "bitboxsync-namespace-blob-aead-v1"): the item encryption key.
     member internal _.BlobKey = blobKey
+    /// The blob key as a libsodium key.
+    member internal _.SodiumBlobKey = sodiumKey.Value
     /// HKDF(DEK, info "bitboxsync-namespace-item-id-v1"): the item-ID HMAC key.
     member internal _.MapKey = mapKey
     override _.ToString() = "NamespaceKeys(<redacted>)"
@@ -71,6 +83,33 @@ type SealedItem =
 
 /// Item encryption (XChaCha20-Poly1305 under the blob key, AAD bound to the target version).
 module ItemCrypto =
+    /// Up to this many plaintext bytes libsodium's XChaCha20-Poly1305 is used, above it
+    /// HChaCha20 + the BCL's (OpenSSL) ChaCha20-Poly1305. Both produce identical bytes (a property
+    /// test checks it); the split is where the measured costs cross (benchmarks/README.md).
+    [<Literal>]
+    let SmallItemThreshold = 4096
+
+    let private sodium = NSec.Cryptography.AeadAlgorithm.XChaCha20Poly1305
+
+    /// XChaCha20-Poly1305 seal under the blob key with the faster construction for the size.
+    let internal sealWith (keys: NamespaceKeys) (nonce: ReadOnlySpan<byte>) (plaintext: ReadOnlySpan<byte>) (aad: ReadOnlySpan<byte>) (destination: Span<byte>) =
+        if plaintext.Length <= SmallItemThreshold then
+            sodium.Encrypt(keys.SodiumBlobKey, nonce, aad, plaintext, destination)
+            Ok()
+        else
+            XChaCha20Poly1305.seal (ReadOnlySpan keys.BlobKey) nonce plaintext aad destination
+
+    /// XChaCha20-Poly1305 open under the blob key with the faster construction for the size.
+    let internal openWith (keys: NamespaceKeys) (nonce: byte[]) (sealedBytes: byte[]) (aad: byte[]) : Result<byte[], CryptoError> =
+        if sealedBytes.Length < Limits.AeadTagLength then
+            Error DecryptFailed
+        elif sealedBytes.Length - Limits.AeadTagLength <= SmallItemThreshold then
+            let out = Array.zeroCreate (sealedBytes.Length - Limits.AeadTagLength)
+            if sodium.Decrypt(keys.SodiumBlobKey, ReadOnlySpan nonce, ReadOnlySpan aad, ReadOnlySpan sealedBytes, Span out) then Ok out
+            else Error DecryptFailed
+        else
+            XChaCha20Poly1305.decrypt keys.BlobKey nonce sealedBytes aad
+
     /// Encrypts `plaintext` for (namespace, item, version) with a caller-supplied fresh nonce.
     /// Rejects plaintexts over 65 520 bytes.
     let seal
@@ -87,7 +126,7 @@ module ItemCrypto =
             let aad = Aad.build ns item version
             let out = Array.zeroCreate (plaintext.Length + Limits.AeadTagLength)
 
-            XChaCha20Poly1305.seal (ReadOnlySpan keys.BlobKey) nonce.Span plaintext aad.Span (Span out)
+            sealWith keys nonce.Span plaintext aad.Span (Span out)
             |> Result.map (fun () ->
                 { Nonce = nonce
                   Aad = aad
@@ -97,7 +136,7 @@ module ItemCrypto =
     let decryptRaw (keys: NamespaceKeys) (nonce: byte[]) (aad: byte[]) (ciphertext: byte[]) : Result<byte[], CryptoError> =
         if isNull nonce || nonce.Length <> Limits.ItemNonceLength then Error InvalidNonce
         elif isNull ciphertext then Error DecryptFailed
-        else XChaCha20Poly1305.decrypt keys.BlobKey nonce ciphertext (if isNull aad then [||] else aad)
+        else openWith keys nonce ciphertext (if isNull aad then [||] else aad)
 
     /// Opens an item fetched for (namespace, item) at the response `version`: the received AAD
     /// must equal the recomputed one ("aad mismatch"), then AEAD authentication.

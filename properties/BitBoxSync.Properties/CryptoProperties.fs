@@ -117,6 +117,14 @@ let tests =
               let theirs = algorithm.Encrypt(k, ReadOnlySpan nonce, ReadOnlySpan aad, ReadOnlySpan pt)
               ours = theirs && XChaCha20Poly1305.decrypt key nonce theirs aad = Ok pt)
 
+          testPropertyWithConfig config "item sealing uses libsodium for small and the BCL for large items, with identical bytes"
+          <| forAll (Gen.zip itemCase (Gen.oneof [ Gen.choose (0, 64); Gen.choose (ItemCrypto.SmallItemThreshold - 2, ItemCrypto.SmallItemThreshold + 2); Gen.choose (4097, 9000) ])) (fun (c, size) ->
+              let plaintext = Array.init size (fun i -> byte (i * 31))
+              let keys = NamespaceKeys.derive c.Dek
+              let s = ItemCrypto.seal keys c.Ns c.Item c.Version c.Nonce (ReadOnlySpan plaintext) |> Result.defaultWith (fun e -> failwith e.Message)
+              let bcl = XChaCha20Poly1305.encrypt (NamespaceKeys.blobKey keys) (Bin.toArray c.Nonce) plaintext (Bin.toArray s.Aad) |> Result.defaultWith (fun e -> failwith e.Message)
+              Bin.toArray s.Ciphertext = bcl && ItemCrypto.openItem keys c.Ns c.Item c.Version s = Ok plaintext)
+
           testPropertyWithConfig config "DEK wrap then unwrap returns the DEK"
           <| forAll wrapCase (fun c ->
               let w = wrapOf c
