@@ -4,6 +4,7 @@ namespace BitBoxSync.Protocol
 
 open System
 open System.Text
+open FsToolkit.ErrorHandling
 
 /// Why a server origin was rejected (§3.8).
 [<RequireQualifiedAccess>]
@@ -61,59 +62,63 @@ module ServerOrigin =
                && not (label.StartsWith '-' || label.EndsWith '-')
                && label |> Seq.forall isLabelChar)
 
+    let private require condition error = if condition then Ok() else Error error
+
+    /// Splits an authority into host and optional port (an IPv6 literal keeps its brackets and
+    /// then fails the label rule, as in Go).
+    let private hostAndPort (authority: string) =
+        if authority.StartsWith '[' then
+            authority, None
+        else
+            match authority.LastIndexOf ':' with
+            | -1 -> authority, None
+            | i -> authority.Substring(0, i), Some(authority.Substring(i + 1))
+
+    let private canonicalPort (port: string option) : Result<string, OriginError> =
+        match port with
+        | None -> Ok ""
+        | Some p ->
+            match Decimal.tryParseUInt64 p with
+            | ValueSome 443UL -> Ok ""
+            | ValueSome v when v >= 1UL && v <= 65535UL -> Ok(":" + p)
+            | _ -> Error OriginError.PortNotCanonical
+
     /// `CanonicalServerOrigin`: accepts `https://host[:port]` (scheme case-insensitive), rejects
     /// anything else with the rule it broke; drops port 443. Stricter than Go on `https://h?`,
     /// `https://h#`, `https://h:` and percent-escapes in the host (all rejected).
     let canonicalize (input: string) : Result<ServerOrigin, OriginError> =
-        if String.IsNullOrEmpty input then
-            Error OriginError.Empty
-        else
+        result {
+            do! require (not (String.IsNullOrEmpty input)) OriginError.Empty
             let colon = input.IndexOf ':'
 
-            if colon <= 0 || not (String.Equals(input.Substring(0, colon), "https", StringComparison.OrdinalIgnoreCase)) then
-                Error OriginError.NotHttps
-            else
-                let rest = input.Substring(colon + 1)
+            do!
+                require
+                    (colon > 0 && String.Equals(input.Substring(0, colon), "https", StringComparison.OrdinalIgnoreCase))
+                    OriginError.NotHttps
 
-                if not (rest.StartsWith "//") then
-                    Error OriginError.NotOnlySchemeHostPort
-                else
-                    let authority = rest.Substring 2
+            let rest = input.Substring(colon + 1)
+            do! require (rest.StartsWith "//") OriginError.NotOnlySchemeHostPort
+            let authority = rest.Substring 2
 
-                    if authority.Length = 0 || authority.IndexOfAny [| '/'; '?'; '#'; '@'; '\\' |] >= 0 then
-                        Error OriginError.NotOnlySchemeHostPort
-                    else
-                        let host, port =
-                            if authority.StartsWith '[' then
-                                authority, None // IPv6 literal: fails the label rule below
-                            else
-                                let i = authority.LastIndexOf ':'
-                                if i < 0 then authority, None else authority.Substring(0, i), Some(authority.Substring(i + 1))
+            do!
+                require
+                    (authority.Length > 0 && authority.IndexOfAny [| '/'; '?'; '#'; '@'; '\\' |] < 0)
+                    OriginError.NotOnlySchemeHostPort
 
-                        if host.Length = 0 then
-                            Error OriginError.NotOnlySchemeHostPort
-                        elif host |> Seq.exists (fun c -> c > '\u007f' || Char.IsAsciiLetterUpper c) then
-                            Error OriginError.HostNotLowercaseAscii
-                        elif not (validHost host) then
-                            Error OriginError.HostNotALabel
-                        else
-                            let portPart =
-                                match port with
-                                | None -> Ok ""
-                                | Some p ->
-                                    match Decimal.tryParseUInt64 p with
-                                    | ValueSome 443UL -> Ok ""
-                                    | ValueSome v when v >= 1UL && v <= 65535UL -> Ok(":" + p)
-                                    | _ -> Error OriginError.PortNotCanonical
+            let host, port = hostAndPort authority
+            do! require (host.Length > 0) OriginError.NotOnlySchemeHostPort
 
-                            portPart
-                            |> Result.bind (fun portPart ->
-                                let canonical = "https://" + host + portPart
+            do!
+                require
+                    (host |> Seq.forall (fun c -> c <= '\u007f' && not (Char.IsAsciiLetterUpper c)))
+                    OriginError.HostNotLowercaseAscii
 
-                                if canonical.Length > Limits.MaxServerOriginLength then
-                                    Error(OriginError.TooLong canonical.Length)
-                                else
-                                    Ok(ServerOrigin.Create canonical))
+            do! require (validHost host) OriginError.HostNotALabel
+            let! portPart = canonicalPort port
+            let canonical = "https://" + host + portPart
+            do! require (canonical.Length <= Limits.MaxServerOriginLength) (OriginError.TooLong canonical.Length)
+            return ServerOrigin.Create canonical
+        }
 
     /// Accepts only an origin that is already canonical ("server origin must be canonical").
     let parseCanonical (input: string) : Result<ServerOrigin, OriginError> =
@@ -369,74 +374,69 @@ module InviteUri =
         else
             None
 
+    let private check (condition: bool) (error: InviteUriError) : Result<unit, InviteUriError> =
+        if condition then Ok() else Error error
+
+    let private field (r: Result<'a, FieldError>) = r |> Result.mapError InviteUriError.InvalidField
+
+    /// Splits `scheme:rest` into (authority host, raw query, raw fragment); the query and the
+    /// fragment are empty when absent.
+    let private split (uri: string) =
+        let hashAt = uri.IndexOf '#'
+        let beforeFragment = if hashAt < 0 then uri else uri.Substring(0, hashAt)
+        let fragment = if hashAt < 0 then "" else uri.Substring(hashAt + 1)
+        let queryAt = beforeFragment.IndexOf '?'
+        let hierarchy = if queryAt < 0 then beforeFragment else beforeFragment.Substring(0, queryAt)
+        let query = if queryAt < 0 then "" else beforeFragment.Substring(queryAt + 1)
+        let afterScheme = hierarchy.Substring "bitboxsync:".Length
+
+        let host =
+            if afterScheme.StartsWith "//" then
+                let authority = afterScheme.Substring 2
+                // Go accepts (and ignores) user info before the host.
+                match authority.LastIndexOf '@' with
+                | -1 -> Some authority
+                | i -> Some(authority.Substring(i + 1))
+            else
+                None
+
+        host, query, fragment
+
+    let private parseExpiry (e: string) : Result<int64, InviteUriError> =
+        match Int64.TryParse(e, Globalization.NumberStyles.AllowLeadingSign, Globalization.CultureInfo.InvariantCulture) with
+        | false, _ -> Error(InviteUriError.InvalidField(FieldError.create "expiresAt" "must be a decimal integer"))
+        | true, v when v <= 0L -> Error InviteUriError.NonPositiveExpiry
+        | true, v when v.ToString(Globalization.CultureInfo.InvariantCulture) <> e -> Error InviteUriError.NonCanonicalExpiry
+        | true, v -> Ok v
+
     /// Parses an invite URI following §4.3 (first failure wins). Never throws.
     let parse (uri: string) : Result<InviteToken, InviteUriError> =
-        if isNull uri || not (uri.StartsWith("bitboxsync:", StringComparison.Ordinal)) then
-            Error InviteUriError.Unsupported
-        elif uri |> Seq.exists (fun c -> c < ' ' || c = '\u007f') then
-            Error InviteUriError.Unsupported
-        else
-            let hashAt = uri.IndexOf '#'
-            let beforeFragment = if hashAt < 0 then uri else uri.Substring(0, hashAt)
-            let fragment = if hashAt < 0 then "" else uri.Substring(hashAt + 1)
-            let queryAt = beforeFragment.IndexOf '?'
-            let hierarchy = if queryAt < 0 then beforeFragment else beforeFragment.Substring(0, queryAt)
-            let query = if queryAt < 0 then "" else beforeFragment.Substring(queryAt + 1)
-            let afterScheme = hierarchy.Substring "bitboxsync:".Length
+        result {
+            do! check (not (isNull uri) && uri.StartsWith("bitboxsync:", StringComparison.Ordinal)) InviteUriError.Unsupported
+            do! check (uri |> Seq.forall (fun c -> c >= ' ' && c <> '\u007f')) InviteUriError.Unsupported
+            let host, query, fragment = split uri
+            do! check (host = Some "join-namespace") InviteUriError.Unsupported
+            do! check (query.Length > 0) InviteUriError.MissingQuery
+            do! check (query.Split '&' |> Array.forall (fun c -> c.Length > 0)) InviteUriError.EmptyQueryComponent
+            let! pairs = decodePairs query |> Result.mapError InviteUriError.BadQuery
+            let! q = exactFields [ "v"; "s"; "n"; "i"; "e" ] pairs |> Result.requireSome InviteUriError.NonCanonicalQueryFields
+            do! check (q["v"] = "1") InviteUriError.UnsupportedVersion
+            let! origin = ServerOrigin.canonicalize ("https://" + q["s"]) |> Result.mapError InviteUriError.InvalidOrigin
+            do! check (origin.HostAndPort = q["s"]) InviteUriError.NonCanonicalOrigin
+            let! ns = Bin.parseAs<NamespaceIdKind> "namespaceId" q["n"] |> field
+            let! invite = Bin.parseAs<InviteIdKind> "inviteId" q["i"] |> field
+            let! expiresAt = parseExpiry q["e"]
+            do! check (fragment.Length > 0) InviteUriError.MissingFragment
+            do! check (fragment.Split '&' |> Array.forall (fun c -> c.Length > 0)) InviteUriError.EmptyFragmentComponent
+            let! fragmentPairs = decodePairs fragment |> Result.mapError InviteUriError.BadFragment
+            let! f = exactFields [ "k" ] fragmentPairs |> Result.requireSome InviteUriError.NonCanonicalFragmentFields
+            let! secret = Bin.parseAs<InviteSecretKind> "inviteSecret" f["k"] |> field
 
-            let hostOk =
-                afterScheme.StartsWith "//"
-                && (let authority = afterScheme.Substring 2
-                    let host = match authority.LastIndexOf '@' with -1 -> authority | i -> authority.Substring(i + 1)
-                    host = "join-namespace")
-
-            if not hostOk then
-                Error InviteUriError.Unsupported
-            elif query.Length = 0 then
-                Error InviteUriError.MissingQuery
-            elif query.Split '&' |> Array.exists String.IsNullOrEmpty then
-                Error InviteUriError.EmptyQueryComponent
-            else
-                match decodePairs query with
-                | Error e -> Error(InviteUriError.BadQuery e)
-                | Ok pairs ->
-                    match exactFields [ "v"; "s"; "n"; "i"; "e" ] pairs with
-                    | None -> Error InviteUriError.NonCanonicalQueryFields
-                    | Some q ->
-                        if q["v"] <> "1" then
-                            Error InviteUriError.UnsupportedVersion
-                        else
-                            match ServerOrigin.canonicalize ("https://" + q["s"]) with
-                            | Error e -> Error(InviteUriError.InvalidOrigin e)
-                            | Ok origin when origin.HostAndPort <> q["s"] -> Error InviteUriError.NonCanonicalOrigin
-                            | Ok origin ->
-                                match Bin.parseAs<NamespaceIdKind> "namespaceId" q["n"], Bin.parseAs<InviteIdKind> "inviteId" q["i"] with
-                                | Error e, _
-                                | _, Error e -> Error(InviteUriError.InvalidField e)
-                                | Ok ns, Ok inv ->
-                                    match Int64.TryParse(q["e"], Globalization.NumberStyles.AllowLeadingSign, Globalization.CultureInfo.InvariantCulture) with
-                                    | false, _ -> Error(InviteUriError.InvalidField(FieldError.create "expiresAt" "must be a decimal integer"))
-                                    | true, e when e <= 0L -> Error InviteUriError.NonPositiveExpiry
-                                    | true, e when e.ToString(Globalization.CultureInfo.InvariantCulture) <> q["e"] -> Error InviteUriError.NonCanonicalExpiry
-                                    | true, expiresAt ->
-                                        if fragment.Length = 0 then
-                                            Error InviteUriError.MissingFragment
-                                        elif fragment.Split '&' |> Array.exists String.IsNullOrEmpty then
-                                            Error InviteUriError.EmptyFragmentComponent
-                                        else
-                                            match decodePairs fragment with
-                                            | Error e -> Error(InviteUriError.BadFragment e)
-                                            | Ok fpairs ->
-                                                match exactFields [ "k" ] fpairs with
-                                                | None -> Error InviteUriError.NonCanonicalFragmentFields
-                                                | Some f ->
-                                                    match Bin.parseAs<InviteSecretKind> "inviteSecret" f["k"] with
-                                                    | Error e -> Error(InviteUriError.InvalidField e)
-                                                    | Ok secret ->
-                                                        Ok
-                                                            { Version = 1
-                                                              ServerOrigin = origin
-                                                              NamespaceId = ns
-                                                              InviteId = inv
-                                                              ExpiresAt = expiresAt
-                                                              InviteSecret = secret }
+            return
+                { Version = 1
+                  ServerOrigin = origin
+                  NamespaceId = ns
+                  InviteId = invite
+                  ExpiresAt = expiresAt
+                  InviteSecret = secret }
+        }
