@@ -243,9 +243,16 @@ module XChaCha20Poly1305 =
             BinaryPrimitives.WriteUInt32LittleEndian(subkey.Slice(4 * i, 4), s[i])
             BinaryPrimitives.WriteUInt32LittleEndian(subkey.Slice(16 + 4 * i, 4), s[12 + i])
 
-    let private innerNonce (nonce: ReadOnlySpan<byte>) (inner: Span<byte>) =
+    /// The RFC 8439 cipher under the HChaCha20 subkey of (key, nonce[0..16]), and the inner
+    /// 12-byte nonce `0^4 ‖ nonce[16..24]` written into `inner`. The subkey is wiped.
+    let private cipherFor (key: ReadOnlySpan<byte>) (nonce: ReadOnlySpan<byte>) (inner: Span<byte>) : BclChaCha =
+        let subkey = Span<byte>(Array.zeroCreate 32)
+        hchacha20 key (nonce.Slice(0, 16)) subkey
         inner.Slice(0, 4).Clear()
         nonce.Slice(16, 8).CopyTo(inner.Slice 4)
+        let aead = new BclChaCha(Span<byte>.op_Implicit subkey)
+        CryptographicOperations.ZeroMemory subkey
+        aead
 
     /// Seals `plaintext` into `destination` (plaintext length + 16 bytes: ciphertext ‖ tag).
     let seal
@@ -262,13 +269,9 @@ module XChaCha20Poly1305 =
         elif destination.Length <> plaintext.Length + Limits.AeadTagLength then
             invalidArg "destination" "destination must be plaintext length + 16"
         else
-            let subkey = Span<byte>(Array.zeroCreate 32)
             let inner = Span<byte>(Array.zeroCreate 12)
-            hchacha20 key (nonce.Slice(0, 16)) subkey
-            innerNonce nonce inner
-            use aead = new BclChaCha(Span<byte>.op_Implicit subkey)
+            use aead = cipherFor key nonce inner
             aead.Encrypt(inner, plaintext, destination.Slice(0, plaintext.Length), destination.Slice plaintext.Length, aad)
-            CryptographicOperations.ZeroMemory subkey
             Ok()
 
     /// Opens `ciphertext ‖ tag` into `destination` (ciphertext length - 16 bytes).
@@ -288,12 +291,8 @@ module XChaCha20Poly1305 =
         elif destination.Length <> sealedBytes.Length - Limits.AeadTagLength then
             invalidArg "destination" "destination must be ciphertext length - 16"
         else
-            let subkey = Span<byte>(Array.zeroCreate 32)
             let inner = Span<byte>(Array.zeroCreate 12)
-            hchacha20 key (nonce.Slice(0, 16)) subkey
-            innerNonce nonce inner
-            use aead = new BclChaCha(Span<byte>.op_Implicit subkey)
-            CryptographicOperations.ZeroMemory subkey
+            use aead = cipherFor key nonce inner
             let n = sealedBytes.Length - Limits.AeadTagLength
 
             try

@@ -146,6 +146,16 @@ module Requests =
     let private mustBeAbsent field (s: string) =
         if String.IsNullOrEmpty s then Ok() else FieldError.fail field "must be omitted unless purpose is \"sensitive-action\""
 
+    /// The four parts every signed auth request carries: kind, key ID, challenge, signature.
+    let private signedParts kind keyId challenge signature =
+        result {
+            let! kind = IdentityKind.parse kind
+            let! keyId = Bin.parseAs<KeyIdKind> "keyId" keyId
+            let! challenge = Bin.parseAs<ChallengeKind> "challenge" challenge
+            let! signature = Bin.parseAs<SignatureKind> "intentSignature" signature
+            return kind, keyId, challenge, signature
+        }
+
     /// Validates a challenge request: purpose and kind from the enumerations; `action` and
     /// `actionFieldsHash` present exactly for `sensitive-action`.
     let challenge (r: ChallengeRequest) : Result<ChallengeCommand, FieldError> =
@@ -176,12 +186,9 @@ module Requests =
     /// Validates a login request.
     let login (r: LoginRequest) : Result<LoginCommand, FieldError> =
         result {
-            let! kind = IdentityKind.parse r.Kind
-            let! keyId = Bin.parseAs<KeyIdKind> "keyId" r.KeyId
+            let! kind, keyId, challenge, signature = signedParts r.Kind r.KeyId r.Challenge r.IntentSignature
             let! auth = Bin.parseAs<AuthPublicKeyKind> "authPublicKey" r.AuthPublicKey
             let! wrap = Bin.parseAs<WrapPublicKeyKind> "wrapPublicKey" r.WrapPublicKey
-            let! challenge = Bin.parseAs<ChallengeKind> "challenge" r.Challenge
-            let! signature = Bin.parseAs<SignatureKind> "intentSignature" r.IntentSignature
             let! attestation = optional (Bin.parseAs<AttestationKind> "attestation") r.Attestation
 
             return
@@ -197,10 +204,7 @@ module Requests =
     /// Validates a refresh request.
     let refresh (r: RefreshRequest) : Result<RefreshCommand, FieldError> =
         result {
-            let! kind = IdentityKind.parse r.Kind
-            let! keyId = Bin.parseAs<KeyIdKind> "keyId" r.KeyId
-            let! challenge = Bin.parseAs<ChallengeKind> "challenge" r.Challenge
-            let! signature = Bin.parseAs<SignatureKind> "intentSignature" r.IntentSignature
+            let! kind, keyId, challenge, signature = signedParts r.Kind r.KeyId r.Challenge r.IntentSignature
             let! attestation = optional (Bin.parseAs<AttestationKind> "attestation") r.Attestation
 
             return
@@ -214,10 +218,7 @@ module Requests =
     /// Validates a revoke-all-tokens request.
     let revokeAllTokens (r: RevokeAllTokensRequest) : Result<RevokeAllTokensCommand, FieldError> =
         result {
-            let! kind = IdentityKind.parse r.Kind
-            let! keyId = Bin.parseAs<KeyIdKind> "keyId" r.KeyId
-            let! challenge = Bin.parseAs<ChallengeKind> "challenge" r.Challenge
-            let! signature = Bin.parseAs<SignatureKind> "intentSignature" r.IntentSignature
+            let! kind, keyId, challenge, signature = signedParts r.Kind r.KeyId r.Challenge r.IntentSignature
 
             return
                 { Kind = kind
@@ -258,12 +259,9 @@ module Requests =
     /// Validates a create-invite request (format; ranges and signature are rules of the server).
     let createInvite (r: CreateNamespaceInviteRequest) : Result<CreateInviteCommand, FieldError> =
         result {
-            let! kind = IdentityKind.parse r.Kind
-            let! keyId = Bin.parseAs<KeyIdKind> "keyId" r.KeyId
+            let! kind, keyId, challenge, signature = signedParts r.Kind r.KeyId r.Challenge r.IntentSignature
             let! invite = Bin.parseAs<InviteIdKind> "inviteId" r.InviteId
             let! hash = Bin.parseAs<InviteServerSecretHashKind> "inviteServerSecretHash" r.InviteServerSecretHash
-            let! challenge = Bin.parseAs<ChallengeKind> "challenge" r.Challenge
-            let! signature = Bin.parseAs<SignatureKind> "intentSignature" r.IntentSignature
 
             do!
                 if r.ExpiresAt <= 0L then FieldError.fail "expiresAt" "must be a positive Unix time"
