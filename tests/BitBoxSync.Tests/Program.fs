@@ -4,4 +4,4 @@ open Expecto
 
 [<EntryPoint>]
 let main argv =
-    runTestsWithCLIArgs [] argv (testList "BitBoxSync.Tests" [ VectorTests.tests; ProtocolTests.tests ])
+    runTestsWithCLIArgs [] argv (testList "BitBoxSync.Tests" [ VectorTests.tests; ProtocolTests.tests; CoreTests.tests ])

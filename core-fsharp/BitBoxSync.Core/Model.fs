@@ -1,0 +1,125 @@
+/// The persisted sync records and the item state model they encode.
+/// Implements spec/ENGINE.md §2.3 (records), §3.2–§3.3 (logical keys) and §5.1 (states).
+namespace BitBoxSync.Core
+
+open System
+open System.Buffers.Binary
+open BitBoxSync.Protocol
+
+/// One identity's session state (one row per key ID). Storage format — change only with a
+/// schema migration.
+type IdentityState =
+    { KeyId: KeyId
+      Kind: IdentityKind
+      /// Bearer token; None = no token.
+      AccessToken: string option
+      /// Server-reported token expiry; None = unknown / no token.
+      TokenExpiry: DateTimeOffset option
+      /// Cached default namespace ID; None = unknown.
+      DefaultNamespaceId: NamespaceId option
+      UpdatedAt: DateTimeOffset }
+
+/// One cached namespace of one identity. Storage format — change only with a schema migration.
+type NamespaceState =
+    { KeyId: KeyId
+      NamespaceId: NamespaceId
+      /// None only transiently (joined but not yet listed).
+      Kind: NamespaceKind option
+      /// Highest head reconciled locally.
+      Head: uint64
+      /// Hash of the active scope reconciled at that head; "" when no collection is registered.
+      ActiveScopeHash: string
+      /// Unwrapped DEK; None = not cached.
+      Dek: Dek option
+      UpdatedAt: DateTimeOffset }
+
+/// Sync metadata of one item. Storage format — change only with a schema migration.
+type ItemState =
+    { KeyId: KeyId
+      NamespaceId: NamespaceId
+      Collection: string
+      Key: string
+      ItemId: ItemId
+      /// Highest remote version known locally; the version the next upload must match.
+      Version: uint64
+      /// The version the base value belongs to.
+      BaseVersion: uint64
+      /// Encoded bytes of the last clean value; None = no base.
+      BaseValue: byte[] option
+      /// The local value must be uploaded.
+      Dirty: bool
+      /// Automatic merge failed; uploads stopped until resolved.
+      Conflict: bool
+      ConflictRemoteVersion: uint64
+      ConflictRemoteValue: byte[] option
+      /// Local write time; also the upload order key.
+      UpdatedAt: DateTimeOffset }
+
+/// The states of §5.1, derived from an item row's fields.
+[<RequireQualifiedAccess>]
+type ItemStatus =
+    /// Local value never uploaded; the next upload has no If-Match.
+    | PendingCreate
+    /// The backend value is expected to equal the base.
+    | Clean
+    /// Local value differs from the base; upload with If-Match: Version.
+    | Dirty
+    /// Merge unresolved; no uploads; the remote side is kept in ConflictRemote*.
+    | Conflict
+
+/// Logical keys and their derived identifiers.
+module LogicalKey =
+    /// The length-delimited join of §3.3: for each part, u64be(UTF-8 length) then the UTF-8 bytes.
+    let join (parts: string list) : byte[] =
+        let encoded = parts |> List.map Text.Encoding.UTF8.GetBytes
+        let out = Array.zeroCreate (encoded |> List.sumBy (fun b -> 8 + b.Length))
+        let mutable offset = 0
+
+        for b in encoded do
+            BinaryPrimitives.WriteUInt64BigEndian(Span(out, offset, 8), uint64 b.Length)
+            b.CopyTo(out, offset + 8)
+            offset <- offset + 8 + b.Length
+
+        out
+
+    /// Item ID of (collection, key) in a namespace: HMAC(mapKey, join [collection; key]).
+    let itemId (keys: NamespaceKeys) (collection: string) (key: string) : ItemId =
+        ItemIds.ofBytes keys (ReadOnlySpan(join [ collection; key ]))
+
+/// Item row helpers.
+module ItemState =
+    /// "Has a merge base": BaseVersion ≠ 0 or a non-empty base value.
+    let hasMergeBase (item: ItemState) =
+        item.BaseVersion <> 0UL
+        || (match item.BaseValue with
+            | Some b -> b.Length > 0
+            | None -> false)
+
+    /// The §5.1 state of a row.
+    let status (item: ItemState) : ItemStatus =
+        if item.Conflict then ItemStatus.Conflict
+        elif item.Dirty && item.Version = 0UL then ItemStatus.PendingCreate
+        elif item.Dirty then ItemStatus.Dirty
+        else ItemStatus.Clean
+
+    /// A fresh row for a logical key that has no metadata yet (version 0, no base, clean).
+    let template (keyId: KeyId) (ns: NamespaceId) (collection: string) (key: string) (itemId: ItemId) (now: DateTimeOffset) : ItemState =
+        { KeyId = keyId
+          NamespaceId = ns
+          Collection = collection
+          Key = key
+          ItemId = itemId
+          Version = 0UL
+          BaseVersion = 0UL
+          BaseValue = None
+          Dirty = false
+          Conflict = false
+          ConflictRemoteVersion = 0UL
+          ConflictRemoteValue = None
+          UpdatedAt = now }
+
+    /// Byte equality of an encoded value with the base (the only change detection, §4.3 f).
+    let equalsBase (item: ItemState) (encoded: byte[]) =
+        match item.BaseValue with
+        | Some b -> hasMergeBase item && ReadOnlySpan(b).SequenceEqual(ReadOnlySpan encoded)
+        | None -> false
