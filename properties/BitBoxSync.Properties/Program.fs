@@ -9,4 +9,4 @@ let main argv =
         argv
         (testList
             "BitBoxSync.Properties"
-            [ EncodingProperties.tests; CryptoProperties.tests; InviteProperties.tests ])
+            [ EncodingProperties.tests; CryptoProperties.tests; InviteProperties.tests; CoreProperties.tests ])

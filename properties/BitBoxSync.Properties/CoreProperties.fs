@@ -1,0 +1,133 @@
+/// Laws of the pure core's first decisions: the scope hash ignores order, snapshot
+/// reconciliation never loses a local edit and is idempotent, the schedule stays within bounds.
+module BitBoxSync.Properties.CoreProperties
+
+open System
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open BitBoxSync.Protocol
+open BitBoxSync.Core
+open BitBoxSync.Properties.Generators
+
+let private keys = NamespaceKeys.derive (Bin.ofBytes<DekKind> (Array.init 32 byte) |> Result.defaultWith (fun _ -> failwith "dek"))
+let private ns = Bin.ofBytes<NamespaceIdKind> (Array.zeroCreate 16) |> Result.defaultWith (fun _ -> failwith "ns")
+let private keyId = Bin.ofBytes<KeyIdKind> (Array.zeroCreate 32) |> Result.defaultWith (fun _ -> failwith "key id")
+let private t0 = DateTimeOffset.FromUnixTimeSeconds 100L
+let private t1 = DateTimeOffset.FromUnixTimeSeconds 200L
+
+let private keyGen = Gen.elements [ "a"; "b"; "c"; "d"; "e"; "é"; "Ａ"; "\U0001F600"; "a\u001fb" ]
+let private valueGen = Gen.elements [ "x"B; "y"B; "z"B; [||] ]
+
+/// A random collection state: per key an optional row (clean/dirty/conflict, base) and an
+/// optional snapshot value; some keys are out of scope.
+type private Case =
+    { Rows: Map<string, ItemState>
+      Snapshot: (string * byte[]) list
+      ActiveKeys: string list }
+
+let private caseGen =
+    gen {
+        let! keysInPlay = Gen.subListOf [ "a"; "b"; "c"; "d"; "e"; "é"; "Ａ"; "\U0001F600"; "a\u001fb" ]
+        let! active = Gen.subListOf keysInPlay
+
+        let! rows =
+            keysInPlay
+            |> List.map (fun k ->
+                gen {
+                    let! present = Gen.elements [ true; false ]
+                    let! baseValue = Gen.optionOf valueGen
+                    let! version = Gen.choose (0, 3)
+                    let! dirty = Gen.elements [ true; false ]
+                    let! conflict = Gen.elements [ true; false; false ]
+
+                    let row =
+                        { ItemState.template keyId ns "c" k (LogicalKey.itemId keys "c" k) t0 with
+                            Version = uint64 version
+                            BaseVersion = (if baseValue.IsSome then uint64 version else 0UL)
+                            BaseValue = baseValue
+                            Dirty = dirty || conflict
+                            Conflict = conflict }
+
+                    return if present then Some(k, row) else None
+                })
+            |> Gen.sequenceToList
+
+        let! snapshot =
+            keysInPlay
+            |> List.map (fun k -> Gen.optionOf valueGen |> Gen.map (Option.map (fun v -> k, v)))
+            |> Gen.sequenceToList
+
+        return
+            { Rows = rows |> List.choose id |> Map.ofList
+              Snapshot = snapshot |> List.choose id
+              ActiveKeys = active }
+    }
+
+let private reconcile (c: Case) (rows: Map<string, ItemState>) =
+    Snapshot.reconcile
+        { KeyId = keyId
+          NamespaceId = ns
+          Collection = "c"
+          Scope = Scope.build keys [ { Collection = "c"; Keys = c.ActiveKeys } ]
+          Rows = rows
+          Snapshot = c.Snapshot
+          ItemIdOf = LogicalKey.itemId keys "c"
+          Now = t1 }
+
+let private applyEffects (rows: Map<string, ItemState>) effects =
+    effects
+    |> List.fold
+        (fun (m: Map<string, ItemState>) e ->
+            match e with
+            | SnapshotEffect.Queue row -> m.Add(row.Key, row)
+            | SnapshotEffect.OutsideScope _ -> m)
+        rows
+
+let tests =
+    testList
+        "core"
+        [ testPropertyWithConfig config "scope hash is independent of collection and key order (and of duplicates)"
+          <| forAll (Gen.zip (Gen.listOf keyGen) (Gen.listOf keyGen)) (fun (names, itemKeys) ->
+              let ids = itemKeys |> List.map (LogicalKey.itemId keys "c")
+              let shuffledNames = List.rev names @ names
+              let shuffledIds = List.rev ids @ ids
+              Scope.hash names ids = Scope.hash shuffledNames shuffledIds
+              && (Scope.hash names ids = "") = List.isEmpty names)
+
+          testPropertyWithConfig config "a local edit is never lost: every in-scope value that differs from its base ends up dirty"
+          <| forAll caseGen (fun c ->
+              let after = applyEffects c.Rows (reconcile c c.Rows)
+
+              c.Snapshot
+              |> List.forall (fun (k, v) ->
+                  if not (List.contains k c.ActiveKeys) then
+                      after.TryFind k = c.Rows.TryFind k
+                  else
+                      match after.TryFind k with
+                      | None -> false
+                      | Some row -> row.Dirty || ItemState.equalsBase row v))
+
+          testPropertyWithConfig config "reconciliation touches only queued rows and is idempotent"
+          <| forAll caseGen (fun c ->
+              let effects = reconcile c c.Rows
+              let after = applyEffects c.Rows effects
+              let queuedKeys = effects |> List.choose (function SnapshotEffect.Queue r -> Some r.Key | _ -> None)
+
+              (reconcile c after |> List.forall (function SnapshotEffect.OutsideScope _ -> true | _ -> false))
+              && (c.Rows |> Map.forall (fun k row -> List.contains k queuedKeys || after[k] = row))
+              && (effects |> List.forall (function SnapshotEffect.Queue r -> not (c.Rows.TryFind r.Key |> Option.exists (fun o -> o.Conflict || o.Dirty)) | _ -> true)))
+
+          testPropertyWithConfig config "backoff is within [base, max] and never decreases with more failures"
+          <| forAll (Gen.zip3 (Gen.choose (1, 100000)) (Gen.choose (0, 200000)) (Gen.choose (1, 40))) (fun (b, m, f) ->
+              let s = Schedule.settings (TimeSpan.FromSeconds(float b)) (TimeSpan.FromSeconds(float m))
+              let x = Schedule.failureBackoff s f
+              let y = Schedule.failureBackoff s (f + 1)
+              x >= s.Base && x <= s.Max && y >= x && Schedule.idleInterval s (3 * f) <= s.Max)
+
+          testPropertyWithConfig config "jitter stays within 0.9x..1.1x of the interval"
+          <| forAll (Gen.zip (Gen.choose (1, Int32.MaxValue)) (Gen.choose (0, 1000000))) (fun (ticks, n) ->
+              let interval = TimeSpan(int64 ticks * 10L)
+              let j = Schedule.jitter interval (float n / 1000001.0)
+              let tenth = interval.Ticks / 10L
+              j.Ticks >= interval.Ticks - tenth && j.Ticks <= interval.Ticks + tenth) ]
