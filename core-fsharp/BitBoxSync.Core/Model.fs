@@ -123,3 +123,51 @@ module ItemState =
         match item.BaseValue with
         | Some b -> hasMergeBase item && ReadOnlySpan(b).SequenceEqual(ReadOnlySpan encoded)
         | None -> false
+
+/// Why the server's answer contradicts what this client has already seen (§4.11). Every case
+/// names the namespace and, where there is one, the item.
+[<RequireQualifiedAccess>]
+type RollbackReason =
+    | NamespaceHeadDecreased of ns: NamespaceId * cached: uint64 * listed: uint64
+    | DefaultKindChanged of ns: NamespaceId
+    | DefaultNamespaceChanged of cached: NamespaceId * listed: NamespaceId
+    | DefaultNamespaceDisappeared of ns: NamespaceId
+    | ItemMapHeadBehind of ns: NamespaceId * mapHead: uint64 * expected: uint64
+    | ItemVersionDecreased of ns: NamespaceId * item: ItemId * cached: uint64 * server: uint64
+    | ItemDisappeared of ns: NamespaceId * item: ItemId * cached: uint64
+    | WatchHeadDecreased of ns: NamespaceId * cached: uint64 * reported: uint64
+
+    /// A readable description with the IDs.
+    member r.Message =
+        match r with
+        | NamespaceHeadDecreased(ns, c, l) -> sprintf "namespace %s head went back from %d to %d" ns.Wire c l
+        | DefaultKindChanged ns -> sprintf "default namespace %s is no longer listed as default" ns.Wire
+        | DefaultNamespaceChanged(c, l) -> sprintf "default namespace changed from %s to %s" c.Wire l.Wire
+        | DefaultNamespaceDisappeared ns -> sprintf "default namespace %s disappeared" ns.Wire
+        | ItemMapHeadBehind(ns, m, e) -> sprintf "namespace %s item map head %d is behind %d" ns.Wire m e
+        | ItemVersionDecreased(ns, i, c, s) -> sprintf "item %s in namespace %s went back from version %d to %d" i.Wire ns.Wire c s
+        | ItemDisappeared(ns, i, c) -> sprintf "item %s (version %d) disappeared from namespace %s" i.Wire c ns.Wire
+        | WatchHeadDecreased(ns, c, r) -> sprintf "watch reported namespace %s at head %d below the cached %d" ns.Wire r c
+
+/// Why a sync step stops. Rollback and namespace removal are distinct outcomes (§12.5).
+[<RequireQualifiedAccess>]
+type SyncError =
+    /// The server contradicts monotonic state: data considered tampered; no state was written.
+    | Rollback of RollbackReason
+    /// A namespace this client knew is no longer listed: removed from it, or a rollback.
+    | NamespaceRemoved of NamespaceId
+    /// The server listed a namespace kind this client does not know (not a rollback).
+    | UnsupportedNamespaceKind of ns: string * kind: string
+    /// The server listed more than one default namespace (not a rollback).
+    | MultipleDefaultNamespaces
+    /// A server answer that is malformed (bad ID, echo mismatch, ...); not a rollback.
+    | InvalidResponse of string
+
+    /// A readable description.
+    member e.Message =
+        match e with
+        | Rollback r -> "rollback detected: " + r.Message
+        | NamespaceRemoved ns -> sprintf "namespace %s is no longer listed (removed, or a rollback)" ns.Wire
+        | UnsupportedNamespaceKind(ns, k) -> sprintf "namespace %s has unsupported namespace kind %A" ns k
+        | MultipleDefaultNamespaces -> "server returned multiple default namespaces"
+        | InvalidResponse m -> "invalid server response: " + m

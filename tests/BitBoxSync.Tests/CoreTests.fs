@@ -151,4 +151,222 @@ let authTests =
               Expect.equal (after.AccessToken, after.TokenExpiry) (Some "t2", Some now) "token stored"
           } ]
 
-let tests = testList "core" [ keyTests; snapshotTests; scheduleTests; authTests ]
+let private nsRow id head scope dek =
+    { KeyId = keyId
+      NamespaceId = id
+      Kind = Some NamespaceKind.Default
+      Head = head
+      ActiveScopeHash = scope
+      Dek = dek
+      UpdatedAt = t0 }
+
+let private ns2 = Bin.parse<NamespaceIdKind> "ffeeddccbbaa99887766554433221100" |> ok "ns2"
+
+let private identity defaultNs =
+    { KeyId = keyId
+      Kind = IdentityKind.Keystore
+      AccessToken = Some "t"
+      TokenExpiry = Some(t0.AddDays 2.0)
+      DefaultNamespaceId = defaultNs
+      UpdatedAt = t0 }
+
+let private listed id kind head : ListedNamespace = { NamespaceId = id; Kind = kind; Head = head }
+
+let private rollbackOf (r: Result<'a, SyncError>) =
+    match r with
+    | Error(SyncError.Rollback reason) -> reason
+    | other -> failtestf "expected a rollback, got %A" other
+
+let namespaceTests =
+    testList
+        "namespace and item-map decisions"
+        [ test "TestSyncNamespacesRejectsCachedNamespaceDisappearance (decision): reported as removal, nothing planned" {
+              let r = Namespaces.check (identity None) [ { nsRow ns 4UL "" (Some dek) with Kind = Some NamespaceKind.Shared } ] [] t1
+              Expect.equal r (Error(SyncError.NamespaceRemoved ns)) "namespace removed, distinct from item rollback"
+          }
+          test "TestSyncNamespacesRejectsMultipleDefaultNamespaces (decision)" {
+              let r = Namespaces.check (identity None) [] [ listed ns NamespaceKind.Default 0UL; listed ns2 NamespaceKind.Default 0UL ] t1
+              Expect.equal r (Error SyncError.MultipleDefaultNamespaces) "multiple defaults"
+              Expect.stringContains SyncError.MultipleDefaultNamespaces.Message "multiple default namespaces" "message"
+          }
+          test "TestSyncNamespacesRejectsDefaultNamespaceMismatch (decision)" {
+              let r = Namespaces.check (identity (Some ns)) [] [ listed ns2 NamespaceKind.Default 0UL ]  t1
+              Expect.equal (rollbackOf r) (RollbackReason.DefaultNamespaceChanged(ns, ns2)) "changed default"
+              let kind = Namespaces.check (identity (Some ns)) [] [ listed ns NamespaceKind.Shared 0UL ] t1
+              Expect.equal (rollbackOf kind) (RollbackReason.DefaultKindChanged ns) "default listed as shared"
+          }
+          test "a listed head below the cached head is a rollback, found before anything is planned" {
+              let r = Namespaces.check (identity (Some ns)) [ nsRow ns 5UL "" (Some dek) ] [ listed ns NamespaceKind.Default 4UL ] t1
+              Expect.equal (rollbackOf r) (RollbackReason.NamespaceHeadDecreased(ns, 5UL, 4UL)) "head decreased"
+          }
+          test "new namespaces need a join and a default is adopted; unknown kinds are not rollbacks" {
+              let plan = Namespaces.check (identity None) [] [ listed ns NamespaceKind.Default 3UL ] t1 |> ok "plan"
+              Expect.equal plan.AdoptDefault (Some ns) "adopt default"
+              Expect.isTrue plan.Namespaces.Head.NeedsJoin "join to get the DEK"
+              Expect.isTrue plan.Namespaces.Head.RemoteChanged "head 3 > 0"
+              let weird: Wire.NamespaceSummary = { NamespaceId = ns.Wire; Kind = "private"; NamespaceHead = 1UL }
+              Expect.equal (Namespaces.parseListed [ weird ]) (Error(SyncError.UnsupportedNamespaceKind(ns.Wire, "private"))) "unsupported kind"
+          }
+          test "TestSyncNamespacesReconcilesActiveScopeChangeAtCurrentHead (decision): a scope change at the same head fetches the map once" {
+              let plan = Namespaces.check (identity (Some ns)) [ nsRow ns 7UL "" (Some dek) ] [ listed ns NamespaceKind.Default 7UL ] t1 |> ok "plan"
+              let p = plan.Namespaces.Head
+              let scopeHash = Scope.hashOf (Scope.build keys [ { Collection = "notes"; Keys = [ "remote-only" ] } ])
+              Expect.equal (Namespaces.decide p scopeHash t1) (NamespaceAction.FetchItemMap 7UL) "scope changed: fetch"
+              let again = { p with Row = { p.Row with ActiveScopeHash = scopeHash } }
+              Expect.equal (Namespaces.decide again scopeHash t1) (NamespaceAction.Save { again.Row with Head = 7UL; UpdatedAt = t1 }) "same scope: no fetch"
+          }
+          test "TestNamespaceWatchNeedsSyncRejectsRollbackHead and self-notifications need no pass" {
+              let cached = [ nsRow ns 5UL "" (Some dek) ]
+              Expect.equal (rollbackOf (Namespaces.needsSync cached [ listed ns NamespaceKind.Default 4UL ])) (RollbackReason.WatchHeadDecreased(ns, 5UL, 4UL)) "rollback"
+              Expect.equal (Namespaces.needsSync cached [ listed ns NamespaceKind.Default 5UL ]) (Ok false) "already observed"
+              Expect.equal (Namespaces.needsSync cached [ listed ns NamespaceKind.Default 6UL ]) (Ok true) "newer"
+              Expect.equal (Namespaces.needsSync cached [ listed ns2 NamespaceKind.Shared 0UL ]) (Ok true) "unknown namespace"
+          }
+          test "TestSyncNamespacesSkipsInactiveScopedItemsAndAdvancesHead (decision)" {
+              let inactive = row "gone-from-keys" 1UL (Some "v1"B) false false
+              let scope = Scope.build keys [ { Collection = "notes"; Keys = [ "other" ] } ]
+              let plan =
+                  ItemMap.plan
+                      { Row = nsRow ns 1UL "" (Some dek); ExpectedHead = 2UL; MapHead = 2UL
+                        MapItems = Map.ofList [ inactive.ItemId, 2UL ]; Cached = [ inactive ]; Scope = scope; Now = t1 }
+                  |> ok "plan"
+              Expect.isEmpty plan.Downloads "no download of an inactive item"
+              Expect.isEmpty plan.Unknown "not reported unknown"
+              Expect.equal plan.Finish.Head 2UL "head advanced"
+              Expect.equal plan.Finish.ActiveScopeHash (Scope.hashOf scope) "scope hash stored"
+          }
+          test "TestSyncNamespacesRejectsInactiveItemDisappearance and TestSyncNamespaceItemsDetectsDisappearedKnownItemAsRollback (decision)" {
+              let cached = row "k" 2UL (Some "v"B) false false
+              let input =
+                  { Row = nsRow ns 4UL "" (Some dek); ExpectedHead = 5UL; MapHead = 5UL; MapItems = Map.empty
+                    Cached = [ cached ]; Scope = Scope.build keys []; Now = t1 }
+              Expect.equal (rollbackOf (ItemMap.plan input)) (RollbackReason.ItemDisappeared(ns, cached.ItemId, 2UL)) "inactive item disappeared"
+              let active = { input with Scope = Scope.build keys [ { Collection = "notes"; Keys = [ "k" ] } ] }
+              Expect.equal (rollbackOf (ItemMap.plan active)) (RollbackReason.ItemDisappeared(ns, cached.ItemId, 2UL)) "active item disappeared"
+              let lower = { input with MapItems = Map.ofList [ cached.ItemId, 1UL ] }
+              Expect.equal (rollbackOf (ItemMap.plan lower)) (RollbackReason.ItemVersionDecreased(ns, cached.ItemId, 2UL, 1UL)) "version decreased"
+          }
+          test "TestSyncNamespaceItemsRejectsSnapshotBehindExpectedHead (decision)" {
+              let input =
+                  { Row = nsRow ns 3UL "" (Some dek); ExpectedHead = 5UL; MapHead = 4UL; MapItems = Map.empty
+                    Cached = []; Scope = Scope.build keys []; Now = t1 }
+              Expect.equal (rollbackOf (ItemMap.plan input)) (RollbackReason.ItemMapHeadBehind(ns, 4UL, 5UL)) "behind the list"
+          }
+          test "remote-only keys in scope are downloaded from templates; unmappable IDs are reported, in item-ID order" {
+              let scope = Scope.build keys [ { Collection = "notes"; Keys = [ "remote-only"; "b" ] } ]
+              let unknownA = Bin.parse<ItemIdKind> (String('0', 64)) |> ok "u"
+              let unknownB = Bin.parse<ItemIdKind> (String('f', 64)) |> ok "u"
+              let remoteOnly = LogicalKey.itemId keys "notes" "remote-only"
+              let plan =
+                  ItemMap.plan
+                      { Row = nsRow ns 0UL "" (Some dek); ExpectedHead = 3UL; MapHead = 3UL
+                        MapItems = Map.ofList [ unknownB, 1UL; remoteOnly, 2UL; unknownA, 1UL ]; Cached = []; Scope = scope; Now = t1 }
+                  |> ok "plan"
+              Expect.equal plan.Unknown [ unknownA; unknownB ] "sorted unknown ids"
+              match plan.Downloads with
+              | [ (template, 2UL) ] -> Expect.equal (template.Key, template.Version) ("remote-only", 0UL) "template at version 0"
+              | other -> failtestf "downloads %A" other
+          } ]
+
+let private preferLocal: ByteMerge = fun _ local _ -> Ok(MergeOutcome.Merged local)
+let private preferRemote: ByteMerge = fun _ _ remote -> Ok(MergeOutcome.Merged remote)
+let private noMerge: ByteMerge = fun _ _ _ -> Ok MergeOutcome.Unresolved
+
+let applyTests =
+    testList
+        "apply and flush decisions"
+        [ test "TestFetchAndApplyRemoteItemUsesFetchedVersion (decision): a clean apply stores the response version" {
+              let clean = row "k" 1UL (Some "v1"B) false false
+              Download.checkVersion clean (Some 2UL) 3UL |> ok "v3 ≥ map v2"
+              match Apply.decide clean 3UL "v3"B (LocalValue.Present "v1"B) (Some noMerge) t1 with
+              | ApplyDecision.Write w ->
+                  Expect.equal w.Expected (Expected.Present "v1"B) "expects the clean value"
+                  Expect.equal (w.OnWritten.Row.Version, w.OnWritten.Row.BaseVersion, w.OnWritten.Row.BaseValue) (3UL, 3UL, Some "v3"B) "stored at v3"
+                  Expect.equal w.OnWritten.Events [ ItemEvent.ItemChanged; ItemEvent.ItemDownloaded ] "events"
+                  Expect.equal w.OnLostRace.Row { clean with Dirty = true; UpdatedAt = t1 } "lost race: dirty, versions not advanced"
+              | other -> failtestf "%A" other
+          }
+          test "TestConflictStatePreservesOriginalMergeBase (decision)" {
+              let dirty = row "k" 1UL (Some "base value"B) true false
+              match Apply.decide dirty 2UL "remote edit"B (LocalValue.Present "local edit"B) (Some noMerge) t1 with
+              | ApplyDecision.Save o ->
+                  let r = o.Row
+                  Expect.equal (r.Dirty, r.Conflict, r.Version) (true, true, 2UL) "dirty conflict at v2"
+                  Expect.equal (r.BaseVersion, r.BaseValue) (1UL, Some "base value"B) "original base kept"
+                  Expect.equal (r.ConflictRemoteVersion, r.ConflictRemoteValue) (2UL, Some "remote edit"B) "remote side kept"
+                  Expect.equal o.Events [ ItemEvent.ConflictDetected ] "conflict event"
+              | other -> failtestf "%A" other
+              let conflicted = { dirty with Conflict = true; Version = 2UL }
+              match Apply.start conflicted 3UL "newer"B t1 with
+              | ApplyDecision.Save o -> Expect.equal (o.Row.Version, o.Row.ConflictRemoteValue, o.Row.BaseValue) (3UL, Some "newer"B, Some "base value"B) "conflict refreshed"
+              | other -> failtestf "%A" other
+          }
+          test "TestConcurrentCreateWithoutMergeBaseRecordsConflictForStrictCodec (decision): the merge sees no base" {
+              let pending = { row "k" 0UL None true false with BaseValue = None }
+              let mutable seenBase = Some [||]
+              let spy: ByteMerge = fun b _ _ -> seenBase <- b; Ok MergeOutcome.Unresolved
+              match Apply.decide pending 1UL "remote create"B (LocalValue.Present "local create"B) (Some spy) t1 with
+              | ApplyDecision.Save o -> Expect.equal (o.Row.Conflict, o.Row.Version, o.Row.BaseVersion, o.Row.BaseValue) (true, 1UL, 0UL, None) "conflict without base"
+              | other -> failtestf "%A" other
+              Expect.isNone seenBase "nil base"
+          }
+          test "TestResolvedUploadConflictRetriesMergedValueInSameFlush (decision): rebased dirty at v2, retried with If-Match 2" {
+              let dirty = row "k" 1UL (Some "base"B) true false
+              match Apply.decide dirty 2UL "remote"B (LocalValue.Present "local"B) (Some preferLocal) t1 with
+              | ApplyDecision.Write w ->
+                  let r = w.OnWritten.Row
+                  Expect.equal (r.Dirty, r.Version, r.BaseVersion, r.BaseValue) (true, 2UL, 2UL, Some "remote"B) "rebased"
+                  Expect.equal (Flush.afterPreconditionFailure 1 (Some r) true) RetryDecision.Retry "retry once"
+                  match Flush.prepare r true (LocalValue.Present "local"B) with
+                  | FlushStep.Upload u -> Expect.equal (u.IfMatch, u.TargetVersion) (IfMatch.Version 2UL, 3UL) "If-Match 2, target 3"
+                  | other -> failtestf "%A" other
+                  Expect.equal (Flush.afterPreconditionFailure 2 (Some r) true) RetryDecision.Stop "no third PUT"
+              | other -> failtestf "%A" other
+          }
+          test "TestUploadConflictAcceptingRemoteDoesNotRetry (decision)" {
+              let dirty = row "k" 1UL (Some "base"B) true false
+              match Apply.decide dirty 2UL "remote"B (LocalValue.Present "local"B) (Some preferRemote) t1 with
+              | ApplyDecision.Write w ->
+                  Expect.isFalse w.OnWritten.Row.Dirty "clean at v2"
+                  Expect.equal (Flush.afterPreconditionFailure 1 (Some w.OnWritten.Row) true) RetryDecision.Stop "nothing to retry"
+              | other -> failtestf "%A" other
+          }
+          test "TestUploadConflictRejectsFetchedRollbackVersion (decision)" {
+              let dirty = row "k" 2UL (Some "base"B) true false
+              Expect.equal (rollbackOf (Download.checkVersion dirty None 1UL)) (RollbackReason.ItemVersionDecreased(ns, dirty.ItemId, 2UL, 1UL)) "rollback"
+          }
+          test "equal local and remote values converge without a merge; a vanished dirty value quarantines the item" {
+              let dirty = row "k" 1UL (Some "base"B) true false
+              let failing: ByteMerge = fun _ _ _ -> failtest "merge must not run"
+              match Apply.decide dirty 2UL "same"B (LocalValue.Present "same"B) (Some failing) t1 with
+              | ApplyDecision.Write w -> Expect.isFalse w.OnWritten.Row.Dirty "converged clean"
+              | other -> failtestf "%A" other
+              Expect.equal (Apply.decide dirty 2UL "x"B LocalValue.Absent (Some failing) t1) (ApplyDecision.Quarantine QuarantineReason.LocalValueMissing) "quarantined"
+              let broken: ByteMerge = fun _ _ _ -> Error "decode merge local: bad json"
+              Expect.equal (Apply.decide dirty 2UL "x"B (LocalValue.Present "y"B) (Some broken) t1) (ApplyDecision.Quarantine(QuarantineReason.MergeFailed "decode merge local: bad json")) "merge error isolated"
+          }
+          test "TestFlushDirtyItemsSkipsOversizedValueAndContinues and TestFlushDirtyItemsSkipsInactiveScopedItems (decision)" {
+              let big = row "big" 0UL None true false
+              Expect.equal (Flush.prepare big true (LocalValue.Present(Array.zeroCreate 65536))) (FlushStep.Skip(FlushSkip.TooLarge 65536)) "oversized"
+              let small = row "small" 0UL None true false
+              match Flush.prepare small true (LocalValue.Present "v"B) with
+              | FlushStep.Upload u -> Expect.equal (u.IfMatch, u.TargetVersion) (IfMatch.Absent, 1UL) "create"
+              | other -> failtestf "%A" other
+              Expect.equal (Flush.prepare small false (LocalValue.Present "v"B)) (FlushStep.Skip FlushSkip.Inactive) "inactive"
+              Expect.equal (Flush.prepare { small with Conflict = true } true (LocalValue.Present "v"B)) (FlushStep.Skip FlushSkip.InConflict) "conflict"
+              Expect.equal (Flush.prepare small true LocalValue.Absent) (FlushStep.Skip FlushSkip.ValueMissing) "missing value reported"
+          }
+          test "an accepted upload makes the row clean with exactly the uploaded bytes as base; flush order is deterministic" {
+              let dirty = row "k" 1UL (Some "base"B) true false
+              match Flush.prepare dirty true (LocalValue.Present "edit"B) with
+              | FlushStep.Upload u ->
+                  let o = Flush.accepted u 2UL t1
+                  Expect.equal (o.Row.Version, o.Row.BaseVersion, o.Row.BaseValue, o.Row.Dirty) (2UL, 2UL, Some "edit"B, false) "clean v2"
+                  Expect.equal o.Events [ ItemEvent.ItemUploaded ] "uploaded"
+              | other -> failtestf "%A" other
+              let a, b = row "a" 0UL None true false, row "b" 0UL None true false
+              Expect.equal (Flush.order [ b; a ]) (Flush.order [ a; b ]) "ties broken by item id"
+              Expect.equal (Namespaces.afterUpload (nsRow ns 4UL "" None) t1).Head 5UL "head + 1"
+          } ]
+
+let tests = testList "core" [ keyTests; snapshotTests; scheduleTests; authTests; namespaceTests; applyTests ]

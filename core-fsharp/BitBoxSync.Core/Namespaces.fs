@@ -1,0 +1,141 @@
+/// Namespace reconciliation: validate the server's namespace list against the cache, with every
+/// rollback check, before anything is written. Implements spec/ENGINE.md §4.4 and §4.11 (list rows).
+namespace BitBoxSync.Core
+
+open System
+open BitBoxSync.Protocol
+
+/// A namespace as the server lists it, parsed.
+type ListedNamespace =
+    { NamespaceId: NamespaceId
+      Kind: NamespaceKind
+      Head: uint64 }
+
+/// What the pass does with one listed namespace, in server order.
+type NamespacePlan =
+    { Listed: ListedNamespace
+      /// The row to continue with: the cached row with the listed kind, or a fresh row at head 0.
+      Row: NamespaceState
+      /// No DEK is cached: join first (fetch and unwrap the wrapped DEK, listed kind as hint).
+      NeedsJoin: bool
+      /// The server head moved past the local checkpoint.
+      RemoteChanged: bool }
+
+/// The whole list's plan.
+type NamespacesPlan =
+    { Namespaces: NamespacePlan list
+      /// A default namespace ID to adopt and persist in the identity state.
+      AdoptDefault: NamespaceId option }
+
+/// After the scope is known: fetch the item map, or just advance the checkpoint.
+[<RequireQualifiedAccess>]
+type NamespaceAction =
+    /// Reconcile the item map (§4.6) expecting at least this head.
+    | FetchItemMap of expectedHead: uint64
+    /// Nothing moved: save the row (head, scope hash, kind) without an item-map request.
+    | Save of NamespaceState
+
+/// The namespace decisions.
+module Namespaces =
+    /// Parses the wire list: valid IDs and known kinds (errors are not rollbacks).
+    let parseListed (summaries: Wire.NamespaceSummary list) : Result<ListedNamespace list, SyncError> =
+        let summaries = if isNull (box summaries) then [] else summaries
+
+        summaries
+        |> List.fold
+            (fun acc s ->
+                acc
+                |> Result.bind (fun parsed ->
+                    match Bin.parseAs<NamespaceIdKind> "namespaceId" s.NamespaceId with
+                    | Error e -> Error(SyncError.InvalidResponse e.Message)
+                    | Ok ns ->
+                        match NamespaceKind.parse "kind" s.Kind with
+                        | Error _ -> Error(SyncError.UnsupportedNamespaceKind(s.NamespaceId, s.Kind))
+                        | Ok kind -> Ok({ NamespaceId = ns; Kind = kind; Head = s.NamespaceHead } :: parsed)))
+            (Ok [])
+        |> Result.map List.rev
+
+    /// §4.4 steps 3–7c for every listed namespace, all checked before any write: default kind,
+    /// single default, default unchanged and still listed, every cached namespace still listed,
+    /// no head below the cached head.
+    let check (identity: IdentityState) (cached: NamespaceState list) (listed: ListedNamespace list) (now: DateTimeOffset) : Result<NamespacesPlan, SyncError> =
+        let byId = listed |> List.map (fun l -> l.NamespaceId, l) |> Map.ofList
+        let cachedById = cached |> List.map (fun c -> c.NamespaceId, c) |> Map.ofList
+        let defaults = listed |> List.filter (fun l -> l.Kind = NamespaceKind.Default) |> List.map (fun l -> l.NamespaceId) |> List.distinct
+
+        let problem =
+            match identity.DefaultNamespaceId with
+            | Some d when (byId.TryFind d |> Option.exists (fun l -> l.Kind <> NamespaceKind.Default)) ->
+                Some(SyncError.Rollback(RollbackReason.DefaultKindChanged d))
+            | _ when defaults.Length > 1 -> Some SyncError.MultipleDefaultNamespaces
+            | Some d when (match defaults with [ s ] -> s <> d | _ -> false) ->
+                Some(SyncError.Rollback(RollbackReason.DefaultNamespaceChanged(d, defaults.Head)))
+            | Some d when not (byId.ContainsKey d) -> Some(SyncError.Rollback(RollbackReason.DefaultNamespaceDisappeared d))
+            | _ ->
+                match cached |> List.sortBy (fun c -> c.NamespaceId) |> List.tryFind (fun c -> not (byId.ContainsKey c.NamespaceId)) with
+                | Some gone -> Some(SyncError.NamespaceRemoved gone.NamespaceId)
+                | None ->
+                    listed
+                    |> List.tryPick (fun l ->
+                        match cachedById.TryFind l.NamespaceId with
+                        | Some c when l.Head < c.Head -> Some(SyncError.Rollback(RollbackReason.NamespaceHeadDecreased(l.NamespaceId, c.Head, l.Head)))
+                        | _ -> None)
+
+        match problem with
+        | Some e -> Error e
+        | None ->
+            let plans =
+                listed
+                |> List.distinctBy (fun l -> l.NamespaceId)
+                |> List.map (fun l ->
+                    let row =
+                        match cachedById.TryFind l.NamespaceId with
+                        | Some c -> { c with Kind = Some l.Kind }
+                        | None ->
+                            { KeyId = identity.KeyId
+                              NamespaceId = l.NamespaceId
+                              Kind = Some l.Kind
+                              Head = 0UL
+                              ActiveScopeHash = ""
+                              Dek = None
+                              UpdatedAt = now }
+
+                    { Listed = l
+                      Row = row
+                      NeedsJoin = row.Dek.IsNone
+                      RemoteChanged = l.Head > row.Head })
+
+            Ok
+                { Namespaces = plans
+                  AdoptDefault = (if identity.DefaultNamespaceId.IsNone then List.tryHead defaults else None) }
+
+    /// §4.4 7e–7g: fetch the item map when the head moved or the scope changed; else save.
+    let decide (plan: NamespacePlan) (scopeHash: string) (now: DateTimeOffset) : NamespaceAction =
+        if plan.RemoteChanged || scopeHash <> plan.Row.ActiveScopeHash then
+            NamespaceAction.FetchItemMap plan.Listed.Head
+        else
+            NamespaceAction.Save
+                { plan.Row with
+                    Head = plan.Listed.Head
+                    ActiveScopeHash = scopeHash
+                    UpdatedAt = now }
+
+    /// The watch's check of reported heads against the cache (§6.3): a head below the cached one
+    /// is a rollback; an unknown namespace or a higher head needs a pass.
+    let needsSync (cached: NamespaceState list) (reported: ListedNamespace list) : Result<bool, SyncError> =
+        let cachedById = cached |> List.map (fun c -> c.NamespaceId, c.Head) |> Map.ofList
+
+        reported
+        |> List.fold
+            (fun acc r ->
+                acc
+                |> Result.bind (fun needs ->
+                    match cachedById.TryFind r.NamespaceId with
+                    | Some head when r.Head < head -> Error(SyncError.Rollback(RollbackReason.WatchHeadDecreased(r.NamespaceId, head, r.Head)))
+                    | Some head -> Ok(needs || r.Head > head)
+                    | None -> Ok true))
+            (Ok false)
+
+    /// The cached head after this client's upload was accepted (+1 per accepted write).
+    let afterUpload (row: NamespaceState) (now: DateTimeOffset) : NamespaceState =
+        { row with Head = row.Head + 1UL; UpdatedAt = now }
