@@ -84,10 +84,115 @@ let private applyEffects (rows: Map<string, ItemState>) effects =
             | SnapshotEffect.OutsideScope _ -> m)
         rows
 
+/// A random row and a remote value for the apply laws.
+let private applyCase =
+    gen {
+        let! version = Gen.choose (0, 5) |> Gen.map uint64
+        let! bump = Gen.choose (1, 3) |> Gen.map uint64
+        let! baseValue = Gen.optionOf valueGen
+        let! dirty = Gen.elements [ true; false ]
+        let! conflict = Gen.elements [ true; false; false; false ]
+        let! local = Gen.oneof [ valueGen |> Gen.map LocalValue.Present; Gen.constant LocalValue.Absent ]
+        let! remote = valueGen
+        let! mergeKind = Gen.elements [ "local"; "remote"; "none"; "error"; "concat" ]
+
+        let row =
+            { ItemState.template keyId ns "c" "k" (LogicalKey.itemId keys "c" "k") t0 with
+                Version = version
+                BaseVersion = (if baseValue.IsSome then version else 0UL)
+                BaseValue = baseValue
+                Dirty = dirty || conflict
+                Conflict = conflict }
+
+        let merge: ByteMerge =
+            match mergeKind with
+            | "local" -> fun _ l _ -> Ok(MergeOutcome.Merged l)
+            | "remote" -> fun _ _ r -> Ok(MergeOutcome.Merged r)
+            | "none" -> fun _ _ _ -> Ok MergeOutcome.Unresolved
+            | "error" -> fun _ _ _ -> Error "boom"
+            | _ -> fun _ l r -> Ok(MergeOutcome.Merged(Array.append l r))
+
+        return row, version + bump, remote, local, merge
+    }
+
+let private isLocalEdit (row: ItemState) (local: LocalValue) =
+    match local with
+    | LocalValue.Present v -> row.Dirty || not (ItemState.equalsBase row v)
+    | LocalValue.Absent -> row.Dirty
+
 let tests =
     testList
         "core"
-        [ testPropertyWithConfig config "scope hash is independent of collection and key order (and of duplicates)"
+        [ testPropertyWithConfig config "apply never overwrites a local edit with a value the merge did not produce"
+          <| forAll applyCase (fun (row, remoteVersion, remote, local, merge) ->
+              let merged =
+                  match local with
+                  | LocalValue.Present l -> merge (if ItemState.hasMergeBase row then row.BaseValue else None) l remote
+                  | LocalValue.Absent -> Error "no local"
+
+              match Apply.decide row remoteVersion remote local (Some merge) t1 with
+              | ApplyDecision.Write w when isLocalEdit row local ->
+                  // Only the converge case (local = remote) or the merge's own answer may be written.
+                  (match local with
+                   | LocalValue.Present l -> l = remote && w.Value = remote
+                   | LocalValue.Absent -> false)
+                  || merged = Ok(MergeOutcome.Merged w.Value)
+              | ApplyDecision.Write w -> w.Value = remote
+              | ApplyDecision.Save o -> o.Row.Conflict && o.Row.ConflictRemoteValue = Some remote && o.Row.Version = remoteVersion
+              | ApplyDecision.Quarantine _ -> isLocalEdit row local
+              | ApplyDecision.ReadLocal -> false)
+
+          testPropertyWithConfig config "a lost race keeps the item dirty without advancing its version or base"
+          <| forAll applyCase (fun (row, remoteVersion, remote, local, merge) ->
+              match Apply.decide row remoteVersion remote local (Some merge) t1 with
+              | ApplyDecision.Write w ->
+                  w.OnLostRace.Row.Dirty
+                  && w.OnLostRace.Row.Version = row.Version
+                  && w.OnLostRace.Row.BaseValue = row.BaseValue
+                  && w.OnLostRace.Events = [ ItemEvent.ItemQueued ]
+              | _ -> true)
+
+          testPropertyWithConfig config "applying the same remote version twice changes nothing the second time"
+          <| forAll applyCase (fun (row, remoteVersion, remote, local, merge) ->
+              let saved =
+                  match Apply.decide row remoteVersion remote local (Some merge) t1 with
+                  | ApplyDecision.Write w -> Some w.OnWritten.Row
+                  | ApplyDecision.Save o -> Some o.Row
+                  | _ -> None
+
+              match saved with
+              | Some r -> Download.rowToApply (Some r) row remoteVersion = None && r.Version = remoteVersion
+              | None -> true)
+
+          testPropertyWithConfig config "any server version below what this client has seen is a rollback"
+          <| forAll (Gen.zip3 (Gen.choose (0, 10)) (Gen.choose (0, 10)) (Gen.optionOf (Gen.choose (0, 10)))) (fun (cached, response, mapVersion) ->
+              let row = { ItemState.template keyId ns "c" "k" (LogicalKey.itemId keys "c" "k") t0 with Version = uint64 cached }
+
+              match Download.checkVersion row (mapVersion |> Option.map uint64) (uint64 response) with
+              | Error(SyncError.Rollback _) -> response < cached || mapVersion |> Option.exists (fun m -> response < m)
+              | Error _ -> false
+              | Ok() -> response >= cached && mapVersion |> Option.forall (fun m -> response >= m))
+
+          testPropertyWithConfig config "an item map never plans work when it contradicts the cache; otherwise downloads only newer versions"
+          <| forAll (Gen.zip (Gen.listOf (Gen.zip keyGen (Gen.choose (0, 4)))) (Gen.listOf (Gen.zip keyGen (Gen.choose (0, 4))))) (fun (cachedVersions, serverVersions) ->
+              let cached =
+                  cachedVersions
+                  |> List.distinctBy fst
+                  |> List.map (fun (k, v) -> { ItemState.template keyId ns "c" k (LogicalKey.itemId keys "c" k) t0 with Version = uint64 v })
+
+              let server = serverVersions |> List.distinctBy fst |> List.map (fun (k, v) -> LogicalKey.itemId keys "c" k, uint64 v) |> Map.ofList
+              let scope = Scope.build keys [ { Collection = "c"; Keys = cachedVersions |> List.map fst } ]
+              let row = { KeyId = keyId; NamespaceId = ns; Kind = None; Head = 0UL; ActiveScopeHash = ""; Dek = None; UpdatedAt = t0 }
+
+              let contradiction =
+                  cached |> List.exists (fun c -> match server.TryFind c.ItemId with Some v -> v < c.Version | None -> c.Version > 0UL)
+
+              match ItemMap.plan { Row = row; ExpectedHead = 0UL; MapHead = 0UL; MapItems = server; Cached = cached; Scope = scope; Now = t1 } with
+              | Error(SyncError.Rollback _) -> contradiction
+              | Error _ -> false
+              | Ok plan -> not contradiction && plan.Downloads |> List.forall (fun (r, v) -> v > r.Version && server[r.ItemId] = v))
+
+          testPropertyWithConfig config "scope hash is independent of collection and key order (and of duplicates)"
           <| forAll (Gen.zip (Gen.listOf keyGen) (Gen.listOf keyGen)) (fun (names, itemKeys) ->
               let ids = itemKeys |> List.map (LogicalKey.itemId keys "c")
               let shuffledNames = List.rev names @ names
