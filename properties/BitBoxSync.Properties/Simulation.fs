@@ -1,0 +1,377 @@
+/// Deterministic simulation: N clients (pure core + in-memory backend + in-memory metadata store)
+/// against an in-memory server that follows the item compare-and-set rules, driven by a seeded
+/// scheduler that interleaves app writes, passes, lost responses and crashes between a backend
+/// write and the metadata write. A failure prints the seed and the trace; `--sim-seed N` replays.
+/// (Items are kept in plaintext here: encryption is covered by the crypto properties.)
+module BitBoxSync.Properties.Simulation
+
+open System
+open Expecto
+open BitBoxSync.Protocol
+open BitBoxSync.Core
+
+let private dek = Bin.ofBytes<DekKind> (Array.init 32 byte) |> Result.defaultWith (fun _ -> failwith "dek")
+let private keys = NamespaceKeys.derive dek
+let private ns = Bin.ofBytes<NamespaceIdKind> (Array.init 16 byte) |> Result.defaultWith (fun _ -> failwith "ns")
+let private collection = "c"
+let private keyNames = [ "k1"; "k2" ]
+let private itemIdOf = LogicalKey.itemId keys collection
+let private t0 = DateTimeOffset.FromUnixTimeSeconds 1000L
+
+/// The server: current (version, value) per item, head, and every accepted value per item.
+type Server =
+    { Items: Map<ItemId, uint64 * byte[]>
+      Head: uint64
+      History: Map<ItemId, byte[] list> }
+
+/// One client: its app values, its metadata rows and namespace row, its last app write per key.
+type Client =
+    { Name: string
+      KeyId: KeyId
+      Backend: Map<string, byte[]>
+      Rows: Map<string, ItemState>
+      Namespace: NamespaceState
+      LastWrites: Map<string, byte[]>
+      Clock: int64 }
+
+/// A fault injected into a pass.
+type Fault =
+    | NoFault
+    /// The first accepted PUT's response is lost (the server applied it).
+    | LostResponse
+    /// The pass crashes right after its first backend write, before saving the metadata.
+    | CrashAfterBackendWrite
+
+exception private Aborted of string
+
+/// The resolving merge used by the simulation: the lexicographically larger value wins
+/// (commutative, associative, idempotent, so clients converge).
+let private maxMerge: ByteMerge =
+    fun _ local remote ->
+        Ok(MergeOutcome.Merged(if ReadOnlySpan(local).SequenceCompareTo(ReadOnlySpan remote) >= 0 then local else remote))
+
+let private newClient (i: int) =
+    let keyId = Bin.ofBytes<KeyIdKind> (Array.create 32 (byte i)) |> Result.defaultWith (fun _ -> failwith "key")
+
+    { Name = sprintf "client%d" i
+      KeyId = keyId
+      Backend = Map.empty
+      Rows = Map.empty
+      Namespace =
+        { KeyId = keyId
+          NamespaceId = ns
+          Kind = Some NamespaceKind.Shared
+          Head = 0UL
+          ActiveScopeHash = ""
+          Dek = Some dek
+          UpdatedAt = t0 }
+      LastWrites = Map.empty
+      Clock = 0L }
+
+/// Mutable pass context: the client's state as the pass goes, the server, and the fault budget.
+type private Pass(client: Client, server: Server, fault: Fault) =
+    let mutable c = client
+    let mutable s = server
+    let mutable faultLeft = fault <> NoFault
+
+    member _.Client = c
+    member _.Server = s
+
+    member _.Now =
+        c <- { c with Clock = c.Clock + 1L }
+        t0.AddSeconds(float c.Clock)
+
+    member _.Scope = Scope.build keys [ { Collection = collection; Keys = keyNames } ]
+
+    member _.Local(key: string) =
+        match c.Backend.TryFind key with
+        | Some v -> LocalValue.Present v
+        | None -> LocalValue.Absent
+
+    member _.SaveRow(row: ItemState) = c <- { c with Rows = c.Rows.Add(row.Key, row) }
+    member _.SaveNamespace(row: NamespaceState) = c <- { c with Namespace = row }
+
+    /// A conditional backend write (no app write can interleave inside a simulated step).
+    member this.Write(w: ConditionalWrite, key: string) =
+        let current = this.Local key
+
+        let matches =
+            match w.Expected, current with
+            | Expected.Absent, LocalValue.Absent -> true
+            | Expected.Present e, LocalValue.Present v -> e = v
+            | _ -> false
+
+        if matches then
+            c <- { c with Backend = c.Backend.Add(key, w.Value) }
+
+            if faultLeft && fault = CrashAfterBackendWrite then
+                faultLeft <- false
+                raise (Aborted "crash after backend write")
+
+            this.SaveRow w.OnWritten.Row
+        else
+            this.SaveRow w.OnLostRace.Row
+
+    /// Download-and-apply of the server's current value of `row`'s item.
+    member this.Apply(row: ItemState, mapVersion: uint64 option) =
+        match s.Items.TryFind row.ItemId with
+        | None -> raise (Aborted "404 on fetch")
+        | Some(version, value) ->
+            match Download.checkVersion row mapVersion version with
+            | Error e -> raise (Aborted e.Message)
+            | Ok() ->
+                match Download.rowToApply (c.Rows.TryFind row.Key) row version with
+                | None -> ()
+                | Some target ->
+                    let now = this.Now
+
+                    match Apply.start target version value now with
+                    | ApplyDecision.Save o -> this.SaveRow o.Row
+                    | ApplyDecision.ReadLocal ->
+                        match Apply.decide target version value (this.Local target.Key) (Some maxMerge) now with
+                        | ApplyDecision.Save o -> this.SaveRow o.Row
+                        | ApplyDecision.Write w -> this.Write(w, target.Key)
+                        | ApplyDecision.Quarantine q -> raise (Aborted q.Message)
+                        | ApplyDecision.ReadLocal -> raise (Aborted "apply asked to read twice")
+                    | other -> raise (Aborted(sprintf "unexpected %A" other))
+
+    /// The server's compare-and-set PUT; Some version when accepted.
+    member _.Put(intent: UploadIntent) : uint64 option =
+        let current = s.Items.TryFind intent.Row.ItemId
+
+        let ok =
+            match intent.IfMatch, current with
+            | IfMatch.Absent, None -> true
+            | IfMatch.Version n, Some(v, _) -> n = v
+            | _ -> false
+
+        if ok then
+            let version = intent.TargetVersion
+            let history = s.History.TryFind intent.Row.ItemId |> Option.defaultValue []
+
+            s <-
+                { Items = s.Items.Add(intent.Row.ItemId, (version, intent.Plaintext))
+                  Head = s.Head + 1UL
+                  History = s.History.Add(intent.Row.ItemId, intent.Plaintext :: history) }
+
+            if faultLeft && fault = LostResponse then
+                faultLeft <- false
+                raise (Aborted "response lost")
+
+            Some version
+        else
+            None
+
+    /// One full pass: snapshot reconciliation, namespace + item map, flush.
+    member this.Run() =
+        let scope = this.Scope
+
+        // 1. Snapshot reconciliation.
+        Snapshot.reconcile
+            { KeyId = c.KeyId
+              NamespaceId = ns
+              Collection = collection
+              Scope = scope
+              Rows = c.Rows
+              Snapshot = c.Backend |> Map.toList
+              ItemIdOf = itemIdOf
+              Now = this.Now }
+        |> List.iter (function
+            | SnapshotEffect.Queue row -> this.SaveRow row
+            | SnapshotEffect.OutsideScope _ -> ())
+
+        // 2. Namespace list and item map.
+        let identity =
+            { KeyId = c.KeyId
+              Kind = IdentityKind.Keystore
+              AccessToken = Some "t"
+              TokenExpiry = None
+              DefaultNamespaceId = None
+              UpdatedAt = t0 }
+
+        let listed = [ { NamespaceId = ns; Kind = NamespaceKind.Shared; Head = s.Head } ]
+
+        match Namespaces.check identity [ c.Namespace ] listed this.Now with
+        | Error e -> raise (Aborted e.Message)
+        | Ok plan ->
+            for p in plan.Namespaces do
+                match Namespaces.decide p (Scope.hashOf scope) this.Now with
+                | NamespaceAction.Save row -> this.SaveNamespace row
+                | NamespaceAction.FetchItemMap expected ->
+                    let input =
+                        { Row = p.Row
+                          ExpectedHead = expected
+                          MapHead = s.Head
+                          MapItems = s.Items |> Map.map (fun _ (v, _) -> v)
+                          Cached = c.Rows |> Map.values |> List.ofSeq
+                          Scope = scope
+                          Now = this.Now }
+
+                    match ItemMap.plan input with
+                    | Error e -> raise (Aborted e.Message)
+                    | Ok itemPlan ->
+                        for row, mapVersion in itemPlan.Downloads do
+                            this.Apply(row, Some mapVersion)
+
+                        this.SaveNamespace itemPlan.Finish
+
+        // 3. Flush.
+        for dirty in c.Rows |> Map.values |> List.ofSeq |> List.filter (fun r -> r.Dirty) |> Flush.order do
+            let active row = Scope.isActive scope row.Collection row.ItemId
+
+            let rec attempt n =
+                match c.Rows.TryFind dirty.Key with
+                | None -> ()
+                | Some row ->
+                    match Flush.prepare row (active row) (this.Local row.Key) with
+                    | FlushStep.Skip _ -> ()
+                    | FlushStep.Upload intent ->
+                        match this.Put intent with
+                        | Some version ->
+                            this.SaveRow (Flush.accepted intent version this.Now).Row
+                            this.SaveNamespace(Namespaces.afterUpload c.Namespace this.Now)
+                        | None ->
+                            this.Apply(row, None)
+
+                            match Flush.afterPreconditionFailure n (c.Rows.TryFind row.Key) (active row) with
+                            | RetryDecision.Retry -> attempt (n + 1)
+                            | RetryDecision.Stop -> ()
+
+            attempt 1
+
+/// Runs one pass; a fault or abort keeps whatever was saved before it.
+let runPass (fault: Fault) (client: Client) (server: Server) : Client * Server * string option =
+    let pass = Pass(client, server, fault)
+
+    try
+        pass.Run()
+        pass.Client, pass.Server, None
+    with Aborted why ->
+        pass.Client, pass.Server, Some why
+
+/// A scheduled step.
+type Step =
+    | AppWrite of client: int * key: string * value: string
+    | SyncPass of client: int * Fault
+
+/// The invariants checked after every step.
+let private checkStep (clients: Client[]) (server: Server) : string option =
+    let heads = server.Items |> Map.forall (fun id (v, _) -> (server.History.TryFind id |> Option.map List.length) = Some(int v))
+
+    if not heads then
+        Some "an item version is not the number of accepted writes"
+    elif server.Head <> (server.History |> Map.toSeq |> Seq.sumBy (fun (_, h) -> uint64 h.Length)) then
+        Some "the server head is not the number of accepted writes"
+    else
+        clients
+        |> Array.tryPick (fun c ->
+            if c.Namespace.Head > server.Head then
+                Some(sprintf "%s has a head above the server's" c.Name)
+            else
+                c.Rows
+                |> Map.tryPick (fun key row ->
+                    match server.Items.TryFind row.ItemId with
+                    | Some(v, _) when row.Version > v -> Some(sprintf "%s/%s is at version %d above the server's %d" c.Name key row.Version v)
+                    | None when row.Version > 0UL -> Some(sprintf "%s/%s has version %d but the server has no item" c.Name key row.Version)
+                    | _ -> None))
+
+/// At quiescence: everyone agrees with the server, every row is clean, and no client's last
+/// write was lost (it was accepted, or a merge result at least as large was).
+let private checkConverged (clients: Client[]) (server: Server) : string option =
+    clients
+    |> Array.tryPick (fun c ->
+        keyNames
+        |> List.tryPick (fun key ->
+            let id = itemIdOf key
+            let serverValue = server.Items.TryFind id |> Option.map snd
+            let history = server.History.TryFind id |> Option.defaultValue []
+
+            if c.Backend.TryFind key <> serverValue then
+                Some(sprintf "%s/%s = %A but the server has %A" c.Name key (c.Backend.TryFind key |> Option.map Text.Encoding.UTF8.GetString) (serverValue |> Option.map Text.Encoding.UTF8.GetString))
+            elif c.Rows.TryFind key |> Option.exists (fun r -> r.Dirty || r.Conflict) then
+                Some(sprintf "%s/%s is still dirty at quiescence" c.Name key)
+            else
+                match c.LastWrites.TryFind key with
+                | Some w when not (history |> List.exists (fun h -> ReadOnlySpan(h).SequenceCompareTo(ReadOnlySpan w) >= 0)) ->
+                    Some(sprintf "%s's write %s to %s was lost" c.Name (Text.Encoding.UTF8.GetString w) key)
+                | _ -> None))
+
+/// Runs a seeded scenario: `steps` random steps, then quiet passes until everyone converged.
+let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * string list> =
+    let rng = Random(seed)
+    let mutable clients = Array.init clientCount newClient
+    let mutable server = { Items = Map.empty; Head = 0UL; History = Map.empty }
+    let trace = Collections.Generic.List<string>()
+
+    let exec step =
+        match step with
+        | AppWrite(i, key, value) ->
+            let c = clients[i]
+            let bytes = Text.Encoding.UTF8.GetBytes value
+            clients[i] <- { c with Backend = c.Backend.Add(key, bytes); LastWrites = c.LastWrites.Add(key, bytes) }
+            trace.Add(sprintf "%s writes %s=%s" c.Name key value)
+        | SyncPass(i, fault) ->
+            let c, s, aborted = runPass fault clients[i] server
+            clients[i] <- c
+            server <- s
+            trace.Add(sprintf "%s syncs (%A)%s" c.Name fault (aborted |> Option.map (sprintf " aborted: %s") |> Option.defaultValue ""))
+
+    let randomStep () =
+        let i = rng.Next clientCount
+
+        match rng.Next 10 with
+        | 0
+        | 1
+        | 2
+        | 3 -> AppWrite(i, keyNames[rng.Next keyNames.Length], string (char (int 'a' + rng.Next 6)))
+        | 4 -> SyncPass(i, LostResponse)
+        | 5 -> SyncPass(i, CrashAfterBackendWrite)
+        | _ -> SyncPass(i, NoFault)
+
+    let rec steps' n =
+        if n = 0 then
+            Ok()
+        else
+            exec (randomStep ())
+
+            match checkStep clients server with
+            | Some violation -> Error violation
+            | None -> steps' (n - 1)
+
+    match steps' steps with
+    | Error v -> Error(v, List.ofSeq trace)
+    | Ok() ->
+        // Quiet: every client syncs (no faults) until the state stops changing, at most 4 rounds.
+        let rec settle round =
+            let before = clients, server
+
+            for i in 0 .. clientCount - 1 do
+                exec (SyncPass(i, NoFault))
+
+            if (clients, server) = before || round >= 4 then () else settle (round + 1)
+
+        settle 1
+
+        match checkStep clients server |> Option.orElse (checkConverged clients server) with
+        | Some v -> Error(v, List.ofSeq trace)
+        | None -> Ok()
+
+/// The seed given on the command line (`--sim-seed N`), if any.
+let mutable replaySeed: int option = None
+
+let tests =
+    testList
+        "simulation"
+        [ for clients in [ 2; 3 ] do
+              test (sprintf "%d clients converge with a resolving merge and never lose a write, under lost responses and crashes" clients) {
+                  let seeds =
+                      match replaySeed with
+                      | Some s -> [ s ]
+                      | None -> [ 1..300 ]
+
+                  for seed in seeds do
+                      match run seed clients 40 with
+                      | Ok() -> ()
+                      | Error(violation, trace) ->
+                          failtestf "seed %d (replay: dotnet run --project properties/BitBoxSync.Properties -- --sim-seed %d): %s\n  %s" seed seed violation (String.Join("\n  ", trace))
+              } ]
