@@ -21,4 +21,5 @@ let main argv =
               CryptoProperties.tests
               InviteProperties.tests
               CoreProperties.tests
-              Simulation.tests ])
+              Simulation.tests
+              ModelCheck.tests ])

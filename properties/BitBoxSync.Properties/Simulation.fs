@@ -14,7 +14,7 @@ let private dek = Bin.ofBytes<DekKind> (Array.init 32 byte) |> Result.defaultWit
 let private keys = NamespaceKeys.derive dek
 let private ns = Bin.ofBytes<NamespaceIdKind> (Array.init 16 byte) |> Result.defaultWith (fun _ -> failwith "ns")
 let private collection = "c"
-let private keyNames = [ "k1"; "k2" ]
+let keyNames = [ "k1"; "k2" ]
 let private itemIdOf = LogicalKey.itemId keys collection
 let private t0 = DateTimeOffset.FromUnixTimeSeconds 1000L
 
@@ -50,7 +50,7 @@ let private maxMerge: ByteMerge =
     fun _ local remote ->
         Ok(MergeOutcome.Merged(if ReadOnlySpan(local).SequenceCompareTo(ReadOnlySpan remote) >= 0 then local else remote))
 
-let private newClient (i: int) =
+let newClient (i: int) =
     let keyId = Bin.ofBytes<KeyIdKind> (Array.create 32 (byte i)) |> Result.defaultWith (fun _ -> failwith "key")
 
     { Name = sprintf "client%d" i
@@ -255,7 +255,7 @@ type Step =
     | SyncPass of client: int * Fault
 
 /// The invariants checked after every step.
-let private checkStep (clients: Client[]) (server: Server) : string option =
+let checkStep (clients: Client[]) (server: Server) : string option =
     let heads = server.Items |> Map.forall (fun id (v, _) -> (server.History.TryFind id |> Option.map List.length) = Some(int v))
 
     if not heads then
@@ -277,7 +277,7 @@ let private checkStep (clients: Client[]) (server: Server) : string option =
 
 /// At quiescence: everyone agrees with the server, every row is clean, and no client's last
 /// write was lost (it was accepted, or a merge result at least as large was).
-let private checkConverged (clients: Client[]) (server: Server) : string option =
+let checkConverged (clients: Client[]) (server: Server) : string option =
     clients
     |> Array.tryPick (fun c ->
         keyNames
@@ -296,25 +296,39 @@ let private checkConverged (clients: Client[]) (server: Server) : string option 
                     Some(sprintf "%s's write %s to %s was lost" c.Name (Text.Encoding.UTF8.GetString w) key)
                 | _ -> None))
 
+/// The empty server.
+let emptyServer = { Items = Map.empty; Head = 0UL; History = Map.empty }
+
+/// Executes one step on a copy of the state; returns the new state and a trace line.
+let exec (clients: Client[]) (server: Server) (step: Step) : Client[] * Server * string =
+    let clients = Array.copy clients
+
+    match step with
+    | AppWrite(i, key, value) ->
+        let c = clients[i]
+        let bytes = Text.Encoding.UTF8.GetBytes value
+        clients[i] <- { c with Backend = c.Backend.Add(key, bytes); LastWrites = c.LastWrites.Add(key, bytes) }
+        clients, server, sprintf "%s writes %s=%s" c.Name key value
+    | SyncPass(i, fault) ->
+        let c, s, aborted = runPass fault clients[i] server
+        clients[i] <- c
+        clients, s, sprintf "%s syncs (%A)%s" c.Name fault (aborted |> Option.map (sprintf " aborted: %s") |> Option.defaultValue "")
+
+/// Quiet: every client syncs without faults until nothing changes (at most `rounds` rounds).
+let settle (rounds: int) (clients: Client[]) (server: Server) : Client[] * Server =
+    let rec go round (clients: Client[]) server =
+        let next, nextServer =
+            Seq.init clients.Length id
+            |> Seq.fold (fun (cs, s) i -> let cs, s, _ = exec cs s (SyncPass(i, NoFault)) in cs, s) (clients, server)
+
+        if (next, nextServer) = (clients, server) || round >= rounds then next, nextServer else go (round + 1) next nextServer
+
+    go 1 clients server
+
 /// Runs a seeded scenario: `steps` random steps, then quiet passes until everyone converged.
 let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * string list> =
     let rng = Random(seed)
-    let mutable clients = Array.init clientCount newClient
-    let mutable server = { Items = Map.empty; Head = 0UL; History = Map.empty }
     let trace = Collections.Generic.List<string>()
-
-    let exec step =
-        match step with
-        | AppWrite(i, key, value) ->
-            let c = clients[i]
-            let bytes = Text.Encoding.UTF8.GetBytes value
-            clients[i] <- { c with Backend = c.Backend.Add(key, bytes); LastWrites = c.LastWrites.Add(key, bytes) }
-            trace.Add(sprintf "%s writes %s=%s" c.Name key value)
-        | SyncPass(i, fault) ->
-            let c, s, aborted = runPass fault clients[i] server
-            clients[i] <- c
-            server <- s
-            trace.Add(sprintf "%s syncs (%A)%s" c.Name fault (aborted |> Option.map (sprintf " aborted: %s") |> Option.defaultValue ""))
 
     let randomStep () =
         let i = rng.Next clientCount
@@ -328,32 +342,24 @@ let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * stri
         | 5 -> SyncPass(i, CrashAfterBackendWrite)
         | _ -> SyncPass(i, NoFault)
 
-    let rec steps' n =
+    let rec steps' n clients server =
         if n = 0 then
-            Ok()
+            Ok(clients, server)
         else
-            exec (randomStep ())
+            let clients, server, line = exec clients server (randomStep ())
+            trace.Add line
 
             match checkStep clients server with
             | Some violation -> Error violation
-            | None -> steps' (n - 1)
+            | None -> steps' (n - 1) clients server
 
-    match steps' steps with
+    match steps' steps (Array.init clientCount newClient) emptyServer with
     | Error v -> Error(v, List.ofSeq trace)
-    | Ok() ->
-        // Quiet: every client syncs (no faults) until the state stops changing, at most 4 rounds.
-        let rec settle round =
-            let before = clients, server
-
-            for i in 0 .. clientCount - 1 do
-                exec (SyncPass(i, NoFault))
-
-            if (clients, server) = before || round >= 4 then () else settle (round + 1)
-
-        settle 1
+    | Ok(clients, server) ->
+        let clients, server = settle 4 clients server
 
         match checkStep clients server |> Option.orElse (checkConverged clients server) with
-        | Some v -> Error(v, List.ofSeq trace)
+        | Some v -> Error(v, List.ofSeq trace @ [ "(then every client syncs until quiet)" ])
         | None -> Ok()
 
 /// The seed given on the command line (`--sim-seed N`), if any.
