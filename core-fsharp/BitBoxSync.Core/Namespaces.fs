@@ -19,7 +19,9 @@ type NamespacePlan =
       /// No DEK is cached: join first (fetch and unwrap the wrapped DEK, listed kind as hint).
       NeedsJoin: bool
       /// The server head moved past the local checkpoint.
-      RemoteChanged: bool }
+      RemoteChanged: bool
+      /// The row is new or its kind changed: it must be saved even when nothing else moved.
+      RowChanged: bool }
 
 /// The whole list's plan.
 type NamespacesPlan =
@@ -34,6 +36,8 @@ type NamespaceAction =
     | FetchItemMap of expectedHead: uint64
     /// Nothing moved: save the row (head, scope hash, kind) without an item-map request.
     | Save of NamespaceState
+    /// Nothing moved and nothing to save: a quiet pass writes nothing.
+    | UpToDate
 
 /// The namespace decisions.
 module Namespaces =
@@ -88,8 +92,10 @@ module Namespaces =
                 listed
                 |> List.distinctBy (fun l -> l.NamespaceId)
                 |> List.map (fun l ->
+                    let cachedRow = cachedById.TryFind l.NamespaceId
+
                     let row =
-                        match cachedById.TryFind l.NamespaceId with
+                        match cachedRow with
                         | Some c -> { c with Kind = Some l.Kind }
                         | None ->
                             { KeyId = identity.KeyId
@@ -103,16 +109,21 @@ module Namespaces =
                     { Listed = l
                       Row = row
                       NeedsJoin = row.Dek.IsNone
-                      RemoteChanged = l.Head > row.Head })
+                      RemoteChanged = l.Head > row.Head
+                      RowChanged = (match cachedRow with Some c -> c.Kind <> Some l.Kind | None -> true) })
 
             Ok
                 { Namespaces = plans
                   AdoptDefault = (if identity.DefaultNamespaceId.IsNone then List.tryHead defaults else None) }
 
-    /// §4.4 7e–7g: fetch the item map when the head moved or the scope changed; else save.
+    /// §4.4 7e–7g: fetch the item map when the head moved or the scope changed; else save the
+    /// row if it is new or its kind changed; else nothing (the reference engine rewrites the row
+    /// on every pass; a quiet pass here writes nothing).
     let decide (plan: NamespacePlan) (scopeHash: string) (now: DateTimeOffset) : NamespaceAction =
         if plan.RemoteChanged || scopeHash <> plan.Row.ActiveScopeHash then
             NamespaceAction.FetchItemMap plan.Listed.Head
+        elif not plan.RowChanged && plan.Listed.Head = plan.Row.Head then
+            NamespaceAction.UpToDate
         else
             NamespaceAction.Save
                 { plan.Row with

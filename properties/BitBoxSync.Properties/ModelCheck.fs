@@ -30,14 +30,7 @@ type private State =
 
 /// The hashed projection of a state: timestamps and clocks are abstracted away.
 let private project (s: State) =
-    let client (c: Client) =
-        c.Backend,
-        c.Rows |> Map.map (fun _ r -> { r with UpdatedAt = DateTimeOffset.MinValue }),
-        c.Namespace.Head,
-        c.Namespace.ActiveScopeHash,
-        c.LastWrites
-
-    (s.Clients |> Array.map client |> List.ofArray), s.Server, s.Writes, s.Passes, s.Faults
+    (s.Clients |> Array.map Simulation.project |> List.ofArray), s.Server, s.Writes, s.Passes, s.Faults
 
 /// Explores every reachable state; returns the number of distinct states or the first violation.
 let explore (b: Bounds) : Result<int, string * string list> =
@@ -66,7 +59,8 @@ let explore (b: Bounds) : Result<int, string * string list> =
 
                   if s.Faults > 0 then
                       SyncPass(i, LostResponse), { s with Passes = s.Passes - 1; Faults = s.Faults - 1 }
-                      SyncPass(i, CrashAfterBackendWrite), { s with Passes = s.Passes - 1; Faults = s.Faults - 1 } ]
+                      SyncPass(i, CrashAfterBackendWrite), { s with Passes = s.Passes - 1; Faults = s.Faults - 1 }
+                      SyncPass(i, RacingAppWrite "z"), { s with Passes = s.Passes - 1; Faults = s.Faults - 1 } ]
 
     while failure.IsNone && queue.Count > 0 do
         let state, trace = queue.Dequeue()

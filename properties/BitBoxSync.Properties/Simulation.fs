@@ -41,6 +41,10 @@ type Fault =
     | LostResponse
     /// The pass crashes right after its first backend write, before saving the metadata.
     | CrashAfterBackendWrite
+    /// The first accepted PUT reaches the server twice (the duplicate must be refused).
+    | DuplicatedRequest
+    /// The app writes the key between the pass's re-read and its conditional backend write.
+    | RacingAppWrite of value: string
 
 exception private Aborted of string
 
@@ -93,6 +97,13 @@ type private Pass(client: Client, server: Server, fault: Fault) =
 
     /// A conditional backend write (no app write can interleave inside a simulated step).
     member this.Write(w: ConditionalWrite, key: string) =
+        match fault with
+        | RacingAppWrite value when faultLeft ->
+            faultLeft <- false
+            let bytes = Text.Encoding.UTF8.GetBytes value
+            c <- { c with Backend = c.Backend.Add(key, bytes); LastWrites = c.LastWrites.Add(key, bytes) }
+        | _ -> ()
+
         let current = this.Local key
 
         let matches =
@@ -136,7 +147,7 @@ type private Pass(client: Client, server: Server, fault: Fault) =
                     | other -> raise (Aborted(sprintf "unexpected %A" other))
 
     /// The server's compare-and-set PUT; Some version when accepted.
-    member _.Put(intent: UploadIntent) : uint64 option =
+    member this.Put(intent: UploadIntent) : uint64 option =
         let current = s.Items.TryFind intent.Row.ItemId
 
         let ok =
@@ -157,6 +168,14 @@ type private Pass(client: Client, server: Server, fault: Fault) =
             if faultLeft && fault = LostResponse then
                 faultLeft <- false
                 raise (Aborted "response lost")
+
+            if faultLeft && fault = DuplicatedRequest then
+                faultLeft <- false
+                let replayed = s
+
+                match this.Put intent with
+                | Some _ -> raise (Aborted "SERVER BUG: a duplicated PUT was accepted twice")
+                | None -> if s <> replayed then raise (Aborted "SERVER BUG: a refused PUT changed state")
 
             Some version
         else
@@ -197,6 +216,7 @@ type private Pass(client: Client, server: Server, fault: Fault) =
             for p in plan.Namespaces do
                 match Namespaces.decide p (Scope.hashOf scope) this.Now with
                 | NamespaceAction.Save row -> this.SaveNamespace row
+                | NamespaceAction.UpToDate -> ()
                 | NamespaceAction.FetchItemMap expected ->
                     let input =
                         { Row = p.Row
@@ -296,6 +316,15 @@ let checkConverged (clients: Client[]) (server: Server) : string option =
                     Some(sprintf "%s's write %s to %s was lost" c.Name (Text.Encoding.UTF8.GetString w) key)
                 | _ -> None))
 
+/// What a client's state means, without clocks and timestamps (for "nothing changed" and hashing).
+let project (c: Client) =
+    c.Backend,
+    c.Rows |> Map.map (fun _ r -> { r with UpdatedAt = DateTimeOffset.MinValue }),
+    { c.Namespace with UpdatedAt = DateTimeOffset.MinValue },
+    c.LastWrites
+
+let private same (a: Client[], s: Server) (b: Client[], t: Server) = s = t && Array.map project a = Array.map project b
+
 /// The empty server.
 let emptyServer = { Items = Map.empty; Head = 0UL; History = Map.empty }
 
@@ -321,7 +350,7 @@ let settle (rounds: int) (clients: Client[]) (server: Server) : Client[] * Serve
             Seq.init clients.Length id
             |> Seq.fold (fun (cs, s) i -> let cs, s, _ = exec cs s (SyncPass(i, NoFault)) in cs, s) (clients, server)
 
-        if (next, nextServer) = (clients, server) || round >= rounds then next, nextServer else go (round + 1) next nextServer
+        if same (next, nextServer) (clients, server) || round >= rounds then next, nextServer else go (round + 1) next nextServer
 
     go 1 clients server
 
@@ -340,6 +369,7 @@ let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * stri
         | 3 -> AppWrite(i, keyNames[rng.Next keyNames.Length], string (char (int 'a' + rng.Next 6)))
         | 4 -> SyncPass(i, LostResponse)
         | 5 -> SyncPass(i, CrashAfterBackendWrite)
+        | 6 -> SyncPass(i, (if rng.Next 2 = 0 then DuplicatedRequest else RacingAppWrite(string (char (int 'a' + rng.Next 6)))))
         | _ -> SyncPass(i, NoFault)
 
     let rec steps' n clients server =
@@ -357,8 +387,13 @@ let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * stri
     | Error v -> Error(v, List.ofSeq trace)
     | Ok(clients, server) ->
         let clients, server = settle 4 clients server
+        let again, againServer = settle 1 clients server
 
-        match checkStep clients server |> Option.orElse (checkConverged clients server) with
+        let quiet =
+            if same (again, againServer) (clients, server) then None
+            else Some "a pass with no change anywhere still changed state"
+
+        match checkStep clients server |> Option.orElse (checkConverged clients server) |> Option.orElse quiet with
         | Some v -> Error(v, List.ofSeq trace @ [ "(then every client syncs until quiet)" ])
         | None -> Ok()
 

@@ -213,7 +213,8 @@ let namespaceTests =
               let scopeHash = Scope.hashOf (Scope.build keys [ { Collection = "notes"; Keys = [ "remote-only" ] } ])
               Expect.equal (Namespaces.decide p scopeHash t1) (NamespaceAction.FetchItemMap 7UL) "scope changed: fetch"
               let again = { p with Row = { p.Row with ActiveScopeHash = scopeHash } }
-              Expect.equal (Namespaces.decide again scopeHash t1) (NamespaceAction.Save { again.Row with Head = 7UL; UpdatedAt = t1 }) "same scope: no fetch"
+              Expect.equal (Namespaces.decide again scopeHash t1) NamespaceAction.UpToDate "same scope: no fetch, nothing to write"
+              Expect.equal (Namespaces.decide { again with RowChanged = true } scopeHash t1) (NamespaceAction.Save { again.Row with Head = 7UL; UpdatedAt = t1 }) "kind changed: saved without a fetch"
           }
           test "TestNamespaceWatchNeedsSyncRejectsRollbackHead and self-notifications need no pass" {
               let cached = [ nsRow ns 5UL "" (Some dek) ]
