@@ -173,6 +173,17 @@ let tests =
               | Error _ -> false
               | Ok() -> response >= cached && mapVersion |> Option.forall (fun m -> response >= m))
 
+          testPropertyWithConfig config "a namespace list below any cached head is a rollback and plans nothing"
+          <| forAll (Gen.zip (Gen.choose (0, 5)) (Gen.choose (0, 5))) (fun (cachedHead, listedHead) ->
+              let identity = { KeyId = keyId; Kind = IdentityKind.Keystore; AccessToken = None; TokenExpiry = None; DefaultNamespaceId = Some ns; UpdatedAt = t0 }
+              let cached = { KeyId = keyId; NamespaceId = ns; Kind = Some NamespaceKind.Default; Head = uint64 cachedHead; ActiveScopeHash = ""; Dek = None; UpdatedAt = t0 }
+              let listed = [ { NamespaceId = ns; Kind = NamespaceKind.Default; Head = uint64 listedHead } ]
+
+              match Namespaces.check identity [ cached ] listed t1 with
+              | Error(SyncError.Rollback(RollbackReason.NamespaceHeadDecreased _)) -> listedHead < cachedHead
+              | Error _ -> false
+              | Ok plan -> listedHead >= cachedHead && plan.Namespaces.Head.RemoteChanged = (listedHead > cachedHead))
+
           testPropertyWithConfig config "an item map never plans work when it contradicts the cache; otherwise downloads only newer versions"
           <| forAll (Gen.zip (Gen.listOf (Gen.zip keyGen (Gen.choose (0, 4)))) (Gen.listOf (Gen.zip keyGen (Gen.choose (0, 4))))) (fun (cachedVersions, serverVersions) ->
               let cached =

@@ -370,4 +370,27 @@ let applyTests =
               Expect.equal (Namespaces.afterUpload (nsRow ns 4UL "" None) t1).Head 5UL "head + 1"
           } ]
 
-let tests = testList "core" [ keyTests; snapshotTests; scheduleTests; authTests; namespaceTests; applyTests ]
+let watchTests =
+    testList
+        "watch decisions"
+        [ test "TestWatchNamespacesOnceSkipsAlreadyObservedSelfNotification (decision) and the other answers" {
+              let cached = [ nsRow ns 5UL "" (Some dek) ]
+              Expect.equal (Watch.interpret cached [ listed ns NamespaceKind.Default 5UL ] false) WatchOutcome.AlreadyObserved "self-notification"
+              Expect.equal (Watch.interpret cached [ listed ns NamespaceKind.Default 6UL ] false) WatchOutcome.NeedsSync "newer"
+              Expect.equal (Watch.interpret cached [] true) WatchOutcome.TimedOut "timed out"
+              match Watch.interpret cached [] false with
+              | WatchOutcome.Failed(SyncError.InvalidResponse _) -> ()
+              | other -> failtestf "an empty answer without timing out is an error, got %A" other
+              match Watch.interpret cached [ listed ns NamespaceKind.Default 4UL ] false with
+              | WatchOutcome.Failed(SyncError.Rollback _) -> ()
+              | other -> failtestf "rollback expected, got %A" other
+          }
+          test "404, 405 and 501 stop the watch; other failures back off like polling" {
+              let s = Schedule.settings TimeSpan.Zero TimeSpan.Zero
+              for status in [ 404; 405; 501 ] do
+                  Expect.equal (Watch.onFailure s 1 (Some status) 0.5) WatchFailure.Unsupported (string status)
+              Expect.equal (Watch.onFailure s 2 (Some 500) 0.0) (WatchFailure.Retry(minutes 18.0)) "20 min backoff, low jitter"
+              Expect.equal (Watch.onFailure s 1 None 0.0) (WatchFailure.Retry(minutes 9.0)) "transport error"
+          } ]
+
+let tests = testList "core" [ keyTests; snapshotTests; scheduleTests; authTests; namespaceTests; applyTests; watchTests ]
