@@ -54,24 +54,24 @@ module ItemMap =
                 let activeRows, inactiveRows =
                     cachedSorted |> List.partition (fun i -> Scope.isActive input.Scope i.Collection i.ItemId)
 
-                let known =
-                    let templates =
-                        input.Scope.Items
-                        |> Map.toList
-                        |> List.filter (fun (_, (collection, _)) -> input.Scope.Collections.Contains collection)
-                        |> List.map (fun (id, (collection, key)) -> id, ItemState.template input.Row.KeyId ns collection key id input.Now)
-                        |> Map.ofList
+                let activeById = activeRows |> List.map (fun r -> r.ItemId, r) |> dict
 
-                    activeRows |> List.fold (fun (m: Map<ItemId, ItemState>) r -> m.Add(r.ItemId, r)) templates
+                // A cached active row, else a template for an active key with no row yet.
+                let known (id: ItemId) : ItemState option =
+                    match activeById.TryGetValue id with
+                    | true, row -> Some row
+                    | _ ->
+                        input.Scope.Items.TryFind id
+                        |> Option.map (fun (collection, key) -> ItemState.template input.Row.KeyId ns collection key id input.Now)
 
-                let inactive = inactiveRows |> List.map (fun r -> r.ItemId) |> Set.ofList
+                let inactive = Collections.Generic.HashSet<ItemId>(inactiveRows |> List.map (fun r -> r.ItemId))
 
                 let downloads, unknown =
                     input.MapItems
                     |> Map.toList // sorted by item ID: deterministic order (§12.16)
                     |> List.fold
                         (fun (downloads, unknown) (id, version) ->
-                            match known.TryFind id with
+                            match known id with
                             | Some row when version > row.Version -> (row, version) :: downloads, unknown
                             | Some _ -> downloads, unknown
                             | None when inactive.Contains id -> downloads, unknown

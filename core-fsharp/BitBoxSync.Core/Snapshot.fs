@@ -37,8 +37,9 @@ module Snapshot =
     let reconcile (input: SnapshotInput) : SnapshotEffect list =
         input.Snapshot
         |> List.distinctBy fst
-        |> List.sortWith (fun (a, _) (b, _) -> Scope.compareUtf8 a b)
-        |> List.choose (fun (key, encoded) ->
+        |> List.map (fun (key, encoded) -> Text.Encoding.UTF8.GetBytes key, key, encoded)
+        |> List.sortWith (fun (a, _, _) (b, _, _) -> ReadOnlySpan(a).SequenceCompareTo(ReadOnlySpan b))
+        |> List.choose (fun (_, key, encoded) ->
             let itemId = input.ItemIdOf key
 
             if not (Scope.isActive input.Scope input.Collection itemId) then
