@@ -6,11 +6,8 @@ open System
 open BenchmarkDotNet.Attributes
 open NSec.Cryptography
 open BitBoxSync.Protocol
+open BitBoxSync.Benchmarks.Common
 
-let private orFail (r: Result<'a, 'e>) =
-    match r with
-    | Ok v -> v
-    | Error e -> failwithf "%A" e
 
 /// Item sealing and opening with the production construction, and libsodium's XChaCha20-Poly1305
 /// as the baseline it replaces.

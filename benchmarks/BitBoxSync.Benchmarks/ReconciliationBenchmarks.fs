@@ -5,12 +5,9 @@ module BitBoxSync.Benchmarks.ReconciliationBenchmarks
 open System
 open BenchmarkDotNet.Attributes
 open BitBoxSync.Protocol
+open BitBoxSync.Benchmarks.Common
 open BitBoxSync.Core
 
-let private orFail (r: Result<'a, 'e>) =
-    match r with
-    | Ok v -> v
-    | Error e -> failwithf "%A" e
 
 /// Reconciliation of one collection with N keys, a tenth of them edited since the last sync.
 [<MemoryDiagnoser>]

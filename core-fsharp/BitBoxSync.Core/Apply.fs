@@ -90,6 +90,19 @@ module Apply =
             ConflictRemoteValue = None
             UpdatedAt = now }
 
+    /// Conflict state (§4.9): the remote side refreshed, base and backend untouched.
+    let private conflictAt (row: ItemState) (remoteVersion: uint64) (remote: byte[]) (now: DateTimeOffset) =
+        ApplyDecision.Save
+            { Row =
+                { row with
+                    Version = remoteVersion
+                    Dirty = true
+                    Conflict = true
+                    ConflictRemoteVersion = remoteVersion
+                    ConflictRemoteValue = Some(Array.copy remote)
+                    UpdatedAt = now }
+              Events = [ ItemEvent.ConflictDetected ] }
+
     let private keepDirty (row: ItemState) (now: DateTimeOffset) =
         { Row = { row with Dirty = true; UpdatedAt = now }; Events = [ ItemEvent.ItemQueued ] }
 
@@ -103,15 +116,7 @@ module Apply =
     /// Step A, before any backend read: a conflicted item only refreshes its conflict data.
     let start (row: ItemState) (remoteVersion: uint64) (remote: byte[]) (now: DateTimeOffset) : ApplyDecision =
         if row.Conflict then
-            ApplyDecision.Save
-                { Row =
-                    { row with
-                        Version = remoteVersion
-                        Dirty = true
-                        ConflictRemoteVersion = remoteVersion
-                        ConflictRemoteValue = Some(Array.copy remote)
-                        UpdatedAt = now }
-                  Events = [ ItemEvent.ConflictDetected ] }
+            conflictAt row remoteVersion remote now
         else
             ApplyDecision.ReadLocal
 
@@ -148,17 +153,7 @@ module Apply =
 
                 match outcome with
                 | Error e -> ApplyDecision.Quarantine(QuarantineReason.MergeFailed e)
-                | Ok MergeOutcome.Unresolved ->
-                    ApplyDecision.Save
-                        { Row =
-                            { row with
-                                Version = remoteVersion
-                                Dirty = true
-                                Conflict = true
-                                ConflictRemoteVersion = remoteVersion
-                                ConflictRemoteValue = Some(Array.copy remote)
-                                UpdatedAt = now }
-                          Events = [ ItemEvent.ConflictDetected ] }
+                | Ok MergeOutcome.Unresolved -> conflictAt row remoteVersion remote now
                 | Ok(MergeOutcome.Merged merged) ->
                     let written =
                         if bytesEqual merged remote then
