@@ -4,5 +4,9 @@ open BenchmarkDotNet.Running
 
 [<EntryPoint>]
 let main argv =
-    BenchmarkSwitcher.FromAssembly(typeof<ProtocolBenchmarks.ItemCryptoBenchmarks>.Assembly).Run(argv) |> ignore
+    BenchmarkSwitcher
+        .FromAssembly(typeof<ProtocolBenchmarks.ItemCryptoBenchmarks>.Assembly)
+        .Run(argv)
+    |> ignore
+
     0

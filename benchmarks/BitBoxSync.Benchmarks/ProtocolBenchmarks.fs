@@ -8,7 +8,6 @@ open NSec.Cryptography
 open BitBoxSync.Protocol
 open BitBoxSync.Benchmarks.Common
 
-
 /// Item sealing and opening with the production construction, and libsodium's XChaCha20-Poly1305
 /// as the baseline it replaces.
 [<MemoryDiagnoser>]
@@ -29,32 +28,45 @@ type ItemCryptoBenchmarks() =
 
     [<GlobalSetup>]
     member this.Setup() =
-        let dek = Bin.ofBytes<DekKind> (Array.init 32 byte) |> orFail
+        let dek = Bin.ofBytes<DekKind>(Array.init 32 byte) |> orFail
         keys <- NamespaceKeys.derive dek
-        ns <- Bin.ofBytes<NamespaceIdKind> (Array.init 16 byte) |> orFail
+        ns <- Bin.ofBytes<NamespaceIdKind>(Array.init 16 byte) |> orFail
         item <- ItemIds.compute keys "account:primary:label"
         nonceBytes <- Array.init 24 (fun i -> byte (i + 0x60))
         nonce <- Bin.ofBytes<ItemNonceKind> nonceBytes |> orFail
         plaintext <- Array.init this.Size (fun i -> byte (i * 7))
         sealedItem <- ItemCrypto.seal keys ns item 1UL nonce (ReadOnlySpan plaintext) |> orFail
         aadBytes <- Bin.toArray sealedItem.Aad
-        sodiumKey <- Key.Import(AeadAlgorithm.XChaCha20Poly1305, ReadOnlySpan(NamespaceKeys.blobKey keys), KeyBlobFormat.RawSymmetricKey)
+
+        sodiumKey <-
+            Key.Import(
+                AeadAlgorithm.XChaCha20Poly1305,
+                ReadOnlySpan(NamespaceKeys.blobKey keys),
+                KeyBlobFormat.RawSymmetricKey
+            )
 
     [<GlobalCleanup>]
     member _.Cleanup() = sodiumKey.Dispose()
 
     /// Production seal: AAD + HChaCha20 + BCL ChaCha20-Poly1305.
     [<Benchmark(Baseline = true)>]
-    member _.Seal() = ItemCrypto.seal keys ns item 1UL nonce (ReadOnlySpan plaintext)
+    member _.Seal() =
+        ItemCrypto.seal keys ns item 1UL nonce (ReadOnlySpan plaintext)
 
     /// Production open: AAD check + decryption.
     [<Benchmark>]
-    member _.Open() = ItemCrypto.openItem keys ns item 1UL sealedItem
+    member _.Open() =
+        ItemCrypto.openItem keys ns item 1UL sealedItem
 
     /// libsodium (NSec) XChaCha20-Poly1305 encryption of the same input, for comparison.
     [<Benchmark>]
     member _.SealLibsodium() =
-        AeadAlgorithm.XChaCha20Poly1305.Encrypt(sodiumKey, ReadOnlySpan nonceBytes, ReadOnlySpan aadBytes, ReadOnlySpan plaintext)
+        AeadAlgorithm.XChaCha20Poly1305.Encrypt(
+            sodiumKey,
+            ReadOnlySpan nonceBytes,
+            ReadOnlySpan aadBytes,
+            ReadOnlySpan plaintext
+        )
 
 /// Item IDs, HPKE DEK wrapping and unwrapping, Ed25519 signing and verification.
 [<MemoryDiagnoser>]
@@ -71,10 +83,10 @@ type KeyBenchmarks() =
 
     [<GlobalSetup>]
     member _.Setup() =
-        dek <- Bin.ofBytes<DekKind> (Array.init 32 byte) |> orFail
+        dek <- Bin.ofBytes<DekKind>(Array.init 32 byte) |> orFail
         keys <- NamespaceKeys.derive dek
         alice <- DummyKeystore.FromLabel "alice"
-        ns <- Bin.ofBytes<NamespaceIdKind> (Array.init 16 byte) |> orFail
+        ns <- Bin.ofBytes<NamespaceIdKind>(Array.init 16 byte) |> orFail
         wrapped <- DekWrap.wrap alice.WrapPublicKey ns dek ephemeral |> orFail
         signingKey <- Ed25519.importSeed (ReadOnlySpan (DummyKeystore.Derive "alice").AuthSeed)
         message <- Array.init Limits.LoginIntentLength byte
@@ -87,11 +99,13 @@ type KeyBenchmarks() =
 
     /// HMAC-SHA256 item ID of a typical logical key.
     [<Benchmark>]
-    member _.ItemId() = ItemIds.compute keys "account:primary:label"
+    member _.ItemId() =
+        ItemIds.compute keys "account:primary:label"
 
     /// HPKE wrap of a DEK to one member (one X25519 + key schedule + seal).
     [<Benchmark>]
-    member _.WrapDek() = DekWrap.wrap alice.WrapPublicKey ns dek ephemeral
+    member _.WrapDek() =
+        DekWrap.wrap alice.WrapPublicKey ns dek ephemeral
 
     /// HPKE unwrap with the namespace binding check.
     [<Benchmark>]
@@ -99,8 +113,10 @@ type KeyBenchmarks() =
 
     /// Ed25519 signature of a login intent (148 bytes).
     [<Benchmark>]
-    member _.Ed25519Sign() = Ed25519.sign signingKey (ReadOnlySpan message)
+    member _.Ed25519Sign() =
+        Ed25519.sign signingKey (ReadOnlySpan message)
 
     /// Ed25519 verification of a login intent signature.
     [<Benchmark>]
-    member _.Ed25519Verify() = Ed25519.verify alice.AuthPublicKey (ReadOnlySpan message) signature
+    member _.Ed25519Verify() =
+        Ed25519.verify alice.AuthPublicKey (ReadOnlySpan message) signature

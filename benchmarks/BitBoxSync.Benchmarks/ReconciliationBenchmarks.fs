@@ -8,13 +8,12 @@ open BitBoxSync.Protocol
 open BitBoxSync.Benchmarks.Common
 open BitBoxSync.Core
 
-
 /// Reconciliation of one collection with N keys, a tenth of them edited since the last sync.
 [<MemoryDiagnoser>]
 type ReconciliationBenchmarks() =
-    let keys = NamespaceKeys.derive (Bin.ofBytes<DekKind> (Array.init 32 byte) |> orFail)
-    let ns = Bin.ofBytes<NamespaceIdKind> (Array.init 16 byte) |> orFail
-    let keyId = Bin.ofBytes<KeyIdKind> (Array.zeroCreate 32) |> orFail
+    let keys = NamespaceKeys.derive (Bin.ofBytes<DekKind>(Array.init 32 byte) |> orFail)
+    let ns = Bin.ofBytes<NamespaceIdKind>(Array.init 16 byte) |> orFail
+    let keyId = Bin.ofBytes<KeyIdKind>(Array.zeroCreate 32) |> orFail
     let t0 = DateTimeOffset.FromUnixTimeSeconds 100L
     let mutable names: string list = []
     let mutable scope = Unchecked.defaultof<ActiveScope>
@@ -41,46 +40,61 @@ type ReconciliationBenchmarks() =
                 { ItemState.template keyId ns "labels" k ids[k] t0 with
                     Version = 1UL
                     BaseVersion = 1UL
-                    BaseValue = Some(Text.Encoding.UTF8.GetBytes("value of " + k)) })
+                    BaseValue = Some(Text.Encoding.UTF8.GetBytes("value of " + k))
+                })
             |> Map.ofList
 
-        snapshot <- names |> List.mapi (fun i k -> k, Text.Encoding.UTF8.GetBytes((if i % 10 = 0 then "edited " else "value of ") + k))
-        serverMap <- names |> List.mapi (fun i k -> ids[k], (if i % 10 = 0 then 2UL else 1UL)) |> Map.ofList
+        snapshot <-
+            names
+            |> List.mapi (fun i k ->
+                k, Text.Encoding.UTF8.GetBytes((if i % 10 = 0 then "edited " else "value of ") + k))
+
+        serverMap <-
+            names
+            |> List.mapi (fun i k -> ids[k], (if i % 10 = 0 then 2UL else 1UL))
+            |> Map.ofList
 
         nsRow <-
-            { KeyId = keyId
-              NamespaceId = ns
-              Kind = Some NamespaceKind.Shared
-              Head = 5UL
-              ActiveScopeHash = ""
-              Dek = None
-              UpdatedAt = t0 }
+            {
+                KeyId = keyId
+                NamespaceId = ns
+                Kind = Some NamespaceKind.Shared
+                Head = 5UL
+                ActiveScopeHash = ""
+                Dek = None
+                UpdatedAt = t0
+            }
 
     /// Snapshot reconciliation: byte comparison of every value against its base.
     [<Benchmark>]
     member _.SnapshotReconcile() =
         Snapshot.reconcile
-            { KeyId = keyId
-              NamespaceId = ns
-              Collection = "labels"
-              Scope = scope
-              Rows = rows
-              Snapshot = snapshot
-              ItemIdOf = fun k -> ids[k]
-              Now = t0 }
+            {
+                KeyId = keyId
+                NamespaceId = ns
+                Collection = "labels"
+                Scope = scope
+                Rows = rows
+                Snapshot = snapshot
+                ItemIdOf = fun k -> ids[k]
+                Now = t0
+            }
 
     /// Building the active scope (one HMAC per key) and hashing it.
     [<Benchmark>]
-    member _.ScopeBuildAndHash() = Scope.hashOf (Scope.build keys [ { Collection = "labels"; Keys = names } ])
+    member _.ScopeBuildAndHash() =
+        Scope.hashOf (Scope.build keys [ { Collection = "labels"; Keys = names } ])
 
     /// Item-map planning: rollback checks over every cached item and the download list.
     [<Benchmark>]
     member _.ItemMapPlan() =
         ItemMap.plan
-            { Row = nsRow
-              ExpectedHead = 6UL
-              MapHead = 6UL
-              MapItems = serverMap
-              Cached = rows |> Map.values |> List.ofSeq
-              Scope = scope
-              Now = t0 }
+            {
+                Row = nsRow
+                ExpectedHead = 6UL
+                MapHead = 6UL
+                MapItems = serverMap
+                Cached = rows |> Map.values |> List.ofSeq
+                Scope = scope
+                Now = t0
+            }

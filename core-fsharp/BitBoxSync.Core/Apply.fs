@@ -42,12 +42,14 @@ type Outcome = { Row: ItemState; Events: ItemEvent list }
 
 /// A compare-and-set write of the backend, with what follows each answer.
 type ConditionalWrite =
-    { Value: byte[]
-      Expected: Expected
-      /// The backend replaced the value.
-      OnWritten: Outcome
-      /// An app write won the race: keep the item dirty, versions not advanced.
-      OnLostRace: Outcome }
+    {
+        Value: byte[]
+        Expected: Expected
+        /// The backend replaced the value.
+        OnWritten: Outcome
+        /// An app write won the race: keep the item dirty, versions not advanced.
+        OnLostRace: Outcome
+    }
 
 /// Why one item is set aside while the pass continues (§12.2).
 [<RequireQualifiedAccess>]
@@ -77,7 +79,8 @@ type ApplyDecision =
 
 /// The apply decisions.
 module Apply =
-    let private bytesEqual (a: byte[]) (b: byte[]) = ReadOnlySpan(a).SequenceEqual(ReadOnlySpan b)
+    let private bytesEqual (a: byte[]) (b: byte[]) =
+        ReadOnlySpan(a).SequenceEqual(ReadOnlySpan b)
 
     let private cleanAt (row: ItemState) (version: uint64) (value: byte[]) (now: DateTimeOffset) =
         { row with
@@ -88,33 +91,56 @@ module Apply =
             Conflict = false
             ConflictRemoteVersion = 0UL
             ConflictRemoteValue = None
-            UpdatedAt = now }
+            UpdatedAt = now
+        }
 
     /// Conflict state (§4.9): the remote side refreshed, base and backend untouched.
-    let private conflictAt (row: ItemState) (remoteVersion: uint64) (remote: byte[]) (now: DateTimeOffset) =
+    let private conflictAt
+        (row: ItemState)
+        (remoteVersion: uint64)
+        (remote: byte[])
+        (now: DateTimeOffset)
+        =
         ApplyDecision.Save
-            { Row =
-                { row with
-                    Version = remoteVersion
-                    Dirty = true
-                    Conflict = true
-                    ConflictRemoteVersion = remoteVersion
-                    ConflictRemoteValue = Some(Array.copy remote)
-                    UpdatedAt = now }
-              Events = [ ItemEvent.ConflictDetected ] }
+            {
+                Row =
+                    { row with
+                        Version = remoteVersion
+                        Dirty = true
+                        Conflict = true
+                        ConflictRemoteVersion = remoteVersion
+                        ConflictRemoteValue = Some(Array.copy remote)
+                        UpdatedAt = now
+                    }
+                Events = [ ItemEvent.ConflictDetected ]
+            }
 
     let private keepDirty (row: ItemState) (now: DateTimeOffset) =
-        { Row = { row with Dirty = true; UpdatedAt = now }; Events = [ ItemEvent.ItemQueued ] }
+        {
+            Row = { row with Dirty = true; UpdatedAt = now }
+            Events = [ ItemEvent.ItemQueued ]
+        }
 
     let private cleanApply row remoteVersion remote expected now =
         ApplyDecision.Write
-            { Value = remote
-              Expected = expected
-              OnWritten = { Row = cleanAt row remoteVersion remote now; Events = [ ItemEvent.ItemChanged; ItemEvent.ItemDownloaded ] }
-              OnLostRace = keepDirty row now }
+            {
+                Value = remote
+                Expected = expected
+                OnWritten =
+                    {
+                        Row = cleanAt row remoteVersion remote now
+                        Events = [ ItemEvent.ItemChanged; ItemEvent.ItemDownloaded ]
+                    }
+                OnLostRace = keepDirty row now
+            }
 
     /// Step A, before any backend read: a conflicted item only refreshes its conflict data.
-    let start (row: ItemState) (remoteVersion: uint64) (remote: byte[]) (now: DateTimeOffset) : ApplyDecision =
+    let start
+        (row: ItemState)
+        (remoteVersion: uint64)
+        (remote: byte[])
+        (now: DateTimeOffset)
+        : ApplyDecision =
         if row.Conflict then
             conflictAt row remoteVersion remote now
         else
@@ -134,17 +160,24 @@ module Apply =
         | ApplyDecision.ReadLocal ->
             let localBytes =
                 match local, row.Dirty with
-                | LocalValue.Absent, false -> Error(cleanApply row remoteVersion remote Expected.Absent now)
-                | LocalValue.Absent, true -> Error(ApplyDecision.Quarantine QuarantineReason.LocalValueMissing)
-                | LocalValue.Present v, false when ItemState.equalsBase row v -> Error(cleanApply row remoteVersion remote (Expected.Present v) now)
+                | LocalValue.Absent, false ->
+                    Error(cleanApply row remoteVersion remote Expected.Absent now)
+                | LocalValue.Absent, true ->
+                    Error(ApplyDecision.Quarantine QuarantineReason.LocalValueMissing)
+                | LocalValue.Present v, false when ItemState.equalsBase row v ->
+                    Error(cleanApply row remoteVersion remote (Expected.Present v) now)
                 | LocalValue.Present v, _ -> Ok v // dirty, or a clean row whose value drifted: treat as a local edit
 
             match localBytes with
             | Error decision -> decision
-            | Ok localValue when bytesEqual localValue remote -> cleanApply row remoteVersion remote (Expected.Present localValue) now
+            | Ok localValue when bytesEqual localValue remote ->
+                cleanApply row remoteVersion remote (Expected.Present localValue) now
             | Ok localValue ->
                 let mergeBase =
-                    if ItemState.hasMergeBase row then Some(row.BaseValue |> Option.defaultValue [||] |> Array.copy) else None
+                    if ItemState.hasMergeBase row then
+                        Some(row.BaseValue |> Option.defaultValue [||] |> Array.copy)
+                    else
+                        None
 
                 let outcome =
                     match merge with
@@ -162,8 +195,10 @@ module Apply =
                             { cleanAt row remoteVersion remote now with Dirty = true }
 
                     ApplyDecision.Write
-                        { Value = merged
-                          Expected = Expected.Present localValue
-                          OnWritten = { Row = written; Events = [ ItemEvent.ItemChanged ] }
-                          OnLostRace = keepDirty { row with Dirty = true } now }
+                        {
+                            Value = merged
+                            Expected = Expected.Present localValue
+                            OnWritten = { Row = written; Events = [ ItemEvent.ItemChanged ] }
+                            OnLostRace = keepDirty { row with Dirty = true } now
+                        }
         | decided -> decided

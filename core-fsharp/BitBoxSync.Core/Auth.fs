@@ -33,34 +33,62 @@ module Auth =
     /// §7.2: no token or an expired (or unknown-expiry) token → login; inside the skew → refresh
     /// first; otherwise use it. `mayPrompt` = false turns logins (and the optional refresh, which
     /// also needs a signature) into "needs login" / "use token" (§12.24).
-    let decide (state: IdentityState) (now: DateTimeOffset) (refreshSkew: TimeSpan) (mayPrompt: bool) : AuthDecision =
+    let decide
+        (state: IdentityState)
+        (now: DateTimeOffset)
+        (refreshSkew: TimeSpan)
+        (mayPrompt: bool)
+        : AuthDecision =
         let login () =
-            if mayPrompt then AuthDecision.Login state.TokenExpiry else AuthDecision.NeedsLogin state.TokenExpiry
+            if mayPrompt then
+                AuthDecision.Login state.TokenExpiry
+            else
+                AuthDecision.NeedsLogin state.TokenExpiry
 
         match state.AccessToken, state.TokenExpiry with
         | None, _
         | Some "", _ -> login ()
         | Some _, None -> login ()
         | Some _, Some expiry when expiry < now -> login ()
-        | Some token, Some expiry when expiry < now + refreshSkew && mayPrompt -> AuthDecision.RefreshThenUse(token, expiry)
+        | Some token, Some expiry when expiry < now + refreshSkew && mayPrompt ->
+            AuthDecision.RefreshThenUse(token, expiry)
         | Some token, Some _ -> AuthDecision.UseToken token
 
     /// §7.3: after a 401 with `failedToken`, either someone already replaced it, or clear and log in.
-    let onUnauthorized (state: IdentityState) (failedToken: string) (mayPrompt: bool) : UnauthorizedDecision =
+    let onUnauthorized
+        (state: IdentityState)
+        (failedToken: string)
+        (mayPrompt: bool)
+        : UnauthorizedDecision =
         match state.AccessToken with
-        | Some current when current <> "" && current <> failedToken -> UnauthorizedDecision.RetryWith current
+        | Some current when current <> "" && current <> failedToken ->
+            UnauthorizedDecision.RetryWith current
         | _ when mayPrompt -> UnauthorizedDecision.ClearAndLogin
         | _ -> UnauthorizedDecision.ClearAndNeedsLogin
 
     /// The identity state after a 401 cleared the token.
     let clearToken (state: IdentityState) (now: DateTimeOffset) : IdentityState =
-        { state with AccessToken = None; TokenExpiry = None; UpdatedAt = now }
+        { state with
+            AccessToken = None
+            TokenExpiry = None
+            UpdatedAt = now
+        }
 
     /// The identity state after a successful login. Unlike the reference engine, a login response
     /// without a default namespace never erases a known one (§12.6).
-    let afterLogin (state: IdentityState) (token: string) (expiry: DateTimeOffset) (defaultNamespace: BitBoxSync.Protocol.NamespaceId option) (now: DateTimeOffset) =
+    let afterLogin
+        (state: IdentityState)
+        (token: string)
+        (expiry: DateTimeOffset)
+        (defaultNamespace: BitBoxSync.Protocol.NamespaceId option)
+        (now: DateTimeOffset)
+        =
         { state with
             AccessToken = Some token
             TokenExpiry = Some expiry
-            DefaultNamespaceId = (match defaultNamespace with Some ns -> Some ns | None -> state.DefaultNamespaceId)
-            UpdatedAt = now }
+            DefaultNamespaceId =
+                (match defaultNamespace with
+                 | Some ns -> Some ns
+                 | None -> state.DefaultNamespaceId)
+            UpdatedAt = now
+        }

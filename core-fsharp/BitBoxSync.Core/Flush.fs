@@ -22,11 +22,13 @@ type FlushSkip =
 
 /// One PUT to perform.
 type UploadIntent =
-    { Row: ItemState
-      IfMatch: IfMatch
-      TargetVersion: uint64
-      /// Exactly the bytes that are encrypted; they become the base on success.
-      Plaintext: byte[] }
+    {
+        Row: ItemState
+        IfMatch: IfMatch
+        TargetVersion: uint64
+        /// Exactly the bytes that are encrypted; they become the base on success.
+        Plaintext: byte[]
+    }
 
 /// What to do with one dirty item.
 [<RequireQualifiedAccess>]
@@ -59,33 +61,47 @@ module Flush =
         match eligible row active, local with
         | Some skip, _ -> FlushStep.Skip skip
         | None, LocalValue.Absent -> FlushStep.Skip FlushSkip.ValueMissing
-        | None, LocalValue.Present v when v.Length > Limits.MaxItemPlaintextSize -> FlushStep.Skip(FlushSkip.TooLarge v.Length)
+        | None, LocalValue.Present v when v.Length > Limits.MaxItemPlaintextSize ->
+            FlushStep.Skip(FlushSkip.TooLarge v.Length)
         | None, LocalValue.Present v ->
             FlushStep.Upload
-                { Row = row
-                  IfMatch = (if row.Version = 0UL then IfMatch.Absent else IfMatch.Version row.Version)
-                  TargetVersion = row.Version + 1UL
-                  Plaintext = Array.copy v }
+                {
+                    Row = row
+                    IfMatch =
+                        (if row.Version = 0UL then
+                             IfMatch.Absent
+                         else
+                             IfMatch.Version row.Version)
+                    TargetVersion = row.Version + 1UL
+                    Plaintext = Array.copy v
+                }
 
     /// The row after the server accepted the upload at `version` (the raw client already checked
     /// that it is the target): clean, base = exactly the uploaded bytes. Emit `item-uploaded` and
     /// add one to the cached namespace head.
     let accepted (intent: UploadIntent) (version: uint64) (now: DateTimeOffset) : Outcome =
-        { Row =
-            { intent.Row with
-                Version = version
-                BaseVersion = version
-                BaseValue = Some(Array.copy intent.Plaintext)
-                Dirty = false
-                Conflict = false
-                ConflictRemoteVersion = 0UL
-                ConflictRemoteValue = None
-                UpdatedAt = now }
-          Events = [ ItemEvent.ItemUploaded ] }
+        {
+            Row =
+                { intent.Row with
+                    Version = version
+                    BaseVersion = version
+                    BaseValue = Some(Array.copy intent.Plaintext)
+                    Dirty = false
+                    Conflict = false
+                    ConflictRemoteVersion = 0UL
+                    ConflictRemoteValue = None
+                    UpdatedAt = now
+                }
+            Events = [ ItemEvent.ItemUploaded ]
+        }
 
     /// After the `attempt`-th precondition failure (1 or 2) was fetched and applied and the row
     /// re-read: retry once after the first, never after the second (no third PUT in a flush).
-    let afterPreconditionFailure (attempt: int) (current: ItemState option) (active: bool) : RetryDecision =
+    let afterPreconditionFailure
+        (attempt: int)
+        (current: ItemState option)
+        (active: bool)
+        : RetryDecision =
         match current with
         | Some row when attempt = 1 && (eligible row active).IsNone -> RetryDecision.Retry
         | _ -> RetryDecision.Stop

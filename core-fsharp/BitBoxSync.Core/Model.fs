@@ -9,51 +9,57 @@ open BitBoxSync.Protocol
 /// One identity's session state (one row per key ID). Storage format — change only with a
 /// schema migration.
 type IdentityState =
-    { KeyId: KeyId
-      Kind: IdentityKind
-      /// Bearer token; None = no token.
-      AccessToken: string option
-      /// Server-reported token expiry; None = unknown / no token.
-      TokenExpiry: DateTimeOffset option
-      /// Cached default namespace ID; None = unknown.
-      DefaultNamespaceId: NamespaceId option
-      UpdatedAt: DateTimeOffset }
+    {
+        KeyId: KeyId
+        Kind: IdentityKind
+        /// Bearer token; None = no token.
+        AccessToken: string option
+        /// Server-reported token expiry; None = unknown / no token.
+        TokenExpiry: DateTimeOffset option
+        /// Cached default namespace ID; None = unknown.
+        DefaultNamespaceId: NamespaceId option
+        UpdatedAt: DateTimeOffset
+    }
 
 /// One cached namespace of one identity. Storage format — change only with a schema migration.
 type NamespaceState =
-    { KeyId: KeyId
-      NamespaceId: NamespaceId
-      /// None only transiently (joined but not yet listed).
-      Kind: NamespaceKind option
-      /// Highest head reconciled locally.
-      Head: uint64
-      /// Hash of the active scope reconciled at that head; "" when no collection is registered.
-      ActiveScopeHash: string
-      /// Unwrapped DEK; None = not cached.
-      Dek: Dek option
-      UpdatedAt: DateTimeOffset }
+    {
+        KeyId: KeyId
+        NamespaceId: NamespaceId
+        /// None only transiently (joined but not yet listed).
+        Kind: NamespaceKind option
+        /// Highest head reconciled locally.
+        Head: uint64
+        /// Hash of the active scope reconciled at that head; "" when no collection is registered.
+        ActiveScopeHash: string
+        /// Unwrapped DEK; None = not cached.
+        Dek: Dek option
+        UpdatedAt: DateTimeOffset
+    }
 
 /// Sync metadata of one item. Storage format — change only with a schema migration.
 type ItemState =
-    { KeyId: KeyId
-      NamespaceId: NamespaceId
-      Collection: string
-      Key: string
-      ItemId: ItemId
-      /// Highest remote version known locally; the version the next upload must match.
-      Version: uint64
-      /// The version the base value belongs to.
-      BaseVersion: uint64
-      /// Encoded bytes of the last clean value; None = no base.
-      BaseValue: byte[] option
-      /// The local value must be uploaded.
-      Dirty: bool
-      /// Automatic merge failed; uploads stopped until resolved.
-      Conflict: bool
-      ConflictRemoteVersion: uint64
-      ConflictRemoteValue: byte[] option
-      /// Local write time; also the upload order key.
-      UpdatedAt: DateTimeOffset }
+    {
+        KeyId: KeyId
+        NamespaceId: NamespaceId
+        Collection: string
+        Key: string
+        ItemId: ItemId
+        /// Highest remote version known locally; the version the next upload must match.
+        Version: uint64
+        /// The version the base value belongs to.
+        BaseVersion: uint64
+        /// Encoded bytes of the last clean value; None = no base.
+        BaseValue: byte[] option
+        /// The local value must be uploaded.
+        Dirty: bool
+        /// Automatic merge failed; uploads stopped until resolved.
+        Conflict: bool
+        ConflictRemoteVersion: uint64
+        ConflictRemoteValue: byte[] option
+        /// Local write time; also the upload order key.
+        UpdatedAt: DateTimeOffset
+    }
 
 /// The states of §5.1, derived from an item row's fields.
 [<RequireQualifiedAccess>]
@@ -97,26 +103,39 @@ module ItemState =
 
     /// The §5.1 state of a row.
     let status (item: ItemState) : ItemStatus =
-        if item.Conflict then ItemStatus.Conflict
-        elif item.Dirty && item.Version = 0UL then ItemStatus.PendingCreate
-        elif item.Dirty then ItemStatus.Dirty
-        else ItemStatus.Clean
+        if item.Conflict then
+            ItemStatus.Conflict
+        elif item.Dirty && item.Version = 0UL then
+            ItemStatus.PendingCreate
+        elif item.Dirty then
+            ItemStatus.Dirty
+        else
+            ItemStatus.Clean
 
     /// A fresh row for a logical key that has no metadata yet (version 0, no base, clean).
-    let template (keyId: KeyId) (ns: NamespaceId) (collection: string) (key: string) (itemId: ItemId) (now: DateTimeOffset) : ItemState =
-        { KeyId = keyId
-          NamespaceId = ns
-          Collection = collection
-          Key = key
-          ItemId = itemId
-          Version = 0UL
-          BaseVersion = 0UL
-          BaseValue = None
-          Dirty = false
-          Conflict = false
-          ConflictRemoteVersion = 0UL
-          ConflictRemoteValue = None
-          UpdatedAt = now }
+    let template
+        (keyId: KeyId)
+        (ns: NamespaceId)
+        (collection: string)
+        (key: string)
+        (itemId: ItemId)
+        (now: DateTimeOffset)
+        : ItemState =
+        {
+            KeyId = keyId
+            NamespaceId = ns
+            Collection = collection
+            Key = key
+            ItemId = itemId
+            Version = 0UL
+            BaseVersion = 0UL
+            BaseValue = None
+            Dirty = false
+            Conflict = false
+            ConflictRemoteVersion = 0UL
+            ConflictRemoteValue = None
+            UpdatedAt = now
+        }
 
     /// Byte equality of an encoded value with the base (the only change detection, §4.3 f).
     let equalsBase (item: ItemState) (encoded: byte[]) =
@@ -140,14 +159,21 @@ type RollbackReason =
     /// A readable description with the IDs.
     member r.Message =
         match r with
-        | NamespaceHeadDecreased(ns, c, l) -> sprintf "namespace %s head went back from %d to %d" ns.Wire c l
-        | DefaultKindChanged ns -> sprintf "default namespace %s is no longer listed as default" ns.Wire
-        | DefaultNamespaceChanged(c, l) -> sprintf "default namespace changed from %s to %s" c.Wire l.Wire
+        | NamespaceHeadDecreased(ns, c, l) ->
+            sprintf "namespace %s head went back from %d to %d" ns.Wire c l
+        | DefaultKindChanged ns ->
+            sprintf "default namespace %s is no longer listed as default" ns.Wire
+        | DefaultNamespaceChanged(c, l) ->
+            sprintf "default namespace changed from %s to %s" c.Wire l.Wire
         | DefaultNamespaceDisappeared ns -> sprintf "default namespace %s disappeared" ns.Wire
-        | ItemMapHeadBehind(ns, m, e) -> sprintf "namespace %s item map head %d is behind %d" ns.Wire m e
-        | ItemVersionDecreased(ns, i, c, s) -> sprintf "item %s in namespace %s went back from version %d to %d" i.Wire ns.Wire c s
-        | ItemDisappeared(ns, i, c) -> sprintf "item %s (version %d) disappeared from namespace %s" i.Wire c ns.Wire
-        | WatchHeadDecreased(ns, c, r) -> sprintf "watch reported namespace %s at head %d below the cached %d" ns.Wire r c
+        | ItemMapHeadBehind(ns, m, e) ->
+            sprintf "namespace %s item map head %d is behind %d" ns.Wire m e
+        | ItemVersionDecreased(ns, i, c, s) ->
+            sprintf "item %s in namespace %s went back from version %d to %d" i.Wire ns.Wire c s
+        | ItemDisappeared(ns, i, c) ->
+            sprintf "item %s (version %d) disappeared from namespace %s" i.Wire c ns.Wire
+        | WatchHeadDecreased(ns, c, r) ->
+            sprintf "watch reported namespace %s at head %d below the cached %d" ns.Wire r c
 
 /// Why a sync step stops. Rollback and namespace removal are distinct outcomes (§12.5).
 [<RequireQualifiedAccess>]
@@ -167,7 +193,9 @@ type SyncError =
     member e.Message =
         match e with
         | Rollback r -> "rollback detected: " + r.Message
-        | NamespaceRemoved ns -> sprintf "namespace %s is no longer listed (removed, or a rollback)" ns.Wire
-        | UnsupportedNamespaceKind(ns, k) -> sprintf "namespace %s has unsupported namespace kind %A" ns k
+        | NamespaceRemoved ns ->
+            sprintf "namespace %s is no longer listed (removed, or a rollback)" ns.Wire
+        | UnsupportedNamespaceKind(ns, k) ->
+            sprintf "namespace %s has unsupported namespace kind %A" ns k
         | MultipleDefaultNamespaces -> "server returned multiple default namespaces"
         | InvalidResponse m -> "invalid server response: " + m

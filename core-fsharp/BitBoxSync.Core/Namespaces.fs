@@ -7,27 +7,33 @@ open BitBoxSync.Protocol
 
 /// A namespace as the server lists it, parsed.
 type ListedNamespace =
-    { NamespaceId: NamespaceId
-      Kind: NamespaceKind
-      Head: uint64 }
+    {
+        NamespaceId: NamespaceId
+        Kind: NamespaceKind
+        Head: uint64
+    }
 
 /// What the pass does with one listed namespace, in server order.
 type NamespacePlan =
-    { Listed: ListedNamespace
-      /// The row to continue with: the cached row with the listed kind, or a fresh row at head 0.
-      Row: NamespaceState
-      /// No DEK is cached: join first (fetch and unwrap the wrapped DEK, listed kind as hint).
-      NeedsJoin: bool
-      /// The server head moved past the local checkpoint.
-      RemoteChanged: bool
-      /// The row is new or its kind changed: it must be saved even when nothing else moved.
-      RowChanged: bool }
+    {
+        Listed: ListedNamespace
+        /// The row to continue with: the cached row with the listed kind, or a fresh row at head 0.
+        Row: NamespaceState
+        /// No DEK is cached: join first (fetch and unwrap the wrapped DEK, listed kind as hint).
+        NeedsJoin: bool
+        /// The server head moved past the local checkpoint.
+        RemoteChanged: bool
+        /// The row is new or its kind changed: it must be saved even when nothing else moved.
+        RowChanged: bool
+    }
 
 /// The whole list's plan.
 type NamespacesPlan =
-    { Namespaces: NamespacePlan list
-      /// A default namespace ID to adopt and persist in the identity state.
-      AdoptDefault: NamespaceId option }
+    {
+        Namespaces: NamespacePlan list
+        /// A default namespace ID to adopt and persist in the identity state.
+        AdoptDefault: NamespaceId option
+    }
 
 /// After the scope is known: fetch the item map, or just advance the checkpoint.
 [<RequireQualifiedAccess>]
@@ -42,7 +48,9 @@ type NamespaceAction =
 /// The namespace decisions.
 module Namespaces =
     /// Parses the wire list: valid IDs and known kinds (errors are not rollbacks).
-    let parseListed (summaries: Wire.NamespaceSummary list) : Result<ListedNamespace list, SyncError> =
+    let parseListed
+        (summaries: Wire.NamespaceSummary list)
+        : Result<ListedNamespace list, SyncError> =
         let summaries = if isNull (box summaries) then [] else summaries
 
         summaries
@@ -54,35 +62,70 @@ module Namespaces =
                     | Error e -> Error(SyncError.InvalidResponse e.Message)
                     | Ok ns ->
                         match NamespaceKind.parse "kind" s.Kind with
-                        | Error _ -> Error(SyncError.UnsupportedNamespaceKind(s.NamespaceId, s.Kind))
-                        | Ok kind -> Ok({ NamespaceId = ns; Kind = kind; Head = s.NamespaceHead } :: parsed)))
+                        | Error _ ->
+                            Error(SyncError.UnsupportedNamespaceKind(s.NamespaceId, s.Kind))
+                        | Ok kind ->
+                            Ok(
+                                { NamespaceId = ns; Kind = kind; Head = s.NamespaceHead }
+                                :: parsed
+                            )))
             (Ok [])
         |> Result.map List.rev
 
     /// §4.4 steps 3–7c for every listed namespace, all checked before any write: default kind,
     /// single default, default unchanged and still listed, every cached namespace still listed,
     /// no head below the cached head.
-    let check (identity: IdentityState) (cached: NamespaceState list) (listed: ListedNamespace list) (now: DateTimeOffset) : Result<NamespacesPlan, SyncError> =
+    let check
+        (identity: IdentityState)
+        (cached: NamespaceState list)
+        (listed: ListedNamespace list)
+        (now: DateTimeOffset)
+        : Result<NamespacesPlan, SyncError> =
         let byId = listed |> List.map (fun l -> l.NamespaceId, l) |> Map.ofList
         let cachedById = cached |> List.map (fun c -> c.NamespaceId, c) |> Map.ofList
-        let defaults = listed |> List.filter (fun l -> l.Kind = NamespaceKind.Default) |> List.map (fun l -> l.NamespaceId) |> List.distinct
+
+        let defaults =
+            listed
+            |> List.filter (fun l -> l.Kind = NamespaceKind.Default)
+            |> List.map (fun l -> l.NamespaceId)
+            |> List.distinct
 
         let problem =
             match identity.DefaultNamespaceId with
-            | Some d when (byId.TryFind d |> Option.exists (fun l -> l.Kind <> NamespaceKind.Default)) ->
+            | Some d when
+                (byId.TryFind d |> Option.exists (fun l -> l.Kind <> NamespaceKind.Default))
+                ->
                 Some(SyncError.Rollback(RollbackReason.DefaultKindChanged d))
             | _ when defaults.Length > 1 -> Some SyncError.MultipleDefaultNamespaces
-            | Some d when (match defaults with [ s ] -> s <> d | _ -> false) ->
+            | Some d when
+                (match defaults with
+                 | [ s ] -> s <> d
+                 | _ -> false)
+                ->
                 Some(SyncError.Rollback(RollbackReason.DefaultNamespaceChanged(d, defaults.Head)))
-            | Some d when not (byId.ContainsKey d) -> Some(SyncError.Rollback(RollbackReason.DefaultNamespaceDisappeared d))
+            | Some d when not (byId.ContainsKey d) ->
+                Some(SyncError.Rollback(RollbackReason.DefaultNamespaceDisappeared d))
             | _ ->
-                match cached |> List.sortBy (fun c -> c.NamespaceId) |> List.tryFind (fun c -> not (byId.ContainsKey c.NamespaceId)) with
+                match
+                    cached
+                    |> List.sortBy (fun c -> c.NamespaceId)
+                    |> List.tryFind (fun c -> not (byId.ContainsKey c.NamespaceId))
+                with
                 | Some gone -> Some(SyncError.NamespaceRemoved gone.NamespaceId)
                 | None ->
                     listed
                     |> List.tryPick (fun l ->
                         match cachedById.TryFind l.NamespaceId with
-                        | Some c when l.Head < c.Head -> Some(SyncError.Rollback(RollbackReason.NamespaceHeadDecreased(l.NamespaceId, c.Head, l.Head)))
+                        | Some c when l.Head < c.Head ->
+                            Some(
+                                SyncError.Rollback(
+                                    RollbackReason.NamespaceHeadDecreased(
+                                        l.NamespaceId,
+                                        c.Head,
+                                        l.Head
+                                    )
+                                )
+                            )
                         | _ -> None)
 
         match problem with
@@ -98,23 +141,36 @@ module Namespaces =
                         match cachedRow with
                         | Some c -> { c with Kind = Some l.Kind }
                         | None ->
-                            { KeyId = identity.KeyId
-                              NamespaceId = l.NamespaceId
-                              Kind = Some l.Kind
-                              Head = 0UL
-                              ActiveScopeHash = ""
-                              Dek = None
-                              UpdatedAt = now }
+                            {
+                                KeyId = identity.KeyId
+                                NamespaceId = l.NamespaceId
+                                Kind = Some l.Kind
+                                Head = 0UL
+                                ActiveScopeHash = ""
+                                Dek = None
+                                UpdatedAt = now
+                            }
 
-                    { Listed = l
-                      Row = row
-                      NeedsJoin = row.Dek.IsNone
-                      RemoteChanged = l.Head > row.Head
-                      RowChanged = (match cachedRow with Some c -> c.Kind <> Some l.Kind | None -> true) })
+                    {
+                        Listed = l
+                        Row = row
+                        NeedsJoin = row.Dek.IsNone
+                        RemoteChanged = l.Head > row.Head
+                        RowChanged =
+                            (match cachedRow with
+                             | Some c -> c.Kind <> Some l.Kind
+                             | None -> true)
+                    })
 
             Ok
-                { Namespaces = plans
-                  AdoptDefault = (if identity.DefaultNamespaceId.IsNone then List.tryHead defaults else None) }
+                {
+                    Namespaces = plans
+                    AdoptDefault =
+                        (if identity.DefaultNamespaceId.IsNone then
+                             List.tryHead defaults
+                         else
+                             None)
+                }
 
     /// §4.4 7e–7g: fetch the item map when the head moved or the scope changed; else save the
     /// row if it is new or its kind changed; else nothing (the reference engine rewrites the row
@@ -129,11 +185,15 @@ module Namespaces =
                 { plan.Row with
                     Head = plan.Listed.Head
                     ActiveScopeHash = scopeHash
-                    UpdatedAt = now }
+                    UpdatedAt = now
+                }
 
     /// The watch's check of reported heads against the cache (§6.3): a head below the cached one
     /// is a rollback; an unknown namespace or a higher head needs a pass.
-    let needsSync (cached: NamespaceState list) (reported: ListedNamespace list) : Result<bool, SyncError> =
+    let needsSync
+        (cached: NamespaceState list)
+        (reported: ListedNamespace list)
+        : Result<bool, SyncError> =
         let cachedById = cached |> List.map (fun c -> c.NamespaceId, c.Head) |> Map.ofList
 
         reported
@@ -142,7 +202,12 @@ module Namespaces =
                 acc
                 |> Result.bind (fun needs ->
                     match cachedById.TryFind r.NamespaceId with
-                    | Some head when r.Head < head -> Error(SyncError.Rollback(RollbackReason.WatchHeadDecreased(r.NamespaceId, head, r.Head)))
+                    | Some head when r.Head < head ->
+                        Error(
+                            SyncError.Rollback(
+                                RollbackReason.WatchHeadDecreased(r.NamespaceId, head, r.Head)
+                            )
+                        )
                     | Some head -> Ok(needs || r.Head > head)
                     | None -> Ok true))
             (Ok false)

@@ -11,8 +11,10 @@ type CollectionKeys = { Collection: string; Keys: string list }
 /// The active scope of one namespace: registered collection names and active item IDs, each
 /// mapped to its (collection, key).
 type ActiveScope =
-    { Collections: Set<string>
-      Items: Map<ItemId, string * string> }
+    {
+        Collections: Set<string>
+        Items: Map<ItemId, string * string>
+    }
 
 /// Computing and querying active scopes.
 module Scope =
@@ -20,40 +22,55 @@ module Scope =
 
     /// Compares strings by their UTF-8 bytes (Go's string order), not by UTF-16 code units.
     let compareUtf8 (a: string) (b: string) : int =
-        ReadOnlySpan(Text.Encoding.UTF8.GetBytes a).SequenceCompareTo(ReadOnlySpan(Text.Encoding.UTF8.GetBytes b))
+        ReadOnlySpan(Text.Encoding.UTF8.GetBytes a)
+            .SequenceCompareTo(ReadOnlySpan(Text.Encoding.UTF8.GetBytes b))
 
     /// Builds the scope from every registered collection's keys (duplicates tolerated).
     let build (keys: NamespaceKeys) (collections: CollectionKeys list) : ActiveScope =
-        { Collections = collections |> List.map (fun c -> c.Collection) |> Set.ofList
-          Items =
-            collections
-            |> List.collect (fun c -> c.Keys |> List.distinct |> List.map (fun k -> LogicalKey.itemId keys c.Collection k, (c.Collection, k)))
-            |> Map.ofList }
+        {
+            Collections = collections |> List.map (fun c -> c.Collection) |> Set.ofList
+            Items =
+                collections
+                |> List.collect (fun c ->
+                    c.Keys
+                    |> List.distinct
+                    |> List.map (fun k -> LogicalKey.itemId keys c.Collection k, (c.Collection, k)))
+                |> Map.ofList
+        }
 
     /// The scope hash: "" when no collection is registered; otherwise lowercase hex of
     /// SHA-256("bitboxsync-active-scope-v1" ‖ (0x00 ‖ name)* ‖ (0x01 ‖ itemIdHex)*), names sorted by
     /// UTF-8 bytes, item IDs sorted.
     let hash (collectionNames: string seq) (activeItemIds: ItemId seq) : string =
-        let names = collectionNames |> Seq.distinct |> Seq.sortWith compareUtf8 |> Seq.toList
+        let names =
+            collectionNames |> Seq.distinct |> Seq.sortWith compareUtf8 |> Seq.toList
 
         if names.IsEmpty then
             ""
         else
-            use sha = Security.Cryptography.IncrementalHash.CreateHash Security.Cryptography.HashAlgorithmName.SHA256
+            use sha =
+                Security.Cryptography.IncrementalHash.CreateHash
+                    Security.Cryptography.HashAlgorithmName.SHA256
+
             sha.AppendData label
 
             for n in names do
                 sha.AppendData [| 0uy |]
                 sha.AppendData(Text.Encoding.UTF8.GetBytes n)
 
-            for id in activeItemIds |> Seq.map (fun i -> i.Wire) |> Seq.distinct |> Seq.sortWith (fun a b -> String.CompareOrdinal(a, b)) do
+            for id in
+                activeItemIds
+                |> Seq.map (fun i -> i.Wire)
+                |> Seq.distinct
+                |> Seq.sortWith (fun a b -> String.CompareOrdinal(a, b)) do
                 sha.AppendData [| 1uy |]
                 sha.AppendData(Text.Encoding.ASCII.GetBytes id)
 
             Hex.ofBytes (sha.GetHashAndReset())
 
     /// The hash of a built scope.
-    let hashOf (scope: ActiveScope) : string = hash scope.Collections (scope.Items |> Map.keys)
+    let hashOf (scope: ActiveScope) : string =
+        hash scope.Collections (scope.Items |> Map.keys)
 
     /// An item is active iff its collection is registered and its ID is in the active set.
     let isActive (scope: ActiveScope) (collection: string) (itemId: ItemId) : bool =

@@ -16,18 +16,20 @@ type SnapshotEffect =
 
 /// The inputs of one collection's reconciliation.
 type SnapshotInput =
-    { KeyId: KeyId
-      NamespaceId: NamespaceId
-      Collection: string
-      /// The namespace's active scope, taken once for the pass.
-      Scope: ActiveScope
-      /// Existing rows of this collection by logical key.
-      Rows: Map<string, ItemState>
-      /// The collection's snapshot, every value already encoded.
-      Snapshot: (string * byte[]) list
-      /// Item ID of a key of this collection.
-      ItemIdOf: string -> ItemId
-      Now: DateTimeOffset }
+    {
+        KeyId: KeyId
+        NamespaceId: NamespaceId
+        Collection: string
+        /// The namespace's active scope, taken once for the pass.
+        Scope: ActiveScope
+        /// Existing rows of this collection by logical key.
+        Rows: Map<string, ItemState>
+        /// The collection's snapshot, every value already encoded.
+        Snapshot: (string * byte[]) list
+        /// Item ID of a key of this collection.
+        ItemIdOf: string -> ItemId
+        Now: DateTimeOffset
+    }
 
 /// The snapshot-reconciliation decision.
 module Snapshot =
@@ -38,7 +40,8 @@ module Snapshot =
         input.Snapshot
         |> List.distinctBy fst
         |> List.map (fun (key, encoded) -> Text.Encoding.UTF8.GetBytes key, key, encoded)
-        |> List.sortWith (fun (a, _, _) (b, _, _) -> ReadOnlySpan(a).SequenceCompareTo(ReadOnlySpan b))
+        |> List.sortWith (fun (a, _, _) (b, _, _) ->
+            ReadOnlySpan(a).SequenceCompareTo(ReadOnlySpan b))
         |> List.choose (fun (_, key, encoded) ->
             let itemId = input.ItemIdOf key
 
@@ -48,8 +51,18 @@ module Snapshot =
                 let row =
                     input.Rows
                     |> Map.tryFind key
-                    |> Option.defaultWith (fun () -> ItemState.template input.KeyId input.NamespaceId input.Collection key itemId input.Now)
+                    |> Option.defaultWith (fun () ->
+                        ItemState.template
+                            input.KeyId
+                            input.NamespaceId
+                            input.Collection
+                            key
+                            itemId
+                            input.Now)
 
-                if row.Conflict || row.Dirty then None
-                elif ItemState.equalsBase row encoded then None
-                else Some(SnapshotEffect.Queue { row with Dirty = true; UpdatedAt = input.Now }))
+                if row.Conflict || row.Dirty then
+                    None
+                elif ItemState.equalsBase row encoded then
+                    None
+                else
+                    Some(SnapshotEffect.Queue { row with Dirty = true; UpdatedAt = input.Now }))

@@ -27,10 +27,17 @@ type WatchFailure =
 /// The watch decisions.
 module Watch =
     /// Interprets a watch answer against the cached namespaces.
-    let interpret (cached: NamespaceState list) (reported: ListedNamespace list) (timedOut: bool) : WatchOutcome =
+    let interpret
+        (cached: NamespaceState list)
+        (reported: ListedNamespace list)
+        (timedOut: bool)
+        : WatchOutcome =
         match reported, timedOut with
         | [], true -> WatchOutcome.TimedOut
-        | [], false -> WatchOutcome.Failed(SyncError.InvalidResponse "watch reported no changes without timing out")
+        | [], false ->
+            WatchOutcome.Failed(
+                SyncError.InvalidResponse "watch reported no changes without timing out"
+            )
         | _ ->
             match Namespaces.needsSync cached reported with
             | Error e -> WatchOutcome.Failed e
@@ -38,7 +45,15 @@ module Watch =
             | Ok false -> WatchOutcome.AlreadyObserved
 
     /// After the `failures`-th consecutive failed round with HTTP status `status` (if any).
-    let onFailure (settings: PollSettings) (failures: int) (status: int option) (jitterSample: float) : WatchFailure =
+    let onFailure
+        (settings: PollSettings)
+        (failures: int)
+        (status: int option)
+        (jitterSample: float)
+        : WatchFailure =
         match status with
         | Some(404 | 405 | 501) -> WatchFailure.Unsupported
-        | _ -> WatchFailure.Retry(Schedule.jitter (Schedule.failureBackoff settings (max 1 failures)) jitterSample)
+        | _ ->
+            WatchFailure.Retry(
+                Schedule.jitter (Schedule.failureBackoff settings (max 1 failures)) jitterSample
+            )

@@ -54,7 +54,10 @@ type CryptoError =
         | AadMismatch -> "aad mismatch"
         | DecryptFailed -> "decrypt item: message authentication failed"
         | PlaintextTooLarge size ->
-            sprintf "item plaintext of %d bytes exceeds maximum %d bytes" size Limits.MaxItemPlaintextSize
+            sprintf
+                "item plaintext of %d bytes exceeds maximum %d bytes"
+                size
+                Limits.MaxItemPlaintextSize
 
     override e.ToString() = e.Message
 
@@ -115,19 +118,25 @@ module Ed25519 =
 
     /// Imports a 32-byte RFC 8032 seed as a signing key. The caller disposes it.
     let importSeed (seed: ReadOnlySpan<byte>) : Key =
-        if seed.Length <> 32 then invalidArg "seed" "an Ed25519 seed must be 32 bytes"
+        if seed.Length <> 32 then
+            invalidArg "seed" "an Ed25519 seed must be 32 bytes"
+
         Key.Import(algorithm, seed, KeyBlobFormat.RawPrivateKey)
 
     /// The public key of a signing key.
     let publicKey (key: Key) : AuthPublicKey =
-        Bin.trusted<AuthPublicKeyKind> (key.PublicKey.Export KeyBlobFormat.RawPublicKey)
+        Bin.trusted<AuthPublicKeyKind>(key.PublicKey.Export KeyBlobFormat.RawPublicKey)
 
     /// Signs a message (deterministic).
     let sign (key: Key) (message: ReadOnlySpan<byte>) : Signature =
-        Bin.trusted<SignatureKind> (algorithm.Sign(key, message))
+        Bin.trusted<SignatureKind>(algorithm.Sign(key, message))
 
     /// Verifies a signature; false for a public key libsodium cannot import.
-    let verify (publicKey: AuthPublicKey) (message: ReadOnlySpan<byte>) (signature: Signature) : bool =
+    let verify
+        (publicKey: AuthPublicKey)
+        (message: ReadOnlySpan<byte>)
+        (signature: Signature)
+        : bool =
         let mutable pk = Unchecked.defaultof<PublicKey>
 
         PublicKey.TryImport(algorithm, publicKey.Span, KeyBlobFormat.RawPublicKey, &pk)
@@ -136,7 +145,6 @@ module Ed25519 =
 /// X25519 (RFC 7748) with access to the raw shared secret, as HPKE needs.
 module X25519 =
     let private algorithm = KeyAgreementAlgorithm.X25519
-
 
     /// Imports a 32-byte private key (unclamped bytes are fine: X25519 clamps). Caller disposes.
     let importPrivate (privateKey: ReadOnlySpan<byte>) : Result<Key, CryptoError> =
@@ -147,7 +155,7 @@ module X25519 =
 
     /// The public key of a private key.
     let publicKey (key: Key) : WrapPublicKey =
-        Bin.trusted<WrapPublicKeyKind> (key.PublicKey.Export KeyBlobFormat.RawPublicKey)
+        Bin.trusted<WrapPublicKeyKind>(key.PublicKey.Export KeyBlobFormat.RawPublicKey)
 
     /// The public key of raw private key bytes.
     let publicKeyOf (privateKey: ReadOnlySpan<byte>) : Result<WrapPublicKey, CryptoError> =
@@ -184,7 +192,10 @@ module X25519 =
                 with :? CryptographicException ->
                     null
 
-            if isNull raw || Array.forall ((=) 0uy) raw then Error() else Ok raw
+            if isNull raw || Array.forall ((=) 0uy) raw then
+                Error()
+            else
+                Ok raw
 
     let private probe =
         lazy
@@ -206,7 +217,11 @@ module XChaCha20Poly1305 =
     let inline private rotl (v: uint32) (n: int) = (v <<< n) ||| (v >>> (32 - n))
 
     /// HChaCha20(key, nonce16): the 32-byte subkey.
-    let hchacha20 (key: ReadOnlySpan<byte>) (nonce16: ReadOnlySpan<byte>) (subkey: Span<byte>) : unit =
+    let hchacha20
+        (key: ReadOnlySpan<byte>)
+        (nonce16: ReadOnlySpan<byte>)
+        (subkey: Span<byte>)
+        : unit =
         let s = Array.zeroCreate<uint32> 16
         s[0] <- 0x61707865u
         s[1] <- 0x3320646eu
@@ -245,7 +260,11 @@ module XChaCha20Poly1305 =
 
     /// The RFC 8439 cipher under the HChaCha20 subkey of (key, nonce[0..16]), and the inner
     /// 12-byte nonce `0^4 ‖ nonce[16..24]` written into `inner`. The subkey is wiped.
-    let private cipherFor (key: ReadOnlySpan<byte>) (nonce: ReadOnlySpan<byte>) (inner: Span<byte>) : BclChaCha =
+    let private cipherFor
+        (key: ReadOnlySpan<byte>)
+        (nonce: ReadOnlySpan<byte>)
+        (inner: Span<byte>)
+        : BclChaCha =
         let subkey = Span<byte>(Array.zeroCreate 32)
         hchacha20 key (nonce.Slice(0, 16)) subkey
         inner.Slice(0, 4).Clear()
@@ -271,7 +290,15 @@ module XChaCha20Poly1305 =
         else
             let inner = Span<byte>(Array.zeroCreate 12)
             use aead = cipherFor key nonce inner
-            aead.Encrypt(inner, plaintext, destination.Slice(0, plaintext.Length), destination.Slice plaintext.Length, aad)
+
+            aead.Encrypt(
+                inner,
+                plaintext,
+                destination.Slice(0, plaintext.Length),
+                destination.Slice plaintext.Length,
+                aad
+            )
+
             Ok()
 
     /// Opens `ciphertext ‖ tag` into `destination` (ciphertext length - 16 bytes).
@@ -303,16 +330,38 @@ module XChaCha20Poly1305 =
                 Error DecryptFailed
 
     /// Seals into a new array.
-    let encrypt (key: byte[]) (nonce: byte[]) (plaintext: byte[]) (aad: byte[]) : Result<byte[], CryptoError> =
+    let encrypt
+        (key: byte[])
+        (nonce: byte[])
+        (plaintext: byte[])
+        (aad: byte[])
+        : Result<byte[], CryptoError> =
         let out = Array.zeroCreate (plaintext.Length + Limits.AeadTagLength)
-        seal (ReadOnlySpan key) (ReadOnlySpan nonce) (ReadOnlySpan plaintext) (ReadOnlySpan aad) (Span out)
+
+        seal
+            (ReadOnlySpan key)
+            (ReadOnlySpan nonce)
+            (ReadOnlySpan plaintext)
+            (ReadOnlySpan aad)
+            (Span out)
         |> Result.map (fun () -> out)
 
     /// Opens into a new array.
-    let decrypt (key: byte[]) (nonce: byte[]) (sealedBytes: byte[]) (aad: byte[]) : Result<byte[], CryptoError> =
+    let decrypt
+        (key: byte[])
+        (nonce: byte[])
+        (sealedBytes: byte[])
+        (aad: byte[])
+        : Result<byte[], CryptoError> =
         if sealedBytes.Length < Limits.AeadTagLength then
             Error DecryptFailed
         else
             let out = Array.zeroCreate (sealedBytes.Length - Limits.AeadTagLength)
-            openTo (ReadOnlySpan key) (ReadOnlySpan nonce) (ReadOnlySpan sealedBytes) (ReadOnlySpan aad) (Span out)
+
+            openTo
+                (ReadOnlySpan key)
+                (ReadOnlySpan nonce)
+                (ReadOnlySpan sealedBytes)
+                (ReadOnlySpan aad)
+                (Span out)
             |> Result.map (fun () -> out)

@@ -7,14 +7,17 @@ open System.Security.Cryptography
 
 /// The key material derived from a label (exposed so the derivation can be checked against vectors).
 type DummyKeyMaterial =
-    { RootSecret: byte[]
-      AuthSeed: byte[]
-      AuthPublicKey: AuthPublicKey
-      KeyId: KeyId
-      WrapPrivateKey: byte[]
-      WrapPublicKey: WrapPublicKey }
+    {
+        RootSecret: byte[]
+        AuthSeed: byte[]
+        AuthPublicKey: AuthPublicKey
+        KeyId: KeyId
+        WrapPrivateKey: byte[]
+        WrapPublicKey: WrapPublicKey
+    }
 
-    override m.ToString() = sprintf "DummyKeyMaterial(keyId=%s, <private keys redacted>)" m.KeyId.Wire
+    override m.ToString() =
+        sprintf "DummyKeyMaterial(keyId=%s, <private keys redacted>)" m.KeyId.Wire
 
 /// A software identity for tests and demos: signs the protocol's payloads and unwraps DEKs.
 /// **Never use it for real data**: the private keys follow from the label alone.
@@ -23,10 +26,15 @@ type DummyKeystore private (material: DummyKeyMaterial, signingKey: NSec.Cryptog
 
     /// Derives the key material of a label (§8.3 steps 1–4).
     static member Derive(label: string) : DummyKeyMaterial =
-        if isNull label then nullArg "label"
+        if isNull label then
+            nullArg "label"
+
         let root = Hashing.sha256 (ReadOnlySpan(Text.Encoding.UTF8.GetBytes label))
         let authSeed = Hashing.hkdfNoSalt (ReadOnlySpan root) Limits.Labels.DummyAuthSeed 32
-        let wrapPrivate = Hashing.hkdfNoSalt (ReadOnlySpan root) Limits.Labels.DummyWrapSeed 32
+
+        let wrapPrivate =
+            Hashing.hkdfNoSalt (ReadOnlySpan root) Limits.Labels.DummyWrapSeed 32
+
         use key = Ed25519.importSeed (ReadOnlySpan authSeed)
         let authPublic = Ed25519.publicKey key
 
@@ -35,12 +43,14 @@ type DummyKeystore private (material: DummyKeyMaterial, signingKey: NSec.Cryptog
             | Ok pk -> pk
             | Error e -> invalidOp e.Message
 
-        { RootSecret = root
-          AuthSeed = authSeed
-          AuthPublicKey = authPublic
-          KeyId = KeyIds.ofAuthPublicKey authPublic
-          WrapPrivateKey = wrapPrivate
-          WrapPublicKey = wrapPublic }
+        {
+            RootSecret = root
+            AuthSeed = authSeed
+            AuthPublicKey = authPublic
+            KeyId = KeyIds.ofAuthPublicKey authPublic
+            WrapPrivateKey = wrapPrivate
+            WrapPublicKey = wrapPublic
+        }
 
     /// Creates the dummy identity of `label` (for example "demo-alice"). Dispose it when done.
     static member FromLabel(label: string) : DummyKeystore =
@@ -61,54 +71,85 @@ type DummyKeystore private (material: DummyKeyMaterial, signingKey: NSec.Cryptog
 
     /// Signs the login intent for a challenge.
     member _.SignLoginIntent(challenge: Challenge) : Signature =
-        Ed25519.sign signingKey (ReadOnlySpan(Intents.login challenge IdentityKind.Keystore material.KeyId material.AuthPublicKey material.WrapPublicKey))
+        Ed25519.sign
+            signingKey
+            (ReadOnlySpan(
+                Intents.login
+                    challenge
+                    IdentityKind.Keystore
+                    material.KeyId
+                    material.AuthPublicKey
+                    material.WrapPublicKey
+            ))
 
     /// Signs the refresh intent for a challenge.
     member _.SignRefreshIntent(challenge: Challenge) : Signature =
-        Ed25519.sign signingKey (ReadOnlySpan(Intents.refresh challenge IdentityKind.Keystore material.KeyId))
+        Ed25519.sign
+            signingKey
+            (ReadOnlySpan(Intents.refresh challenge IdentityKind.Keystore material.KeyId))
 
     /// Signs the revoke-all-tokens intent (empty action fields).
     member _.SignRevokeAllTokensIntent(challenge: Challenge) : Signature =
         let intent =
-            Intents.sensitiveAction SensitiveAction.RevokeAllTokens challenge IdentityKind.Keystore material.KeyId ActionFields.revokeAllTokens
+            Intents.sensitiveAction
+                SensitiveAction.RevokeAllTokens
+                challenge
+                IdentityKind.Keystore
+                material.KeyId
+                ActionFields.revokeAllTokens
 
         Ed25519.sign signingKey (ReadOnlySpan intent)
 
     /// Signs the create-namespace-invite intent. Rejects a negative expiry ("namespace invite
     /// expiry before unix epoch") and maxAccepted outside 0..10 ("namespace invite limits are out of range").
-    member _.SignCreateNamespaceInviteIntent(challenge: Challenge, fields: CreateInviteFields) : Result<Signature, string> =
+    member _.SignCreateNamespaceInviteIntent
+        (challenge: Challenge, fields: CreateInviteFields)
+        : Result<Signature, string> =
         if fields.ExpiresAt < 0L then
             Error "namespace invite expiry before unix epoch"
-        elif fields.MaxAccepted < 0 || fields.MaxAccepted > Limits.MaxAcceptedJoinRequestsPerInvite then
+        elif
+            fields.MaxAccepted < 0
+            || fields.MaxAccepted > Limits.MaxAcceptedJoinRequestsPerInvite
+        then
             Error "namespace invite limits are out of range"
         else
             let intent =
-                Intents.sensitiveAction SensitiveAction.CreateNamespaceInvite challenge IdentityKind.Keystore material.KeyId (ActionFields.createInvite fields)
+                Intents.sensitiveAction
+                    SensitiveAction.CreateNamespaceInvite
+                    challenge
+                    IdentityKind.Keystore
+                    material.KeyId
+                    (ActionFields.createInvite fields)
 
             Ok(Ed25519.sign signingKey (ReadOnlySpan intent))
 
     /// Builds the join-request payload with this identity's keys and signs it. Rejects a negative
     /// expiry ("join request expiry before unix epoch").
-    member _.SignNamespaceJoinRequestIntent(ns: NamespaceId, invite: InviteId, origin: ServerOrigin, expiresAt: int64) : Result<Signature, string> =
+    member _.SignNamespaceJoinRequestIntent
+        (ns: NamespaceId, invite: InviteId, origin: ServerOrigin, expiresAt: int64)
+        : Result<Signature, string> =
         if expiresAt < 0L then
             Error "join request expiry before unix epoch"
         else
             let payload =
                 JoinRequests.payload
-                    { NamespaceId = ns
-                      InviteId = invite
-                      ServerOrigin = origin
-                      Kind = IdentityKind.Keystore
-                      KeyId = material.KeyId
-                      AuthPublicKey = material.AuthPublicKey
-                      WrapPublicKey = material.WrapPublicKey
-                      ExpiresAt = expiresAt }
+                    {
+                        NamespaceId = ns
+                        InviteId = invite
+                        ServerOrigin = origin
+                        Kind = IdentityKind.Keystore
+                        KeyId = material.KeyId
+                        AuthPublicKey = material.AuthPublicKey
+                        WrapPublicKey = material.WrapPublicKey
+                        ExpiresAt = expiresAt
+                    }
 
             Ok(Ed25519.sign signingKey (ReadOnlySpan payload))
 
     /// The 257-byte dummy attestation: 0x00 ‖ H1 ‖ … ‖ H8 with M = SHA-256(challenge ‖ authPk),
     /// H1 = SHA-256(M), H(k+1) = SHA-256(Hk).
-    member _.Attest(challenge: Challenge) : Attestation = DummyKeystore.AttestationFor(challenge, material.AuthPublicKey)
+    member _.Attest(challenge: Challenge) : Attestation =
+        DummyKeystore.AttestationFor(challenge, material.AuthPublicKey)
 
     /// Unwraps a namespace DEK addressed to this identity, refusing another namespace's binding.
     member _.UnwrapNamespaceDek(ns: NamespaceId, wrapped: WrappedDek) : Result<Dek, CryptoError> =
@@ -117,7 +158,11 @@ type DummyKeystore private (material: DummyKeyMaterial, signingKey: NSec.Cryptog
     /// The dummy attestation any identity with `authPublicKey` would produce for `challenge`
     /// (a test-mode server recomputes it to accept dummy attestations).
     static member AttestationFor(challenge: Challenge, authPublicKey: AuthPublicKey) : Attestation =
-        let m = Hashing.sha256 (ReadOnlySpan(Array.append (challenge.Span.ToArray()) (authPublicKey.Span.ToArray())))
+        let m =
+            Hashing.sha256 (
+                ReadOnlySpan(Array.append (challenge.Span.ToArray()) (authPublicKey.Span.ToArray()))
+            )
+
         let out = Array.zeroCreate 257
         let mutable h = m
 
@@ -127,7 +172,8 @@ type DummyKeystore private (material: DummyKeyMaterial, signingKey: NSec.Cryptog
 
         Bin.trusted<AttestationKind> out
 
-    override _.ToString() = sprintf "DummyKeystore(keyId=%s)" material.KeyId.Wire
+    override _.ToString() =
+        sprintf "DummyKeystore(keyId=%s)" material.KeyId.Wire
 
     interface IDisposable with
         member _.Dispose() = signingKey.Dispose()

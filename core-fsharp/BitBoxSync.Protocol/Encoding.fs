@@ -8,11 +8,17 @@ open System.Globalization
 /// A rejected input value: the field it came from and the rule it broke, in PROTOCOL.md's words.
 /// `Message` reads like "namespaceId must be lowercase hex".
 type FieldError =
-    { Field: string
-      Rule: string }
+    {
+        Field: string
+        Rule: string
+    }
 
     /// The human-readable message, field name first.
-    member e.Message = if String.IsNullOrEmpty e.Field then e.Rule else e.Field + " " + e.Rule
+    member e.Message =
+        if String.IsNullOrEmpty e.Field then
+            e.Rule
+        else
+            e.Field + " " + e.Rule
 
     override e.ToString() = e.Message
 
@@ -68,18 +74,24 @@ module Hex =
                     out[i] <- byte ((hi <<< 4) ||| lo)
                     i <- i + 1
 
-            if not ok then FieldError.fail field "must be lowercase hex"
-            elif out.Length <> length then FieldError.fail field (sprintf "must be %d bytes" length)
-            else Ok out
+            if not ok then
+                FieldError.fail field "must be lowercase hex"
+            elif out.Length <> length then
+                FieldError.fail field (sprintf "must be %d bytes" length)
+            else
+                Ok out
 
     /// Generic hex decoder (case-insensitive) with an exact length: the shared package exports it
     /// for non-identifier values. The library itself always uses `decodeLowerExact`.
     let decodeExact (field: string) (length: int) (s: string) : Result<byte[], FieldError> =
-        if isNull s then FieldError.missing field
-        else decodeLowerExact field length (s.ToLowerInvariant())
+        if isNull s then
+            FieldError.missing field
+        else
+            decodeLowerExact field length (s.ToLowerInvariant())
 
     /// True when every character is a lowercase hex digit.
-    let isLower (s: string) = not (isNull s) && s |> Seq.forall (fun c -> hexDigits.Contains c)
+    let isLower (s: string) =
+        not (isNull s) && s |> Seq.forall (fun c -> hexDigits.Contains c)
 
 /// Standard base64 (RFC 4648 §4) with padding, decoded canonically.
 module Base64 =
@@ -92,7 +104,7 @@ module Base64 =
         if isNull s then
             FieldError.missing field
         else
-            let buffer = Array.zeroCreate<byte> ((s.Length / 4 + 1) * 3)
+            let buffer = Array.zeroCreate<byte>((s.Length / 4 + 1) * 3)
             let mutable written = 0
 
             if Convert.TryFromBase64String(s, Span buffer, &written) then
@@ -134,7 +146,7 @@ module Base64Url =
                 | 3 -> t + "="
                 | _ -> t
 
-            let buffer = Array.zeroCreate<byte> ((padded.Length / 4 + 1) * 3)
+            let buffer = Array.zeroCreate<byte>((padded.Length / 4 + 1) * 3)
             let mutable written = 0
 
             if Convert.TryFromBase64String(padded, Span buffer, &written) then
@@ -170,7 +182,9 @@ module Decimal =
         if String.IsNullOrEmpty s || s.Length > 20 then
             ValueNone
         else
-            match Int64.TryParse(s, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture) with
+            match
+                Int64.TryParse(s, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture)
+            with
             | true, v when v.ToString(CultureInfo.InvariantCulture) = s -> ValueSome v
             | _ -> ValueNone
 
@@ -186,7 +200,10 @@ module Rfc3339 =
         if frac = 0L then
             head + "Z"
         else
-            head + "." + frac.ToString("0000000", CultureInfo.InvariantCulture).TrimEnd('0') + "Z"
+            head
+            + "."
+            + frac.ToString("0000000", CultureInfo.InvariantCulture).TrimEnd('0')
+            + "Z"
 
     let inline private digit (s: string) i = int s[i] - int '0'
 
@@ -196,21 +213,39 @@ module Rfc3339 =
 
         if ok then
             for i in start .. start + count - 1 do
-                if Char.IsAsciiDigit s[i] then v <- v * 10 + digit s i else ok <- false
+                if Char.IsAsciiDigit s[i] then
+                    v <- v * 10 + digit s i
+                else
+                    ok <- false
 
         if ok then ValueSome v else ValueNone
 
     /// Parses an RFC 3339 timestamp with a zone designator (`Z` or `±hh:mm`) and an optional
     /// fraction of up to 9 digits (truncated to 100 ns). A zone-less timestamp is rejected.
     let parse (field: string) (s: string) : Result<DateTimeOffset, FieldError> =
-        let bad () = FieldError.fail field "must be an RFC 3339 timestamp with a time zone"
+        let bad () =
+            FieldError.fail field "must be an RFC 3339 timestamp with a time zone"
 
         if isNull s then
             FieldError.missing field
-        elif s.Length < 20 || s[4] <> '-' || s[7] <> '-' || s[10] <> 'T' || s[13] <> ':' || s[16] <> ':' then
+        elif
+            s.Length < 20
+            || s[4] <> '-'
+            || s[7] <> '-'
+            || s[10] <> 'T'
+            || s[13] <> ':'
+            || s[16] <> ':'
+        then
             bad ()
         else
-            match digitsAt s 0 4, digitsAt s 5 2, digitsAt s 8 2, digitsAt s 11 2, digitsAt s 14 2, digitsAt s 17 2 with
+            match
+                digitsAt s 0 4,
+                digitsAt s 5 2,
+                digitsAt s 8 2,
+                digitsAt s 11 2,
+                digitsAt s 14 2,
+                digitsAt s 17 2
+            with
             | ValueSome y, ValueSome mo, ValueSome d, ValueSome h, ValueSome mi, ValueSome sec ->
                 let mutable i = 19
                 let mutable ticks = 0L
@@ -246,7 +281,16 @@ module Rfc3339 =
                         ValueNone
 
                 match offset with
-                | ValueSome off when mo >= 1 && mo <= 12 && d >= 1 && d <= DateTime.DaysInMonth(max y 1, mo) && h < 24 && mi < 60 && sec < 60 && y >= 1 ->
+                | ValueSome off when
+                    mo >= 1
+                    && mo <= 12
+                    && d >= 1
+                    && d <= DateTime.DaysInMonth(max y 1, mo)
+                    && h < 24
+                    && mi < 60
+                    && sec < 60
+                    && y >= 1
+                    ->
                     try
                         Ok(DateTimeOffset(y, mo, d, h, mi, sec, off).AddTicks ticks)
                     with :? ArgumentOutOfRangeException ->

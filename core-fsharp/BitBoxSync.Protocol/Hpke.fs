@@ -8,7 +8,13 @@ open System.Security.Cryptography
 let private suiteKem = Bytes.concat [ Bytes.ascii "KEM"; Bytes.u16be 0x0020 ]
 
 let private suiteHpke =
-    Bytes.concat [ Bytes.ascii "HPKE"; Bytes.u16be 0x0020; Bytes.u16be 0x0001; Bytes.u16be 0x0003 ]
+    Bytes.concat
+        [
+            Bytes.ascii "HPKE"
+            Bytes.u16be 0x0020
+            Bytes.u16be 0x0001
+            Bytes.u16be 0x0003
+        ]
 
 let private version = Bytes.ascii "HPKE-v1"
 
@@ -18,8 +24,16 @@ let internal labeledExtract (suite: byte[]) (salt: byte[]) (label: string) (ikm:
     Hashing.hkdfExtract (ReadOnlySpan salt) (ReadOnlySpan labeled)
 
 /// LabeledExpand(suite, prk, label, info, L).
-let internal labeledExpand (suite: byte[]) (prk: byte[]) (label: string) (info: byte[]) (length: int) : byte[] =
-    let labeled = Bytes.concat [ Bytes.u16be length; version; suite; Bytes.ascii label; info ]
+let internal labeledExpand
+    (suite: byte[])
+    (prk: byte[])
+    (label: string)
+    (info: byte[])
+    (length: int)
+    : byte[] =
+    let labeled =
+        Bytes.concat [ Bytes.u16be length; version; suite; Bytes.ascii label; info ]
+
     Hashing.hkdfExpand (ReadOnlySpan prk) (ReadOnlySpan labeled) length
 
 /// DeriveKeyPair(ikm) for X25519: the private key (RFC 9180 §7.1.3).
@@ -29,20 +43,22 @@ let deriveKeyPair (ikm: byte[]) : byte[] =
 
 /// An HPKE context after the key schedule, with every intermediate value (for test vectors).
 type Context =
-    { /// The encapsulated key (ephemeral public key).
-      Enc: byte[]
-      /// The KEM shared secret.
-      SharedSecret: byte[]
-      /// `0x00 ‖ psk_id_hash ‖ info_hash`.
-      KeyScheduleContext: byte[]
-      /// The key-schedule secret.
-      Secret: byte[]
-      /// AEAD key.
-      Key: byte[]
-      /// AEAD base nonce.
-      BaseNonce: byte[]
-      /// Exporter secret.
-      ExporterSecret: byte[] }
+    {
+        /// The encapsulated key (ephemeral public key).
+        Enc: byte[]
+        /// The KEM shared secret.
+        SharedSecret: byte[]
+        /// `0x00 ‖ psk_id_hash ‖ info_hash`.
+        KeyScheduleContext: byte[]
+        /// The key-schedule secret.
+        Secret: byte[]
+        /// AEAD key.
+        Key: byte[]
+        /// AEAD base nonce.
+        BaseNonce: byte[]
+        /// Exporter secret.
+        ExporterSecret: byte[]
+    }
 
 let private extractAndExpand (dh: byte[]) (kemContext: byte[]) =
     let eaePrk = labeledExtract suiteKem [||] "eae_prk" dh
@@ -54,16 +70,22 @@ let private keySchedule (enc: byte[]) (sharedSecret: byte[]) (info: byte[]) : Co
     let ctx = Bytes.concat [ [| 0uy |]; pskIdHash; infoHash ]
     let secret = labeledExtract suiteHpke sharedSecret "secret" [||]
 
-    { Enc = enc
-      SharedSecret = sharedSecret
-      KeyScheduleContext = ctx
-      Secret = secret
-      Key = labeledExpand suiteHpke secret "key" ctx 32
-      BaseNonce = labeledExpand suiteHpke secret "base_nonce" ctx 12
-      ExporterSecret = labeledExpand suiteHpke secret "exp" ctx 32 }
+    {
+        Enc = enc
+        SharedSecret = sharedSecret
+        KeyScheduleContext = ctx
+        Secret = secret
+        Key = labeledExpand suiteHpke secret "key" ctx 32
+        BaseNonce = labeledExpand suiteHpke secret "base_nonce" ctx 12
+        ExporterSecret = labeledExpand suiteHpke secret "exp" ctx 32
+    }
 
 /// SetupBaseS with a caller-supplied ephemeral private key (randomness enters as an argument).
-let setupBaseSender (ephemeralPrivateKey: byte[]) (recipientPublicKey: byte[]) (info: byte[]) : Result<Context, CryptoError> =
+let setupBaseSender
+    (ephemeralPrivateKey: byte[])
+    (recipientPublicKey: byte[])
+    (info: byte[])
+    : Result<Context, CryptoError> =
     match X25519.importPrivate (ReadOnlySpan ephemeralPrivateKey) with
     | Error e -> Error e
     | Ok ephemeral ->
@@ -77,7 +99,11 @@ let setupBaseSender (ephemeralPrivateKey: byte[]) (recipientPublicKey: byte[]) (
             Ok(keySchedule enc shared info)
 
 /// SetupBaseR: decapsulates `enc` with the recipient's private key.
-let setupBaseRecipient (recipientPrivateKey: byte[]) (enc: byte[]) (info: byte[]) : Result<Context, CryptoError> =
+let setupBaseRecipient
+    (recipientPrivateKey: byte[])
+    (enc: byte[])
+    (info: byte[])
+    : Result<Context, CryptoError> =
     match X25519.importPrivate (ReadOnlySpan recipientPrivateKey) with
     | Error e -> Error e
     | Ok recipient ->
@@ -104,11 +130,24 @@ let nonceFor (ctx: Context) (sequence: uint64) : byte[] =
 let seal (ctx: Context) (sequence: uint64) (aad: byte[]) (plaintext: byte[]) : byte[] =
     use aead = new System.Security.Cryptography.ChaCha20Poly1305(ctx.Key)
     let out = Array.zeroCreate (plaintext.Length + 16)
-    aead.Encrypt(nonceFor ctx sequence, plaintext, Span(out, 0, plaintext.Length), Span(out, plaintext.Length, 16), aad)
+
+    aead.Encrypt(
+        nonceFor ctx sequence,
+        plaintext,
+        Span(out, 0, plaintext.Length),
+        Span(out, plaintext.Length, 16),
+        aad
+    )
+
     out
 
 /// Opens message `sequence` of the context; Error on authentication failure.
-let openMessage (ctx: Context) (sequence: uint64) (aad: byte[]) (sealedBytes: byte[]) : Result<byte[], unit> =
+let openMessage
+    (ctx: Context)
+    (sequence: uint64)
+    (aad: byte[])
+    (sealedBytes: byte[])
+    : Result<byte[], unit> =
     if sealedBytes.Length < 16 then
         Error()
     else
@@ -117,7 +156,14 @@ let openMessage (ctx: Context) (sequence: uint64) (aad: byte[]) (sealedBytes: by
         let out = Array.zeroCreate n
 
         try
-            aead.Decrypt(nonceFor ctx sequence, ReadOnlySpan(sealedBytes, 0, n), ReadOnlySpan(sealedBytes, n, 16), Span out, ReadOnlySpan aad)
+            aead.Decrypt(
+                nonceFor ctx sequence,
+                ReadOnlySpan(sealedBytes, 0, n),
+                ReadOnlySpan(sealedBytes, n, 16),
+                Span out,
+                ReadOnlySpan aad
+            )
+
             Ok out
         with :? AuthenticationTagMismatchException ->
             Error()

@@ -17,15 +17,17 @@ type WireForm =
 
 /// The rules of one kind of binary value.
 type BinarySpec =
-    { /// The default JSON field name used in error messages.
-      Field: string
-      Form: WireForm
-      MinLength: int
-      MaxLength: int
-      /// Secrets are never printed by ToString.
-      Secret: bool
-      /// An extra format rule on the decoded bytes (the broken rule's words, or None).
-      Check: byte[] -> string option }
+    {
+        /// The default JSON field name used in error messages.
+        Field: string
+        Form: WireForm
+        MinLength: int
+        MaxLength: int
+        /// Secrets are never printed by ToString.
+        Secret: bool
+        /// An extra format rule on the decoded bytes (the broken rule's words, or None).
+        Check: byte[] -> string option
+    }
 
 /// Marker for a kind of binary value: a type whose static `Spec` states its rules.
 type IBinaryKind =
@@ -51,11 +53,13 @@ type Bin<'K when 'K :> IBinaryKind> internal (raw: byte[]) =
         | Base64Padded -> Base64.encode raw
         | Base64UrlUnpadded -> Base64Url.encode raw
 
-    override this.ToString() = if 'K.Spec.Secret then "<redacted>" else this.Wire
+    override this.ToString() =
+        if 'K.Spec.Secret then "<redacted>" else this.Wire
 
     override _.Equals(o: obj) =
         match o with
-        | :? Bin<'K> as other -> MemoryExtensions.SequenceEqual(ReadOnlySpan raw, ReadOnlySpan other.Raw)
+        | :? Bin<'K> as other ->
+            MemoryExtensions.SequenceEqual(ReadOnlySpan raw, ReadOnlySpan other.Raw)
         | _ -> false
 
     override _.GetHashCode() =
@@ -95,16 +99,24 @@ module Bin =
             | None -> Ok bytes
 
     /// Validates raw bytes (copied) as kind 'K, reporting errors under `field`.
-    let ofBytesAs<'K when 'K :> IBinaryKind> (field: string) (bytes: ReadOnlySpan<byte>) : Result<Bin<'K>, FieldError> =
+    let ofBytesAs<'K when 'K :> IBinaryKind>
+        (field: string)
+        (bytes: ReadOnlySpan<byte>)
+        : Result<Bin<'K>, FieldError> =
         checkLength 'K.Spec field (bytes.ToArray()) |> Result.map (fun b -> Bin<'K> b)
 
     /// Validates raw bytes (copied) as kind 'K under its default field name.
     let ofBytes<'K when 'K :> IBinaryKind> (bytes: byte[]) : Result<Bin<'K>, FieldError> =
-        if isNull bytes then FieldError.missing 'K.Spec.Field
-        else ofBytesAs<'K> 'K.Spec.Field (ReadOnlySpan bytes)
+        if isNull bytes then
+            FieldError.missing 'K.Spec.Field
+        else
+            ofBytesAs<'K> 'K.Spec.Field (ReadOnlySpan bytes)
 
     /// Parses the wire form of kind 'K from JSON field `field`.
-    let parseAs<'K when 'K :> IBinaryKind> (field: string) (wire: string) : Result<Bin<'K>, FieldError> =
+    let parseAs<'K when 'K :> IBinaryKind>
+        (field: string)
+        (wire: string)
+        : Result<Bin<'K>, FieldError> =
         let s = 'K.Spec
 
         let decoded =
@@ -118,7 +130,8 @@ module Bin =
         decoded |> Result.bind (checkLength s field) |> Result.map (fun b -> Bin<'K> b)
 
     /// Parses the wire form of kind 'K under its default field name.
-    let parse<'K when 'K :> IBinaryKind> (wire: string) : Result<Bin<'K>, FieldError> = parseAs<'K> 'K.Spec.Field wire
+    let parse<'K when 'K :> IBinaryKind> (wire: string) : Result<Bin<'K>, FieldError> =
+        parseAs<'K> 'K.Spec.Field wire
 
     /// Builds a value from bytes the library itself produced with the right length (no copy).
     let internal trusted<'K when 'K :> IBinaryKind> (bytes: byte[]) : Bin<'K> =
@@ -137,35 +150,45 @@ module private Specs =
     let noCheck (_: byte[]) = None
 
     let hex field length =
-        { Field = field
-          Form = LowerHex
-          MinLength = length
-          MaxLength = length
-          Secret = false
-          Check = noCheck }
+        {
+            Field = field
+            Form = LowerHex
+            MinLength = length
+            MaxLength = length
+            Secret = false
+            Check = noCheck
+        }
 
     let b64 field minLength maxLength =
-        { Field = field
-          Form = Base64Padded
-          MinLength = minLength
-          MaxLength = maxLength
-          Secret = false
-          Check = noCheck }
+        {
+            Field = field
+            Form = Base64Padded
+            MinLength = minLength
+            MaxLength = maxLength
+            Secret = false
+            Check = noCheck
+        }
 
     let b64url field secret =
-        { Field = field
-          Form = Base64UrlUnpadded
-          MinLength = Limits.InviteSecretLength
-          MaxLength = Limits.InviteSecretLength
-          Secret = secret
-          Check = noCheck }
+        {
+            Field = field
+            Form = Base64UrlUnpadded
+            MinLength = Limits.InviteSecretLength
+            MaxLength = Limits.InviteSecretLength
+            Secret = secret
+            Check = noCheck
+        }
 
     /// PROTOCOL.md §3.5 steps 2–4 (`ValidateWrappedDEK`).
     let wrappedDekCheck (b: byte[]) =
-        if b.Length = 0 then Some "invalid wrapped dek"
-        elif b[0] <> 1uy then Some "unsupported version"
-        elif b.Length <> Limits.WrappedDekLengthV1 then Some "invalid wrapped dek"
-        else None
+        if b.Length = 0 then
+            Some "invalid wrapped dek"
+        elif b[0] <> 1uy then
+            Some "unsupported version"
+        elif b.Length <> Limits.WrappedDekLengthV1 then
+            Some "invalid wrapped dek"
+        else
+            None
 
 /// Kind of `keyId`: SHA-256 of the auth public key, 32 bytes, lowercase hex.
 type KeyIdKind =
@@ -238,7 +261,8 @@ type WrappedDekKind =
         static member Spec =
             { Specs.b64 "wrappedDek" 0 Limits.WrappedDekLengthV1 with
                 MaxLength = Int32.MaxValue
-                Check = Specs.wrappedDekCheck }
+                Check = Specs.wrappedDekCheck
+            }
 
 /// Kind of item `nonce`: 24 bytes, canonical base64.
 type ItemNonceKind =
@@ -253,7 +277,8 @@ type ItemAadKind =
 /// Kind of item `ciphertext`: 16 to 65 536 bytes, canonical base64.
 type CiphertextKind =
     interface IBinaryKind with
-        static member Spec = Specs.b64 "ciphertext" Limits.AeadTagLength Limits.MaxItemCiphertextSize
+        static member Spec =
+            Specs.b64 "ciphertext" Limits.AeadTagLength Limits.MaxItemCiphertextSize
 
 /// Kind of `inviteServerSecret`: 32 bytes, unpadded base64url.
 type InviteServerSecretKind =

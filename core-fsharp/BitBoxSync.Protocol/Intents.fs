@@ -59,7 +59,10 @@ module SensitiveAction =
         | "revoke-all-tokens" -> Ok SensitiveAction.RevokeAllTokens
         | "create-namespace-invite" -> Ok SensitiveAction.CreateNamespaceInvite
         | null -> FieldError.missing "action"
-        | _ -> FieldError.fail "action" "must be a supported sensitive action (unsupported sensitive action)"
+        | _ ->
+            FieldError.fail
+                "action"
+                "must be a supported sensitive action (unsupported sensitive action)"
 
 /// What a challenge is minted for.
 [<RequireQualifiedAccess>]
@@ -95,7 +98,8 @@ module NamespaceKind =
         match s with
         | "default" -> Ok NamespaceKind.Default
         | "shared" -> Ok NamespaceKind.Shared
-        | _ -> FieldError.fail field "must be \"default\" or \"shared\" (unsupported namespace kind)"
+        | _ ->
+            FieldError.fail field "must be \"default\" or \"shared\" (unsupported namespace kind)"
 
 /// Spam-control kinds of a challenge response. Anything but `attestation` means "no attestation".
 [<RequireQualifiedAccess>]
@@ -113,22 +117,28 @@ type SpamControl =
 module KeyIds =
     /// Key ID = SHA-256(auth public key).
     let ofAuthPublicKey (authPublicKey: AuthPublicKey) : KeyId =
-        Bin.trusted<KeyIdKind> (Hashing.sha256 authPublicKey.Span)
+        Bin.trusted<KeyIdKind>(Hashing.sha256 authPublicKey.Span)
 
     /// Checks a claimed key ID against an auth public key ("key id does not match auth public key").
     let verify (claimed: KeyId) (authPublicKey: AuthPublicKey) : Result<unit, FieldError> =
-        if ofAuthPublicKey authPublicKey = claimed then Ok()
-        else FieldError.fail "keyId" "does not match auth public key (key id does not match auth public key)"
+        if ofAuthPublicKey authPublicKey = claimed then
+            Ok()
+        else
+            FieldError.fail
+                "keyId"
+                "does not match auth public key (key id does not match auth public key)"
 
 /// The parameters of a create-invite action, signed inside the sensitive-action intent.
 type CreateInviteFields =
-    { NamespaceId: NamespaceId
-      InviteId: InviteId
-      InviteServerSecretHash: InviteServerSecretHash
-      /// Invite expiry, Unix seconds.
-      ExpiresAt: int64
-      /// How many requests may be approved through the invite.
-      MaxAccepted: int }
+    {
+        NamespaceId: NamespaceId
+        InviteId: InviteId
+        InviteServerSecretHash: InviteServerSecretHash
+        /// Invite expiry, Unix seconds.
+        ExpiresAt: int64
+        /// How many requests may be approved through the invite.
+        MaxAccepted: int
+    }
 
 /// Sensitive-action fields (§3.6.4).
 module ActionFields =
@@ -139,28 +149,36 @@ module ActionFields =
     /// ns(16) ‖ invite(16) ‖ serverSecretHash(32) ‖ u64be(expiresAt) ‖ u32be(maxAccepted).
     let createInvite (f: CreateInviteFields) : byte[] =
         Bytes.concat
-            [ f.NamespaceId.Span.ToArray()
-              f.InviteId.Span.ToArray()
-              f.InviteServerSecretHash.Span.ToArray()
-              Bytes.u64be (uint64 f.ExpiresAt)
-              Bytes.u32be (uint32 f.MaxAccepted) ]
+            [
+                f.NamespaceId.Span.ToArray()
+                f.InviteId.Span.ToArray()
+                f.InviteServerSecretHash.Span.ToArray()
+                Bytes.u64be (uint64 f.ExpiresAt)
+                Bytes.u32be (uint32 f.MaxAccepted)
+            ]
 
     /// The legacy (80-byte) create-invite layout with `maxPending` before `maxAccepted`.
     /// Only for reading old clients' data; this library never signs it.
     let createInviteLegacy (f: CreateInviteFields) (maxPending: int) : byte[] =
         Bytes.concat
-            [ f.NamespaceId.Span.ToArray()
-              f.InviteId.Span.ToArray()
-              f.InviteServerSecretHash.Span.ToArray()
-              Bytes.u64be (uint64 f.ExpiresAt)
-              Bytes.u32be (uint32 maxPending)
-              Bytes.u32be (uint32 f.MaxAccepted) ]
+            [
+                f.NamespaceId.Span.ToArray()
+                f.InviteId.Span.ToArray()
+                f.InviteServerSecretHash.Span.ToArray()
+                Bytes.u64be (uint64 f.ExpiresAt)
+                Bytes.u32be (uint32 maxPending)
+                Bytes.u32be (uint32 f.MaxAccepted)
+            ]
 
     /// SHA-256 of the action fields.
-    let hash (fields: byte[]) : ActionFieldsHash = Bin.trusted<ActionFieldsHashKind> (Hashing.sha256 (ReadOnlySpan fields))
+    let hash (fields: byte[]) : ActionFieldsHash =
+        Bin.trusted<ActionFieldsHashKind>(Hashing.sha256 (ReadOnlySpan fields))
 
     /// The fields of an action: empty for revoke-all-tokens.
-    let ofAction (action: SensitiveAction) (inviteFields: CreateInviteFields option) : Result<byte[], FieldError> =
+    let ofAction
+        (action: SensitiveAction)
+        (inviteFields: CreateInviteFields option)
+        : Result<byte[], FieldError> =
         match action, inviteFields with
         | SensitiveAction.RevokeAllTokens, _ -> Ok revokeAllTokens
         | SensitiveAction.CreateNamespaceInvite, Some f -> Ok(createInvite f)
@@ -172,26 +190,49 @@ module Intents =
     let private prefix = Bytes.ascii Limits.Labels.Intent
 
     /// Login intent (148 bytes): label ‖ 01 ‖ 01 ‖ challenge ‖ kind ‖ keyId ‖ authPk ‖ wrapPk.
-    let login (challenge: Challenge) (kind: IdentityKind) (keyId: KeyId) (auth: AuthPublicKey) (wrap: WrapPublicKey) : byte[] =
+    let login
+        (challenge: Challenge)
+        (kind: IdentityKind)
+        (keyId: KeyId)
+        (auth: AuthPublicKey)
+        (wrap: WrapPublicKey)
+        : byte[] =
         Bytes.concat
-            [ prefix
-              [| 1uy; 1uy |]
-              challenge.Span.ToArray()
-              [| kind.Code |]
-              keyId.Span.ToArray()
-              auth.Span.ToArray()
-              wrap.Span.ToArray() ]
+            [
+                prefix
+                [| 1uy; 1uy |]
+                challenge.Span.ToArray()
+                [| kind.Code |]
+                keyId.Span.ToArray()
+                auth.Span.ToArray()
+                wrap.Span.ToArray()
+            ]
 
     /// Refresh intent (84 bytes): label ‖ 01 ‖ 02 ‖ challenge ‖ kind ‖ keyId.
     let refresh (challenge: Challenge) (kind: IdentityKind) (keyId: KeyId) : byte[] =
-        Bytes.concat [ prefix; [| 1uy; 2uy |]; challenge.Span.ToArray(); [| kind.Code |]; keyId.Span.ToArray() ]
+        Bytes.concat
+            [
+                prefix
+                [| 1uy; 2uy |]
+                challenge.Span.ToArray()
+                [| kind.Code |]
+                keyId.Span.ToArray()
+            ]
 
     /// Sensitive-action intent (85 + n bytes): label ‖ 01 ‖ 03 ‖ action ‖ challenge ‖ kind ‖ keyId ‖ fields.
-    let sensitiveAction (action: SensitiveAction) (challenge: Challenge) (kind: IdentityKind) (keyId: KeyId) (fields: byte[]) : byte[] =
+    let sensitiveAction
+        (action: SensitiveAction)
+        (challenge: Challenge)
+        (kind: IdentityKind)
+        (keyId: KeyId)
+        (fields: byte[])
+        : byte[] =
         Bytes.concat
-            [ prefix
-              [| 1uy; 3uy; action.Code |]
-              challenge.Span.ToArray()
-              [| kind.Code |]
-              keyId.Span.ToArray()
-              fields ]
+            [
+                prefix
+                [| 1uy; 3uy; action.Code |]
+                challenge.Span.ToArray()
+                [| kind.Code |]
+                keyId.Span.ToArray()
+                fields
+            ]

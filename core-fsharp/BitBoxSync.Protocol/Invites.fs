@@ -27,7 +27,8 @@ type OriginError =
         | HostNotLowercaseAscii -> "server origin host must be lowercase ASCII"
         | HostNotALabel -> "server origin host must be an IDNA A-label host"
         | PortNotCanonical -> "server origin port must be canonical"
-        | TooLong n -> sprintf "server origin exceeds maximum %d bytes (got %d)" Limits.MaxServerOriginLength n
+        | TooLong n ->
+            sprintf "server origin exceeds maximum %d bytes (got %d)" Limits.MaxServerOriginLength n
         | NotCanonical -> "server origin must be canonical"
 
     override e.ToString() = e.Message
@@ -42,17 +43,21 @@ type ServerOrigin private (value: string) =
     member _.HostAndPort = value.Substring 8
 
     override _.ToString() = value
+
     override _.Equals(o) =
         match o with
         | :? ServerOrigin as other -> String.Equals(value, other.Value, StringComparison.Ordinal)
         | _ -> false
-    override _.GetHashCode() = StringComparer.Ordinal.GetHashCode value
+
+    override _.GetHashCode() =
+        StringComparer.Ordinal.GetHashCode value
 
     static member internal Create(v: string) = ServerOrigin v
 
 /// Canonicalisation and hashing of server origins.
 module ServerOrigin =
-    let private isLabelChar (c: char) = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c = '-'
+    let private isLabelChar (c: char) =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c = '-'
 
     let private validHost (host: string) =
         not (host.StartsWith '.' || host.EndsWith '.' || host.Contains "..")
@@ -93,7 +98,12 @@ module ServerOrigin =
 
             do!
                 require
-                    (colon > 0 && String.Equals(input.Substring(0, colon), "https", StringComparison.OrdinalIgnoreCase))
+                    (colon > 0
+                     && String.Equals(
+                         input.Substring(0, colon),
+                         "https",
+                         StringComparison.OrdinalIgnoreCase
+                     ))
                     OriginError.NotHttps
 
             let rest = input.Substring(colon + 1)
@@ -116,7 +126,12 @@ module ServerOrigin =
             do! require (validHost host) OriginError.HostNotALabel
             let! portPart = canonicalPort port
             let canonical = "https://" + host + portPart
-            do! require (canonical.Length <= Limits.MaxServerOriginLength) (OriginError.TooLong canonical.Length)
+
+            do!
+                require
+                    (canonical.Length <= Limits.MaxServerOriginLength)
+                    (OriginError.TooLong canonical.Length)
+
             return ServerOrigin.Create canonical
         }
 
@@ -124,27 +139,37 @@ module ServerOrigin =
     let parseCanonical (input: string) : Result<ServerOrigin, OriginError> =
         canonicalize input
         |> Result.bind (fun o ->
-            if String.Equals(o.Value, input, StringComparison.Ordinal) then Ok o else Error OriginError.NotCanonical)
+            if String.Equals(o.Value, input, StringComparison.Ordinal) then
+                Ok o
+            else
+                Error OriginError.NotCanonical)
 
     /// SHA-256 of the canonical origin's ASCII bytes.
     let hash (origin: ServerOrigin) : ServerOriginHash =
-        Bin.trusted<ServerOriginHashKind> (Hashing.sha256 (ReadOnlySpan(Encoding.ASCII.GetBytes origin.Value)))
+        Bin.trusted<ServerOriginHashKind>(
+            Hashing.sha256 (ReadOnlySpan(Encoding.ASCII.GetBytes origin.Value))
+        )
 
     /// `ServerOriginHash`: hashes an origin string that must already be canonical.
-    let hashOf (input: string) : Result<ServerOriginHash, OriginError> = parseCanonical input |> Result.map hash
+    let hashOf (input: string) : Result<ServerOriginHash, OriginError> =
+        parseCanonical input |> Result.map hash
 
 /// Invite secret derivations (§3.7).
 module InviteSecrets =
-    let private serverSecretLabel = Encoding.ASCII.GetBytes Limits.Labels.InviteServerSecret
+    let private serverSecretLabel =
+        Encoding.ASCII.GetBytes Limits.Labels.InviteServerSecret
+
     let private proofKeyLabel = Encoding.ASCII.GetBytes Limits.Labels.InviteProofKey
 
     /// HMAC(inviteSecret, "bitboxsync-invite-server-secret-v1").
     let serverSecret (secret: InviteSecret) : InviteServerSecret =
-        Bin.trusted<InviteServerSecretKind> (Hashing.hmacSha256 secret.Span (ReadOnlySpan serverSecretLabel))
+        Bin.trusted<InviteServerSecretKind>(
+            Hashing.hmacSha256 secret.Span (ReadOnlySpan serverSecretLabel)
+        )
 
     /// SHA-256(inviteServerSecret): what the server stores at invite creation.
     let serverSecretHash (serverSecret: InviteServerSecret) : InviteServerSecretHash =
-        Bin.trusted<InviteServerSecretHashKind> (Hashing.sha256 serverSecret.Span)
+        Bin.trusted<InviteServerSecretHashKind>(Hashing.sha256 serverSecret.Span)
 
     /// Constant-time check that SHA-256(serverSecret) equals the stored hash.
     let matchesHash (serverSecret: InviteServerSecret) (stored: InviteServerSecretHash) : bool =
@@ -156,10 +181,16 @@ module InviteSecrets =
 
     /// HMAC(proofKey, joinRequestPayload).
     let proof (secret: InviteSecret) (payload: byte[]) : InviteProof =
-        Bin.trusted<InviteProofKind> (Hashing.hmacSha256 (ReadOnlySpan(proofKey secret)) (ReadOnlySpan payload))
+        Bin.trusted<InviteProofKind>(
+            Hashing.hmacSha256 (ReadOnlySpan(proofKey secret)) (ReadOnlySpan payload)
+        )
 
     /// Verifies a received proof in constant time ("invite proof must be 32 bytes", "invalid invite proof").
-    let verifyProof (secret: InviteSecret) (payload: byte[]) (received: ReadOnlySpan<byte>) : Result<unit, string> =
+    let verifyProof
+        (secret: InviteSecret)
+        (payload: byte[])
+        (received: ReadOnlySpan<byte>)
+        : Result<unit, string> =
         if received.Length <> Limits.InviteSecretLength then
             Error "invite proof must be 32 bytes"
         elif Hashing.fixedTimeEquals (proof secret payload).Span received then
@@ -169,15 +200,17 @@ module InviteSecrets =
 
 /// The values a join request signs (§3.9).
 type JoinRequestFields =
-    { NamespaceId: NamespaceId
-      InviteId: InviteId
-      ServerOrigin: ServerOrigin
-      Kind: IdentityKind
-      KeyId: KeyId
-      AuthPublicKey: AuthPublicKey
-      WrapPublicKey: WrapPublicKey
-      /// Join-request expiry, Unix seconds.
-      ExpiresAt: int64 }
+    {
+        NamespaceId: NamespaceId
+        InviteId: InviteId
+        ServerOrigin: ServerOrigin
+        Kind: IdentityKind
+        KeyId: KeyId
+        AuthPublicKey: AuthPublicKey
+        WrapPublicKey: WrapPublicKey
+        /// Join-request expiry, Unix seconds.
+        ExpiresAt: int64
+    }
 
 /// Join-request payload and hash.
 module JoinRequests =
@@ -186,20 +219,22 @@ module JoinRequests =
     /// The 193-byte payload: label ‖ 01 ‖ ns ‖ invite ‖ originHash ‖ kind ‖ keyId ‖ authPk ‖ wrapPk ‖ u64be(expiresAt).
     let payload (f: JoinRequestFields) : byte[] =
         Bytes.concat
-            [ prefix
-              [| 1uy |]
-              f.NamespaceId.Span.ToArray()
-              f.InviteId.Span.ToArray()
-              (ServerOrigin.hash f.ServerOrigin).Span.ToArray()
-              [| f.Kind.Code |]
-              f.KeyId.Span.ToArray()
-              f.AuthPublicKey.Span.ToArray()
-              f.WrapPublicKey.Span.ToArray()
-              Bytes.u64be (uint64 f.ExpiresAt) ]
+            [
+                prefix
+                [| 1uy |]
+                f.NamespaceId.Span.ToArray()
+                f.InviteId.Span.ToArray()
+                (ServerOrigin.hash f.ServerOrigin).Span.ToArray()
+                [| f.Kind.Code |]
+                f.KeyId.Span.ToArray()
+                f.AuthPublicKey.Span.ToArray()
+                f.WrapPublicKey.Span.ToArray()
+                Bytes.u64be (uint64 f.ExpiresAt)
+            ]
 
     /// Join-request hash = SHA-256(payload).
     let hash (payload: byte[]) : JoinRequestHash =
-        Bin.trusted<JoinRequestHashKind> (Hashing.sha256 (ReadOnlySpan payload))
+        Bin.trusted<JoinRequestHashKind>(Hashing.sha256 (ReadOnlySpan payload))
 
 /// Why an invite token or URI was rejected (§4.2, §4.3).
 [<RequireQualifiedAccess>]
@@ -235,7 +270,8 @@ type InviteUriError =
         | NonPositiveExpiry -> "invite expiry must be positive"
         | NonCanonicalExpiry -> "namespace invite URI must use canonical expiry"
         | MissingFragment -> "namespace invite URI must include fragment fields"
-        | EmptyFragmentComponent -> "namespace invite URI must not contain empty fragment components"
+        | EmptyFragmentComponent ->
+            "namespace invite URI must not contain empty fragment components"
         | BadFragment d -> "parse invite fragment: " + d
         | NonCanonicalFragmentFields -> "namespace invite URI must use canonical fragment fields"
 
@@ -243,13 +279,15 @@ type InviteUriError =
 
 /// Everything a QR code carries (§4.1). Never contains the DEK; holds the invite secret.
 type InviteToken =
-    { Version: int
-      ServerOrigin: ServerOrigin
-      NamespaceId: NamespaceId
-      InviteId: InviteId
-      /// Invite expiry, Unix seconds (> 0).
-      ExpiresAt: int64
-      InviteSecret: InviteSecret }
+    {
+        Version: int
+        ServerOrigin: ServerOrigin
+        NamespaceId: NamespaceId
+        InviteId: InviteId
+        /// Invite expiry, Unix seconds (> 0).
+        ExpiresAt: int64
+        InviteSecret: InviteSecret
+    }
 
 /// Invite tokens and the `bitboxsync://join-namespace` URI.
 module InviteUri =
@@ -272,7 +310,11 @@ module InviteUri =
             match ServerOrigin.canonicalize serverOrigin with
             | Error e -> Error(InviteUriError.InvalidOrigin e)
             | Ok origin ->
-                match Bin.parseAs<NamespaceIdKind> "namespaceId" namespaceId, Bin.parseAs<InviteIdKind> "inviteId" inviteId, Bin.parseAs<InviteSecretKind> "inviteSecret" inviteSecret with
+                match
+                    Bin.parseAs<NamespaceIdKind> "namespaceId" namespaceId,
+                    Bin.parseAs<InviteIdKind> "inviteId" inviteId,
+                    Bin.parseAs<InviteSecretKind> "inviteSecret" inviteSecret
+                with
                 | Error e, _, _
                 | _, Error e, _
                 | _, _, Error e -> Error(InviteUriError.InvalidField e)
@@ -281,12 +323,14 @@ module InviteUri =
                         Error InviteUriError.NonPositiveExpiry
                     else
                         Ok
-                            { Version = version
-                              ServerOrigin = origin
-                              NamespaceId = ns
-                              InviteId = inv
-                              ExpiresAt = expiresAt
-                              InviteSecret = secret }
+                            {
+                                Version = version
+                                ServerOrigin = origin
+                                NamespaceId = ns
+                                InviteId = inv
+                                ExpiresAt = expiresAt
+                                InviteSecret = secret
+                            }
 
     /// Encodes a token: `bitboxsync://join-namespace?v=1&s=…&n=…&i=…&e=…#k=…`.
     let format (token: InviteToken) : string =
@@ -330,7 +374,12 @@ module InviteUri =
                         bytes.Add(byte ((hexValue s[i + 1] <<< 4) ||| hexValue s[i + 2]))
                         i <- i + 3
                     else
-                        error <- Some(sprintf "invalid URL escape %A" (s.Substring(i, min 3 (s.Length - i))))
+                        error <-
+                            Some(
+                                sprintf
+                                    "invalid URL escape %A"
+                                    (s.Substring(i, min 3 (s.Length - i)))
+                            )
                 | '+' ->
                     bytes.Add(byte ' ')
                     i <- i + 1
@@ -366,10 +415,17 @@ module InviteUri =
         |> Result.map List.rev
 
     /// Exactly these names, each exactly once, in any order.
-    let private exactFields (names: string list) (pairs: (string * string) list) : Map<string, string> option =
+    let private exactFields
+        (names: string list)
+        (pairs: (string * string) list)
+        : Map<string, string> option =
         let m = Map.ofList pairs
 
-        if pairs.Length = names.Length && m.Count = names.Length && names |> List.forall m.ContainsKey then
+        if
+            pairs.Length = names.Length
+            && m.Count = names.Length
+            && names |> List.forall m.ContainsKey
+        then
             Some m
         else
             None
@@ -377,7 +433,8 @@ module InviteUri =
     let private check (condition: bool) (error: InviteUriError) : Result<unit, InviteUriError> =
         if condition then Ok() else Error error
 
-    let private field (r: Result<'a, FieldError>) = r |> Result.mapError InviteUriError.InvalidField
+    let private field (r: Result<'a, FieldError>) =
+        r |> Result.mapError InviteUriError.InvalidField
 
     /// Splits `scheme:rest` into (authority host, raw query, raw fragment); the query and the
     /// fragment are empty when absent.
@@ -386,8 +443,19 @@ module InviteUri =
         let beforeFragment = if hashAt < 0 then uri else uri.Substring(0, hashAt)
         let fragment = if hashAt < 0 then "" else uri.Substring(hashAt + 1)
         let queryAt = beforeFragment.IndexOf '?'
-        let hierarchy = if queryAt < 0 then beforeFragment else beforeFragment.Substring(0, queryAt)
-        let query = if queryAt < 0 then "" else beforeFragment.Substring(queryAt + 1)
+
+        let hierarchy =
+            if queryAt < 0 then
+                beforeFragment
+            else
+                beforeFragment.Substring(0, queryAt)
+
+        let query =
+            if queryAt < 0 then
+                ""
+            else
+                beforeFragment.Substring(queryAt + 1)
+
         let afterScheme = hierarchy.Substring "bitboxsync:".Length
 
         let host =
@@ -403,40 +471,85 @@ module InviteUri =
         host, query, fragment
 
     let private parseExpiry (e: string) : Result<int64, InviteUriError> =
-        match Int64.TryParse(e, Globalization.NumberStyles.AllowLeadingSign, Globalization.CultureInfo.InvariantCulture) with
-        | false, _ -> Error(InviteUriError.InvalidField(FieldError.create "expiresAt" "must be a decimal integer"))
+        match
+            Int64.TryParse(
+                e,
+                Globalization.NumberStyles.AllowLeadingSign,
+                Globalization.CultureInfo.InvariantCulture
+            )
+        with
+        | false, _ ->
+            Error(
+                InviteUriError.InvalidField(
+                    FieldError.create "expiresAt" "must be a decimal integer"
+                )
+            )
         | true, v when v <= 0L -> Error InviteUriError.NonPositiveExpiry
-        | true, v when v.ToString(Globalization.CultureInfo.InvariantCulture) <> e -> Error InviteUriError.NonCanonicalExpiry
+        | true, v when v.ToString(Globalization.CultureInfo.InvariantCulture) <> e ->
+            Error InviteUriError.NonCanonicalExpiry
         | true, v -> Ok v
 
     /// Parses an invite URI following §4.3 (first failure wins). Never throws.
     let parse (uri: string) : Result<InviteToken, InviteUriError> =
         result {
-            do! check (not (isNull uri) && uri.StartsWith("bitboxsync:", StringComparison.Ordinal)) InviteUriError.Unsupported
-            do! check (uri |> Seq.forall (fun c -> c >= ' ' && c <> '\u007f')) InviteUriError.Unsupported
+            do!
+                check
+                    (not (isNull uri) && uri.StartsWith("bitboxsync:", StringComparison.Ordinal))
+                    InviteUriError.Unsupported
+
+            do!
+                check
+                    (uri |> Seq.forall (fun c -> c >= ' ' && c <> '\u007f'))
+                    InviteUriError.Unsupported
+
             let host, query, fragment = split uri
             do! check (host = Some "join-namespace") InviteUriError.Unsupported
             do! check (query.Length > 0) InviteUriError.MissingQuery
-            do! check (query.Split '&' |> Array.forall (fun c -> c.Length > 0)) InviteUriError.EmptyQueryComponent
+
+            do!
+                check
+                    (query.Split '&' |> Array.forall (fun c -> c.Length > 0))
+                    InviteUriError.EmptyQueryComponent
+
             let! pairs = decodePairs query |> Result.mapError InviteUriError.BadQuery
-            let! q = exactFields [ "v"; "s"; "n"; "i"; "e" ] pairs |> Result.requireSome InviteUriError.NonCanonicalQueryFields
+
+            let! q =
+                exactFields [ "v"; "s"; "n"; "i"; "e" ] pairs
+                |> Result.requireSome InviteUriError.NonCanonicalQueryFields
+
             do! check (q["v"] = "1") InviteUriError.UnsupportedVersion
-            let! origin = ServerOrigin.canonicalize ("https://" + q["s"]) |> Result.mapError InviteUriError.InvalidOrigin
+
+            let! origin =
+                ServerOrigin.canonicalize ("https://" + q["s"])
+                |> Result.mapError InviteUriError.InvalidOrigin
+
             do! check (origin.HostAndPort = q["s"]) InviteUriError.NonCanonicalOrigin
             let! ns = Bin.parseAs<NamespaceIdKind> "namespaceId" q["n"] |> field
             let! invite = Bin.parseAs<InviteIdKind> "inviteId" q["i"] |> field
             let! expiresAt = parseExpiry q["e"]
             do! check (fragment.Length > 0) InviteUriError.MissingFragment
-            do! check (fragment.Split '&' |> Array.forall (fun c -> c.Length > 0)) InviteUriError.EmptyFragmentComponent
-            let! fragmentPairs = decodePairs fragment |> Result.mapError InviteUriError.BadFragment
-            let! f = exactFields [ "k" ] fragmentPairs |> Result.requireSome InviteUriError.NonCanonicalFragmentFields
+
+            do!
+                check
+                    (fragment.Split '&' |> Array.forall (fun c -> c.Length > 0))
+                    InviteUriError.EmptyFragmentComponent
+
+            let! fragmentPairs =
+                decodePairs fragment |> Result.mapError InviteUriError.BadFragment
+
+            let! f =
+                exactFields [ "k" ] fragmentPairs
+                |> Result.requireSome InviteUriError.NonCanonicalFragmentFields
+
             let! secret = Bin.parseAs<InviteSecretKind> "inviteSecret" f["k"] |> field
 
             return
-                { Version = 1
-                  ServerOrigin = origin
-                  NamespaceId = ns
-                  InviteId = invite
-                  ExpiresAt = expiresAt
-                  InviteSecret = secret }
+                {
+                    Version = 1
+                    ServerOrigin = origin
+                    NamespaceId = ns
+                    InviteId = invite
+                    ExpiresAt = expiresAt
+                    InviteSecret = secret
+                }
         }

@@ -46,11 +46,11 @@ module ItemIds =
     /// The item ID of a logical key string (the engine passes its own length-delimited encoding).
     let compute (keys: NamespaceKeys) (logicalKey: string) : ItemId =
         let bytes = Text.Encoding.UTF8.GetBytes logicalKey
-        Bin.trusted<ItemIdKind> (Hashing.hmacSha256 (ReadOnlySpan keys.MapKey) (ReadOnlySpan bytes))
+        Bin.trusted<ItemIdKind>(Hashing.hmacSha256 (ReadOnlySpan keys.MapKey) (ReadOnlySpan bytes))
 
     /// The item ID of logical key bytes.
     let ofBytes (keys: NamespaceKeys) (logicalKey: ReadOnlySpan<byte>) : ItemId =
-        Bin.trusted<ItemIdKind> (Hashing.hmacSha256 (ReadOnlySpan keys.MapKey) logicalKey)
+        Bin.trusted<ItemIdKind>(Hashing.hmacSha256 (ReadOnlySpan keys.MapKey) logicalKey)
 
 /// The 76-byte item AAD: label ‖ 0x01 ‖ namespace ID ‖ item ID ‖ u64be(version).
 module Aad =
@@ -71,15 +71,17 @@ module Aad =
         Bin.trusted<ItemAadKind> b
 
     /// Builds the AAD from wire strings, with the strict lowercase decoder for both IDs.
-    let buildFromHex (namespaceId: string) (itemId: string) (version: uint64) : Result<ItemAad, FieldError> =
+    let buildFromHex
+        (namespaceId: string)
+        (itemId: string)
+        (version: uint64)
+        : Result<ItemAad, FieldError> =
         Bin.parse<NamespaceIdKind> namespaceId
-        |> Result.bind (fun ns -> Bin.parse<ItemIdKind> itemId |> Result.map (fun item -> build ns item version))
+        |> Result.bind (fun ns ->
+            Bin.parse<ItemIdKind> itemId |> Result.map (fun item -> build ns item version))
 
 /// An encrypted item as it travels on the wire.
-type SealedItem =
-    { Nonce: ItemNonce
-      Aad: ItemAad
-      Ciphertext: Ciphertext }
+type SealedItem = { Nonce: ItemNonce; Aad: ItemAad; Ciphertext: Ciphertext }
 
 /// Item encryption (XChaCha20-Poly1305 under the blob key, AAD bound to the target version).
 module ItemCrypto =
@@ -92,7 +94,13 @@ module ItemCrypto =
     let private sodium = NSec.Cryptography.AeadAlgorithm.XChaCha20Poly1305
 
     /// XChaCha20-Poly1305 seal under the blob key with the faster construction for the size.
-    let internal sealWith (keys: NamespaceKeys) (nonce: ReadOnlySpan<byte>) (plaintext: ReadOnlySpan<byte>) (aad: ReadOnlySpan<byte>) (destination: Span<byte>) =
+    let internal sealWith
+        (keys: NamespaceKeys)
+        (nonce: ReadOnlySpan<byte>)
+        (plaintext: ReadOnlySpan<byte>)
+        (aad: ReadOnlySpan<byte>)
+        (destination: Span<byte>)
+        =
         if plaintext.Length <= SmallItemThreshold then
             sodium.Encrypt(keys.SodiumBlobKey, nonce, aad, plaintext, destination)
             Ok()
@@ -100,13 +108,29 @@ module ItemCrypto =
             XChaCha20Poly1305.seal (ReadOnlySpan keys.BlobKey) nonce plaintext aad destination
 
     /// XChaCha20-Poly1305 open under the blob key with the faster construction for the size.
-    let internal openWith (keys: NamespaceKeys) (nonce: byte[]) (sealedBytes: byte[]) (aad: byte[]) : Result<byte[], CryptoError> =
+    let internal openWith
+        (keys: NamespaceKeys)
+        (nonce: byte[])
+        (sealedBytes: byte[])
+        (aad: byte[])
+        : Result<byte[], CryptoError> =
         if sealedBytes.Length < Limits.AeadTagLength then
             Error DecryptFailed
         elif sealedBytes.Length - Limits.AeadTagLength <= SmallItemThreshold then
             let out = Array.zeroCreate (sealedBytes.Length - Limits.AeadTagLength)
-            if sodium.Decrypt(keys.SodiumBlobKey, ReadOnlySpan nonce, ReadOnlySpan aad, ReadOnlySpan sealedBytes, Span out) then Ok out
-            else Error DecryptFailed
+
+            if
+                sodium.Decrypt(
+                    keys.SodiumBlobKey,
+                    ReadOnlySpan nonce,
+                    ReadOnlySpan aad,
+                    ReadOnlySpan sealedBytes,
+                    Span out
+                )
+            then
+                Ok out
+            else
+                Error DecryptFailed
         else
             XChaCha20Poly1305.decrypt keys.BlobKey nonce sealedBytes aad
 
@@ -128,19 +152,35 @@ module ItemCrypto =
 
             sealWith keys nonce.Span plaintext aad.Span (Span out)
             |> Result.map (fun () ->
-                { Nonce = nonce
-                  Aad = aad
-                  Ciphertext = Bin.trusted<CiphertextKind> out })
+                {
+                    Nonce = nonce
+                    Aad = aad
+                    Ciphertext = Bin.trusted<CiphertextKind> out
+                })
 
     /// `DecryptItem`: opens with the blob key and the given AAD; the nonce must be 24 bytes.
-    let decryptRaw (keys: NamespaceKeys) (nonce: byte[]) (aad: byte[]) (ciphertext: byte[]) : Result<byte[], CryptoError> =
-        if isNull nonce || nonce.Length <> Limits.ItemNonceLength then Error InvalidNonce
-        elif isNull ciphertext then Error DecryptFailed
-        else openWith keys nonce ciphertext (if isNull aad then [||] else aad)
+    let decryptRaw
+        (keys: NamespaceKeys)
+        (nonce: byte[])
+        (aad: byte[])
+        (ciphertext: byte[])
+        : Result<byte[], CryptoError> =
+        if isNull nonce || nonce.Length <> Limits.ItemNonceLength then
+            Error InvalidNonce
+        elif isNull ciphertext then
+            Error DecryptFailed
+        else
+            openWith keys nonce ciphertext (if isNull aad then [||] else aad)
 
     /// Opens an item fetched for (namespace, item) at the response `version`: the received AAD
     /// must equal the recomputed one ("aad mismatch"), then AEAD authentication.
-    let openItem (keys: NamespaceKeys) (ns: NamespaceId) (item: ItemId) (version: uint64) (sealedItem: SealedItem) : Result<byte[], CryptoError> =
+    let openItem
+        (keys: NamespaceKeys)
+        (ns: NamespaceId)
+        (item: ItemId)
+        (version: uint64)
+        (sealedItem: SealedItem)
+        : Result<byte[], CryptoError> =
         let expected = Aad.build ns item version
 
         if not (Hashing.fixedTimeEquals expected.Span sealedItem.Aad.Span) then
@@ -154,26 +194,47 @@ module DekWrap =
     let private info = Bytes.ascii Limits.Labels.WrapDek
 
     /// The HPKE context a wrap would use (exposed for test vectors).
-    let senderContext (recipient: WrapPublicKey) (ephemeralPrivateKey: byte[]) : Result<Hpke.Context, CryptoError> =
+    let senderContext
+        (recipient: WrapPublicKey)
+        (ephemeralPrivateKey: byte[])
+        : Result<Hpke.Context, CryptoError> =
         Hpke.setupBaseSender ephemeralPrivateKey (recipient.Span.ToArray()) info
 
     /// Wraps `dek` for `recipient`, bound to `ns`, with a caller-supplied fresh ephemeral key.
-    let wrap (recipient: WrapPublicKey) (ns: NamespaceId) (dek: Dek) (ephemeralPrivateKey: byte[]) : Result<WrappedDek, CryptoError> =
+    let wrap
+        (recipient: WrapPublicKey)
+        (ns: NamespaceId)
+        (dek: Dek)
+        (ephemeralPrivateKey: byte[])
+        : Result<WrappedDek, CryptoError> =
         senderContext recipient ephemeralPrivateKey
         |> Result.map (fun ctx ->
-            let ct = Hpke.seal ctx 0UL [||] (Bytes.concat [ ns.Span.ToArray(); dek.Span.ToArray() ])
-            Bin.trusted<WrappedDekKind> (Bytes.concat [ [| 1uy |]; ctx.Enc; ct ]))
+            let ct =
+                Hpke.seal ctx 0UL [||] (Bytes.concat [ ns.Span.ToArray(); dek.Span.ToArray() ])
+
+            Bin.trusted<WrappedDekKind>(Bytes.concat [ [| 1uy |]; ctx.Enc; ct ]))
 
     /// `ValidateWrappedDEK` (steps 2–4): non-empty, version 0x01, exactly 97 bytes.
     let validate (wrapped: byte[]) : Result<unit, CryptoError> =
-        if isNull wrapped || wrapped.Length = 0 then Error InvalidWrappedDek
-        elif wrapped[0] <> 1uy then Error UnsupportedVersion
-        elif wrapped.Length <> Limits.WrappedDekLengthV1 then Error InvalidWrappedDek
-        else Ok()
+        if isNull wrapped || wrapped.Length = 0 then
+            Error InvalidWrappedDek
+        elif wrapped[0] <> 1uy then
+            Error UnsupportedVersion
+        elif wrapped.Length <> Limits.WrappedDekLengthV1 then
+            Error InvalidWrappedDek
+        else
+            Ok()
 
     /// `UnwrapNamespaceDEK`, steps 1–8 in order (first failure wins).
-    let unwrapRaw (recipientPrivateKey: byte[]) (expectedNamespaceId: byte[]) (wrapped: byte[]) : Result<Dek, CryptoError> =
-        if isNull expectedNamespaceId || expectedNamespaceId.Length <> Limits.NamespaceIdLength then
+    let unwrapRaw
+        (recipientPrivateKey: byte[])
+        (expectedNamespaceId: byte[])
+        (wrapped: byte[])
+        : Result<Dek, CryptoError> =
+        if
+            isNull expectedNamespaceId
+            || expectedNamespaceId.Length <> Limits.NamespaceIdLength
+        then
             Error InvalidNamespaceId
         else
             match validate wrapped with
@@ -188,10 +249,20 @@ module DekWrap =
                         match Hpke.openMessage ctx 0UL [||] wrapped[33..] with
                         | Error() -> Error OpenWrappedDekFailed
                         | Ok plain when plain.Length <> 48 -> Error InvalidWrappedDek
-                        | Ok plain when not (Hashing.fixedTimeEquals (ReadOnlySpan(plain, 0, 16)) (ReadOnlySpan expectedNamespaceId)) ->
+                        | Ok plain when
+                            not (
+                                Hashing.fixedTimeEquals
+                                    (ReadOnlySpan(plain, 0, 16))
+                                    (ReadOnlySpan expectedNamespaceId)
+                            )
+                            ->
                             Error NamespaceMismatch
                         | Ok plain -> Ok(Bin.trusted<DekKind> plain[16..47])
 
     /// Unwraps a validated wrapped DEK for `ns`.
-    let unwrap (recipientPrivateKey: byte[]) (ns: NamespaceId) (wrapped: WrappedDek) : Result<Dek, CryptoError> =
+    let unwrap
+        (recipientPrivateKey: byte[])
+        (ns: NamespaceId)
+        (wrapped: WrappedDek)
+        : Result<Dek, CryptoError> =
         unwrapRaw recipientPrivateKey ns.Raw wrapped.Raw

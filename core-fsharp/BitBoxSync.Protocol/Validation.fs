@@ -47,14 +47,16 @@ module Paths =
     let invites (ns: NamespaceId) = $"/v1/namespaces/{ns.Wire}/invites"
 
     /// `/v1/namespaces/{ns}/invites/{invite}`
-    let invite (ns: NamespaceId) (invite: InviteId) = $"/v1/namespaces/{ns.Wire}/invites/{invite.Wire}"
+    let invite (ns: NamespaceId) (invite: InviteId) =
+        $"/v1/namespaces/{ns.Wire}/invites/{invite.Wire}"
 
     /// `/v1/namespaces/{ns}/invites/{invite}/join-requests`
     let submitJoinRequest (ns: NamespaceId) (invite: InviteId) =
         $"/v1/namespaces/{ns.Wire}/invites/{invite.Wire}/join-requests"
 
     /// `/v1/namespaces/{ns}/join-requests`
-    let joinRequests (ns: NamespaceId) = $"/v1/namespaces/{ns.Wire}/join-requests"
+    let joinRequests (ns: NamespaceId) =
+        $"/v1/namespaces/{ns.Wire}/join-requests"
 
     /// `/v1/namespaces/{ns}/join-requests/{keyId}/{hash}` (reject)
     let joinRequest (ns: NamespaceId) (requester: KeyId) (hash: JoinRequestHash) =
@@ -65,7 +67,8 @@ module Paths =
         joinRequest ns requester hash + "/approve"
 
     /// `/v1/namespaces/{ns}/wrapped-deks/{keyId}`
-    let wrappedDek (ns: NamespaceId) (keyId: KeyId) = $"/v1/namespaces/{ns.Wire}/wrapped-deks/{keyId.Wire}"
+    let wrappedDek (ns: NamespaceId) (keyId: KeyId) =
+        $"/v1/namespaces/{ns.Wire}/wrapped-deks/{keyId.Wire}"
 
     /// `/v1/namespaces/{ns}/items`
     let items (ns: NamespaceId) = $"/v1/namespaces/{ns.Wire}/items"
@@ -78,28 +81,34 @@ type ChallengeCommand = { Purpose: ChallengePurpose; Kind: IdentityKind }
 
 /// `POST /v1/auth/login`, validated (format only; key ID, signature and challenge are rules).
 type LoginCommand =
-    { Kind: IdentityKind
-      KeyId: KeyId
-      AuthPublicKey: AuthPublicKey
-      WrapPublicKey: WrapPublicKey
-      Challenge: Challenge
-      Signature: Signature
-      Attestation: Attestation option }
+    {
+        Kind: IdentityKind
+        KeyId: KeyId
+        AuthPublicKey: AuthPublicKey
+        WrapPublicKey: WrapPublicKey
+        Challenge: Challenge
+        Signature: Signature
+        Attestation: Attestation option
+    }
 
 /// `POST /v1/auth/refresh`, validated.
 type RefreshCommand =
-    { Kind: IdentityKind
-      KeyId: KeyId
-      Challenge: Challenge
-      Signature: Signature
-      Attestation: Attestation option }
+    {
+        Kind: IdentityKind
+        KeyId: KeyId
+        Challenge: Challenge
+        Signature: Signature
+        Attestation: Attestation option
+    }
 
 /// `DELETE /v1/auth/tokens`, validated.
 type RevokeAllTokensCommand =
-    { Kind: IdentityKind
-      KeyId: KeyId
-      Challenge: Challenge
-      Signature: Signature }
+    {
+        Kind: IdentityKind
+        KeyId: KeyId
+        Challenge: Challenge
+        Signature: Signature
+    }
 
 /// `PUT /v1/namespaces/default` and `POST /v1/namespaces`, validated.
 type NamespaceProposal = { NamespaceId: NamespaceId; WrappedDek: WrappedDek }
@@ -109,30 +118,38 @@ type WatchCommand = { KnownHeads: Map<NamespaceId, uint64> }
 
 /// `POST /v1/namespaces/{ns}/invites`, validated.
 type CreateInviteCommand =
-    { Kind: IdentityKind
-      KeyId: KeyId
-      InviteId: InviteId
-      InviteServerSecretHash: InviteServerSecretHash
-      Challenge: Challenge
-      Signature: Signature
-      ExpiresAt: int64
-      MaxAccepted: int }
+    {
+        Kind: IdentityKind
+        KeyId: KeyId
+        InviteId: InviteId
+        InviteServerSecretHash: InviteServerSecretHash
+        Challenge: Challenge
+        Signature: Signature
+        ExpiresAt: int64
+        MaxAccepted: int
+    }
 
 /// A join request with every field parsed; `Fields` rebuild the signed payload.
 type JoinRequest =
-    { Fields: JoinRequestFields
-      Signature: Signature
-      InviteProof: InviteProof }
+    {
+        Fields: JoinRequestFields
+        Signature: Signature
+        InviteProof: InviteProof
+    }
 
 /// `POST …/join-requests`, validated.
 type SubmitJoinRequestCommand =
-    { InviteServerSecret: InviteServerSecret
-      JoinRequest: JoinRequest }
+    {
+        InviteServerSecret: InviteServerSecret
+        JoinRequest: JoinRequest
+    }
 
 /// `PUT …/approve`, validated.
 type ApproveJoinRequestCommand =
-    { InviteServerSecret: InviteServerSecret
-      WrappedDek: WrappedDek }
+    {
+        InviteServerSecret: InviteServerSecret
+        WrappedDek: WrappedDek
+    }
 
 /// Validation of request DTOs into commands: the first broken rule, named by field.
 module Requests =
@@ -140,11 +157,20 @@ module Requests =
     [<Literal>]
     let MaxWatchEntries = 1000
 
-    let private optional (parse: string -> Result<'a, FieldError>) (s: string) : Result<'a option, FieldError> =
-        if String.IsNullOrEmpty s then Ok None else parse s |> Result.map Some
+    let private optional
+        (parse: string -> Result<'a, FieldError>)
+        (s: string)
+        : Result<'a option, FieldError> =
+        if String.IsNullOrEmpty s then
+            Ok None
+        else
+            parse s |> Result.map Some
 
     let private mustBeAbsent field (s: string) =
-        if String.IsNullOrEmpty s then Ok() else FieldError.fail field "must be omitted unless purpose is \"sensitive-action\""
+        if String.IsNullOrEmpty s then
+            Ok()
+        else
+            FieldError.fail field "must be omitted unless purpose is \"sensitive-action\""
 
     /// The four parts every signed auth request carries: kind, key ID, challenge, signature.
     let private signedParts kind keyId challenge signature =
@@ -169,16 +195,27 @@ module Requests =
                     result {
                         do! mustBeAbsent "action" r.Action
                         do! mustBeAbsent "actionFieldsHash" r.ActionFieldsHash
-                        return if r.Purpose = "login" then ChallengePurpose.Login else ChallengePurpose.Refresh
+
+                        return
+                            if r.Purpose = "login" then
+                                ChallengePurpose.Login
+                            else
+                                ChallengePurpose.Refresh
                     }
                 | "sensitive-action" ->
                     result {
                         let! action = SensitiveAction.parse r.Action
-                        let! hash = Bin.parseAs<ActionFieldsHashKind> "actionFieldsHash" r.ActionFieldsHash
+
+                        let! hash =
+                            Bin.parseAs<ActionFieldsHashKind> "actionFieldsHash" r.ActionFieldsHash
+
                         return ChallengePurpose.SensitiveAction(action, hash)
                     }
                 | null -> FieldError.missing "purpose"
-                | _ -> FieldError.fail "purpose" "must be \"login\", \"refresh\" or \"sensitive-action\""
+                | _ ->
+                    FieldError.fail
+                        "purpose"
+                        "must be \"login\", \"refresh\" or \"sensitive-action\""
 
             return { Purpose = purpose; Kind = kind }
         }
@@ -186,49 +223,65 @@ module Requests =
     /// Validates a login request.
     let login (r: LoginRequest) : Result<LoginCommand, FieldError> =
         result {
-            let! kind, keyId, challenge, signature = signedParts r.Kind r.KeyId r.Challenge r.IntentSignature
+            let! kind, keyId, challenge, signature =
+                signedParts r.Kind r.KeyId r.Challenge r.IntentSignature
+
             let! auth = Bin.parseAs<AuthPublicKeyKind> "authPublicKey" r.AuthPublicKey
             let! wrap = Bin.parseAs<WrapPublicKeyKind> "wrapPublicKey" r.WrapPublicKey
-            let! attestation = optional (Bin.parseAs<AttestationKind> "attestation") r.Attestation
+
+            let! attestation =
+                optional (Bin.parseAs<AttestationKind> "attestation") r.Attestation
 
             return
-                { Kind = kind
-                  KeyId = keyId
-                  AuthPublicKey = auth
-                  WrapPublicKey = wrap
-                  Challenge = challenge
-                  Signature = signature
-                  Attestation = attestation }
+                {
+                    Kind = kind
+                    KeyId = keyId
+                    AuthPublicKey = auth
+                    WrapPublicKey = wrap
+                    Challenge = challenge
+                    Signature = signature
+                    Attestation = attestation
+                }
         }
 
     /// Validates a refresh request.
     let refresh (r: RefreshRequest) : Result<RefreshCommand, FieldError> =
         result {
-            let! kind, keyId, challenge, signature = signedParts r.Kind r.KeyId r.Challenge r.IntentSignature
-            let! attestation = optional (Bin.parseAs<AttestationKind> "attestation") r.Attestation
+            let! kind, keyId, challenge, signature =
+                signedParts r.Kind r.KeyId r.Challenge r.IntentSignature
+
+            let! attestation =
+                optional (Bin.parseAs<AttestationKind> "attestation") r.Attestation
 
             return
-                { Kind = kind
-                  KeyId = keyId
-                  Challenge = challenge
-                  Signature = signature
-                  Attestation = attestation }
+                {
+                    Kind = kind
+                    KeyId = keyId
+                    Challenge = challenge
+                    Signature = signature
+                    Attestation = attestation
+                }
         }
 
     /// Validates a revoke-all-tokens request.
     let revokeAllTokens (r: RevokeAllTokensRequest) : Result<RevokeAllTokensCommand, FieldError> =
         result {
-            let! kind, keyId, challenge, signature = signedParts r.Kind r.KeyId r.Challenge r.IntentSignature
+            let! kind, keyId, challenge, signature =
+                signedParts r.Kind r.KeyId r.Challenge r.IntentSignature
 
             return
-                { Kind = kind
-                  KeyId = keyId
-                  Challenge = challenge
-                  Signature = signature }
+                {
+                    Kind = kind
+                    KeyId = keyId
+                    Challenge = challenge
+                    Signature = signature
+                }
         }
 
     /// Validates `PUT /v1/namespaces/default` (the wrapped DEK passes `ValidateWrappedDEK`).
-    let ensureDefaultNamespace (r: EnsureDefaultNamespaceRequest) : Result<NamespaceProposal, FieldError> =
+    let ensureDefaultNamespace
+        (r: EnsureDefaultNamespaceRequest)
+        : Result<NamespaceProposal, FieldError> =
         result {
             let! ns = Bin.parseAs<NamespaceIdKind> "proposedNamespaceId" r.ProposedNamespaceId
             let! dek = Bin.parseAs<WrappedDekKind> "wrappedDek" r.WrappedDek
@@ -236,7 +289,9 @@ module Requests =
         }
 
     /// Validates `POST /v1/namespaces`.
-    let createSharedNamespace (r: CreateSharedNamespaceRequest) : Result<NamespaceProposal, FieldError> =
+    let createSharedNamespace
+        (r: CreateSharedNamespaceRequest)
+        : Result<NamespaceProposal, FieldError> =
         result {
             let! ns = Bin.parseAs<NamespaceIdKind> "namespaceId" r.NamespaceId
             let! dek = Bin.parseAs<WrappedDekKind> "wrappedDek" r.WrappedDek
@@ -245,7 +300,11 @@ module Requests =
 
     /// Validates a watch request: every key a lowercase namespace ID, at most 1 000 entries.
     let watch (r: WatchNamespacesRequest) : Result<WatchCommand, FieldError> =
-        let heads = if isNull (box r.KnownHeads) then Map.empty else r.KnownHeads
+        let heads =
+            if isNull (box r.KnownHeads) then
+                Map.empty
+            else
+                r.KnownHeads
 
         if heads.Count > MaxWatchEntries then
             FieldError.fail "knownHeads" (sprintf "must have at most %d entries" MaxWatchEntries)
@@ -259,29 +318,44 @@ module Requests =
     /// Validates a create-invite request (format; ranges and signature are rules of the server).
     let createInvite (r: CreateNamespaceInviteRequest) : Result<CreateInviteCommand, FieldError> =
         result {
-            let! kind, keyId, challenge, signature = signedParts r.Kind r.KeyId r.Challenge r.IntentSignature
+            let! kind, keyId, challenge, signature =
+                signedParts r.Kind r.KeyId r.Challenge r.IntentSignature
+
             let! invite = Bin.parseAs<InviteIdKind> "inviteId" r.InviteId
-            let! hash = Bin.parseAs<InviteServerSecretHashKind> "inviteServerSecretHash" r.InviteServerSecretHash
+
+            let! hash =
+                Bin.parseAs<InviteServerSecretHashKind>
+                    "inviteServerSecretHash"
+                    r.InviteServerSecretHash
 
             do!
-                if r.ExpiresAt <= 0L then FieldError.fail "expiresAt" "must be a positive Unix time"
-                else Ok()
+                if r.ExpiresAt <= 0L then
+                    FieldError.fail "expiresAt" "must be a positive Unix time"
+                else
+                    Ok()
 
             do!
-                if r.MaxAccepted < 1L || r.MaxAccepted > int64 Limits.MaxAcceptedJoinRequestsPerInvite then
-                    FieldError.fail "maxAccepted" (sprintf "must be between 1 and %d" Limits.MaxAcceptedJoinRequestsPerInvite)
+                if
+                    r.MaxAccepted < 1L
+                    || r.MaxAccepted > int64 Limits.MaxAcceptedJoinRequestsPerInvite
+                then
+                    FieldError.fail
+                        "maxAccepted"
+                        (sprintf "must be between 1 and %d" Limits.MaxAcceptedJoinRequestsPerInvite)
                 else
                     Ok()
 
             return
-                { Kind = kind
-                  KeyId = keyId
-                  InviteId = invite
-                  InviteServerSecretHash = hash
-                  Challenge = challenge
-                  Signature = signature
-                  ExpiresAt = r.ExpiresAt
-                  MaxAccepted = int r.MaxAccepted }
+                {
+                    Kind = kind
+                    KeyId = keyId
+                    InviteId = invite
+                    InviteServerSecretHash = hash
+                    Challenge = challenge
+                    Signature = signature
+                    ExpiresAt = r.ExpiresAt
+                    MaxAccepted = int r.MaxAccepted
+                }
         }
 
     /// Strict parsing of every field of a join request (the approver's and the server's checks):
@@ -290,9 +364,12 @@ module Requests =
     let joinRequest (r: NamespaceJoinRequest) : Result<JoinRequest, FieldError> =
         result {
             do!
-                if isNull (box r) then FieldError.missing "joinRequest"
-                elif r.Version <> int64 Limits.JoinRequestVersion then FieldError.fail "joinRequest.version" "must be 1 (unsupported version)"
-                else Ok()
+                if isNull (box r) then
+                    FieldError.missing "joinRequest"
+                elif r.Version <> int64 Limits.JoinRequestVersion then
+                    FieldError.fail "joinRequest.version" "must be 1 (unsupported version)"
+                else
+                    Ok()
 
             let! ns = Bin.parseAs<NamespaceIdKind> "joinRequest.namespaceId" r.NamespaceId
             let! invite = Bin.parseAs<InviteIdKind> "joinRequest.inviteId" r.InviteId
@@ -303,42 +380,60 @@ module Requests =
 
             let! kind = IdentityKind.parseAs "joinRequest.kind" r.Kind
             let! keyId = Bin.parseAs<KeyIdKind> "joinRequest.keyId" r.KeyId
-            let! auth = Bin.parseAs<AuthPublicKeyKind> "joinRequest.authPublicKey" r.AuthPublicKey
-            let! wrap = Bin.parseAs<WrapPublicKeyKind> "joinRequest.wrapPublicKey" r.WrapPublicKey
+
+            let! auth =
+                Bin.parseAs<AuthPublicKeyKind> "joinRequest.authPublicKey" r.AuthPublicKey
+
+            let! wrap =
+                Bin.parseAs<WrapPublicKeyKind> "joinRequest.wrapPublicKey" r.WrapPublicKey
 
             do!
-                if r.ExpiresAt < 0L then FieldError.fail "joinRequest.expiresAt" "must not be before the Unix epoch"
-                else Ok()
+                if r.ExpiresAt < 0L then
+                    FieldError.fail "joinRequest.expiresAt" "must not be before the Unix epoch"
+                else
+                    Ok()
 
             let! signature = Bin.parseAs<SignatureKind> "joinRequest.signature" r.Signature
             let! proof = Bin.parseAs<InviteProofKind> "joinRequest.inviteProof" r.InviteProof
 
             return
-                { Fields =
-                    { NamespaceId = ns
-                      InviteId = invite
-                      ServerOrigin = origin
-                      Kind = kind
-                      KeyId = keyId
-                      AuthPublicKey = auth
-                      WrapPublicKey = wrap
-                      ExpiresAt = r.ExpiresAt }
-                  Signature = signature
-                  InviteProof = proof }
+                {
+                    Fields =
+                        {
+                            NamespaceId = ns
+                            InviteId = invite
+                            ServerOrigin = origin
+                            Kind = kind
+                            KeyId = keyId
+                            AuthPublicKey = auth
+                            WrapPublicKey = wrap
+                            ExpiresAt = r.ExpiresAt
+                        }
+                    Signature = signature
+                    InviteProof = proof
+                }
         }
 
     /// Validates a join-request submission.
-    let submitJoinRequest (r: SubmitNamespaceJoinRequestRequest) : Result<SubmitJoinRequestCommand, FieldError> =
+    let submitJoinRequest
+        (r: SubmitNamespaceJoinRequestRequest)
+        : Result<SubmitJoinRequestCommand, FieldError> =
         result {
-            let! secret = Bin.parseAs<InviteServerSecretKind> "inviteServerSecret" r.InviteServerSecret
+            let! secret =
+                Bin.parseAs<InviteServerSecretKind> "inviteServerSecret" r.InviteServerSecret
+
             let! request = joinRequest r.JoinRequest
             return { InviteServerSecret = secret; JoinRequest = request }
         }
 
     /// Validates an approval.
-    let approveJoinRequest (r: ApproveNamespaceJoinRequestRequest) : Result<ApproveJoinRequestCommand, FieldError> =
+    let approveJoinRequest
+        (r: ApproveNamespaceJoinRequestRequest)
+        : Result<ApproveJoinRequestCommand, FieldError> =
         result {
-            let! secret = Bin.parseAs<InviteServerSecretKind> "inviteServerSecret" r.InviteServerSecret
+            let! secret =
+                Bin.parseAs<InviteServerSecretKind> "inviteServerSecret" r.InviteServerSecret
+
             let! dek = Bin.parseAs<WrappedDekKind> "wrappedDek" r.WrappedDek
             return { InviteServerSecret = secret; WrappedDek = dek }
         }
@@ -377,17 +472,25 @@ type ResponseViolation =
 /// Response checks, one per endpoint, in the Go client's order (first failure wins).
 module ResponseChecks =
     let private echo what (expected: string) (actual: string) =
-        if String.Equals(expected, actual, StringComparison.Ordinal) then Ok()
-        else Error(ResponseViolation.Mismatch what)
+        if String.Equals(expected, actual, StringComparison.Ordinal) then
+            Ok()
+        else
+            Error(ResponseViolation.Mismatch what)
 
     let private valid<'K when 'K :> IBinaryKind> field (s: string) =
         Bin.parseAs<'K> field s |> Result.mapError ResponseViolation.InvalidField
 
     let private expect field (expected: string) (actual: string) =
-        if actual = expected then Ok() else Error(ResponseViolation.Unexpected(field, "\"" + expected + "\""))
+        if actual = expected then
+            Ok()
+        else
+            Error(ResponseViolation.Unexpected(field, "\"" + expected + "\""))
 
     /// Login: `kind` echo; `defaultNamespaceId` null or a valid namespace ID. Returns it.
-    let login (requestKind: IdentityKind) (r: LoginResponse) : Result<NamespaceId option, ResponseViolation> =
+    let login
+        (requestKind: IdentityKind)
+        (r: LoginResponse)
+        : Result<NamespaceId option, ResponseViolation> =
         result {
             do! echo "login response kind" requestKind.Wire r.Kind
 
@@ -411,16 +514,25 @@ module ResponseChecks =
         }
 
     /// Ensure default namespace: valid ID, kind `default`, `created` ⇒ ID = proposed.
-    let ensureDefaultNamespace (proposed: NamespaceId) (r: EnsureDefaultNamespaceResponse) : Result<NamespaceId, ResponseViolation> =
+    let ensureDefaultNamespace
+        (proposed: NamespaceId)
+        (r: EnsureDefaultNamespaceResponse)
+        : Result<NamespaceId, ResponseViolation> =
         result {
             let! ns = valid<NamespaceIdKind> "namespaceId" r.NamespaceId
             do! expect "kind" "default" r.Kind
-            if r.Created then do! echo "namespace" proposed.Wire r.NamespaceId
+
+            if r.Created then
+                do! echo "namespace" proposed.Wire r.NamespaceId
+
             return ns
         }
 
     /// Create shared namespace: valid ID equal to the requested one, kind `shared`.
-    let createSharedNamespace (requested: NamespaceId) (r: CreateSharedNamespaceResponse) : Result<unit, ResponseViolation> =
+    let createSharedNamespace
+        (requested: NamespaceId)
+        (r: CreateSharedNamespaceResponse)
+        : Result<unit, ResponseViolation> =
         result {
             let! _ = valid<NamespaceIdKind> "namespaceId" r.NamespaceId
             do! echo "namespace" requested.Wire r.NamespaceId
@@ -428,22 +540,35 @@ module ResponseChecks =
         }
 
     /// Members, list invites, list join requests, items map: `namespaceId` = path namespace.
-    let namespaceEcho (path: NamespaceId) (responseNamespaceId: string) : Result<unit, ResponseViolation> =
+    let namespaceEcho
+        (path: NamespaceId)
+        (responseNamespaceId: string)
+        : Result<unit, ResponseViolation> =
         echo "namespace" path.Wire responseNamespaceId
 
     /// Create invite: namespace and invite echo.
-    let createInvite (ns: NamespaceId) (invite: InviteId) (r: CreateNamespaceInviteResponse) : Result<unit, ResponseViolation> =
+    let createInvite
+        (ns: NamespaceId)
+        (invite: InviteId)
+        (r: CreateNamespaceInviteResponse)
+        : Result<unit, ResponseViolation> =
         result {
             do! echo "namespace" ns.Wire r.NamespaceId
             do! echo "invite" invite.Wire r.InviteId
         }
 
     /// Revoke invite: both echoes, `revoked` true.
-    let revokeInvite (ns: NamespaceId) (invite: InviteId) (r: RevokeNamespaceInviteResponse) : Result<unit, ResponseViolation> =
+    let revokeInvite
+        (ns: NamespaceId)
+        (invite: InviteId)
+        (r: RevokeNamespaceInviteResponse)
+        : Result<unit, ResponseViolation> =
         result {
             do! echo "namespace" ns.Wire r.NamespaceId
             do! echo "invite" invite.Wire r.InviteId
-            if not r.Revoked then return! Error(ResponseViolation.MustReport "revoked")
+
+            if not r.Revoked then
+                return! Error(ResponseViolation.MustReport "revoked")
         }
 
     /// Submit join request: namespace echo; `inviteId` valid (may differ from the path);
@@ -465,7 +590,12 @@ module ResponseChecks =
         }
 
     /// Approve: namespace, member key and hash echoes.
-    let approveJoinRequest (ns: NamespaceId) (requester: KeyId) (hash: JoinRequestHash) (r: ApproveNamespaceJoinRequestResponse) : Result<unit, ResponseViolation> =
+    let approveJoinRequest
+        (ns: NamespaceId)
+        (requester: KeyId)
+        (hash: JoinRequestHash)
+        (r: ApproveNamespaceJoinRequestResponse)
+        : Result<unit, ResponseViolation> =
         result {
             do! echo "namespace" ns.Wire r.NamespaceId
             do! echo "key" requester.Wire r.MemberKeyId
@@ -473,30 +603,50 @@ module ResponseChecks =
         }
 
     /// Reject: the three echoes and `rejected` true.
-    let rejectJoinRequest (ns: NamespaceId) (requester: KeyId) (hash: JoinRequestHash) (r: RejectNamespaceJoinRequestResponse) : Result<unit, ResponseViolation> =
+    let rejectJoinRequest
+        (ns: NamespaceId)
+        (requester: KeyId)
+        (hash: JoinRequestHash)
+        (r: RejectNamespaceJoinRequestResponse)
+        : Result<unit, ResponseViolation> =
         result {
             do! echo "namespace" ns.Wire r.NamespaceId
             do! echo "key" requester.Wire r.RequesterKeyId
             do! echo "hash" hash.Wire r.JoinRequestHash
-            if not r.Rejected then return! Error(ResponseViolation.MustReport "rejected")
+
+            if not r.Rejected then
+                return! Error(ResponseViolation.MustReport "rejected")
         }
 
     /// Wrapped DEK: namespace and key echoes.
-    let wrappedDek (ns: NamespaceId) (keyId: KeyId) (r: GetWrappedDekResponse) : Result<unit, ResponseViolation> =
+    let wrappedDek
+        (ns: NamespaceId)
+        (keyId: KeyId)
+        (r: GetWrappedDekResponse)
+        : Result<unit, ResponseViolation> =
         result {
             do! echo "namespace" ns.Wire r.NamespaceId
             do! echo "key" keyId.Wire r.KeyId
         }
 
     /// Get item: namespace and item echoes.
-    let getItem (ns: NamespaceId) (item: ItemId) (r: GetItemResponse) : Result<unit, ResponseViolation> =
+    let getItem
+        (ns: NamespaceId)
+        (item: ItemId)
+        (r: GetItemResponse)
+        : Result<unit, ResponseViolation> =
         result {
             do! echo "namespace" ns.Wire r.NamespaceId
             do! echo "item" item.Wire r.ItemId
         }
 
     /// Put item: echoes; `version` exactly 1 without If-Match, N+1 with `If-Match: "N"`.
-    let putItem (ns: NamespaceId) (item: ItemId) (ifMatch: IfMatch) (r: PutItemResponse) : Result<uint64, ResponseViolation> =
+    let putItem
+        (ns: NamespaceId)
+        (item: ItemId)
+        (ifMatch: IfMatch)
+        (r: PutItemResponse)
+        : Result<uint64, ResponseViolation> =
         result {
             do! echo "namespace" ns.Wire r.NamespaceId
             do! echo "item" item.Wire r.ItemId

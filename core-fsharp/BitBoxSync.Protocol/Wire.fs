@@ -12,281 +12,513 @@ open System.Text.Json.Serialization
 
 /// `POST /v1/auth/challenge` request. `action` and `actionFieldsHash` only for sensitive actions.
 type ChallengeRequest =
-    { [<JsonPropertyName "purpose">] Purpose: string
-      [<JsonPropertyName "kind">] Kind: string
-      [<JsonPropertyName "action"; JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)>] Action: string
-      [<JsonPropertyName "actionFieldsHash"; JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)>] ActionFieldsHash: string }
+    {
+        [<JsonPropertyName "purpose">]
+        Purpose: string
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "action"; JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)>]
+        Action: string
+        [<JsonPropertyName "actionFieldsHash";
+          JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)>]
+        ActionFieldsHash: string
+    }
 
 /// `spamControl` object of a challenge response.
-type SpamControlDto = { [<JsonPropertyName "kind">] Kind: string }
+type SpamControlDto =
+    {
+        [<JsonPropertyName "kind">]
+        Kind: string
+    }
 
 /// `POST /v1/auth/challenge` response.
 type ChallengeResponse =
-    { [<JsonPropertyName "challenge">] Challenge: string
-      [<JsonPropertyName "expiresAt">] ExpiresAt: string
-      [<JsonPropertyName "spamControl">] SpamControl: SpamControlDto }
+    {
+        [<JsonPropertyName "challenge">]
+        Challenge: string
+        [<JsonPropertyName "expiresAt">]
+        ExpiresAt: string
+        [<JsonPropertyName "spamControl">]
+        SpamControl: SpamControlDto
+    }
 
 /// `POST /v1/auth/login` request.
 type LoginRequest =
-    { [<JsonPropertyName "kind">] Kind: string
-      [<JsonPropertyName "keyId">] KeyId: string
-      [<JsonPropertyName "authPublicKey">] AuthPublicKey: string
-      [<JsonPropertyName "wrapPublicKey">] WrapPublicKey: string
-      [<JsonPropertyName "challenge">] Challenge: string
-      [<JsonPropertyName "intentSignature">] IntentSignature: string
-      [<JsonPropertyName "attestation"; JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)>] Attestation: string }
+    {
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "keyId">]
+        KeyId: string
+        [<JsonPropertyName "authPublicKey">]
+        AuthPublicKey: string
+        [<JsonPropertyName "wrapPublicKey">]
+        WrapPublicKey: string
+        [<JsonPropertyName "challenge">]
+        Challenge: string
+        [<JsonPropertyName "intentSignature">]
+        IntentSignature: string
+        [<JsonPropertyName "attestation";
+          JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)>]
+        Attestation: string
+    }
 
 /// `POST /v1/auth/login` response. `defaultNamespaceId` is null when the identity has none.
 type LoginResponse =
-    { [<JsonPropertyName "kind">] Kind: string
-      [<JsonPropertyName "accessToken">] AccessToken: string
-      [<JsonPropertyName "expiresAt">] ExpiresAt: string
-      [<JsonPropertyName "defaultNamespaceId">] DefaultNamespaceId: string }
+    {
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "accessToken">]
+        AccessToken: string
+        [<JsonPropertyName "expiresAt">]
+        ExpiresAt: string
+        [<JsonPropertyName "defaultNamespaceId">]
+        DefaultNamespaceId: string
+    }
 
 /// `POST /v1/auth/refresh` request.
 type RefreshRequest =
-    { [<JsonPropertyName "kind">] Kind: string
-      [<JsonPropertyName "keyId">] KeyId: string
-      [<JsonPropertyName "challenge">] Challenge: string
-      [<JsonPropertyName "intentSignature">] IntentSignature: string
-      [<JsonPropertyName "attestation"; JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)>] Attestation: string }
+    {
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "keyId">]
+        KeyId: string
+        [<JsonPropertyName "challenge">]
+        Challenge: string
+        [<JsonPropertyName "intentSignature">]
+        IntentSignature: string
+        [<JsonPropertyName "attestation";
+          JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)>]
+        Attestation: string
+    }
 
 /// `POST /v1/auth/refresh` response.
 type RefreshResponse =
-    { [<JsonPropertyName "kind">] Kind: string
-      [<JsonPropertyName "accessToken">] AccessToken: string
-      [<JsonPropertyName "expiresAt">] ExpiresAt: string }
+    {
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "accessToken">]
+        AccessToken: string
+        [<JsonPropertyName "expiresAt">]
+        ExpiresAt: string
+    }
 
 /// `DELETE /v1/auth/tokens` request (a DELETE with a JSON body).
 type RevokeAllTokensRequest =
-    { [<JsonPropertyName "kind">] Kind: string
-      [<JsonPropertyName "keyId">] KeyId: string
-      [<JsonPropertyName "challenge">] Challenge: string
-      [<JsonPropertyName "intentSignature">] IntentSignature: string }
+    {
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "keyId">]
+        KeyId: string
+        [<JsonPropertyName "challenge">]
+        Challenge: string
+        [<JsonPropertyName "intentSignature">]
+        IntentSignature: string
+    }
 
 // ---------------------------------------------------------------------------------------------
 // Namespaces
 
 /// `GET /v1/namespaces/default` response.
 type DefaultNamespaceResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "kind">] Kind: string }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "kind">]
+        Kind: string
+    }
 
 /// `PUT /v1/namespaces/default` request.
 type EnsureDefaultNamespaceRequest =
-    { [<JsonPropertyName "proposedNamespaceId">] ProposedNamespaceId: string
-      [<JsonPropertyName "wrappedDek">] WrappedDek: string }
+    {
+        [<JsonPropertyName "proposedNamespaceId">]
+        ProposedNamespaceId: string
+        [<JsonPropertyName "wrappedDek">]
+        WrappedDek: string
+    }
 
 /// `PUT /v1/namespaces/default` response.
 type EnsureDefaultNamespaceResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "kind">] Kind: string
-      [<JsonPropertyName "wrappedDek">] WrappedDek: string
-      [<JsonPropertyName "created">] Created: bool }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "wrappedDek">]
+        WrappedDek: string
+        [<JsonPropertyName "created">]
+        Created: bool
+    }
 
 /// One namespace in `/mine` and watch answers.
 type NamespaceSummary =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "kind">] Kind: string
-      [<JsonPropertyName "namespaceHead">] NamespaceHead: uint64 }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "namespaceHead">]
+        NamespaceHead: uint64
+    }
 
 /// `GET /v1/namespaces/mine` response.
 type ListNamespacesResponse =
-    { [<JsonPropertyName "namespaces">] Namespaces: NamespaceSummary list }
+    {
+        [<JsonPropertyName "namespaces">]
+        Namespaces: NamespaceSummary list
+    }
 
 /// `POST /v1/namespaces/watch` request. `knownHeads` may be null from raw callers (= empty).
 type WatchNamespacesRequest =
-    { [<JsonPropertyName "knownHeads">] KnownHeads: Map<string, uint64> }
+    {
+        [<JsonPropertyName "knownHeads">]
+        KnownHeads: Map<string, uint64>
+    }
 
 /// `POST /v1/namespaces/watch` response.
 type WatchNamespacesResponse =
-    { [<JsonPropertyName "namespaces">] Namespaces: NamespaceSummary list
-      [<JsonPropertyName "timedOut">] TimedOut: bool }
+    {
+        [<JsonPropertyName "namespaces">]
+        Namespaces: NamespaceSummary list
+        [<JsonPropertyName "timedOut">]
+        TimedOut: bool
+    }
 
 /// `POST /v1/namespaces` request.
 type CreateSharedNamespaceRequest =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "wrappedDek">] WrappedDek: string }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "wrappedDek">]
+        WrappedDek: string
+    }
 
 /// `POST /v1/namespaces` response.
 type CreateSharedNamespaceResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "kind">] Kind: string
-      [<JsonPropertyName "created">] Created: bool }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "created">]
+        Created: bool
+    }
 
 /// One member of a namespace.
 type NamespaceMember =
-    { [<JsonPropertyName "kind">] Kind: string
-      [<JsonPropertyName "keyId">] KeyId: string }
+    {
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "keyId">]
+        KeyId: string
+    }
 
 /// `GET /v1/namespaces/{ns}/members` response.
 type GetNamespaceMembersResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "members">] Members: NamespaceMember list }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "members">]
+        Members: NamespaceMember list
+    }
 
 // ---------------------------------------------------------------------------------------------
 // Invites and join requests
 
 /// `POST /v1/namespaces/{ns}/invites` request (current layout: no `maxPending`).
 type CreateNamespaceInviteRequest =
-    { [<JsonPropertyName "kind">] Kind: string
-      [<JsonPropertyName "keyId">] KeyId: string
-      [<JsonPropertyName "inviteId">] InviteId: string
-      [<JsonPropertyName "inviteServerSecretHash">] InviteServerSecretHash: string
-      [<JsonPropertyName "challenge">] Challenge: string
-      [<JsonPropertyName "intentSignature">] IntentSignature: string
-      [<JsonPropertyName "expiresAt">] ExpiresAt: int64
-      [<JsonPropertyName "maxAccepted">] MaxAccepted: int64 }
+    {
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "keyId">]
+        KeyId: string
+        [<JsonPropertyName "inviteId">]
+        InviteId: string
+        [<JsonPropertyName "inviteServerSecretHash">]
+        InviteServerSecretHash: string
+        [<JsonPropertyName "challenge">]
+        Challenge: string
+        [<JsonPropertyName "intentSignature">]
+        IntentSignature: string
+        [<JsonPropertyName "expiresAt">]
+        ExpiresAt: int64
+        [<JsonPropertyName "maxAccepted">]
+        MaxAccepted: int64
+    }
 
 /// `POST /v1/namespaces/{ns}/invites` response.
 type CreateNamespaceInviteResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "inviteId">] InviteId: string
-      [<JsonPropertyName "expiresAt">] ExpiresAt: int64
-      [<JsonPropertyName "maxAccepted">] MaxAccepted: int64 }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "inviteId">]
+        InviteId: string
+        [<JsonPropertyName "expiresAt">]
+        ExpiresAt: int64
+        [<JsonPropertyName "maxAccepted">]
+        MaxAccepted: int64
+    }
 
 /// One invite of `GET /v1/namespaces/{ns}/invites`. `revokedAt` is null unless revoked.
 type NamespaceInviteSummary =
-    { [<JsonPropertyName "inviteId">] InviteId: string
-      [<JsonPropertyName "createdByKeyId">] CreatedByKeyId: string
-      [<JsonPropertyName "createdAt">] CreatedAt: string
-      [<JsonPropertyName "expiresAt">] ExpiresAt: int64
-      [<JsonPropertyName "maxAccepted">] MaxAccepted: int64
-      [<JsonPropertyName "activeRequestCount">] ActiveRequestCount: int64
-      [<JsonPropertyName "acceptedCount">] AcceptedCount: int64
-      [<JsonPropertyName "revokedAt">] RevokedAt: string }
+    {
+        [<JsonPropertyName "inviteId">]
+        InviteId: string
+        [<JsonPropertyName "createdByKeyId">]
+        CreatedByKeyId: string
+        [<JsonPropertyName "createdAt">]
+        CreatedAt: string
+        [<JsonPropertyName "expiresAt">]
+        ExpiresAt: int64
+        [<JsonPropertyName "maxAccepted">]
+        MaxAccepted: int64
+        [<JsonPropertyName "activeRequestCount">]
+        ActiveRequestCount: int64
+        [<JsonPropertyName "acceptedCount">]
+        AcceptedCount: int64
+        [<JsonPropertyName "revokedAt">]
+        RevokedAt: string
+    }
 
 /// `GET /v1/namespaces/{ns}/invites` response.
 type ListNamespaceInvitesResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "invites">] Invites: NamespaceInviteSummary list }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "invites">]
+        Invites: NamespaceInviteSummary list
+    }
 
 /// `DELETE /v1/namespaces/{ns}/invites/{invite}` response.
 type RevokeNamespaceInviteResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "inviteId">] InviteId: string
-      [<JsonPropertyName "revoked">] Revoked: bool }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "inviteId">]
+        InviteId: string
+        [<JsonPropertyName "revoked">]
+        Revoked: bool
+    }
 
 /// A signed join request, returned verbatim to approvers (all 11 fields).
 type NamespaceJoinRequest =
-    { [<JsonPropertyName "version">] Version: int64
-      [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "inviteId">] InviteId: string
-      [<JsonPropertyName "serverOrigin">] ServerOrigin: string
-      [<JsonPropertyName "kind">] Kind: string
-      [<JsonPropertyName "keyId">] KeyId: string
-      [<JsonPropertyName "authPublicKey">] AuthPublicKey: string
-      [<JsonPropertyName "wrapPublicKey">] WrapPublicKey: string
-      [<JsonPropertyName "expiresAt">] ExpiresAt: int64
-      [<JsonPropertyName "signature">] Signature: string
-      [<JsonPropertyName "inviteProof">] InviteProof: string }
+    {
+        [<JsonPropertyName "version">]
+        Version: int64
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "inviteId">]
+        InviteId: string
+        [<JsonPropertyName "serverOrigin">]
+        ServerOrigin: string
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "keyId">]
+        KeyId: string
+        [<JsonPropertyName "authPublicKey">]
+        AuthPublicKey: string
+        [<JsonPropertyName "wrapPublicKey">]
+        WrapPublicKey: string
+        [<JsonPropertyName "expiresAt">]
+        ExpiresAt: int64
+        [<JsonPropertyName "signature">]
+        Signature: string
+        [<JsonPropertyName "inviteProof">]
+        InviteProof: string
+    }
 
 /// `POST /v1/namespaces/{ns}/invites/{invite}/join-requests` request.
 type SubmitNamespaceJoinRequestRequest =
-    { [<JsonPropertyName "inviteServerSecret">] InviteServerSecret: string
-      [<JsonPropertyName "joinRequest">] JoinRequest: NamespaceJoinRequest }
+    {
+        [<JsonPropertyName "inviteServerSecret">]
+        InviteServerSecret: string
+        [<JsonPropertyName "joinRequest">]
+        JoinRequest: NamespaceJoinRequest
+    }
 
 /// `POST /v1/namespaces/{ns}/invites/{invite}/join-requests` response.
 type SubmitNamespaceJoinRequestResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "inviteId">] InviteId: string
-      [<JsonPropertyName "requesterKind">] RequesterKind: string
-      [<JsonPropertyName "requesterKeyId">] RequesterKeyId: string
-      [<JsonPropertyName "joinRequestHash">] JoinRequestHash: string
-      [<JsonPropertyName "status">] Status: string }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "inviteId">]
+        InviteId: string
+        [<JsonPropertyName "requesterKind">]
+        RequesterKind: string
+        [<JsonPropertyName "requesterKeyId">]
+        RequesterKeyId: string
+        [<JsonPropertyName "joinRequestHash">]
+        JoinRequestHash: string
+        [<JsonPropertyName "status">]
+        Status: string
+    }
 
 /// One pending join request in a list.
 type NamespaceJoinRequestEntry =
-    { [<JsonPropertyName "inviteId">] InviteId: string
-      [<JsonPropertyName "joinRequestHash">] JoinRequestHash: string
-      [<JsonPropertyName "createdAt">] CreatedAt: string
-      [<JsonPropertyName "status">] Status: string
-      [<JsonPropertyName "joinRequest">] JoinRequest: NamespaceJoinRequest }
+    {
+        [<JsonPropertyName "inviteId">]
+        InviteId: string
+        [<JsonPropertyName "joinRequestHash">]
+        JoinRequestHash: string
+        [<JsonPropertyName "createdAt">]
+        CreatedAt: string
+        [<JsonPropertyName "status">]
+        Status: string
+        [<JsonPropertyName "joinRequest">]
+        JoinRequest: NamespaceJoinRequest
+    }
 
 /// `GET /v1/namespaces/{ns}/join-requests` response.
 type ListNamespaceJoinRequestsResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "requests">] Requests: NamespaceJoinRequestEntry list }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "requests">]
+        Requests: NamespaceJoinRequestEntry list
+    }
 
 /// `PUT …/join-requests/{keyId}/{hash}/approve` request.
 type ApproveNamespaceJoinRequestRequest =
-    { [<JsonPropertyName "inviteServerSecret">] InviteServerSecret: string
-      [<JsonPropertyName "wrappedDek">] WrappedDek: string }
+    {
+        [<JsonPropertyName "inviteServerSecret">]
+        InviteServerSecret: string
+        [<JsonPropertyName "wrappedDek">]
+        WrappedDek: string
+    }
 
 /// `PUT …/join-requests/{keyId}/{hash}/approve` response.
 type ApproveNamespaceJoinRequestResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "memberKind">] MemberKind: string
-      [<JsonPropertyName "memberKeyId">] MemberKeyId: string
-      [<JsonPropertyName "joinRequestHash">] JoinRequestHash: string }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "memberKind">]
+        MemberKind: string
+        [<JsonPropertyName "memberKeyId">]
+        MemberKeyId: string
+        [<JsonPropertyName "joinRequestHash">]
+        JoinRequestHash: string
+    }
 
 /// `DELETE …/join-requests/{keyId}/{hash}` response.
 type RejectNamespaceJoinRequestResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "requesterKeyId">] RequesterKeyId: string
-      [<JsonPropertyName "joinRequestHash">] JoinRequestHash: string
-      [<JsonPropertyName "rejected">] Rejected: bool }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "requesterKeyId">]
+        RequesterKeyId: string
+        [<JsonPropertyName "joinRequestHash">]
+        JoinRequestHash: string
+        [<JsonPropertyName "rejected">]
+        Rejected: bool
+    }
 
 /// `GET /v1/namespaces/{ns}/wrapped-deks/{keyId}` response.
 type GetWrappedDekResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "keyId">] KeyId: string
-      [<JsonPropertyName "wrappedDek">] WrappedDek: string }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "keyId">]
+        KeyId: string
+        [<JsonPropertyName "wrappedDek">]
+        WrappedDek: string
+    }
 
 // ---------------------------------------------------------------------------------------------
 // Items
 
 /// `{"version": N}` entry of the item map.
-type ItemVersion = { [<JsonPropertyName "version">] Version: uint64 }
+type ItemVersion =
+    {
+        [<JsonPropertyName "version">]
+        Version: uint64
+    }
 
 /// `GET /v1/namespaces/{ns}/items` response: every item with its current version.
 type GetNamespaceItemsResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "namespaceHead">] NamespaceHead: uint64
-      [<JsonPropertyName "items">] Items: Map<string, ItemVersion> }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "namespaceHead">]
+        NamespaceHead: uint64
+        [<JsonPropertyName "items">]
+        Items: Map<string, ItemVersion>
+    }
 
 /// `GET /v1/kv/{ns}/{item}` response.
 type GetItemResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "itemId">] ItemId: string
-      [<JsonPropertyName "version">] Version: uint64
-      [<JsonPropertyName "nonce">] Nonce: string
-      [<JsonPropertyName "aad">] Aad: string
-      [<JsonPropertyName "ciphertext">] Ciphertext: string }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "itemId">]
+        ItemId: string
+        [<JsonPropertyName "version">]
+        Version: uint64
+        [<JsonPropertyName "nonce">]
+        Nonce: string
+        [<JsonPropertyName "aad">]
+        Aad: string
+        [<JsonPropertyName "ciphertext">]
+        Ciphertext: string
+    }
 
 /// `PUT /v1/kv/{ns}/{item}` request (encrypted for the target version).
 type PutItemRequest =
-    { [<JsonPropertyName "nonce">] Nonce: string
-      [<JsonPropertyName "aad">] Aad: string
-      [<JsonPropertyName "ciphertext">] Ciphertext: string }
+    {
+        [<JsonPropertyName "nonce">]
+        Nonce: string
+        [<JsonPropertyName "aad">]
+        Aad: string
+        [<JsonPropertyName "ciphertext">]
+        Ciphertext: string
+    }
 
 /// `PUT /v1/kv/{ns}/{item}` response.
 type PutItemResponse =
-    { [<JsonPropertyName "namespaceId">] NamespaceId: string
-      [<JsonPropertyName "itemId">] ItemId: string
-      [<JsonPropertyName "version">] Version: uint64 }
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "itemId">]
+        ItemId: string
+        [<JsonPropertyName "version">]
+        Version: uint64
+    }
 
 // ---------------------------------------------------------------------------------------------
 // Misc
 
 /// `GET /healthz` response.
-type HealthResponse = { [<JsonPropertyName "status">] Status: string }
+type HealthResponse =
+    {
+        [<JsonPropertyName "status">]
+        Status: string
+    }
 
 /// `GET /version` response.
-type VersionResponse = { [<JsonPropertyName "gitCommit">] GitCommit: string }
+type VersionResponse =
+    {
+        [<JsonPropertyName "gitCommit">]
+        GitCommit: string
+    }
 
 /// Every error body: `{"error": "…"}`.
-type ErrorResponse = { [<JsonPropertyName "error">] Error: string }
+type ErrorResponse =
+    {
+        [<JsonPropertyName "error">]
+        Error: string
+    }
 
 /// Reads one value from a JSON reader.
 type internal ReadValue<'T> = delegate of byref<Utf8JsonReader> -> 'T
 
 /// Reads JSON null as the zero value (Go semantics), otherwise reads the value strictly.
-type internal NullAsZero<'T when 'T: struct>(read: ReadValue<'T>, write: Utf8JsonWriter -> 'T -> unit) =
+type internal NullAsZero<'T when 'T: struct>
+    (read: ReadValue<'T>, write: Utf8JsonWriter -> 'T -> unit) =
     inherit JsonConverter<'T>()
 
     override _.Read(reader, _typeToConvert, _options) =
-        if reader.TokenType = JsonTokenType.Null then Unchecked.defaultof<'T> else read.Invoke(&reader)
+        if reader.TokenType = JsonTokenType.Null then
+            Unchecked.defaultof<'T>
+        else
+            read.Invoke(&reader)
 
     override _.Write(writer, value, _options) = write writer value
 
@@ -312,10 +544,23 @@ module Json =
     let lenient: JsonSerializerOptions =
         let o = baseOptions ()
         o.PropertyNameCaseInsensitive <- true
-        o.Converters.Add(NullAsZero<uint64>(ReadValue(fun r -> r.GetUInt64()), (fun w v -> w.WriteNumberValue v)))
-        o.Converters.Add(NullAsZero<int64>(ReadValue(fun r -> r.GetInt64()), (fun w v -> w.WriteNumberValue v)))
-        o.Converters.Add(NullAsZero<int>(ReadValue(fun r -> r.GetInt32()), (fun w v -> w.WriteNumberValue v)))
-        o.Converters.Add(NullAsZero<bool>(ReadValue(fun r -> r.GetBoolean()), (fun w v -> w.WriteBooleanValue v)))
+
+        o.Converters.Add(
+            NullAsZero<uint64>(ReadValue(fun r -> r.GetUInt64()), (fun w v -> w.WriteNumberValue v))
+        )
+
+        o.Converters.Add(
+            NullAsZero<int64>(ReadValue(fun r -> r.GetInt64()), (fun w v -> w.WriteNumberValue v))
+        )
+
+        o.Converters.Add(
+            NullAsZero<int>(ReadValue(fun r -> r.GetInt32()), (fun w v -> w.WriteNumberValue v))
+        )
+
+        o.Converters.Add(
+            NullAsZero<bool>(ReadValue(fun r -> r.GetBoolean()), (fun w v -> w.WriteBooleanValue v))
+        )
+
         o.MakeReadOnly(populateMissingResolver = true)
         o
 
@@ -323,13 +568,20 @@ module Json =
     let serialize (value: 'T) : string = JsonSerializer.Serialize(value, strict)
 
     /// Compact UTF-8 JSON of a DTO.
-    let serializeToUtf8 (value: 'T) : byte[] = JsonSerializer.SerializeToUtf8Bytes(value, strict)
+    let serializeToUtf8 (value: 'T) : byte[] =
+        JsonSerializer.SerializeToUtf8Bytes(value, strict)
 
-    let private deserializeWith<'T> (options: JsonSerializerOptions) (json: ReadOnlySpan<byte>) : Result<'T, string> =
+    let private deserializeWith<'T>
+        (options: JsonSerializerOptions)
+        (json: ReadOnlySpan<byte>)
+        : Result<'T, string> =
         try
             let v = JsonSerializer.Deserialize<'T>(json, options)
 
-            if isNull (box v) then Error "body must be a JSON object" else Ok v
+            if isNull (box v) then
+                Error "body must be a JSON object"
+            else
+                Ok v
         with
         | :? JsonException as e -> Error("malformed JSON: " + e.Message)
         | :? NotSupportedException as e -> Error("malformed JSON: " + e.Message)
@@ -337,17 +589,23 @@ module Json =
         | :? ArgumentException as e -> Error("malformed JSON: " + e.Message)
 
     /// Decodes a request body strictly (server side). Never throws.
-    let decodeRequest<'T> (utf8: ReadOnlySpan<byte>) : Result<'T, string> = deserializeWith<'T> strict utf8
+    let decodeRequest<'T> (utf8: ReadOnlySpan<byte>) : Result<'T, string> =
+        deserializeWith<'T> strict utf8
 
     /// Decodes a response body leniently, as the Go client does. Never throws.
-    let decodeResponse<'T> (utf8: ReadOnlySpan<byte>) : Result<'T, string> = deserializeWith<'T> lenient utf8
+    let decodeResponse<'T> (utf8: ReadOnlySpan<byte>) : Result<'T, string> =
+        deserializeWith<'T> lenient utf8
 
     /// Decodes a string with the strict options.
     let decodeRequestString<'T> (json: string) : Result<'T, string> =
-        if isNull json then Error "body must be a JSON object"
-        else decodeRequest<'T> (ReadOnlySpan(Text.Encoding.UTF8.GetBytes json))
+        if isNull json then
+            Error "body must be a JSON object"
+        else
+            decodeRequest<'T>(ReadOnlySpan(Text.Encoding.UTF8.GetBytes json))
 
     /// Decodes a string with the lenient options.
     let decodeResponseString<'T> (json: string) : Result<'T, string> =
-        if isNull json then Error "body must be a JSON object"
-        else decodeResponse<'T> (ReadOnlySpan(Text.Encoding.UTF8.GetBytes json))
+        if isNull json then
+            Error "body must be a JSON object"
+        else
+            decodeResponse<'T>(ReadOnlySpan(Text.Encoding.UTF8.GetBytes json))

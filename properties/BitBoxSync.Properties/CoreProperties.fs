@@ -10,25 +10,42 @@ open BitBoxSync.Protocol
 open BitBoxSync.Core
 open BitBoxSync.Properties.Generators
 
-let private keys = NamespaceKeys.derive (Bin.ofBytes<DekKind> (Array.init 32 byte) |> Result.defaultWith (fun _ -> failwith "dek"))
-let private ns = Bin.ofBytes<NamespaceIdKind> (Array.zeroCreate 16) |> Result.defaultWith (fun _ -> failwith "ns")
-let private keyId = Bin.ofBytes<KeyIdKind> (Array.zeroCreate 32) |> Result.defaultWith (fun _ -> failwith "key id")
+let private keys =
+    NamespaceKeys.derive (
+        Bin.ofBytes<DekKind>(Array.init 32 byte)
+        |> Result.defaultWith (fun _ -> failwith "dek")
+    )
+
+let private ns =
+    Bin.ofBytes<NamespaceIdKind>(Array.zeroCreate 16)
+    |> Result.defaultWith (fun _ -> failwith "ns")
+
+let private keyId =
+    Bin.ofBytes<KeyIdKind>(Array.zeroCreate 32)
+    |> Result.defaultWith (fun _ -> failwith "key id")
+
 let private t0 = DateTimeOffset.FromUnixTimeSeconds 100L
 let private t1 = DateTimeOffset.FromUnixTimeSeconds 200L
 
-let private keyGen = Gen.elements [ "a"; "b"; "c"; "d"; "e"; "é"; "Ａ"; "\U0001F600"; "a\u001fb" ]
+let private keyGen =
+    Gen.elements [ "a"; "b"; "c"; "d"; "e"; "é"; "Ａ"; "\U0001F600"; "a\u001fb" ]
+
 let private valueGen = Gen.elements [ "x"B; "y"B; "z"B; [||] ]
 
 /// A random collection state: per key an optional row (clean/dirty/conflict, base) and an
 /// optional snapshot value; some keys are out of scope.
 type private Case =
-    { Rows: Map<string, ItemState>
-      Snapshot: (string * byte[]) list
-      ActiveKeys: string list }
+    {
+        Rows: Map<string, ItemState>
+        Snapshot: (string * byte[]) list
+        ActiveKeys: string list
+    }
 
 let private caseGen =
     gen {
-        let! keysInPlay = Gen.subListOf [ "a"; "b"; "c"; "d"; "e"; "é"; "Ａ"; "\U0001F600"; "a\u001fb" ]
+        let! keysInPlay =
+            Gen.subListOf [ "a"; "b"; "c"; "d"; "e"; "é"; "Ａ"; "\U0001F600"; "a\u001fb" ]
+
         let! active = Gen.subListOf keysInPlay
 
         let! rows =
@@ -47,7 +64,8 @@ let private caseGen =
                             BaseVersion = (if baseValue.IsSome then uint64 version else 0UL)
                             BaseValue = baseValue
                             Dirty = dirty || conflict
-                            Conflict = conflict }
+                            Conflict = conflict
+                        }
 
                     return if present then Some(k, row) else None
                 })
@@ -59,21 +77,25 @@ let private caseGen =
             |> Gen.sequenceToList
 
         return
-            { Rows = rows |> List.choose id |> Map.ofList
-              Snapshot = snapshot |> List.choose id
-              ActiveKeys = active }
+            {
+                Rows = rows |> List.choose id |> Map.ofList
+                Snapshot = snapshot |> List.choose id
+                ActiveKeys = active
+            }
     }
 
 let private reconcile (c: Case) (rows: Map<string, ItemState>) =
     Snapshot.reconcile
-        { KeyId = keyId
-          NamespaceId = ns
-          Collection = "c"
-          Scope = Scope.build keys [ { Collection = "c"; Keys = c.ActiveKeys } ]
-          Rows = rows
-          Snapshot = c.Snapshot
-          ItemIdOf = LogicalKey.itemId keys "c"
-          Now = t1 }
+        {
+            KeyId = keyId
+            NamespaceId = ns
+            Collection = "c"
+            Scope = Scope.build keys [ { Collection = "c"; Keys = c.ActiveKeys } ]
+            Rows = rows
+            Snapshot = c.Snapshot
+            ItemIdOf = LogicalKey.itemId keys "c"
+            Now = t1
+        }
 
 let private applyEffects (rows: Map<string, ItemState>) effects =
     effects
@@ -92,7 +114,10 @@ let private applyCase =
         let! baseValue = Gen.optionOf valueGen
         let! dirty = Gen.elements [ true; false ]
         let! conflict = Gen.elements [ true; false; false; false ]
-        let! local = Gen.oneof [ valueGen |> Gen.map LocalValue.Present; Gen.constant LocalValue.Absent ]
+
+        let! local =
+            Gen.oneof [ valueGen |> Gen.map LocalValue.Present; Gen.constant LocalValue.Absent ]
+
         let! remote = valueGen
         let! mergeKind = Gen.elements [ "local"; "remote"; "none"; "error"; "concat" ]
 
@@ -102,7 +127,8 @@ let private applyCase =
                 BaseVersion = (if baseValue.IsSome then version else 0UL)
                 BaseValue = baseValue
                 Dirty = dirty || conflict
-                Conflict = conflict }
+                Conflict = conflict
+            }
 
         let merge: ByteMerge =
             match mergeKind with
@@ -123,127 +149,269 @@ let private isLocalEdit (row: ItemState) (local: LocalValue) =
 let tests =
     testList
         "core"
-        [ testPropertyWithConfig config "apply never overwrites a local edit with a value the merge did not produce"
-          <| forAll applyCase (fun (row, remoteVersion, remote, local, merge) ->
-              let merged =
-                  match local with
-                  | LocalValue.Present l -> merge (if ItemState.hasMergeBase row then row.BaseValue else None) l remote
-                  | LocalValue.Absent -> Error "no local"
+        [
+            testPropertyWithConfig
+                config
+                "apply never overwrites a local edit with a value the merge did not produce"
+            <| forAll applyCase (fun (row, remoteVersion, remote, local, merge) ->
+                let merged =
+                    match local with
+                    | LocalValue.Present l ->
+                        merge (if ItemState.hasMergeBase row then row.BaseValue else None) l remote
+                    | LocalValue.Absent -> Error "no local"
 
-              match Apply.decide row remoteVersion remote local (Some merge) t1 with
-              | ApplyDecision.Write w when isLocalEdit row local ->
-                  // Only the converge case (local = remote) or the merge's own answer may be written.
-                  (match local with
-                   | LocalValue.Present l -> l = remote && w.Value = remote
-                   | LocalValue.Absent -> false)
-                  || merged = Ok(MergeOutcome.Merged w.Value)
-              | ApplyDecision.Write w -> w.Value = remote
-              | ApplyDecision.Save o -> o.Row.Conflict && o.Row.ConflictRemoteValue = Some remote && o.Row.Version = remoteVersion
-              | ApplyDecision.Quarantine _ -> isLocalEdit row local
-              | ApplyDecision.ReadLocal -> false)
+                match Apply.decide row remoteVersion remote local (Some merge) t1 with
+                | ApplyDecision.Write w when isLocalEdit row local ->
+                    // Only the converge case (local = remote) or the merge's own answer may be written.
+                    (match local with
+                     | LocalValue.Present l -> l = remote && w.Value = remote
+                     | LocalValue.Absent -> false)
+                    || merged = Ok(MergeOutcome.Merged w.Value)
+                | ApplyDecision.Write w -> w.Value = remote
+                | ApplyDecision.Save o ->
+                    o.Row.Conflict
+                    && o.Row.ConflictRemoteValue = Some remote
+                    && o.Row.Version = remoteVersion
+                | ApplyDecision.Quarantine _ -> isLocalEdit row local
+                | ApplyDecision.ReadLocal -> false)
 
-          testPropertyWithConfig config "a lost race keeps the item dirty without advancing its version or base"
-          <| forAll applyCase (fun (row, remoteVersion, remote, local, merge) ->
-              match Apply.decide row remoteVersion remote local (Some merge) t1 with
-              | ApplyDecision.Write w ->
-                  w.OnLostRace.Row.Dirty
-                  && w.OnLostRace.Row.Version = row.Version
-                  && w.OnLostRace.Row.BaseValue = row.BaseValue
-                  && w.OnLostRace.Events = [ ItemEvent.ItemQueued ]
-              | _ -> true)
+            testPropertyWithConfig
+                config
+                "a lost race keeps the item dirty without advancing its version or base"
+            <| forAll applyCase (fun (row, remoteVersion, remote, local, merge) ->
+                match Apply.decide row remoteVersion remote local (Some merge) t1 with
+                | ApplyDecision.Write w ->
+                    w.OnLostRace.Row.Dirty
+                    && w.OnLostRace.Row.Version = row.Version
+                    && w.OnLostRace.Row.BaseValue = row.BaseValue
+                    && w.OnLostRace.Events = [ ItemEvent.ItemQueued ]
+                | _ -> true)
 
-          testPropertyWithConfig config "applying the same remote version twice changes nothing the second time"
-          <| forAll applyCase (fun (row, remoteVersion, remote, local, merge) ->
-              let saved =
-                  match Apply.decide row remoteVersion remote local (Some merge) t1 with
-                  | ApplyDecision.Write w -> Some w.OnWritten.Row
-                  | ApplyDecision.Save o -> Some o.Row
-                  | _ -> None
+            testPropertyWithConfig
+                config
+                "applying the same remote version twice changes nothing the second time"
+            <| forAll applyCase (fun (row, remoteVersion, remote, local, merge) ->
+                let saved =
+                    match Apply.decide row remoteVersion remote local (Some merge) t1 with
+                    | ApplyDecision.Write w -> Some w.OnWritten.Row
+                    | ApplyDecision.Save o -> Some o.Row
+                    | _ -> None
 
-              match saved with
-              | Some r -> Download.rowToApply (Some r) row remoteVersion = None && r.Version = remoteVersion
-              | None -> true)
+                match saved with
+                | Some r ->
+                    Download.rowToApply (Some r) row remoteVersion = None
+                    && r.Version = remoteVersion
+                | None -> true)
 
-          testPropertyWithConfig config "any server version below what this client has seen is a rollback"
-          <| forAll (Gen.zip3 (Gen.choose (0, 10)) (Gen.choose (0, 10)) (Gen.optionOf (Gen.choose (0, 10)))) (fun (cached, response, mapVersion) ->
-              let row = { ItemState.template keyId ns "c" "k" (LogicalKey.itemId keys "c" "k") t0 with Version = uint64 cached }
+            testPropertyWithConfig
+                config
+                "any server version below what this client has seen is a rollback"
+            <| forAll
+                (Gen.zip3
+                    (Gen.choose (0, 10))
+                    (Gen.choose (0, 10))
+                    (Gen.optionOf (Gen.choose (0, 10))))
+                (fun (cached, response, mapVersion) ->
+                    let row =
+                        { ItemState.template keyId ns "c" "k" (LogicalKey.itemId keys "c" "k") t0 with
+                            Version = uint64 cached
+                        }
 
-              match Download.checkVersion row (mapVersion |> Option.map uint64) (uint64 response) with
-              | Error(SyncError.Rollback _) -> response < cached || mapVersion |> Option.exists (fun m -> response < m)
-              | Error _ -> false
-              | Ok() -> response >= cached && mapVersion |> Option.forall (fun m -> response >= m))
+                    match
+                        Download.checkVersion
+                            row
+                            (mapVersion |> Option.map uint64)
+                            (uint64 response)
+                    with
+                    | Error(SyncError.Rollback _) ->
+                        response < cached || mapVersion |> Option.exists (fun m -> response < m)
+                    | Error _ -> false
+                    | Ok() ->
+                        response >= cached && mapVersion |> Option.forall (fun m -> response >= m))
 
-          testPropertyWithConfig config "a namespace list below any cached head is a rollback and plans nothing"
-          <| forAll (Gen.zip (Gen.choose (0, 5)) (Gen.choose (0, 5))) (fun (cachedHead, listedHead) ->
-              let identity = { KeyId = keyId; Kind = IdentityKind.Keystore; AccessToken = None; TokenExpiry = None; DefaultNamespaceId = Some ns; UpdatedAt = t0 }
-              let cached = { KeyId = keyId; NamespaceId = ns; Kind = Some NamespaceKind.Default; Head = uint64 cachedHead; ActiveScopeHash = ""; Dek = None; UpdatedAt = t0 }
-              let listed = [ { NamespaceId = ns; Kind = NamespaceKind.Default; Head = uint64 listedHead } ]
+            testPropertyWithConfig
+                config
+                "a namespace list below any cached head is a rollback and plans nothing"
+            <| forAll
+                (Gen.zip (Gen.choose (0, 5)) (Gen.choose (0, 5)))
+                (fun (cachedHead, listedHead) ->
+                    let identity =
+                        {
+                            KeyId = keyId
+                            Kind = IdentityKind.Keystore
+                            AccessToken = None
+                            TokenExpiry = None
+                            DefaultNamespaceId = Some ns
+                            UpdatedAt = t0
+                        }
 
-              match Namespaces.check identity [ cached ] listed t1 with
-              | Error(SyncError.Rollback(RollbackReason.NamespaceHeadDecreased _)) -> listedHead < cachedHead
-              | Error _ -> false
-              | Ok plan -> listedHead >= cachedHead && plan.Namespaces.Head.RemoteChanged = (listedHead > cachedHead))
+                    let cached =
+                        {
+                            KeyId = keyId
+                            NamespaceId = ns
+                            Kind = Some NamespaceKind.Default
+                            Head = uint64 cachedHead
+                            ActiveScopeHash = ""
+                            Dek = None
+                            UpdatedAt = t0
+                        }
 
-          testPropertyWithConfig config "an item map never plans work when it contradicts the cache; otherwise downloads only newer versions"
-          <| forAll (Gen.zip (Gen.listOf (Gen.zip keyGen (Gen.choose (0, 4)))) (Gen.listOf (Gen.zip keyGen (Gen.choose (0, 4))))) (fun (cachedVersions, serverVersions) ->
-              let cached =
-                  cachedVersions
-                  |> List.distinctBy fst
-                  |> List.map (fun (k, v) -> { ItemState.template keyId ns "c" k (LogicalKey.itemId keys "c" k) t0 with Version = uint64 v })
+                    let listed =
+                        [
+                            {
+                                NamespaceId = ns
+                                Kind = NamespaceKind.Default
+                                Head = uint64 listedHead
+                            }
+                        ]
 
-              let server = serverVersions |> List.distinctBy fst |> List.map (fun (k, v) -> LogicalKey.itemId keys "c" k, uint64 v) |> Map.ofList
-              let scope = Scope.build keys [ { Collection = "c"; Keys = cachedVersions |> List.map fst } ]
-              let row = { KeyId = keyId; NamespaceId = ns; Kind = None; Head = 0UL; ActiveScopeHash = ""; Dek = None; UpdatedAt = t0 }
+                    match Namespaces.check identity [ cached ] listed t1 with
+                    | Error(SyncError.Rollback(RollbackReason.NamespaceHeadDecreased _)) ->
+                        listedHead < cachedHead
+                    | Error _ -> false
+                    | Ok plan ->
+                        listedHead >= cachedHead
+                        && plan.Namespaces.Head.RemoteChanged = (listedHead > cachedHead))
 
-              let contradiction =
-                  cached |> List.exists (fun c -> match server.TryFind c.ItemId with Some v -> v < c.Version | None -> c.Version > 0UL)
+            testPropertyWithConfig
+                config
+                "an item map never plans work when it contradicts the cache; otherwise downloads only newer versions"
+            <| forAll
+                (Gen.zip
+                    (Gen.listOf (Gen.zip keyGen (Gen.choose (0, 4))))
+                    (Gen.listOf (Gen.zip keyGen (Gen.choose (0, 4)))))
+                (fun (cachedVersions, serverVersions) ->
+                    let cached =
+                        cachedVersions
+                        |> List.distinctBy fst
+                        |> List.map (fun (k, v) ->
+                            { ItemState.template keyId ns "c" k (LogicalKey.itemId keys "c" k) t0 with
+                                Version = uint64 v
+                            })
 
-              match ItemMap.plan { Row = row; ExpectedHead = 0UL; MapHead = 0UL; MapItems = server; Cached = cached; Scope = scope; Now = t1 } with
-              | Error(SyncError.Rollback _) -> contradiction
-              | Error _ -> false
-              | Ok plan -> not contradiction && plan.Downloads |> List.forall (fun (r, v) -> v > r.Version && server[r.ItemId] = v))
+                    let server =
+                        serverVersions
+                        |> List.distinctBy fst
+                        |> List.map (fun (k, v) -> LogicalKey.itemId keys "c" k, uint64 v)
+                        |> Map.ofList
 
-          testPropertyWithConfig config "scope hash is independent of collection and key order (and of duplicates)"
-          <| forAll (Gen.zip (Gen.listOf keyGen) (Gen.listOf keyGen)) (fun (names, itemKeys) ->
-              let ids = itemKeys |> List.map (LogicalKey.itemId keys "c")
-              let shuffledNames = List.rev names @ names
-              let shuffledIds = List.rev ids @ ids
-              Scope.hash names ids = Scope.hash shuffledNames shuffledIds
-              && (Scope.hash names ids = "") = List.isEmpty names)
+                    let scope =
+                        Scope.build
+                            keys
+                            [ { Collection = "c"; Keys = cachedVersions |> List.map fst } ]
 
-          testPropertyWithConfig config "a local edit is never lost: every in-scope value that differs from its base ends up dirty"
-          <| forAll caseGen (fun c ->
-              let after = applyEffects c.Rows (reconcile c c.Rows)
+                    let row =
+                        {
+                            KeyId = keyId
+                            NamespaceId = ns
+                            Kind = None
+                            Head = 0UL
+                            ActiveScopeHash = ""
+                            Dek = None
+                            UpdatedAt = t0
+                        }
 
-              c.Snapshot
-              |> List.forall (fun (k, v) ->
-                  if not (List.contains k c.ActiveKeys) then
-                      after.TryFind k = c.Rows.TryFind k
-                  else
-                      match after.TryFind k with
-                      | None -> false
-                      | Some row -> row.Dirty || ItemState.equalsBase row v))
+                    let contradiction =
+                        cached
+                        |> List.exists (fun c ->
+                            match server.TryFind c.ItemId with
+                            | Some v -> v < c.Version
+                            | None -> c.Version > 0UL)
 
-          testPropertyWithConfig config "reconciliation touches only queued rows and is idempotent"
-          <| forAll caseGen (fun c ->
-              let effects = reconcile c c.Rows
-              let after = applyEffects c.Rows effects
-              let queuedKeys = effects |> List.choose (function SnapshotEffect.Queue r -> Some r.Key | _ -> None)
+                    match
+                        ItemMap.plan
+                            {
+                                Row = row
+                                ExpectedHead = 0UL
+                                MapHead = 0UL
+                                MapItems = server
+                                Cached = cached
+                                Scope = scope
+                                Now = t1
+                            }
+                    with
+                    | Error(SyncError.Rollback _) -> contradiction
+                    | Error _ -> false
+                    | Ok plan ->
+                        not contradiction
+                        && plan.Downloads
+                           |> List.forall (fun (r, v) -> v > r.Version && server[r.ItemId] = v))
 
-              (reconcile c after |> List.forall (function SnapshotEffect.OutsideScope _ -> true | _ -> false))
-              && (c.Rows |> Map.forall (fun k row -> List.contains k queuedKeys || after[k] = row))
-              && (effects |> List.forall (function SnapshotEffect.Queue r -> not (c.Rows.TryFind r.Key |> Option.exists (fun o -> o.Conflict || o.Dirty)) | _ -> true)))
+            testPropertyWithConfig
+                config
+                "scope hash is independent of collection and key order (and of duplicates)"
+            <| forAll (Gen.zip (Gen.listOf keyGen) (Gen.listOf keyGen)) (fun (names, itemKeys) ->
+                let ids = itemKeys |> List.map (LogicalKey.itemId keys "c")
+                let shuffledNames = List.rev names @ names
+                let shuffledIds = List.rev ids @ ids
 
-          testPropertyWithConfig config "backoff is within [base, max] and never decreases with more failures"
-          <| forAll (Gen.zip3 (Gen.choose (1, 100000)) (Gen.choose (0, 200000)) (Gen.choose (1, 40))) (fun (b, m, f) ->
-              let s = Schedule.settings (TimeSpan.FromSeconds(float b)) (TimeSpan.FromSeconds(float m))
-              let x = Schedule.failureBackoff s f
-              let y = Schedule.failureBackoff s (f + 1)
-              x >= s.Base && x <= s.Max && y >= x && Schedule.idleInterval s (3 * f) <= s.Max)
+                Scope.hash names ids = Scope.hash shuffledNames shuffledIds
+                && (Scope.hash names ids = "") = List.isEmpty names)
 
-          testPropertyWithConfig config "jitter stays within 0.9x..1.1x of the interval"
-          <| forAll (Gen.zip (Gen.choose (1, Int32.MaxValue)) (Gen.choose (0, 1000000))) (fun (ticks, n) ->
-              let interval = TimeSpan(int64 ticks * 10L)
-              let j = Schedule.jitter interval (float n / 1000001.0)
-              let tenth = interval.Ticks / 10L
-              j.Ticks >= interval.Ticks - tenth && j.Ticks <= interval.Ticks + tenth) ]
+            testPropertyWithConfig
+                config
+                "a local edit is never lost: every in-scope value that differs from its base ends up dirty"
+            <| forAll caseGen (fun c ->
+                let after = applyEffects c.Rows (reconcile c c.Rows)
+
+                c.Snapshot
+                |> List.forall (fun (k, v) ->
+                    if not (List.contains k c.ActiveKeys) then
+                        after.TryFind k = c.Rows.TryFind k
+                    else
+                        match after.TryFind k with
+                        | None -> false
+                        | Some row -> row.Dirty || ItemState.equalsBase row v))
+
+            testPropertyWithConfig
+                config
+                "reconciliation touches only queued rows and is idempotent"
+            <| forAll caseGen (fun c ->
+                let effects = reconcile c c.Rows
+                let after = applyEffects c.Rows effects
+
+                let queuedKeys =
+                    effects
+                    |> List.choose (function
+                        | SnapshotEffect.Queue r -> Some r.Key
+                        | _ -> None)
+
+                (reconcile c after
+                 |> List.forall (function
+                     | SnapshotEffect.OutsideScope _ -> true
+                     | _ -> false))
+                && (c.Rows
+                    |> Map.forall (fun k row -> List.contains k queuedKeys || after[k] = row))
+                && (effects
+                    |> List.forall (function
+                        | SnapshotEffect.Queue r ->
+                            not (
+                                c.Rows.TryFind r.Key
+                                |> Option.exists (fun o -> o.Conflict || o.Dirty)
+                            )
+                        | _ -> true)))
+
+            testPropertyWithConfig
+                config
+                "backoff is within [base, max] and never decreases with more failures"
+            <| forAll
+                (Gen.zip3 (Gen.choose (1, 100000)) (Gen.choose (0, 200000)) (Gen.choose (1, 40)))
+                (fun (b, m, f) ->
+                    let s =
+                        Schedule.settings
+                            (TimeSpan.FromSeconds(float b))
+                            (TimeSpan.FromSeconds(float m))
+
+                    let x = Schedule.failureBackoff s f
+                    let y = Schedule.failureBackoff s (f + 1)
+                    x >= s.Base && x <= s.Max && y >= x && Schedule.idleInterval s (3 * f) <= s.Max)
+
+            testPropertyWithConfig config "jitter stays within 0.9x..1.1x of the interval"
+            <| forAll
+                (Gen.zip (Gen.choose (1, Int32.MaxValue)) (Gen.choose (0, 1000000)))
+                (fun (ticks, n) ->
+                    let interval = TimeSpan(int64 ticks * 10L)
+                    let j = Schedule.jitter interval (float n / 1000001.0)
+                    let tenth = interval.Ticks / 10L
+                    j.Ticks >= interval.Ticks - tenth && j.Ticks <= interval.Ticks + tenth)
+        ]

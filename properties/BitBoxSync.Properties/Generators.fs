@@ -24,15 +24,20 @@ let bytesBetween (lo: int) (hi: int) : Gen<byte[]> = Gen.choose (lo, hi) |> Gen.
 
 /// A value of kind 'K from random bytes of a valid length.
 let binOf<'K when 'K :> IBinaryKind> : Gen<Bin<'K>> =
-    let s = Bin.spec<'K> ()
+    let s = Bin.spec<'K>()
     let hi = min s.MaxLength (s.MinLength + 64)
 
     bytesBetween s.MinLength hi
     |> Gen.map (fun b ->
         // A kind with an extra format rule (the wrapped DEK: version 1, 97 bytes) gets a valid shape.
         let b =
-            if s.Check b = None then b
-            else Array.init Limits.WrappedDekLengthV1 (fun i -> if i = 0 then 1uy elif b.Length = 0 then byte i else b[i % b.Length])
+            if s.Check b = None then
+                b
+            else
+                Array.init Limits.WrappedDekLengthV1 (fun i ->
+                    if i = 0 then 1uy
+                    elif b.Length = 0 then byte i
+                    else b[i % b.Length])
 
         match Bin.ofBytes<'K> b with
         | Ok v -> v
@@ -40,8 +45,12 @@ let binOf<'K when 'K :> IBinaryKind> : Gen<Bin<'K>> =
 
 /// Strings over an alphabet that reaches the parsers' interesting branches.
 let interestingString: Gen<string> =
-    let alphabet = "abcdefABCDEF0123456789=+/-_%&#?:;@[]. \t\r\n\u0000é\u007f" |> Seq.toArray
-    Gen.choose (0, 40) |> Gen.bind (fun n -> Gen.arrayOfLength n (Gen.elements alphabet)) |> Gen.map String
+    let alphabet =
+        "abcdefABCDEF0123456789=+/-_%&#?:;@[]. \t\r\n\u0000é\u007f" |> Seq.toArray
+
+    Gen.choose (0, 40)
+    |> Gen.bind (fun n -> Gen.arrayOfLength n (Gen.elements alphabet))
+    |> Gen.map String
 
 /// Any string (FsCheck's default), or one over the interesting alphabet.
 let anyString: Gen<string> =

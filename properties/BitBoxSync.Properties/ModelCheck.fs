@@ -12,34 +12,44 @@ open BitBoxSync.Properties.Simulation
 
 /// The scenario bounds.
 type Bounds =
-    { Clients: int
-      Keys: string list
-      Values: string list
-      /// App writes in total.
-      Writes: int
-      /// Passes in total (each may carry a fault while faults remain).
-      Passes: int
-      Faults: int }
+    {
+        Clients: int
+        Keys: string list
+        Values: string list
+        /// App writes in total.
+        Writes: int
+        /// Passes in total (each may carry a fault while faults remain).
+        Passes: int
+        Faults: int
+    }
 
 type private State =
-    { Clients: Client[]
-      Server: Server
-      Writes: int
-      Passes: int
-      Faults: int }
+    {
+        Clients: Client[]
+        Server: Server
+        Writes: int
+        Passes: int
+        Faults: int
+    }
 
 /// The hashed projection of a state: timestamps and clocks are abstracted away.
 let private project (s: State) =
-    (s.Clients |> Array.map Simulation.project |> List.ofArray), s.Server, s.Writes, s.Passes, s.Faults
+    (s.Clients |> Array.map Simulation.project |> List.ofArray),
+    s.Server,
+    s.Writes,
+    s.Passes,
+    s.Faults
 
 /// Explores every reachable state; returns the number of distinct states or the first violation.
 let explore (b: Bounds) : Result<int, string * string list> =
     let start =
-        { Clients = Array.init b.Clients newClient
-          Server = emptyServer
-          Writes = b.Writes
-          Passes = b.Passes
-          Faults = b.Faults }
+        {
+            Clients = Array.init b.Clients newClient
+            Server = emptyServer
+            Writes = b.Writes
+            Passes = b.Passes
+            Faults = b.Faults
+        }
 
     let visited = HashSet<_>(HashIdentity.Structural)
     let queue = Queue<State * string list>()
@@ -48,19 +58,26 @@ let explore (b: Bounds) : Result<int, string * string list> =
     let mutable failure = None
 
     let moves (s: State) =
-        [ if s.Writes > 0 then
-              for i in 0 .. b.Clients - 1 do
-                  for k in b.Keys do
-                      for v in b.Values do
-                          AppWrite(i, k, v), { s with Writes = s.Writes - 1 }
-          if s.Passes > 0 then
-              for i in 0 .. b.Clients - 1 do
-                  SyncPass(i, NoFault), { s with Passes = s.Passes - 1 }
+        [
+            if s.Writes > 0 then
+                for i in 0 .. b.Clients - 1 do
+                    for k in b.Keys do
+                        for v in b.Values do
+                            AppWrite(i, k, v), { s with Writes = s.Writes - 1 }
+            if s.Passes > 0 then
+                for i in 0 .. b.Clients - 1 do
+                    SyncPass(i, NoFault), { s with Passes = s.Passes - 1 }
 
-                  if s.Faults > 0 then
-                      SyncPass(i, LostResponse), { s with Passes = s.Passes - 1; Faults = s.Faults - 1 }
-                      SyncPass(i, CrashAfterBackendWrite), { s with Passes = s.Passes - 1; Faults = s.Faults - 1 }
-                      SyncPass(i, RacingAppWrite "z"), { s with Passes = s.Passes - 1; Faults = s.Faults - 1 } ]
+                    if s.Faults > 0 then
+                        SyncPass(i, LostResponse),
+                        { s with Passes = s.Passes - 1; Faults = s.Faults - 1 }
+
+                        SyncPass(i, CrashAfterBackendWrite),
+                        { s with Passes = s.Passes - 1; Faults = s.Faults - 1 }
+
+                        SyncPass(i, RacingAppWrite "z"),
+                        { s with Passes = s.Passes - 1; Faults = s.Faults - 1 }
+        ]
 
     while failure.IsNone && queue.Count > 0 do
         let state, trace = queue.Dequeue()
@@ -74,8 +91,13 @@ let explore (b: Bounds) : Result<int, string * string list> =
                 if visited.Add(project next) then
                     let quietClients, quietServer = settle 4 clients server
 
-                    match checkStep clients server |> Option.orElse (checkStep quietClients quietServer) |> Option.orElse (checkConverged quietClients quietServer) with
-                    | Some v -> failure <- Some(v, trace @ [ "(then every client syncs until quiet)" ])
+                    match
+                        checkStep clients server
+                        |> Option.orElse (checkStep quietClients quietServer)
+                        |> Option.orElse (checkConverged quietClients quietServer)
+                    with
+                    | Some v ->
+                        failure <- Some(v, trace @ [ "(then every client syncs until quiet)" ])
                     | None -> queue.Enqueue(next, trace)
 
     match failure with
@@ -94,12 +116,35 @@ let private check (name: string) (b: Bounds) =
 let tests =
     testList
         "model checker"
-        [ check
-              "2 clients, 1 key: every interleaving of 2 writes and 4 passes (1 fault) converges without a lost write"
-              { Clients = 2; Keys = [ "k1" ]; Values = [ "a"; "b" ]; Writes = 2; Passes = 4; Faults = 1 }
-          check
-              "2 clients, 2 keys: every interleaving of 3 writes and 3 passes converges without a lost write"
-              { Clients = 2; Keys = [ "k1"; "k2" ]; Values = [ "a"; "b" ]; Writes = 3; Passes = 3; Faults = 0 }
-          check
-              "3 clients, 1 key: every interleaving of 3 writes and 3 passes (1 fault) converges without a lost write"
-              { Clients = 3; Keys = [ "k1" ]; Values = [ "a"; "b"; "c" ]; Writes = 3; Passes = 3; Faults = 1 } ]
+        [
+            check
+                "2 clients, 1 key: every interleaving of 2 writes and 4 passes (1 fault) converges without a lost write"
+                {
+                    Clients = 2
+                    Keys = [ "k1" ]
+                    Values = [ "a"; "b" ]
+                    Writes = 2
+                    Passes = 4
+                    Faults = 1
+                }
+            check
+                "2 clients, 2 keys: every interleaving of 3 writes and 3 passes converges without a lost write"
+                {
+                    Clients = 2
+                    Keys = [ "k1"; "k2" ]
+                    Values = [ "a"; "b" ]
+                    Writes = 3
+                    Passes = 3
+                    Faults = 0
+                }
+            check
+                "3 clients, 1 key: every interleaving of 3 writes and 3 passes (1 fault) converges without a lost write"
+                {
+                    Clients = 3
+                    Keys = [ "k1" ]
+                    Values = [ "a"; "b"; "c" ]
+                    Writes = 3
+                    Passes = 3
+                    Faults = 1
+                }
+        ]

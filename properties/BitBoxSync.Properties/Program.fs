@@ -17,9 +17,11 @@ let main argv =
         argv
         (testList
             "BitBoxSync.Properties"
-            [ EncodingProperties.tests
-              CryptoProperties.tests
-              InviteProperties.tests
-              CoreProperties.tests
-              Simulation.tests
-              ModelCheck.tests ])
+            [
+                EncodingProperties.tests
+                CryptoProperties.tests
+                InviteProperties.tests
+                CoreProperties.tests
+                Simulation.tests
+                ModelCheck.tests
+            ])

@@ -10,9 +10,16 @@ open Expecto
 open BitBoxSync.Protocol
 open BitBoxSync.Core
 
-let private dek = Bin.ofBytes<DekKind> (Array.init 32 byte) |> Result.defaultWith (fun _ -> failwith "dek")
+let private dek =
+    Bin.ofBytes<DekKind>(Array.init 32 byte)
+    |> Result.defaultWith (fun _ -> failwith "dek")
+
 let private keys = NamespaceKeys.derive dek
-let private ns = Bin.ofBytes<NamespaceIdKind> (Array.init 16 byte) |> Result.defaultWith (fun _ -> failwith "ns")
+
+let private ns =
+    Bin.ofBytes<NamespaceIdKind>(Array.init 16 byte)
+    |> Result.defaultWith (fun _ -> failwith "ns")
+
 let private collection = "c"
 let keyNames = [ "k1"; "k2" ]
 let private itemIdOf = LogicalKey.itemId keys collection
@@ -20,19 +27,23 @@ let private t0 = DateTimeOffset.FromUnixTimeSeconds 1000L
 
 /// The server: current (version, value) per item, head, and every accepted value per item.
 type Server =
-    { Items: Map<ItemId, uint64 * byte[]>
-      Head: uint64
-      History: Map<ItemId, byte[] list> }
+    {
+        Items: Map<ItemId, uint64 * byte[]>
+        Head: uint64
+        History: Map<ItemId, byte[] list>
+    }
 
 /// One client: its app values, its metadata rows and namespace row, its last app write per key.
 type Client =
-    { Name: string
-      KeyId: KeyId
-      Backend: Map<string, byte[]>
-      Rows: Map<string, ItemState>
-      Namespace: NamespaceState
-      LastWrites: Map<string, byte[]>
-      Clock: int64 }
+    {
+        Name: string
+        KeyId: KeyId
+        Backend: Map<string, byte[]>
+        Rows: Map<string, ItemState>
+        Namespace: NamespaceState
+        LastWrites: Map<string, byte[]>
+        Clock: int64
+    }
 
 /// A fault injected into a pass.
 type Fault =
@@ -52,25 +63,38 @@ exception private Aborted of string
 /// (commutative, associative, idempotent, so clients converge).
 let private maxMerge: ByteMerge =
     fun _ local remote ->
-        Ok(MergeOutcome.Merged(if ReadOnlySpan(local).SequenceCompareTo(ReadOnlySpan remote) >= 0 then local else remote))
+        Ok(
+            MergeOutcome.Merged(
+                if ReadOnlySpan(local).SequenceCompareTo(ReadOnlySpan remote) >= 0 then
+                    local
+                else
+                    remote
+            )
+        )
 
 let newClient (i: int) =
-    let keyId = Bin.ofBytes<KeyIdKind> (Array.create 32 (byte i)) |> Result.defaultWith (fun _ -> failwith "key")
+    let keyId =
+        Bin.ofBytes<KeyIdKind>(Array.create 32 (byte i))
+        |> Result.defaultWith (fun _ -> failwith "key")
 
-    { Name = sprintf "client%d" i
-      KeyId = keyId
-      Backend = Map.empty
-      Rows = Map.empty
-      Namespace =
-        { KeyId = keyId
-          NamespaceId = ns
-          Kind = Some NamespaceKind.Shared
-          Head = 0UL
-          ActiveScopeHash = ""
-          Dek = Some dek
-          UpdatedAt = t0 }
-      LastWrites = Map.empty
-      Clock = 0L }
+    {
+        Name = sprintf "client%d" i
+        KeyId = keyId
+        Backend = Map.empty
+        Rows = Map.empty
+        Namespace =
+            {
+                KeyId = keyId
+                NamespaceId = ns
+                Kind = Some NamespaceKind.Shared
+                Head = 0UL
+                ActiveScopeHash = ""
+                Dek = Some dek
+                UpdatedAt = t0
+            }
+        LastWrites = Map.empty
+        Clock = 0L
+    }
 
 /// Mutable pass context: the client's state as the pass goes, the server, and the fault budget.
 type private Pass(client: Client, server: Server, fault: Fault) =
@@ -92,7 +116,9 @@ type private Pass(client: Client, server: Server, fault: Fault) =
         | Some v -> LocalValue.Present v
         | None -> LocalValue.Absent
 
-    member _.SaveRow(row: ItemState) = c <- { c with Rows = c.Rows.Add(row.Key, row) }
+    member _.SaveRow(row: ItemState) =
+        c <- { c with Rows = c.Rows.Add(row.Key, row) }
+
     member _.SaveNamespace(row: NamespaceState) = c <- { c with Namespace = row }
 
     /// A conditional backend write (no app write can interleave inside a simulated step).
@@ -101,7 +127,12 @@ type private Pass(client: Client, server: Server, fault: Fault) =
         | RacingAppWrite value when faultLeft ->
             faultLeft <- false
             let bytes = Text.Encoding.UTF8.GetBytes value
-            c <- { c with Backend = c.Backend.Add(key, bytes); LastWrites = c.LastWrites.Add(key, bytes) }
+
+            c <-
+                { c with
+                    Backend = c.Backend.Add(key, bytes)
+                    LastWrites = c.LastWrites.Add(key, bytes)
+                }
         | _ -> ()
 
         let current = this.Local key
@@ -139,7 +170,15 @@ type private Pass(client: Client, server: Server, fault: Fault) =
                     match Apply.start target version value now with
                     | ApplyDecision.Save o -> this.SaveRow o.Row
                     | ApplyDecision.ReadLocal ->
-                        match Apply.decide target version value (this.Local target.Key) (Some maxMerge) now with
+                        match
+                            Apply.decide
+                                target
+                                version
+                                value
+                                (this.Local target.Key)
+                                (Some maxMerge)
+                                now
+                        with
                         | ApplyDecision.Save o -> this.SaveRow o.Row
                         | ApplyDecision.Write w -> this.Write(w, target.Key)
                         | ApplyDecision.Quarantine q -> raise (Aborted q.Message)
@@ -161,9 +200,11 @@ type private Pass(client: Client, server: Server, fault: Fault) =
             let history = s.History.TryFind intent.Row.ItemId |> Option.defaultValue []
 
             s <-
-                { Items = s.Items.Add(intent.Row.ItemId, (version, intent.Plaintext))
-                  Head = s.Head + 1UL
-                  History = s.History.Add(intent.Row.ItemId, intent.Plaintext :: history) }
+                {
+                    Items = s.Items.Add(intent.Row.ItemId, (version, intent.Plaintext))
+                    Head = s.Head + 1UL
+                    History = s.History.Add(intent.Row.ItemId, intent.Plaintext :: history)
+                }
 
             if faultLeft && fault = LostResponse then
                 faultLeft <- false
@@ -175,7 +216,9 @@ type private Pass(client: Client, server: Server, fault: Fault) =
 
                 match this.Put intent with
                 | Some _ -> raise (Aborted "SERVER BUG: a duplicated PUT was accepted twice")
-                | None -> if s <> replayed then raise (Aborted "SERVER BUG: a refused PUT changed state")
+                | None ->
+                    if s <> replayed then
+                        raise (Aborted "SERVER BUG: a refused PUT changed state")
 
             Some version
         else
@@ -187,28 +230,39 @@ type private Pass(client: Client, server: Server, fault: Fault) =
 
         // 1. Snapshot reconciliation.
         Snapshot.reconcile
-            { KeyId = c.KeyId
-              NamespaceId = ns
-              Collection = collection
-              Scope = scope
-              Rows = c.Rows
-              Snapshot = c.Backend |> Map.toList
-              ItemIdOf = itemIdOf
-              Now = this.Now }
+            {
+                KeyId = c.KeyId
+                NamespaceId = ns
+                Collection = collection
+                Scope = scope
+                Rows = c.Rows
+                Snapshot = c.Backend |> Map.toList
+                ItemIdOf = itemIdOf
+                Now = this.Now
+            }
         |> List.iter (function
             | SnapshotEffect.Queue row -> this.SaveRow row
             | SnapshotEffect.OutsideScope _ -> ())
 
         // 2. Namespace list and item map.
         let identity =
-            { KeyId = c.KeyId
-              Kind = IdentityKind.Keystore
-              AccessToken = Some "t"
-              TokenExpiry = None
-              DefaultNamespaceId = None
-              UpdatedAt = t0 }
+            {
+                KeyId = c.KeyId
+                Kind = IdentityKind.Keystore
+                AccessToken = Some "t"
+                TokenExpiry = None
+                DefaultNamespaceId = None
+                UpdatedAt = t0
+            }
 
-        let listed = [ { NamespaceId = ns; Kind = NamespaceKind.Shared; Head = s.Head } ]
+        let listed =
+            [
+                {
+                    NamespaceId = ns
+                    Kind = NamespaceKind.Shared
+                    Head = s.Head
+                }
+            ]
 
         match Namespaces.check identity [ c.Namespace ] listed this.Now with
         | Error e -> raise (Aborted e.Message)
@@ -219,13 +273,15 @@ type private Pass(client: Client, server: Server, fault: Fault) =
                 | NamespaceAction.UpToDate -> ()
                 | NamespaceAction.FetchItemMap expected ->
                     let input =
-                        { Row = p.Row
-                          ExpectedHead = expected
-                          MapHead = s.Head
-                          MapItems = s.Items |> Map.map (fun _ (v, _) -> v)
-                          Cached = c.Rows |> Map.values |> List.ofSeq
-                          Scope = scope
-                          Now = this.Now }
+                        {
+                            Row = p.Row
+                            ExpectedHead = expected
+                            MapHead = s.Head
+                            MapItems = s.Items |> Map.map (fun _ (v, _) -> v)
+                            Cached = c.Rows |> Map.values |> List.ofSeq
+                            Scope = scope
+                            Now = this.Now
+                        }
 
                     match ItemMap.plan input with
                     | Error e -> raise (Aborted e.Message)
@@ -236,8 +292,14 @@ type private Pass(client: Client, server: Server, fault: Fault) =
                         this.SaveNamespace itemPlan.Finish
 
         // 3. Flush.
-        for dirty in c.Rows |> Map.values |> List.ofSeq |> List.filter (fun r -> r.Dirty) |> Flush.order do
-            let active row = Scope.isActive scope row.Collection row.ItemId
+        for dirty in
+            c.Rows
+            |> Map.values
+            |> List.ofSeq
+            |> List.filter (fun r -> r.Dirty)
+            |> Flush.order do
+            let active row =
+                Scope.isActive scope row.Collection row.ItemId
 
             let rec attempt n =
                 match c.Rows.TryFind dirty.Key with
@@ -253,7 +315,12 @@ type private Pass(client: Client, server: Server, fault: Fault) =
                         | None ->
                             this.Apply(row, None)
 
-                            match Flush.afterPreconditionFailure n (c.Rows.TryFind row.Key) (active row) with
+                            match
+                                Flush.afterPreconditionFailure
+                                    n
+                                    (c.Rows.TryFind row.Key)
+                                    (active row)
+                            with
                             | RetryDecision.Retry -> attempt (n + 1)
                             | RetryDecision.Stop -> ()
 
@@ -276,11 +343,17 @@ type Step =
 
 /// The invariants checked after every step.
 let checkStep (clients: Client[]) (server: Server) : string option =
-    let heads = server.Items |> Map.forall (fun id (v, _) -> (server.History.TryFind id |> Option.map List.length) = Some(int v))
+    let heads =
+        server.Items
+        |> Map.forall (fun id (v, _) ->
+            (server.History.TryFind id |> Option.map List.length) = Some(int v))
 
     if not heads then
         Some "an item version is not the number of accepted writes"
-    elif server.Head <> (server.History |> Map.toSeq |> Seq.sumBy (fun (_, h) -> uint64 h.Length)) then
+    elif
+        server.Head
+        <> (server.History |> Map.toSeq |> Seq.sumBy (fun (_, h) -> uint64 h.Length))
+    then
         Some "the server head is not the number of accepted writes"
     else
         clients
@@ -291,8 +364,23 @@ let checkStep (clients: Client[]) (server: Server) : string option =
                 c.Rows
                 |> Map.tryPick (fun key row ->
                     match server.Items.TryFind row.ItemId with
-                    | Some(v, _) when row.Version > v -> Some(sprintf "%s/%s is at version %d above the server's %d" c.Name key row.Version v)
-                    | None when row.Version > 0UL -> Some(sprintf "%s/%s has version %d but the server has no item" c.Name key row.Version)
+                    | Some(v, _) when row.Version > v ->
+                        Some(
+                            sprintf
+                                "%s/%s is at version %d above the server's %d"
+                                c.Name
+                                key
+                                row.Version
+                                v
+                        )
+                    | None when row.Version > 0UL ->
+                        Some(
+                            sprintf
+                                "%s/%s has version %d but the server has no item"
+                                c.Name
+                                key
+                                row.Version
+                        )
                     | _ -> None))
 
 /// At quiescence: everyone agrees with the server, every row is clean, and no client's last
@@ -307,13 +395,32 @@ let checkConverged (clients: Client[]) (server: Server) : string option =
             let history = server.History.TryFind id |> Option.defaultValue []
 
             if c.Backend.TryFind key <> serverValue then
-                Some(sprintf "%s/%s = %A but the server has %A" c.Name key (c.Backend.TryFind key |> Option.map Text.Encoding.UTF8.GetString) (serverValue |> Option.map Text.Encoding.UTF8.GetString))
+                Some(
+                    sprintf
+                        "%s/%s = %A but the server has %A"
+                        c.Name
+                        key
+                        (c.Backend.TryFind key |> Option.map Text.Encoding.UTF8.GetString)
+                        (serverValue |> Option.map Text.Encoding.UTF8.GetString)
+                )
             elif c.Rows.TryFind key |> Option.exists (fun r -> r.Dirty || r.Conflict) then
                 Some(sprintf "%s/%s is still dirty at quiescence" c.Name key)
             else
                 match c.LastWrites.TryFind key with
-                | Some w when not (history |> List.exists (fun h -> ReadOnlySpan(h).SequenceCompareTo(ReadOnlySpan w) >= 0)) ->
-                    Some(sprintf "%s's write %s to %s was lost" c.Name (Text.Encoding.UTF8.GetString w) key)
+                | Some w when
+                    not (
+                        history
+                        |> List.exists (fun h ->
+                            ReadOnlySpan(h).SequenceCompareTo(ReadOnlySpan w) >= 0)
+                    )
+                    ->
+                    Some(
+                        sprintf
+                            "%s's write %s to %s was lost"
+                            c.Name
+                            (Text.Encoding.UTF8.GetString w)
+                            key
+                    )
                 | _ -> None))
 
 /// What a client's state means, without clocks and timestamps (for "nothing changed" and hashing).
@@ -323,7 +430,8 @@ let project (c: Client) =
     { c.Namespace with UpdatedAt = DateTimeOffset.MinValue },
     c.LastWrites
 
-let private same (a: Client[], s: Server) (b: Client[], t: Server) = s = t && Array.map project a = Array.map project b
+let private same (a: Client[], s: Server) (b: Client[], t: Server) =
+    s = t && Array.map project a = Array.map project b
 
 /// The empty server.
 let emptyServer = { Items = Map.empty; Head = 0UL; History = Map.empty }
@@ -336,21 +444,39 @@ let exec (clients: Client[]) (server: Server) (step: Step) : Client[] * Server *
     | AppWrite(i, key, value) ->
         let c = clients[i]
         let bytes = Text.Encoding.UTF8.GetBytes value
-        clients[i] <- { c with Backend = c.Backend.Add(key, bytes); LastWrites = c.LastWrites.Add(key, bytes) }
+
+        clients[i] <-
+            { c with
+                Backend = c.Backend.Add(key, bytes)
+                LastWrites = c.LastWrites.Add(key, bytes)
+            }
+
         clients, server, sprintf "%s writes %s=%s" c.Name key value
     | SyncPass(i, fault) ->
         let c, s, aborted = runPass fault clients[i] server
         clients[i] <- c
-        clients, s, sprintf "%s syncs (%A)%s" c.Name fault (aborted |> Option.map (sprintf " aborted: %s") |> Option.defaultValue "")
+
+        clients,
+        s,
+        sprintf
+            "%s syncs (%A)%s"
+            c.Name
+            fault
+            (aborted |> Option.map (sprintf " aborted: %s") |> Option.defaultValue "")
 
 /// Quiet: every client syncs without faults until nothing changes (at most `rounds` rounds).
 let settle (rounds: int) (clients: Client[]) (server: Server) : Client[] * Server =
     let rec go round (clients: Client[]) server =
         let next, nextServer =
             Seq.init clients.Length id
-            |> Seq.fold (fun (cs, s) i -> let cs, s, _ = exec cs s (SyncPass(i, NoFault)) in cs, s) (clients, server)
+            |> Seq.fold
+                (fun (cs, s) i -> let cs, s, _ = exec cs s (SyncPass(i, NoFault)) in cs, s)
+                (clients, server)
 
-        if same (next, nextServer) (clients, server) || round >= rounds then next, nextServer else go (round + 1) next nextServer
+        if same (next, nextServer) (clients, server) || round >= rounds then
+            next, nextServer
+        else
+            go (round + 1) next nextServer
 
     go 1 clients server
 
@@ -369,7 +495,14 @@ let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * stri
         | 3 -> AppWrite(i, keyNames[rng.Next keyNames.Length], string (char (int 'a' + rng.Next 6)))
         | 4 -> SyncPass(i, LostResponse)
         | 5 -> SyncPass(i, CrashAfterBackendWrite)
-        | 6 -> SyncPass(i, (if rng.Next 2 = 0 then DuplicatedRequest else RacingAppWrite(string (char (int 'a' + rng.Next 6)))))
+        | 6 ->
+            SyncPass(
+                i,
+                (if rng.Next 2 = 0 then
+                     DuplicatedRequest
+                 else
+                     RacingAppWrite(string (char (int 'a' + rng.Next 6))))
+            )
         | _ -> SyncPass(i, NoFault)
 
     let rec steps' n clients server =
@@ -390,10 +523,16 @@ let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * stri
         let again, againServer = settle 1 clients server
 
         let quiet =
-            if same (again, againServer) (clients, server) then None
-            else Some "a pass with no change anywhere still changed state"
+            if same (again, againServer) (clients, server) then
+                None
+            else
+                Some "a pass with no change anywhere still changed state"
 
-        match checkStep clients server |> Option.orElse (checkConverged clients server) |> Option.orElse quiet with
+        match
+            checkStep clients server
+            |> Option.orElse (checkConverged clients server)
+            |> Option.orElse quiet
+        with
         | Some v -> Error(v, List.ofSeq trace @ [ "(then every client syncs until quiet)" ])
         | None -> Ok()
 
@@ -403,16 +542,27 @@ let mutable replaySeed: int option = None
 let tests =
     testList
         "simulation"
-        [ for clients in [ 2; 3 ] do
-              test (sprintf "%d clients converge with a resolving merge and never lose a write, under lost responses and crashes" clients) {
-                  let seeds =
-                      match replaySeed with
-                      | Some s -> [ s ]
-                      | None -> [ 1..300 ]
+        [
+            for clients in [ 2; 3 ] do
+                test (
+                    sprintf
+                        "%d clients converge with a resolving merge and never lose a write, under lost responses and crashes"
+                        clients
+                ) {
+                    let seeds =
+                        match replaySeed with
+                        | Some s -> [ s ]
+                        | None -> [ 1..300 ]
 
-                  for seed in seeds do
-                      match run seed clients 40 with
-                      | Ok() -> ()
-                      | Error(violation, trace) ->
-                          failtestf "seed %d (replay: dotnet run --project properties/BitBoxSync.Properties -- --sim-seed %d): %s\n  %s" seed seed violation (String.Join("\n  ", trace))
-              } ]
+                    for seed in seeds do
+                        match run seed clients 40 with
+                        | Ok() -> ()
+                        | Error(violation, trace) ->
+                            failtestf
+                                "seed %d (replay: dotnet run --project properties/BitBoxSync.Properties -- --sim-seed %d): %s\n  %s"
+                                seed
+                                seed
+                                violation
+                                (String.Join("\n  ", trace))
+                }
+        ]

@@ -8,10 +8,15 @@ open BitBoxSync.Protocol
 open BitBoxSync.Core
 open BitBoxSync.Tests.TestData
 
-let private dek = Bin.ofBytes<DekKind> (Array.init 32 (fun i -> byte (0x40 + i))) |> ok "dek"
+let private dek =
+    Bin.ofBytes<DekKind>(Array.init 32 (fun i -> byte (0x40 + i))) |> ok "dek"
+
 let private keys = NamespaceKeys.derive dek
-let private ns = Bin.parse<NamespaceIdKind> "00112233445566778899aabbccddeeff" |> ok "ns"
-let private keyId = Bin.parse<KeyIdKind> (String('a', 64)) |> ok "key id"
+
+let private ns =
+    Bin.parse<NamespaceIdKind> "00112233445566778899aabbccddeeff" |> ok "ns"
+
+let private keyId = Bin.parse<KeyIdKind>(String('a', 64)) |> ok "key id"
 let private t0 = DateTimeOffset.FromUnixTimeSeconds 100L
 let private t1 = DateTimeOffset.FromUnixTimeSeconds 200L
 let private minutes (m: float) = TimeSpan.FromMinutes m
@@ -22,37 +27,64 @@ let private row key version baseValue dirty conflict =
         BaseVersion = version
         BaseValue = baseValue
         Dirty = dirty
-        Conflict = conflict }
+        Conflict = conflict
+    }
 
 let keyTests =
     testList
         "logical keys and scope hash"
-        [ test "TestLogicalKeyCompositionIsLengthDelimited: (a, b\\x1fc) and (a\\x1fb, c) get different item ids" {
-              Expect.notEqual (LogicalKey.itemId keys "a" "b\u001fc") (LogicalKey.itemId keys "a\u001fb" "c") "no collision"
-              bytesEqual (LogicalKey.join [ "ab"; "" ]) (hex "00000000000000026162" |> fun b -> Array.append b (Array.zeroCreate 8)) "u64be length then bytes"
-          }
-          test "item ids hash the length-delimited (collection, key) under the map key" {
-              // Independently computed: HMAC-SHA256(HKDF(dek 40..5f, item-id label), join ["notes"; "n1"]).
-              Expect.equal (LogicalKey.itemId keys "notes" "n1").Wire "72d222db515388d659a11acf625d928a1975a7727ac55adac1328b6bd0b5a192" "item id"
-          }
-          test "the scope hash is bit-exact, with names in UTF-8 byte order" {
-              let ids = [ "ff"; "00"; "ab" ] |> List.map (fun b -> Bin.parse<ItemIdKind> (String.replicate 32 b) |> ok "id")
-              let names = [ "notes"; "accounts"; "é"; "\U0001F600"; "Ａ" ]
-              // Independently computed with Python hashlib (UTF-16 ordinal order would put the emoji before Ａ).
-              Expect.equal (Scope.hash names ids) "eea3543df98dddaf7c850e7f775c0f405c5d2f02164aa04d801a534337814384" "scope hash"
-              Expect.equal (Scope.hash [] ids) "" "no collection registered: empty"
-          }
-          test "collections without keys still contribute their name" {
-              Expect.notEqual (Scope.hash [ "a" ] []) (Scope.hash [ "a"; "b" ] []) "empty collection counts"
-          } ]
+        [
+            test
+                "TestLogicalKeyCompositionIsLengthDelimited: (a, b\\x1fc) and (a\\x1fb, c) get different item ids" {
+                Expect.notEqual
+                    (LogicalKey.itemId keys "a" "b\u001fc")
+                    (LogicalKey.itemId keys "a\u001fb" "c")
+                    "no collision"
+
+                bytesEqual
+                    (LogicalKey.join [ "ab"; "" ])
+                    (hex "00000000000000026162" |> fun b -> Array.append b (Array.zeroCreate 8))
+                    "u64be length then bytes"
+            }
+            test "item ids hash the length-delimited (collection, key) under the map key" {
+                // Independently computed: HMAC-SHA256(HKDF(dek 40..5f, item-id label), join ["notes"; "n1"]).
+                Expect.equal
+                    (LogicalKey.itemId keys "notes" "n1").Wire
+                    "72d222db515388d659a11acf625d928a1975a7727ac55adac1328b6bd0b5a192"
+                    "item id"
+            }
+            test "the scope hash is bit-exact, with names in UTF-8 byte order" {
+                let ids =
+                    [ "ff"; "00"; "ab" ]
+                    |> List.map (fun b -> Bin.parse<ItemIdKind>(String.replicate 32 b) |> ok "id")
+
+                let names = [ "notes"; "accounts"; "é"; "\U0001F600"; "Ａ" ]
+                // Independently computed with Python hashlib (UTF-16 ordinal order would put the emoji before Ａ).
+                Expect.equal
+                    (Scope.hash names ids)
+                    "eea3543df98dddaf7c850e7f775c0f405c5d2f02164aa04d801a534337814384"
+                    "scope hash"
+
+                Expect.equal (Scope.hash [] ids) "" "no collection registered: empty"
+            }
+            test "collections without keys still contribute their name" {
+                Expect.notEqual
+                    (Scope.hash [ "a" ] [])
+                    (Scope.hash [ "a"; "b" ] [])
+                    "empty collection counts"
+            }
+        ]
 
 let snapshotTests =
-    test "TestReconcileLocalSnapshotsQueuesNewAndChangedValues (decision): changed and new are queued in key order, the rest untouched" {
+    test
+        "TestReconcileLocalSnapshotsQueuesNewAndChangedValues (decision): changed and new are queued in key order, the rest untouched" {
         let rows =
-            [ "changed", row "changed" 1UL (Some "old"B) false false
-              "clean", row "clean" 1UL (Some "same"B) false false
-              "conflict", row "conflict" 2UL (Some "base"B) true true
-              "dirty", row "dirty" 1UL (Some "base"B) true false ]
+            [
+                "changed", row "changed" 1UL (Some "old"B) false false
+                "clean", row "clean" 1UL (Some "same"B) false false
+                "conflict", row "conflict" 2UL (Some "base"B) true true
+                "dirty", row "dirty" 1UL (Some "base"B) true false
+            ]
             |> Map.ofList
 
         let activeKeys = [ "changed"; "clean"; "conflict"; "dirty"; "new" ]
@@ -60,21 +92,41 @@ let snapshotTests =
 
         let effects =
             Snapshot.reconcile
-                { KeyId = keyId
-                  NamespaceId = ns
-                  Collection = "notes"
-                  Scope = scope
-                  Rows = rows
-                  Snapshot =
-                    [ "new", "fresh"B; "dirty", "edited"B; "conflict", "mine"B; "clean", "same"B; "changed", "new value"B; "stray", "x"B ]
-                  ItemIdOf = LogicalKey.itemId keys "notes"
-                  Now = t1 }
+                {
+                    KeyId = keyId
+                    NamespaceId = ns
+                    Collection = "notes"
+                    Scope = scope
+                    Rows = rows
+                    Snapshot =
+                        [
+                            "new", "fresh"B
+                            "dirty", "edited"B
+                            "conflict", "mine"B
+                            "clean", "same"B
+                            "changed", "new value"B
+                            "stray", "x"B
+                        ]
+                    ItemIdOf = LogicalKey.itemId keys "notes"
+                    Now = t1
+                }
 
         match effects with
-        | [ SnapshotEffect.Queue changed; SnapshotEffect.Queue created; SnapshotEffect.OutsideScope("notes", "stray") ] ->
-            Expect.equal changed { rows["changed"] with Dirty = true; UpdatedAt = t1 } "changed: dirty, version and base kept"
+        | [ SnapshotEffect.Queue changed
+            SnapshotEffect.Queue created
+            SnapshotEffect.OutsideScope("notes", "stray") ] ->
+            Expect.equal
+                changed
+                { rows["changed"] with Dirty = true; UpdatedAt = t1 }
+                "changed: dirty, version and base kept"
+
             Expect.equal created.Key "new" "then the new key"
-            Expect.equal (created.Version, created.BaseValue, created.Dirty) (0UL, None, true) "new row: version 0, no base, dirty"
+
+            Expect.equal
+                (created.Version, created.BaseValue, created.Dirty)
+                (0UL, None, true)
+                "new row: version 0, no base, dirty"
+
             Expect.equal (ItemState.status created) ItemStatus.PendingCreate "pending create"
         | other -> failtestf "unexpected effects %A" other
     }
@@ -84,93 +136,199 @@ let scheduleTests =
 
     testList
         "schedule"
-        [ test "defaults: 5 min base, 60 min cap; a max below the base becomes max(60 min, base)" {
-              Expect.equal s { Base = minutes 5.0; Max = minutes 60.0 } "defaults"
-              Expect.equal (Schedule.settings (minutes 90.0) (minutes 10.0)) { Base = minutes 90.0; Max = minutes 90.0 } "max below base"
-              Expect.equal (Schedule.settings (minutes 1.0) (minutes 2.0)) { Base = minutes 1.0; Max = minutes 2.0 } "kept as given"
-          }
-          test "failure backoff with defaults is 10, 20, 40, 60, 60 minutes" {
-              Expect.equal [ for f in 1..5 -> (Schedule.failureBackoff s f).TotalMinutes ] [ 10.0; 20.0; 40.0; 60.0; 60.0 ] "backoff"
-          }
-          test "idle interval doubles every three quiet polls" {
-              Expect.equal [ for q in 1..12 -> (Schedule.idleInterval s q).TotalMinutes ] [ 5.0; 5.0; 10.0; 10.0; 10.0; 20.0; 20.0; 20.0; 40.0; 40.0; 40.0; 60.0 ] "idle"
-          }
-          test "jitter spans exactly 0.9x to 1.1x; zero stays zero" {
-              Expect.equal (Schedule.jitter (minutes 10.0) 0.0) (minutes 9.0) "low end"
-              Expect.equal (Schedule.jitter (minutes 10.0) 0.999999999999) (minutes 11.0) "high end"
-              Expect.equal (Schedule.jitter TimeSpan.Zero 0.5) TimeSpan.Zero "zero"
-              Expect.equal (Schedule.jitter (TimeSpan 5L) 0.7) (TimeSpan 5L) "below 10 ticks unchanged"
-          }
-          test "recording: failure backs off, login resets, idle quiet passes slow down, activity resets" {
-              let st0 = Schedule.initial s
-              let failed = Schedule.record s false st0 { Failed = true; Activity = false; Requested = false }
-              Expect.equal failed { Interval = minutes 10.0; Failures = 1; IdlePolls = 0 } "failure"
-              Expect.equal (Schedule.loginSucceeded s failed) st0 "login resets"
-              let quiet = { Failed = false; Activity = false; Requested = false }
-              let idle3 = List.fold (fun st r -> Schedule.record s true st r) st0 [ quiet; quiet; quiet ]
-              Expect.equal idle3 { Interval = minutes 10.0; Failures = 0; IdlePolls = 3 } "idle slows down"
-              Expect.equal (Schedule.record s false st0 quiet) st0 "foreground never infers idleness"
-              Expect.equal (Schedule.record s true idle3 { quiet with Activity = true }) st0 "activity resets"
-              Expect.equal (Schedule.record s true idle3 { quiet with Requested = true }) st0 "requested resets"
-          } ]
+        [
+            test "defaults: 5 min base, 60 min cap; a max below the base becomes max(60 min, base)" {
+                Expect.equal s { Base = minutes 5.0; Max = minutes 60.0 } "defaults"
+
+                Expect.equal
+                    (Schedule.settings (minutes 90.0) (minutes 10.0))
+                    { Base = minutes 90.0; Max = minutes 90.0 }
+                    "max below base"
+
+                Expect.equal
+                    (Schedule.settings (minutes 1.0) (minutes 2.0))
+                    { Base = minutes 1.0; Max = minutes 2.0 }
+                    "kept as given"
+            }
+            test "failure backoff with defaults is 10, 20, 40, 60, 60 minutes" {
+                Expect.equal
+                    [ for f in 1..5 -> (Schedule.failureBackoff s f).TotalMinutes ]
+                    [ 10.0; 20.0; 40.0; 60.0; 60.0 ]
+                    "backoff"
+            }
+            test "idle interval doubles every three quiet polls" {
+                Expect.equal
+                    [ for q in 1..12 -> (Schedule.idleInterval s q).TotalMinutes ]
+                    [ 5.0; 5.0; 10.0; 10.0; 10.0; 20.0; 20.0; 20.0; 40.0; 40.0; 40.0; 60.0 ]
+                    "idle"
+            }
+            test "jitter spans exactly 0.9x to 1.1x; zero stays zero" {
+                Expect.equal (Schedule.jitter (minutes 10.0) 0.0) (minutes 9.0) "low end"
+
+                Expect.equal
+                    (Schedule.jitter (minutes 10.0) 0.999999999999)
+                    (minutes 11.0)
+                    "high end"
+
+                Expect.equal (Schedule.jitter TimeSpan.Zero 0.5) TimeSpan.Zero "zero"
+
+                Expect.equal
+                    (Schedule.jitter (TimeSpan 5L) 0.7)
+                    (TimeSpan 5L)
+                    "below 10 ticks unchanged"
+            }
+            test
+                "recording: failure backs off, login resets, idle quiet passes slow down, activity resets" {
+                let st0 = Schedule.initial s
+
+                let failed =
+                    Schedule.record
+                        s
+                        false
+                        st0
+                        { Failed = true; Activity = false; Requested = false }
+
+                Expect.equal
+                    failed
+                    { Interval = minutes 10.0; Failures = 1; IdlePolls = 0 }
+                    "failure"
+
+                Expect.equal (Schedule.loginSucceeded s failed) st0 "login resets"
+                let quiet = { Failed = false; Activity = false; Requested = false }
+
+                let idle3 =
+                    List.fold (fun st r -> Schedule.record s true st r) st0 [ quiet; quiet; quiet ]
+
+                Expect.equal
+                    idle3
+                    { Interval = minutes 10.0; Failures = 0; IdlePolls = 3 }
+                    "idle slows down"
+
+                Expect.equal
+                    (Schedule.record s false st0 quiet)
+                    st0
+                    "foreground never infers idleness"
+
+                Expect.equal
+                    (Schedule.record s true idle3 { quiet with Activity = true })
+                    st0
+                    "activity resets"
+
+                Expect.equal
+                    (Schedule.record s true idle3 { quiet with Requested = true })
+                    st0
+                    "requested resets"
+            }
+        ]
 
 let authTests =
     let state token expiry =
-        { KeyId = keyId
-          Kind = IdentityKind.Keystore
-          AccessToken = token
-          TokenExpiry = expiry
-          DefaultNamespaceId = None
-          UpdatedAt = t0 }
+        {
+            KeyId = keyId
+            Kind = IdentityKind.Keystore
+            AccessToken = token
+            TokenExpiry = expiry
+            DefaultNamespaceId = None
+            UpdatedAt = t0
+        }
 
     let now = DateTimeOffset(2026, 11, 24, 12, 0, 0, TimeSpan.Zero)
     let skew = TimeSpan.FromHours 24.0
 
     testList
         "auth"
-        [ test "no token, expired or unknown expiry → login; inside the skew → refresh; else use" {
-              Expect.equal (Auth.decide (state None None) now skew true) (AuthDecision.Login None) "no token"
-              Expect.equal (Auth.decide (state (Some "t") (Some(now.AddSeconds -1.0))) now skew true) (AuthDecision.Login(Some(now.AddSeconds -1.0))) "expired"
-              Expect.equal (Auth.decide (state (Some "t") None) now skew true) (AuthDecision.Login None) "unknown expiry"
-              Expect.equal (Auth.decide (state (Some "t") (Some(now.AddHours 2.0))) now skew true) (AuthDecision.RefreshThenUse("t", now.AddHours 2.0)) "refresh window"
-              Expect.equal (Auth.decide (state (Some "t") (Some(now.AddHours 48.0))) now skew true) (AuthDecision.UseToken "t") "valid"
-          }
-          test "background work never prompts: needs-login instead of login, no refresh signature" {
-              Expect.equal (Auth.decide (state None None) now skew false) (AuthDecision.NeedsLogin None) "needs login"
-              Expect.equal (Auth.decide (state (Some "t") (Some(now.AddHours 2.0))) now skew false) (AuthDecision.UseToken "t") "no refresh"
-          }
-          test "a 401 re-logs in only when nobody replaced the failing token" {
-              Expect.equal (Auth.onUnauthorized (state (Some "new") None) "old" true) (UnauthorizedDecision.RetryWith "new") "replaced"
-              Expect.equal (Auth.onUnauthorized (state (Some "old") None) "old" true) UnauthorizedDecision.ClearAndLogin "same token"
-              Expect.equal (Auth.onUnauthorized (state (Some "old") None) "old" false) UnauthorizedDecision.ClearAndNeedsLogin "background"
-          }
-          test "a login response without a default namespace keeps the known one (§12.6)" {
-              let known = { state (Some "t") None with DefaultNamespaceId = Some ns }
-              let after = Auth.afterLogin known "t2" now None now
-              Expect.equal after.DefaultNamespaceId (Some ns) "kept"
-              Expect.equal (after.AccessToken, after.TokenExpiry) (Some "t2", Some now) "token stored"
-          } ]
+        [
+            test "no token, expired or unknown expiry → login; inside the skew → refresh; else use" {
+                Expect.equal
+                    (Auth.decide (state None None) now skew true)
+                    (AuthDecision.Login None)
+                    "no token"
+
+                Expect.equal
+                    (Auth.decide (state (Some "t") (Some(now.AddSeconds -1.0))) now skew true)
+                    (AuthDecision.Login(Some(now.AddSeconds -1.0)))
+                    "expired"
+
+                Expect.equal
+                    (Auth.decide (state (Some "t") None) now skew true)
+                    (AuthDecision.Login None)
+                    "unknown expiry"
+
+                Expect.equal
+                    (Auth.decide (state (Some "t") (Some(now.AddHours 2.0))) now skew true)
+                    (AuthDecision.RefreshThenUse("t", now.AddHours 2.0))
+                    "refresh window"
+
+                Expect.equal
+                    (Auth.decide (state (Some "t") (Some(now.AddHours 48.0))) now skew true)
+                    (AuthDecision.UseToken "t")
+                    "valid"
+            }
+            test "background work never prompts: needs-login instead of login, no refresh signature" {
+                Expect.equal
+                    (Auth.decide (state None None) now skew false)
+                    (AuthDecision.NeedsLogin None)
+                    "needs login"
+
+                Expect.equal
+                    (Auth.decide (state (Some "t") (Some(now.AddHours 2.0))) now skew false)
+                    (AuthDecision.UseToken "t")
+                    "no refresh"
+            }
+            test "a 401 re-logs in only when nobody replaced the failing token" {
+                Expect.equal
+                    (Auth.onUnauthorized (state (Some "new") None) "old" true)
+                    (UnauthorizedDecision.RetryWith "new")
+                    "replaced"
+
+                Expect.equal
+                    (Auth.onUnauthorized (state (Some "old") None) "old" true)
+                    UnauthorizedDecision.ClearAndLogin
+                    "same token"
+
+                Expect.equal
+                    (Auth.onUnauthorized (state (Some "old") None) "old" false)
+                    UnauthorizedDecision.ClearAndNeedsLogin
+                    "background"
+            }
+            test "a login response without a default namespace keeps the known one (§12.6)" {
+                let known = { state (Some "t") None with DefaultNamespaceId = Some ns }
+                let after = Auth.afterLogin known "t2" now None now
+                Expect.equal after.DefaultNamespaceId (Some ns) "kept"
+
+                Expect.equal
+                    (after.AccessToken, after.TokenExpiry)
+                    (Some "t2", Some now)
+                    "token stored"
+            }
+        ]
 
 let private nsRow id head scope dek =
-    { KeyId = keyId
-      NamespaceId = id
-      Kind = Some NamespaceKind.Default
-      Head = head
-      ActiveScopeHash = scope
-      Dek = dek
-      UpdatedAt = t0 }
+    {
+        KeyId = keyId
+        NamespaceId = id
+        Kind = Some NamespaceKind.Default
+        Head = head
+        ActiveScopeHash = scope
+        Dek = dek
+        UpdatedAt = t0
+    }
 
-let private ns2 = Bin.parse<NamespaceIdKind> "ffeeddccbbaa99887766554433221100" |> ok "ns2"
+let private ns2 =
+    Bin.parse<NamespaceIdKind> "ffeeddccbbaa99887766554433221100" |> ok "ns2"
 
 let private identity defaultNs =
-    { KeyId = keyId
-      Kind = IdentityKind.Keystore
-      AccessToken = Some "t"
-      TokenExpiry = Some(t0.AddDays 2.0)
-      DefaultNamespaceId = defaultNs
-      UpdatedAt = t0 }
+    {
+        KeyId = keyId
+        Kind = IdentityKind.Keystore
+        AccessToken = Some "t"
+        TokenExpiry = Some(t0.AddDays 2.0)
+        DefaultNamespaceId = defaultNs
+        UpdatedAt = t0
+    }
 
-let private listed id kind head : ListedNamespace = { NamespaceId = id; Kind = kind; Head = head }
+let private listed id kind head : ListedNamespace =
+    { NamespaceId = id; Kind = kind; Head = head }
 
 let private rollbackOf (r: Result<'a, SyncError>) =
     match r with
@@ -180,217 +338,588 @@ let private rollbackOf (r: Result<'a, SyncError>) =
 let namespaceTests =
     testList
         "namespace and item-map decisions"
-        [ test "TestSyncNamespacesRejectsCachedNamespaceDisappearance (decision): reported as removal, nothing planned" {
-              let r = Namespaces.check (identity None) [ { nsRow ns 4UL "" (Some dek) with Kind = Some NamespaceKind.Shared } ] [] t1
-              Expect.equal r (Error(SyncError.NamespaceRemoved ns)) "namespace removed, distinct from item rollback"
-          }
-          test "TestSyncNamespacesRejectsMultipleDefaultNamespaces (decision)" {
-              let r = Namespaces.check (identity None) [] [ listed ns NamespaceKind.Default 0UL; listed ns2 NamespaceKind.Default 0UL ] t1
-              Expect.equal r (Error SyncError.MultipleDefaultNamespaces) "multiple defaults"
-              Expect.stringContains SyncError.MultipleDefaultNamespaces.Message "multiple default namespaces" "message"
-          }
-          test "TestSyncNamespacesRejectsDefaultNamespaceMismatch (decision)" {
-              let r = Namespaces.check (identity (Some ns)) [] [ listed ns2 NamespaceKind.Default 0UL ]  t1
-              Expect.equal (rollbackOf r) (RollbackReason.DefaultNamespaceChanged(ns, ns2)) "changed default"
-              let kind = Namespaces.check (identity (Some ns)) [] [ listed ns NamespaceKind.Shared 0UL ] t1
-              Expect.equal (rollbackOf kind) (RollbackReason.DefaultKindChanged ns) "default listed as shared"
-          }
-          test "a listed head below the cached head is a rollback, found before anything is planned" {
-              let r = Namespaces.check (identity (Some ns)) [ nsRow ns 5UL "" (Some dek) ] [ listed ns NamespaceKind.Default 4UL ] t1
-              Expect.equal (rollbackOf r) (RollbackReason.NamespaceHeadDecreased(ns, 5UL, 4UL)) "head decreased"
-          }
-          test "new namespaces need a join and a default is adopted; unknown kinds are not rollbacks" {
-              let plan = Namespaces.check (identity None) [] [ listed ns NamespaceKind.Default 3UL ] t1 |> ok "plan"
-              Expect.equal plan.AdoptDefault (Some ns) "adopt default"
-              Expect.isTrue plan.Namespaces.Head.NeedsJoin "join to get the DEK"
-              Expect.isTrue plan.Namespaces.Head.RemoteChanged "head 3 > 0"
-              let weird: Wire.NamespaceSummary = { NamespaceId = ns.Wire; Kind = "private"; NamespaceHead = 1UL }
-              Expect.equal (Namespaces.parseListed [ weird ]) (Error(SyncError.UnsupportedNamespaceKind(ns.Wire, "private"))) "unsupported kind"
-          }
-          test "TestSyncNamespacesReconcilesActiveScopeChangeAtCurrentHead (decision): a scope change at the same head fetches the map once" {
-              let plan = Namespaces.check (identity (Some ns)) [ nsRow ns 7UL "" (Some dek) ] [ listed ns NamespaceKind.Default 7UL ] t1 |> ok "plan"
-              let p = plan.Namespaces.Head
-              let scopeHash = Scope.hashOf (Scope.build keys [ { Collection = "notes"; Keys = [ "remote-only" ] } ])
-              Expect.equal (Namespaces.decide p scopeHash t1) (NamespaceAction.FetchItemMap 7UL) "scope changed: fetch"
-              let again = { p with Row = { p.Row with ActiveScopeHash = scopeHash } }
-              Expect.equal (Namespaces.decide again scopeHash t1) NamespaceAction.UpToDate "same scope: no fetch, nothing to write"
-              Expect.equal (Namespaces.decide { again with RowChanged = true } scopeHash t1) (NamespaceAction.Save { again.Row with Head = 7UL; UpdatedAt = t1 }) "kind changed: saved without a fetch"
-          }
-          test "TestNamespaceWatchNeedsSyncRejectsRollbackHead and self-notifications need no pass" {
-              let cached = [ nsRow ns 5UL "" (Some dek) ]
-              Expect.equal (rollbackOf (Namespaces.needsSync cached [ listed ns NamespaceKind.Default 4UL ])) (RollbackReason.WatchHeadDecreased(ns, 5UL, 4UL)) "rollback"
-              Expect.equal (Namespaces.needsSync cached [ listed ns NamespaceKind.Default 5UL ]) (Ok false) "already observed"
-              Expect.equal (Namespaces.needsSync cached [ listed ns NamespaceKind.Default 6UL ]) (Ok true) "newer"
-              Expect.equal (Namespaces.needsSync cached [ listed ns2 NamespaceKind.Shared 0UL ]) (Ok true) "unknown namespace"
-          }
-          test "TestSyncNamespacesSkipsInactiveScopedItemsAndAdvancesHead (decision)" {
-              let inactive = row "gone-from-keys" 1UL (Some "v1"B) false false
-              let scope = Scope.build keys [ { Collection = "notes"; Keys = [ "other" ] } ]
-              let plan =
-                  ItemMap.plan
-                      { Row = nsRow ns 1UL "" (Some dek); ExpectedHead = 2UL; MapHead = 2UL
-                        MapItems = Map.ofList [ inactive.ItemId, 2UL ]; Cached = [ inactive ]; Scope = scope; Now = t1 }
-                  |> ok "plan"
-              Expect.isEmpty plan.Downloads "no download of an inactive item"
-              Expect.isEmpty plan.Unknown "not reported unknown"
-              Expect.equal plan.Finish.Head 2UL "head advanced"
-              Expect.equal plan.Finish.ActiveScopeHash (Scope.hashOf scope) "scope hash stored"
-          }
-          test "TestSyncNamespacesRejectsInactiveItemDisappearance and TestSyncNamespaceItemsDetectsDisappearedKnownItemAsRollback (decision)" {
-              let cached = row "k" 2UL (Some "v"B) false false
-              let input =
-                  { Row = nsRow ns 4UL "" (Some dek); ExpectedHead = 5UL; MapHead = 5UL; MapItems = Map.empty
-                    Cached = [ cached ]; Scope = Scope.build keys []; Now = t1 }
-              Expect.equal (rollbackOf (ItemMap.plan input)) (RollbackReason.ItemDisappeared(ns, cached.ItemId, 2UL)) "inactive item disappeared"
-              let active = { input with Scope = Scope.build keys [ { Collection = "notes"; Keys = [ "k" ] } ] }
-              Expect.equal (rollbackOf (ItemMap.plan active)) (RollbackReason.ItemDisappeared(ns, cached.ItemId, 2UL)) "active item disappeared"
-              let lower = { input with MapItems = Map.ofList [ cached.ItemId, 1UL ] }
-              Expect.equal (rollbackOf (ItemMap.plan lower)) (RollbackReason.ItemVersionDecreased(ns, cached.ItemId, 2UL, 1UL)) "version decreased"
-          }
-          test "TestSyncNamespaceItemsRejectsSnapshotBehindExpectedHead (decision)" {
-              let input =
-                  { Row = nsRow ns 3UL "" (Some dek); ExpectedHead = 5UL; MapHead = 4UL; MapItems = Map.empty
-                    Cached = []; Scope = Scope.build keys []; Now = t1 }
-              Expect.equal (rollbackOf (ItemMap.plan input)) (RollbackReason.ItemMapHeadBehind(ns, 4UL, 5UL)) "behind the list"
-          }
-          test "remote-only keys in scope are downloaded from templates; unmappable IDs are reported, in item-ID order" {
-              let scope = Scope.build keys [ { Collection = "notes"; Keys = [ "remote-only"; "b" ] } ]
-              let unknownA = Bin.parse<ItemIdKind> (String('0', 64)) |> ok "u"
-              let unknownB = Bin.parse<ItemIdKind> (String('f', 64)) |> ok "u"
-              let remoteOnly = LogicalKey.itemId keys "notes" "remote-only"
-              let plan =
-                  ItemMap.plan
-                      { Row = nsRow ns 0UL "" (Some dek); ExpectedHead = 3UL; MapHead = 3UL
-                        MapItems = Map.ofList [ unknownB, 1UL; remoteOnly, 2UL; unknownA, 1UL ]; Cached = []; Scope = scope; Now = t1 }
-                  |> ok "plan"
-              Expect.equal plan.Unknown [ unknownA; unknownB ] "sorted unknown ids"
-              match plan.Downloads with
-              | [ (template, 2UL) ] -> Expect.equal (template.Key, template.Version) ("remote-only", 0UL) "template at version 0"
-              | other -> failtestf "downloads %A" other
-          } ]
+        [
+            test
+                "TestSyncNamespacesRejectsCachedNamespaceDisappearance (decision): reported as removal, nothing planned" {
+                let r =
+                    Namespaces.check
+                        (identity None)
+                        [
+                            { nsRow ns 4UL "" (Some dek) with
+                                Kind = Some NamespaceKind.Shared
+                            }
+                        ]
+                        []
+                        t1
+
+                Expect.equal
+                    r
+                    (Error(SyncError.NamespaceRemoved ns))
+                    "namespace removed, distinct from item rollback"
+            }
+            test "TestSyncNamespacesRejectsMultipleDefaultNamespaces (decision)" {
+                let r =
+                    Namespaces.check
+                        (identity None)
+                        []
+                        [
+                            listed ns NamespaceKind.Default 0UL
+                            listed ns2 NamespaceKind.Default 0UL
+                        ]
+                        t1
+
+                Expect.equal r (Error SyncError.MultipleDefaultNamespaces) "multiple defaults"
+
+                Expect.stringContains
+                    SyncError.MultipleDefaultNamespaces.Message
+                    "multiple default namespaces"
+                    "message"
+            }
+            test "TestSyncNamespacesRejectsDefaultNamespaceMismatch (decision)" {
+                let r =
+                    Namespaces.check
+                        (identity (Some ns))
+                        []
+                        [ listed ns2 NamespaceKind.Default 0UL ]
+                        t1
+
+                Expect.equal
+                    (rollbackOf r)
+                    (RollbackReason.DefaultNamespaceChanged(ns, ns2))
+                    "changed default"
+
+                let kind =
+                    Namespaces.check
+                        (identity (Some ns))
+                        []
+                        [ listed ns NamespaceKind.Shared 0UL ]
+                        t1
+
+                Expect.equal
+                    (rollbackOf kind)
+                    (RollbackReason.DefaultKindChanged ns)
+                    "default listed as shared"
+            }
+            test
+                "a listed head below the cached head is a rollback, found before anything is planned" {
+                let r =
+                    Namespaces.check
+                        (identity (Some ns))
+                        [ nsRow ns 5UL "" (Some dek) ]
+                        [ listed ns NamespaceKind.Default 4UL ]
+                        t1
+
+                Expect.equal
+                    (rollbackOf r)
+                    (RollbackReason.NamespaceHeadDecreased(ns, 5UL, 4UL))
+                    "head decreased"
+            }
+            test
+                "new namespaces need a join and a default is adopted; unknown kinds are not rollbacks" {
+                let plan =
+                    Namespaces.check (identity None) [] [ listed ns NamespaceKind.Default 3UL ] t1
+                    |> ok "plan"
+
+                Expect.equal plan.AdoptDefault (Some ns) "adopt default"
+                Expect.isTrue plan.Namespaces.Head.NeedsJoin "join to get the DEK"
+                Expect.isTrue plan.Namespaces.Head.RemoteChanged "head 3 > 0"
+
+                let weird: Wire.NamespaceSummary =
+                    {
+                        NamespaceId = ns.Wire
+                        Kind = "private"
+                        NamespaceHead = 1UL
+                    }
+
+                Expect.equal
+                    (Namespaces.parseListed [ weird ])
+                    (Error(SyncError.UnsupportedNamespaceKind(ns.Wire, "private")))
+                    "unsupported kind"
+            }
+            test
+                "TestSyncNamespacesReconcilesActiveScopeChangeAtCurrentHead (decision): a scope change at the same head fetches the map once" {
+                let plan =
+                    Namespaces.check
+                        (identity (Some ns))
+                        [ nsRow ns 7UL "" (Some dek) ]
+                        [ listed ns NamespaceKind.Default 7UL ]
+                        t1
+                    |> ok "plan"
+
+                let p = plan.Namespaces.Head
+
+                let scopeHash =
+                    Scope.hashOf (
+                        Scope.build keys [ { Collection = "notes"; Keys = [ "remote-only" ] } ]
+                    )
+
+                Expect.equal
+                    (Namespaces.decide p scopeHash t1)
+                    (NamespaceAction.FetchItemMap 7UL)
+                    "scope changed: fetch"
+
+                let again = { p with Row = { p.Row with ActiveScopeHash = scopeHash } }
+
+                Expect.equal
+                    (Namespaces.decide again scopeHash t1)
+                    NamespaceAction.UpToDate
+                    "same scope: no fetch, nothing to write"
+
+                Expect.equal
+                    (Namespaces.decide { again with RowChanged = true } scopeHash t1)
+                    (NamespaceAction.Save { again.Row with Head = 7UL; UpdatedAt = t1 })
+                    "kind changed: saved without a fetch"
+            }
+            test
+                "TestNamespaceWatchNeedsSyncRejectsRollbackHead and self-notifications need no pass" {
+                let cached = [ nsRow ns 5UL "" (Some dek) ]
+
+                Expect.equal
+                    (rollbackOf (
+                        Namespaces.needsSync cached [ listed ns NamespaceKind.Default 4UL ]
+                    ))
+                    (RollbackReason.WatchHeadDecreased(ns, 5UL, 4UL))
+                    "rollback"
+
+                Expect.equal
+                    (Namespaces.needsSync cached [ listed ns NamespaceKind.Default 5UL ])
+                    (Ok false)
+                    "already observed"
+
+                Expect.equal
+                    (Namespaces.needsSync cached [ listed ns NamespaceKind.Default 6UL ])
+                    (Ok true)
+                    "newer"
+
+                Expect.equal
+                    (Namespaces.needsSync cached [ listed ns2 NamespaceKind.Shared 0UL ])
+                    (Ok true)
+                    "unknown namespace"
+            }
+            test "TestSyncNamespacesSkipsInactiveScopedItemsAndAdvancesHead (decision)" {
+                let inactive = row "gone-from-keys" 1UL (Some "v1"B) false false
+                let scope = Scope.build keys [ { Collection = "notes"; Keys = [ "other" ] } ]
+
+                let plan =
+                    ItemMap.plan
+                        {
+                            Row = nsRow ns 1UL "" (Some dek)
+                            ExpectedHead = 2UL
+                            MapHead = 2UL
+                            MapItems = Map.ofList [ inactive.ItemId, 2UL ]
+                            Cached = [ inactive ]
+                            Scope = scope
+                            Now = t1
+                        }
+                    |> ok "plan"
+
+                Expect.isEmpty plan.Downloads "no download of an inactive item"
+                Expect.isEmpty plan.Unknown "not reported unknown"
+                Expect.equal plan.Finish.Head 2UL "head advanced"
+                Expect.equal plan.Finish.ActiveScopeHash (Scope.hashOf scope) "scope hash stored"
+            }
+            test
+                "TestSyncNamespacesRejectsInactiveItemDisappearance and TestSyncNamespaceItemsDetectsDisappearedKnownItemAsRollback (decision)" {
+                let cached = row "k" 2UL (Some "v"B) false false
+
+                let input =
+                    {
+                        Row = nsRow ns 4UL "" (Some dek)
+                        ExpectedHead = 5UL
+                        MapHead = 5UL
+                        MapItems = Map.empty
+                        Cached = [ cached ]
+                        Scope = Scope.build keys []
+                        Now = t1
+                    }
+
+                Expect.equal
+                    (rollbackOf (ItemMap.plan input))
+                    (RollbackReason.ItemDisappeared(ns, cached.ItemId, 2UL))
+                    "inactive item disappeared"
+
+                let active =
+                    { input with
+                        Scope = Scope.build keys [ { Collection = "notes"; Keys = [ "k" ] } ]
+                    }
+
+                Expect.equal
+                    (rollbackOf (ItemMap.plan active))
+                    (RollbackReason.ItemDisappeared(ns, cached.ItemId, 2UL))
+                    "active item disappeared"
+
+                let lower = { input with MapItems = Map.ofList [ cached.ItemId, 1UL ] }
+
+                Expect.equal
+                    (rollbackOf (ItemMap.plan lower))
+                    (RollbackReason.ItemVersionDecreased(ns, cached.ItemId, 2UL, 1UL))
+                    "version decreased"
+            }
+            test "TestSyncNamespaceItemsRejectsSnapshotBehindExpectedHead (decision)" {
+                let input =
+                    {
+                        Row = nsRow ns 3UL "" (Some dek)
+                        ExpectedHead = 5UL
+                        MapHead = 4UL
+                        MapItems = Map.empty
+                        Cached = []
+                        Scope = Scope.build keys []
+                        Now = t1
+                    }
+
+                Expect.equal
+                    (rollbackOf (ItemMap.plan input))
+                    (RollbackReason.ItemMapHeadBehind(ns, 4UL, 5UL))
+                    "behind the list"
+            }
+            test
+                "remote-only keys in scope are downloaded from templates; unmappable IDs are reported, in item-ID order" {
+                let scope =
+                    Scope.build keys [ { Collection = "notes"; Keys = [ "remote-only"; "b" ] } ]
+
+                let unknownA = Bin.parse<ItemIdKind>(String('0', 64)) |> ok "u"
+                let unknownB = Bin.parse<ItemIdKind>(String('f', 64)) |> ok "u"
+                let remoteOnly = LogicalKey.itemId keys "notes" "remote-only"
+
+                let plan =
+                    ItemMap.plan
+                        {
+                            Row = nsRow ns 0UL "" (Some dek)
+                            ExpectedHead = 3UL
+                            MapHead = 3UL
+                            MapItems = Map.ofList [ unknownB, 1UL; remoteOnly, 2UL; unknownA, 1UL ]
+                            Cached = []
+                            Scope = scope
+                            Now = t1
+                        }
+                    |> ok "plan"
+
+                Expect.equal plan.Unknown [ unknownA; unknownB ] "sorted unknown ids"
+
+                match plan.Downloads with
+                | [ (template, 2UL) ] ->
+                    Expect.equal
+                        (template.Key, template.Version)
+                        ("remote-only", 0UL)
+                        "template at version 0"
+                | other -> failtestf "downloads %A" other
+            }
+        ]
 
 let private preferLocal: ByteMerge = fun _ local _ -> Ok(MergeOutcome.Merged local)
-let private preferRemote: ByteMerge = fun _ _ remote -> Ok(MergeOutcome.Merged remote)
+
+let private preferRemote: ByteMerge =
+    fun _ _ remote -> Ok(MergeOutcome.Merged remote)
+
 let private noMerge: ByteMerge = fun _ _ _ -> Ok MergeOutcome.Unresolved
 
 let applyTests =
     testList
         "apply and flush decisions"
-        [ test "TestFetchAndApplyRemoteItemUsesFetchedVersion (decision): a clean apply stores the response version" {
-              let clean = row "k" 1UL (Some "v1"B) false false
-              Download.checkVersion clean (Some 2UL) 3UL |> ok "v3 ≥ map v2"
-              match Apply.decide clean 3UL "v3"B (LocalValue.Present "v1"B) (Some noMerge) t1 with
-              | ApplyDecision.Write w ->
-                  Expect.equal w.Expected (Expected.Present "v1"B) "expects the clean value"
-                  Expect.equal (w.OnWritten.Row.Version, w.OnWritten.Row.BaseVersion, w.OnWritten.Row.BaseValue) (3UL, 3UL, Some "v3"B) "stored at v3"
-                  Expect.equal w.OnWritten.Events [ ItemEvent.ItemChanged; ItemEvent.ItemDownloaded ] "events"
-                  Expect.equal w.OnLostRace.Row { clean with Dirty = true; UpdatedAt = t1 } "lost race: dirty, versions not advanced"
-              | other -> failtestf "%A" other
-          }
-          test "TestConflictStatePreservesOriginalMergeBase (decision)" {
-              let dirty = row "k" 1UL (Some "base value"B) true false
-              match Apply.decide dirty 2UL "remote edit"B (LocalValue.Present "local edit"B) (Some noMerge) t1 with
-              | ApplyDecision.Save o ->
-                  let r = o.Row
-                  Expect.equal (r.Dirty, r.Conflict, r.Version) (true, true, 2UL) "dirty conflict at v2"
-                  Expect.equal (r.BaseVersion, r.BaseValue) (1UL, Some "base value"B) "original base kept"
-                  Expect.equal (r.ConflictRemoteVersion, r.ConflictRemoteValue) (2UL, Some "remote edit"B) "remote side kept"
-                  Expect.equal o.Events [ ItemEvent.ConflictDetected ] "conflict event"
-              | other -> failtestf "%A" other
-              let conflicted = { dirty with Conflict = true; Version = 2UL }
-              match Apply.start conflicted 3UL "newer"B t1 with
-              | ApplyDecision.Save o -> Expect.equal (o.Row.Version, o.Row.ConflictRemoteValue, o.Row.BaseValue) (3UL, Some "newer"B, Some "base value"B) "conflict refreshed"
-              | other -> failtestf "%A" other
-          }
-          test "TestConcurrentCreateWithoutMergeBaseRecordsConflictForStrictCodec (decision): the merge sees no base" {
-              let pending = { row "k" 0UL None true false with BaseValue = None }
-              let mutable seenBase = Some [||]
-              let spy: ByteMerge = fun b _ _ -> seenBase <- b; Ok MergeOutcome.Unresolved
-              match Apply.decide pending 1UL "remote create"B (LocalValue.Present "local create"B) (Some spy) t1 with
-              | ApplyDecision.Save o -> Expect.equal (o.Row.Conflict, o.Row.Version, o.Row.BaseVersion, o.Row.BaseValue) (true, 1UL, 0UL, None) "conflict without base"
-              | other -> failtestf "%A" other
-              Expect.isNone seenBase "nil base"
-          }
-          test "TestResolvedUploadConflictRetriesMergedValueInSameFlush (decision): rebased dirty at v2, retried with If-Match 2" {
-              let dirty = row "k" 1UL (Some "base"B) true false
-              match Apply.decide dirty 2UL "remote"B (LocalValue.Present "local"B) (Some preferLocal) t1 with
-              | ApplyDecision.Write w ->
-                  let r = w.OnWritten.Row
-                  Expect.equal (r.Dirty, r.Version, r.BaseVersion, r.BaseValue) (true, 2UL, 2UL, Some "remote"B) "rebased"
-                  Expect.equal (Flush.afterPreconditionFailure 1 (Some r) true) RetryDecision.Retry "retry once"
-                  match Flush.prepare r true (LocalValue.Present "local"B) with
-                  | FlushStep.Upload u -> Expect.equal (u.IfMatch, u.TargetVersion) (IfMatch.Version 2UL, 3UL) "If-Match 2, target 3"
-                  | other -> failtestf "%A" other
-                  Expect.equal (Flush.afterPreconditionFailure 2 (Some r) true) RetryDecision.Stop "no third PUT"
-              | other -> failtestf "%A" other
-          }
-          test "TestUploadConflictAcceptingRemoteDoesNotRetry (decision)" {
-              let dirty = row "k" 1UL (Some "base"B) true false
-              match Apply.decide dirty 2UL "remote"B (LocalValue.Present "local"B) (Some preferRemote) t1 with
-              | ApplyDecision.Write w ->
-                  Expect.isFalse w.OnWritten.Row.Dirty "clean at v2"
-                  Expect.equal (Flush.afterPreconditionFailure 1 (Some w.OnWritten.Row) true) RetryDecision.Stop "nothing to retry"
-              | other -> failtestf "%A" other
-          }
-          test "TestUploadConflictRejectsFetchedRollbackVersion (decision)" {
-              let dirty = row "k" 2UL (Some "base"B) true false
-              Expect.equal (rollbackOf (Download.checkVersion dirty None 1UL)) (RollbackReason.ItemVersionDecreased(ns, dirty.ItemId, 2UL, 1UL)) "rollback"
-          }
-          test "equal local and remote values converge without a merge; a vanished dirty value quarantines the item" {
-              let dirty = row "k" 1UL (Some "base"B) true false
-              let failing: ByteMerge = fun _ _ _ -> failtest "merge must not run"
-              match Apply.decide dirty 2UL "same"B (LocalValue.Present "same"B) (Some failing) t1 with
-              | ApplyDecision.Write w -> Expect.isFalse w.OnWritten.Row.Dirty "converged clean"
-              | other -> failtestf "%A" other
-              Expect.equal (Apply.decide dirty 2UL "x"B LocalValue.Absent (Some failing) t1) (ApplyDecision.Quarantine QuarantineReason.LocalValueMissing) "quarantined"
-              let broken: ByteMerge = fun _ _ _ -> Error "decode merge local: bad json"
-              Expect.equal (Apply.decide dirty 2UL "x"B (LocalValue.Present "y"B) (Some broken) t1) (ApplyDecision.Quarantine(QuarantineReason.MergeFailed "decode merge local: bad json")) "merge error isolated"
-          }
-          test "TestFlushDirtyItemsSkipsOversizedValueAndContinues and TestFlushDirtyItemsSkipsInactiveScopedItems (decision)" {
-              let big = row "big" 0UL None true false
-              Expect.equal (Flush.prepare big true (LocalValue.Present(Array.zeroCreate 65536))) (FlushStep.Skip(FlushSkip.TooLarge 65536)) "oversized"
-              let small = row "small" 0UL None true false
-              match Flush.prepare small true (LocalValue.Present "v"B) with
-              | FlushStep.Upload u -> Expect.equal (u.IfMatch, u.TargetVersion) (IfMatch.Absent, 1UL) "create"
-              | other -> failtestf "%A" other
-              Expect.equal (Flush.prepare small false (LocalValue.Present "v"B)) (FlushStep.Skip FlushSkip.Inactive) "inactive"
-              Expect.equal (Flush.prepare { small with Conflict = true } true (LocalValue.Present "v"B)) (FlushStep.Skip FlushSkip.InConflict) "conflict"
-              Expect.equal (Flush.prepare small true LocalValue.Absent) (FlushStep.Skip FlushSkip.ValueMissing) "missing value reported"
-          }
-          test "an accepted upload makes the row clean with exactly the uploaded bytes as base; flush order is deterministic" {
-              let dirty = row "k" 1UL (Some "base"B) true false
-              match Flush.prepare dirty true (LocalValue.Present "edit"B) with
-              | FlushStep.Upload u ->
-                  let o = Flush.accepted u 2UL t1
-                  Expect.equal (o.Row.Version, o.Row.BaseVersion, o.Row.BaseValue, o.Row.Dirty) (2UL, 2UL, Some "edit"B, false) "clean v2"
-                  Expect.equal o.Events [ ItemEvent.ItemUploaded ] "uploaded"
-              | other -> failtestf "%A" other
-              let a, b = row "a" 0UL None true false, row "b" 0UL None true false
-              Expect.equal (Flush.order [ b; a ]) (Flush.order [ a; b ]) "ties broken by item id"
-              Expect.equal (Namespaces.afterUpload (nsRow ns 4UL "" None) t1).Head 5UL "head + 1"
-          } ]
+        [
+            test
+                "TestFetchAndApplyRemoteItemUsesFetchedVersion (decision): a clean apply stores the response version" {
+                let clean = row "k" 1UL (Some "v1"B) false false
+                Download.checkVersion clean (Some 2UL) 3UL |> ok "v3 ≥ map v2"
+
+                match Apply.decide clean 3UL "v3"B (LocalValue.Present "v1"B) (Some noMerge) t1 with
+                | ApplyDecision.Write w ->
+                    Expect.equal w.Expected (Expected.Present "v1"B) "expects the clean value"
+
+                    Expect.equal
+                        (w.OnWritten.Row.Version,
+                         w.OnWritten.Row.BaseVersion,
+                         w.OnWritten.Row.BaseValue)
+                        (3UL, 3UL, Some "v3"B)
+                        "stored at v3"
+
+                    Expect.equal
+                        w.OnWritten.Events
+                        [ ItemEvent.ItemChanged; ItemEvent.ItemDownloaded ]
+                        "events"
+
+                    Expect.equal
+                        w.OnLostRace.Row
+                        { clean with Dirty = true; UpdatedAt = t1 }
+                        "lost race: dirty, versions not advanced"
+                | other -> failtestf "%A" other
+            }
+            test "TestConflictStatePreservesOriginalMergeBase (decision)" {
+                let dirty = row "k" 1UL (Some "base value"B) true false
+
+                match
+                    Apply.decide
+                        dirty
+                        2UL
+                        "remote edit"B
+                        (LocalValue.Present "local edit"B)
+                        (Some noMerge)
+                        t1
+                with
+                | ApplyDecision.Save o ->
+                    let r = o.Row
+
+                    Expect.equal
+                        (r.Dirty, r.Conflict, r.Version)
+                        (true, true, 2UL)
+                        "dirty conflict at v2"
+
+                    Expect.equal
+                        (r.BaseVersion, r.BaseValue)
+                        (1UL, Some "base value"B)
+                        "original base kept"
+
+                    Expect.equal
+                        (r.ConflictRemoteVersion, r.ConflictRemoteValue)
+                        (2UL, Some "remote edit"B)
+                        "remote side kept"
+
+                    Expect.equal o.Events [ ItemEvent.ConflictDetected ] "conflict event"
+                | other -> failtestf "%A" other
+
+                let conflicted = { dirty with Conflict = true; Version = 2UL }
+
+                match Apply.start conflicted 3UL "newer"B t1 with
+                | ApplyDecision.Save o ->
+                    Expect.equal
+                        (o.Row.Version, o.Row.ConflictRemoteValue, o.Row.BaseValue)
+                        (3UL, Some "newer"B, Some "base value"B)
+                        "conflict refreshed"
+                | other -> failtestf "%A" other
+            }
+            test
+                "TestConcurrentCreateWithoutMergeBaseRecordsConflictForStrictCodec (decision): the merge sees no base" {
+                let pending = { row "k" 0UL None true false with BaseValue = None }
+                let mutable seenBase = Some [||]
+
+                let spy: ByteMerge =
+                    fun b _ _ ->
+                        seenBase <- b
+                        Ok MergeOutcome.Unresolved
+
+                match
+                    Apply.decide
+                        pending
+                        1UL
+                        "remote create"B
+                        (LocalValue.Present "local create"B)
+                        (Some spy)
+                        t1
+                with
+                | ApplyDecision.Save o ->
+                    Expect.equal
+                        (o.Row.Conflict, o.Row.Version, o.Row.BaseVersion, o.Row.BaseValue)
+                        (true, 1UL, 0UL, None)
+                        "conflict without base"
+                | other -> failtestf "%A" other
+
+                Expect.isNone seenBase "nil base"
+            }
+            test
+                "TestResolvedUploadConflictRetriesMergedValueInSameFlush (decision): rebased dirty at v2, retried with If-Match 2" {
+                let dirty = row "k" 1UL (Some "base"B) true false
+
+                match
+                    Apply.decide
+                        dirty
+                        2UL
+                        "remote"B
+                        (LocalValue.Present "local"B)
+                        (Some preferLocal)
+                        t1
+                with
+                | ApplyDecision.Write w ->
+                    let r = w.OnWritten.Row
+
+                    Expect.equal
+                        (r.Dirty, r.Version, r.BaseVersion, r.BaseValue)
+                        (true, 2UL, 2UL, Some "remote"B)
+                        "rebased"
+
+                    Expect.equal
+                        (Flush.afterPreconditionFailure 1 (Some r) true)
+                        RetryDecision.Retry
+                        "retry once"
+
+                    match Flush.prepare r true (LocalValue.Present "local"B) with
+                    | FlushStep.Upload u ->
+                        Expect.equal
+                            (u.IfMatch, u.TargetVersion)
+                            (IfMatch.Version 2UL, 3UL)
+                            "If-Match 2, target 3"
+                    | other -> failtestf "%A" other
+
+                    Expect.equal
+                        (Flush.afterPreconditionFailure 2 (Some r) true)
+                        RetryDecision.Stop
+                        "no third PUT"
+                | other -> failtestf "%A" other
+            }
+            test "TestUploadConflictAcceptingRemoteDoesNotRetry (decision)" {
+                let dirty = row "k" 1UL (Some "base"B) true false
+
+                match
+                    Apply.decide
+                        dirty
+                        2UL
+                        "remote"B
+                        (LocalValue.Present "local"B)
+                        (Some preferRemote)
+                        t1
+                with
+                | ApplyDecision.Write w ->
+                    Expect.isFalse w.OnWritten.Row.Dirty "clean at v2"
+
+                    Expect.equal
+                        (Flush.afterPreconditionFailure 1 (Some w.OnWritten.Row) true)
+                        RetryDecision.Stop
+                        "nothing to retry"
+                | other -> failtestf "%A" other
+            }
+            test "TestUploadConflictRejectsFetchedRollbackVersion (decision)" {
+                let dirty = row "k" 2UL (Some "base"B) true false
+
+                Expect.equal
+                    (rollbackOf (Download.checkVersion dirty None 1UL))
+                    (RollbackReason.ItemVersionDecreased(ns, dirty.ItemId, 2UL, 1UL))
+                    "rollback"
+            }
+            test
+                "equal local and remote values converge without a merge; a vanished dirty value quarantines the item" {
+                let dirty = row "k" 1UL (Some "base"B) true false
+                let failing: ByteMerge = fun _ _ _ -> failtest "merge must not run"
+
+                match
+                    Apply.decide dirty 2UL "same"B (LocalValue.Present "same"B) (Some failing) t1
+                with
+                | ApplyDecision.Write w -> Expect.isFalse w.OnWritten.Row.Dirty "converged clean"
+                | other -> failtestf "%A" other
+
+                Expect.equal
+                    (Apply.decide dirty 2UL "x"B LocalValue.Absent (Some failing) t1)
+                    (ApplyDecision.Quarantine QuarantineReason.LocalValueMissing)
+                    "quarantined"
+
+                let broken: ByteMerge = fun _ _ _ -> Error "decode merge local: bad json"
+
+                Expect.equal
+                    (Apply.decide dirty 2UL "x"B (LocalValue.Present "y"B) (Some broken) t1)
+                    (ApplyDecision.Quarantine(
+                        QuarantineReason.MergeFailed "decode merge local: bad json"
+                    ))
+                    "merge error isolated"
+            }
+            test
+                "TestFlushDirtyItemsSkipsOversizedValueAndContinues and TestFlushDirtyItemsSkipsInactiveScopedItems (decision)" {
+                let big = row "big" 0UL None true false
+
+                Expect.equal
+                    (Flush.prepare big true (LocalValue.Present(Array.zeroCreate 65536)))
+                    (FlushStep.Skip(FlushSkip.TooLarge 65536))
+                    "oversized"
+
+                let small = row "small" 0UL None true false
+
+                match Flush.prepare small true (LocalValue.Present "v"B) with
+                | FlushStep.Upload u ->
+                    Expect.equal (u.IfMatch, u.TargetVersion) (IfMatch.Absent, 1UL) "create"
+                | other -> failtestf "%A" other
+
+                Expect.equal
+                    (Flush.prepare small false (LocalValue.Present "v"B))
+                    (FlushStep.Skip FlushSkip.Inactive)
+                    "inactive"
+
+                Expect.equal
+                    (Flush.prepare { small with Conflict = true } true (LocalValue.Present "v"B))
+                    (FlushStep.Skip FlushSkip.InConflict)
+                    "conflict"
+
+                Expect.equal
+                    (Flush.prepare small true LocalValue.Absent)
+                    (FlushStep.Skip FlushSkip.ValueMissing)
+                    "missing value reported"
+            }
+            test
+                "an accepted upload makes the row clean with exactly the uploaded bytes as base; flush order is deterministic" {
+                let dirty = row "k" 1UL (Some "base"B) true false
+
+                match Flush.prepare dirty true (LocalValue.Present "edit"B) with
+                | FlushStep.Upload u ->
+                    let o = Flush.accepted u 2UL t1
+
+                    Expect.equal
+                        (o.Row.Version, o.Row.BaseVersion, o.Row.BaseValue, o.Row.Dirty)
+                        (2UL, 2UL, Some "edit"B, false)
+                        "clean v2"
+
+                    Expect.equal o.Events [ ItemEvent.ItemUploaded ] "uploaded"
+                | other -> failtestf "%A" other
+
+                let a, b = row "a" 0UL None true false, row "b" 0UL None true false
+                Expect.equal (Flush.order [ b; a ]) (Flush.order [ a; b ]) "ties broken by item id"
+                Expect.equal (Namespaces.afterUpload (nsRow ns 4UL "" None) t1).Head 5UL "head + 1"
+            }
+        ]
 
 let watchTests =
     testList
         "watch decisions"
-        [ test "TestWatchNamespacesOnceSkipsAlreadyObservedSelfNotification (decision) and the other answers" {
-              let cached = [ nsRow ns 5UL "" (Some dek) ]
-              Expect.equal (Watch.interpret cached [ listed ns NamespaceKind.Default 5UL ] false) WatchOutcome.AlreadyObserved "self-notification"
-              Expect.equal (Watch.interpret cached [ listed ns NamespaceKind.Default 6UL ] false) WatchOutcome.NeedsSync "newer"
-              Expect.equal (Watch.interpret cached [] true) WatchOutcome.TimedOut "timed out"
-              match Watch.interpret cached [] false with
-              | WatchOutcome.Failed(SyncError.InvalidResponse _) -> ()
-              | other -> failtestf "an empty answer without timing out is an error, got %A" other
-              match Watch.interpret cached [ listed ns NamespaceKind.Default 4UL ] false with
-              | WatchOutcome.Failed(SyncError.Rollback _) -> ()
-              | other -> failtestf "rollback expected, got %A" other
-          }
-          test "404, 405 and 501 stop the watch; other failures back off like polling" {
-              let s = Schedule.settings TimeSpan.Zero TimeSpan.Zero
-              for status in [ 404; 405; 501 ] do
-                  Expect.equal (Watch.onFailure s 1 (Some status) 0.5) WatchFailure.Unsupported (string status)
-              Expect.equal (Watch.onFailure s 2 (Some 500) 0.0) (WatchFailure.Retry(minutes 18.0)) "20 min backoff, low jitter"
-              Expect.equal (Watch.onFailure s 1 None 0.0) (WatchFailure.Retry(minutes 9.0)) "transport error"
-          } ]
+        [
+            test
+                "TestWatchNamespacesOnceSkipsAlreadyObservedSelfNotification (decision) and the other answers" {
+                let cached = [ nsRow ns 5UL "" (Some dek) ]
 
-let tests = testList "core" [ keyTests; snapshotTests; scheduleTests; authTests; namespaceTests; applyTests; watchTests ]
+                Expect.equal
+                    (Watch.interpret cached [ listed ns NamespaceKind.Default 5UL ] false)
+                    WatchOutcome.AlreadyObserved
+                    "self-notification"
+
+                Expect.equal
+                    (Watch.interpret cached [ listed ns NamespaceKind.Default 6UL ] false)
+                    WatchOutcome.NeedsSync
+                    "newer"
+
+                Expect.equal (Watch.interpret cached [] true) WatchOutcome.TimedOut "timed out"
+
+                match Watch.interpret cached [] false with
+                | WatchOutcome.Failed(SyncError.InvalidResponse _) -> ()
+                | other -> failtestf "an empty answer without timing out is an error, got %A" other
+
+                match Watch.interpret cached [ listed ns NamespaceKind.Default 4UL ] false with
+                | WatchOutcome.Failed(SyncError.Rollback _) -> ()
+                | other -> failtestf "rollback expected, got %A" other
+            }
+            test "404, 405 and 501 stop the watch; other failures back off like polling" {
+                let s = Schedule.settings TimeSpan.Zero TimeSpan.Zero
+
+                for status in [ 404; 405; 501 ] do
+                    Expect.equal
+                        (Watch.onFailure s 1 (Some status) 0.5)
+                        WatchFailure.Unsupported
+                        (string status)
+
+                Expect.equal
+                    (Watch.onFailure s 2 (Some 500) 0.0)
+                    (WatchFailure.Retry(minutes 18.0))
+                    "20 min backoff, low jitter"
+
+                Expect.equal
+                    (Watch.onFailure s 1 None 0.0)
+                    (WatchFailure.Retry(minutes 9.0))
+                    "transport error"
+            }
+        ]
+
+let tests =
+    testList
+        "core"
+        [
+            keyTests
+            snapshotTests
+            scheduleTests
+            authTests
+            namespaceTests
+            applyTests
+            watchTests
+        ]

@@ -4,4 +4,7 @@ open Expecto
 
 [<EntryPoint>]
 let main argv =
-    runTestsWithCLIArgs [] argv (testList "BitBoxSync.Tests" [ VectorTests.tests; ProtocolTests.tests; CoreTests.tests ])
+    runTestsWithCLIArgs
+        []
+        argv
+        (testList "BitBoxSync.Tests" [ VectorTests.tests; ProtocolTests.tests; CoreTests.tests ])

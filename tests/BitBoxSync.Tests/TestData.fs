@@ -47,8 +47,11 @@ type Tracked(element: JsonElement, path: string) =
     /// Fails unless every property was read.
     member _.AssertAllUsed() =
         let unused =
-            [ for p in element.EnumerateObject() do
-                  if not (used.Contains p.Name) then p.Name ]
+            [
+                for p in element.EnumerateObject() do
+                    if not (used.Contains p.Name) then
+                        p.Name
+            ]
 
         if not unused.IsEmpty then
             failtestf "%s: expected values never asserted: %A" path unused
@@ -57,7 +60,9 @@ type Tracked(element: JsonElement, path: string) =
 /// library uses (so `+` and `/` of base64 stay literal).
 let compactJson (element: JsonElement) : string =
     let options =
-        JsonSerializerOptions(Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping)
+        JsonSerializerOptions(
+            Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping
+        )
 
     JsonNode.Parse(element.GetRawText()).ToJsonString options
 
@@ -72,7 +77,12 @@ let ok (what: string) (r: Result<'a, 'e>) : 'a =
     | Error e -> failtestf "%s: unexpected error %A" what e
 
 /// Fails unless the result is an error whose text contains `needle`; returns the error text.
-let errorContaining (what: string) (needle: string) (message: 'e -> string) (r: Result<'a, 'e>) : string =
+let errorContaining
+    (what: string)
+    (needle: string)
+    (message: 'e -> string)
+    (r: Result<'a, 'e>)
+    : string =
     match r with
     | Ok v -> failtestf "%s: expected an error containing %A, got Ok %A" what needle v
     | Error e ->

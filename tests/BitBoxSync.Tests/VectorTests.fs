@@ -19,14 +19,17 @@ let private str (e: JsonElement) (name: string) = e.GetProperty(name).GetString(
 let private int64Of (e: JsonElement) (name: string) = e.GetProperty(name).GetInt64()
 let private hexOf (e: JsonElement) (name: string) = hex (str e name)
 
-let private parsed<'K when 'K :> IBinaryKind> (s: string) : Bin<'K> = Bin.parse<'K> s |> ok ("parse " + s)
+let private parsed<'K when 'K :> IBinaryKind> (s: string) : Bin<'K> =
+    Bin.parse<'K> s |> ok ("parse " + s)
+
 let private ofRaw<'K when 'K :> IBinaryKind> (b: byte[]) : Bin<'K> = Bin.ofBytes<'K> b |> ok "bytes"
 
 /// The dummy keystore a vector names as its identity (for example "dummy_keystore_alice").
 let private keystoreNamed (vectorName: string) =
     DummyKeystore.FromLabel(str (inputOf vectorName) "label")
 
-let private challengeOf (inputs: JsonElement) = ofRaw<ChallengeKind> (hexOf inputs "challenge")
+let private challengeOf (inputs: JsonElement) =
+    ofRaw<ChallengeKind>(hexOf inputs "challenge")
 
 type private Handler = JsonElement -> Tracked -> unit
 
@@ -34,37 +37,58 @@ type private Handler = JsonElement -> Tracked -> unit
 
 let private lowerHexExact: Handler =
     fun inputs expected ->
-        bytesEqual (Bin.toArray (parsed<KeyIdKind> (str inputs "accept_keyId"))) (expected.Hex "accept_keyId_bytes") "accepted key id"
+        bytesEqual
+            (Bin.toArray (parsed<KeyIdKind>(str inputs "accept_keyId")))
+            (expected.Hex "accept_keyId_bytes")
+            "accepted key id"
 
         let rejects: (string * (string -> Result<unit, FieldError>)) list =
-            [ "reject_keyId", (Bin.parse<KeyIdKind> >> Result.map ignore)
-              "reject_namespaceId", (Bin.parse<NamespaceIdKind> >> Result.map ignore)
-              "reject_itemId", (Bin.parse<ItemIdKind> >> Result.map ignore)
-              "reject_authPublicKey", (Bin.parse<AuthPublicKeyKind> >> Result.map ignore)
-              "reject_wrapPublicKey", (Bin.parse<WrapPublicKeyKind> >> Result.map ignore) ]
+            [
+                "reject_keyId", (Bin.parse<KeyIdKind> >> Result.map ignore)
+                "reject_namespaceId", (Bin.parse<NamespaceIdKind> >> Result.map ignore)
+                "reject_itemId", (Bin.parse<ItemIdKind> >> Result.map ignore)
+                "reject_authPublicKey", (Bin.parse<AuthPublicKeyKind> >> Result.map ignore)
+                "reject_wrapPublicKey", (Bin.parse<WrapPublicKeyKind> >> Result.map ignore)
+            ]
 
         for field, parse in rejects do
-            parse (str inputs field) |> errorContaining field "must be lowercase hex" (fun e -> e.Message) |> ignore
+            parse (str inputs field)
+            |> errorContaining field "must be lowercase hex" (fun e -> e.Message)
+            |> ignore
 
         // "all reject_* inputs are rejected (uppercase hex)": asserted by the loop above.
-        Expect.stringContains (expected.Str "rejections") "rejected" "rejections describes the loop above"
+        Expect.stringContains
+            (expected.Str "rejections")
+            "rejected"
+            "rejections describes the loop above"
 
 let private genericHex: Handler =
     fun inputs expected ->
-        let bytes = Hex.decodeExact "value" (int (int64Of inputs "size")) (str inputs "value") |> ok "generic hex"
+        let bytes =
+            Hex.decodeExact "value" (int (int64Of inputs "size")) (str inputs "value")
+            |> ok "generic hex"
+
         bytesEqual bytes (expected.Hex "bytes") "generic hex decode"
 
 let private canonicalBase64: Handler =
     fun inputs expected ->
-        bytesEqual (Base64.decode "v" (str inputs "accept") |> ok "base64") (expected.Hex "accept_bytes") "accepted base64"
+        bytesEqual
+            (Base64.decode "v" (str inputs "accept") |> ok "base64")
+            (expected.Hex "accept_bytes")
+            "accepted base64"
 
         Base64.decode "v" (str inputs "reject")
-        |> errorContaining "non-canonical base64" (expected.Str "reject_error_contains") (fun e -> e.Message)
+        |> errorContaining "non-canonical base64" (expected.Str "reject_error_contains") (fun e ->
+            e.Message)
         |> ignore
 
 let private ifMatch: Handler =
     fun inputs expected ->
-        Expect.equal (IfMatch.quote (uint64 (int64Of inputs "quote_version"))) (expected.Str "quoted") "quoted version"
+        Expect.equal
+            (IfMatch.quote (uint64 (int64Of inputs "quote_version")))
+            (expected.Str "quoted")
+            "quoted version"
+
         let okCases = inputs.GetProperty("parse_ok").EnumerateArray() |> Seq.toList
         let okExpected = (expected.Get "parse_ok").EnumerateArray() |> Seq.toList
         Expect.equal okCases.Length okExpected.Length "parse_ok lengths"
@@ -73,8 +97,10 @@ let private ifMatch: Handler =
             let result = IfMatch.parse (input.GetString()) |> ok "If-Match"
 
             match result, exp.GetProperty("hasVersion").GetBoolean() with
-            | IfMatch.Absent, false -> Expect.equal (exp.GetProperty("version").GetUInt64()) 0UL "no version"
-            | IfMatch.Version v, true -> Expect.equal v (exp.GetProperty("version").GetUInt64()) "version"
+            | IfMatch.Absent, false ->
+                Expect.equal (exp.GetProperty("version").GetUInt64()) 0UL "no version"
+            | IfMatch.Version v, true ->
+                Expect.equal v (exp.GetProperty("version").GetUInt64()) "version"
             | other, _ -> failtestf "If-Match %A parsed to %A" (input.GetString()) other
 
         for input in inputs.GetProperty("parse_invalid").EnumerateArray() do
@@ -82,16 +108,25 @@ let private ifMatch: Handler =
             | Error _ -> ()
             | Ok v -> failtestf "If-Match %A must be rejected, got %A" (input.GetString()) v
 
-        Expect.stringContains (expected.Str "parse_invalid") "error" "parse_invalid describes the loop above"
+        Expect.stringContains
+            (expected.Str "parse_invalid")
+            "error"
+            "parse_invalid describes the loop above"
 
 let private decryptShortNonce: Handler =
     fun inputs expected ->
-        let keys = NamespaceKeys.derive (ofRaw<DekKind> (hexOf inputs "dek"))
+        let keys = NamespaceKeys.derive (ofRaw<DekKind>(hexOf inputs "dek"))
         let nonce = Text.Encoding.UTF8.GetBytes(str inputs "nonce_utf8")
 
         let result =
             try
-                Ok(ItemCrypto.decryptRaw keys nonce (hexOf inputs "aad") (hexOf inputs "ciphertext"))
+                Ok(
+                    ItemCrypto.decryptRaw
+                        keys
+                        nonce
+                        (hexOf inputs "aad")
+                        (hexOf inputs "ciphertext")
+                )
             with e ->
                 Error e
 
@@ -115,11 +150,15 @@ let private originHashRejects: Handler =
         let needle = expected.Str "error_contains"
 
         for case in inputs.GetProperty("cases").EnumerateArray() do
-            ServerOrigin.hashOf (case.GetString()) |> errorContaining (case.GetString()) needle (fun e -> e.Message) |> ignore
+            ServerOrigin.hashOf (case.GetString())
+            |> errorContaining (case.GetString()) needle (fun e -> e.Message)
+            |> ignore
 
 let private originLength: Handler =
     fun inputs expected ->
-        let accepted = ServerOrigin.canonicalize (str inputs "accepted") |> ok "accepted origin"
+        let accepted =
+            ServerOrigin.canonicalize (str inputs "accepted") |> ok "accepted origin"
+
         Expect.equal accepted.Value (expected.Str "accepted_canonical") "canonical"
         Expect.equal (int64 accepted.Value.Length) (expected.Int64 "accepted_length") "length"
 
@@ -135,7 +174,10 @@ let private originCases: Handler =
 
         for case, e in List.zip cases exp do
             ServerOrigin.canonicalize (case.GetString())
-            |> errorContaining (case.GetString()) (e.GetProperty("error_contains").GetString()) (fun e -> e.Message)
+            |> errorContaining
+                (case.GetString())
+                (e.GetProperty("error_contains").GetString())
+                (fun e -> e.Message)
             |> ignore
 
 let private tokenOf (inputs: JsonElement) =
@@ -149,7 +191,8 @@ let private tokenOf (inputs: JsonElement) =
     |> ok "invite token"
 
 let private uriEncode: Handler =
-    fun inputs expected -> Expect.equal (InviteUri.format (tokenOf inputs)) (expected.Str "uri") "invite URI"
+    fun inputs expected ->
+        Expect.equal (InviteUri.format (tokenOf inputs)) (expected.Str "uri") "invite URI"
 
 let private uriParse: Handler =
     fun inputs expected ->
@@ -177,7 +220,8 @@ let private uriRejectCases: Handler =
             let uri = case.GetProperty("uri").GetString()
 
             InviteUri.parse uri
-            |> errorContaining uri (e.GetProperty("error_contains").GetString()) (fun e -> e.Message)
+            |> errorContaining uri (e.GetProperty("error_contains").GetString()) (fun e ->
+                e.Message)
             |> ignore
 
 // --- identities, intents, signatures -------------------------------------------------------------
@@ -193,9 +237,17 @@ let private dummyKeystore: Handler =
         bytesEqual m.WrapPrivateKey (expected.Hex "wrapPrivateKey") "wrap private key"
         Expect.equal m.WrapPublicKey.Wire (expected.Str "wrapPublicKey") "wrap public key"
 
-let private checkSignature (ks: DummyKeystore) (intent: byte[]) (signature: Signature) (expected: Tracked) =
+let private checkSignature
+    (ks: DummyKeystore)
+    (intent: byte[])
+    (signature: Signature)
+    (expected: Tracked)
+    =
     Expect.equal signature.Wire (expected.Str "signature") "signature"
-    Expect.isTrue (Ed25519.verify ks.AuthPublicKey (ReadOnlySpan intent) signature) "signature verifies"
+
+    Expect.isTrue
+        (Ed25519.verify ks.AuthPublicKey (ReadOnlySpan intent) signature)
+        "signature verifies"
 
 let private loginIntent: Handler =
     fun inputs expected ->
@@ -210,15 +262,20 @@ let private loginIntent: Handler =
         checkSignature ks intent signature expected
 
         let body: LoginRequest =
-            { Kind = kind.Wire
-              KeyId = ks.KeyId.Wire
-              AuthPublicKey = ks.AuthPublicKey.Wire
-              WrapPublicKey = ks.WrapPublicKey.Wire
-              Challenge = challenge.Wire
-              IntentSignature = signature.Wire
-              Attestation = null }
+            {
+                Kind = kind.Wire
+                KeyId = ks.KeyId.Wire
+                AuthPublicKey = ks.AuthPublicKey.Wire
+                WrapPublicKey = ks.WrapPublicKey.Wire
+                Challenge = challenge.Wire
+                IntentSignature = signature.Wire
+                Attestation = null
+            }
 
-        Expect.equal (Json.serialize body) (compactJson (expected.Get "login_request_json")) "login request JSON"
+        Expect.equal
+            (Json.serialize body)
+            (compactJson (expected.Get "login_request_json"))
+            "login request JSON"
 
 let private refreshIntent: Handler =
     fun inputs expected ->
@@ -232,20 +289,27 @@ let private refreshIntent: Handler =
         checkSignature ks intent signature expected
 
         let body: RefreshRequest =
-            { Kind = kind.Wire
-              KeyId = ks.KeyId.Wire
-              Challenge = challenge.Wire
-              IntentSignature = signature.Wire
-              Attestation = null }
+            {
+                Kind = kind.Wire
+                KeyId = ks.KeyId.Wire
+                Challenge = challenge.Wire
+                IntentSignature = signature.Wire
+                Attestation = null
+            }
 
-        Expect.equal (Json.serialize body) (compactJson (expected.Get "refresh_request_json")) "refresh request JSON"
+        Expect.equal
+            (Json.serialize body)
+            (compactJson (expected.Get "refresh_request_json"))
+            "refresh request JSON"
 
 let private challengeRequestJson (action: SensitiveAction) (hash: ActionFieldsHash) =
     Json.serialize
-        { Purpose = (ChallengePurpose.SensitiveAction(action, hash)).Wire
-          Kind = IdentityKind.Keystore.Wire
-          Action = action.Wire
-          ActionFieldsHash = hash.Wire }
+        {
+            Purpose = (ChallengePurpose.SensitiveAction(action, hash)).Wire
+            Kind = IdentityKind.Keystore.Wire
+            Action = action.Wire
+            ActionFieldsHash = hash.Wire
+        }
 
 let private revokeIntent: Handler =
     fun inputs expected ->
@@ -256,27 +320,42 @@ let private revokeIntent: Handler =
         bytesEqual fields ActionFields.revokeAllTokens "empty action fields"
         let hash = ActionFields.hash fields
         Expect.equal hash.Wire (expected.Str "actionFieldsHash") "fields hash"
-        Expect.equal (challengeRequestJson action hash) (compactJson (expected.Get "challenge_request_json")) "challenge JSON"
-        let intent = Intents.sensitiveAction action challenge IdentityKind.Keystore ks.KeyId fields
+
+        Expect.equal
+            (challengeRequestJson action hash)
+            (compactJson (expected.Get "challenge_request_json"))
+            "challenge JSON"
+
+        let intent =
+            Intents.sensitiveAction action challenge IdentityKind.Keystore ks.KeyId fields
+
         bytesEqual intent (expected.Hex "intent") "revoke intent"
         Expect.equal (int64 intent.Length) (expected.Int64 "intent_length") "intent length"
         let signature = ks.SignRevokeAllTokensIntent challenge
         checkSignature ks intent signature expected
 
         let body: RevokeAllTokensRequest =
-            { Kind = "keystore"
-              KeyId = ks.KeyId.Wire
-              Challenge = challenge.Wire
-              IntentSignature = signature.Wire }
+            {
+                Kind = "keystore"
+                KeyId = ks.KeyId.Wire
+                Challenge = challenge.Wire
+                IntentSignature = signature.Wire
+            }
 
-        Expect.equal (Json.serialize body) (compactJson (expected.Get "revoke_request_json")) "revoke JSON"
+        Expect.equal
+            (Json.serialize body)
+            (compactJson (expected.Get "revoke_request_json"))
+            "revoke JSON"
 
 let private createInviteFieldsOf (inputs: JsonElement) : CreateInviteFields =
-    { NamespaceId = parsed<NamespaceIdKind> (str inputs "namespaceId")
-      InviteId = parsed<InviteIdKind> (str inputs "inviteId")
-      InviteServerSecretHash = parsed<InviteServerSecretHashKind> (str inputs "inviteServerSecretHash")
-      ExpiresAt = int64Of inputs "expiresAt"
-      MaxAccepted = int (int64Of inputs "maxAccepted") }
+    {
+        NamespaceId = parsed<NamespaceIdKind>(str inputs "namespaceId")
+        InviteId = parsed<InviteIdKind>(str inputs "inviteId")
+        InviteServerSecretHash =
+            parsed<InviteServerSecretHashKind>(str inputs "inviteServerSecretHash")
+        ExpiresAt = int64Of inputs "expiresAt"
+        MaxAccepted = int (int64Of inputs "maxAccepted")
+    }
 
 let private createInviteIntent: Handler =
     fun inputs expected ->
@@ -294,23 +373,36 @@ let private createInviteIntent: Handler =
             (compactJson (expected.Get "challenge_request_json"))
             "challenge JSON"
 
-        let intent = Intents.sensitiveAction SensitiveAction.CreateNamespaceInvite challenge IdentityKind.Keystore ks.KeyId fields
+        let intent =
+            Intents.sensitiveAction
+                SensitiveAction.CreateNamespaceInvite
+                challenge
+                IdentityKind.Keystore
+                ks.KeyId
+                fields
+
         bytesEqual intent (expected.Hex "intent") "create-invite intent"
         Expect.equal (int64 intent.Length) (expected.Int64 "intent_length") "intent length"
         let signature = ks.SignCreateNamespaceInviteIntent(challenge, f) |> ok "sign"
         checkSignature ks intent signature expected
 
         let body: CreateNamespaceInviteRequest =
-            { Kind = "keystore"
-              KeyId = ks.KeyId.Wire
-              InviteId = f.InviteId.Wire
-              InviteServerSecretHash = f.InviteServerSecretHash.Wire
-              Challenge = challenge.Wire
-              IntentSignature = signature.Wire
-              ExpiresAt = f.ExpiresAt
-              MaxAccepted = int64 f.MaxAccepted }
+            {
+                Kind = "keystore"
+                KeyId = ks.KeyId.Wire
+                InviteId = f.InviteId.Wire
+                InviteServerSecretHash = f.InviteServerSecretHash.Wire
+                Challenge = challenge.Wire
+                IntentSignature = signature.Wire
+                ExpiresAt = f.ExpiresAt
+                MaxAccepted = int64 f.MaxAccepted
+            }
 
-        Expect.equal (Json.serialize body) (compactJson (expected.Get "create_invite_request_json")) "create-invite JSON"
+        Expect.equal
+            (Json.serialize body)
+            (compactJson (expected.Get "create_invite_request_json"))
+            "create-invite JSON"
+
         Expect.equal (Paths.invites f.NamespaceId) (expected.Str "path") "path"
 
 let private createInviteIntentLegacy: Handler =
@@ -320,9 +412,25 @@ let private createInviteIntentLegacy: Handler =
         let f = createInviteFieldsOf inputs
         let fields = ActionFields.createInviteLegacy f (int (int64Of inputs "maxPending"))
         bytesEqual fields (expected.Hex "actionFields") "legacy action fields"
-        Expect.equal (int64 fields.Length) (expected.Int64 "actionFields_length") "legacy fields length"
-        Expect.equal (ActionFields.hash fields).Wire (expected.Str "actionFieldsHash") "legacy fields hash"
-        let intent = Intents.sensitiveAction SensitiveAction.CreateNamespaceInvite challenge IdentityKind.Keystore material.KeyId fields
+
+        Expect.equal
+            (int64 fields.Length)
+            (expected.Int64 "actionFields_length")
+            "legacy fields length"
+
+        Expect.equal
+            (ActionFields.hash fields).Wire
+            (expected.Str "actionFieldsHash")
+            "legacy fields hash"
+
+        let intent =
+            Intents.sensitiveAction
+                SensitiveAction.CreateNamespaceInvite
+                challenge
+                IdentityKind.Keystore
+                material.KeyId
+                fields
+
         bytesEqual intent (expected.Hex "intent") "legacy intent"
         Expect.equal (int64 intent.Length) (expected.Int64 "intent_length") "legacy intent length"
         use key = Ed25519.importSeed (ReadOnlySpan material.AuthSeed)
@@ -331,11 +439,16 @@ let private createInviteIntentLegacy: Handler =
 
 let private inviteSecretDerivations: Handler =
     fun inputs expected ->
-        let secret = parsed<InviteSecretKind> (str inputs "inviteSecret_b64url")
+        let secret = parsed<InviteSecretKind>(str inputs "inviteSecret_b64url")
         bytesEqual (Bin.toArray secret) (hexOf inputs "inviteSecret") "secret bytes"
         let serverSecret = InviteSecrets.serverSecret secret
         bytesEqual (Bin.toArray serverSecret) (expected.Hex "inviteServerSecret") "server secret"
-        Expect.equal serverSecret.Wire (expected.Str "inviteServerSecret_b64url") "server secret base64url"
+
+        Expect.equal
+            serverSecret.Wire
+            (expected.Str "inviteServerSecret_b64url")
+            "server secret base64url"
+
         let hash = InviteSecrets.serverSecretHash serverSecret
         Expect.equal hash.Wire (expected.Str "inviteServerSecretHash") "server secret hash"
         Expect.isTrue (InviteSecrets.matchesHash serverSecret hash) "hash matches"
@@ -348,52 +461,82 @@ let private joinRequestVector: Handler =
         Expect.equal (ServerOrigin.hash origin).Wire (expected.Str "serverOriginHash") "origin hash"
 
         let fields: JoinRequestFields =
-            { NamespaceId = parsed<NamespaceIdKind> (str inputs "namespaceId")
-              InviteId = parsed<InviteIdKind> (str inputs "inviteId")
-              ServerOrigin = origin
-              Kind = IdentityKind.parse (str inputs "kind") |> ok "kind"
-              KeyId = ks.KeyId
-              AuthPublicKey = ks.AuthPublicKey
-              WrapPublicKey = ks.WrapPublicKey
-              ExpiresAt = int64Of inputs "expiresAt" }
+            {
+                NamespaceId = parsed<NamespaceIdKind>(str inputs "namespaceId")
+                InviteId = parsed<InviteIdKind>(str inputs "inviteId")
+                ServerOrigin = origin
+                Kind = IdentityKind.parse (str inputs "kind") |> ok "kind"
+                KeyId = ks.KeyId
+                AuthPublicKey = ks.AuthPublicKey
+                WrapPublicKey = ks.WrapPublicKey
+                ExpiresAt = int64Of inputs "expiresAt"
+            }
 
         let payload = JoinRequests.payload fields
         bytesEqual payload (expected.Hex "payload") "payload"
         Expect.equal (int64 payload.Length) (expected.Int64 "payload_length") "payload length"
-        let signature = ks.SignNamespaceJoinRequestIntent(fields.NamespaceId, fields.InviteId, origin, fields.ExpiresAt) |> ok "sign"
+
+        let signature =
+            ks.SignNamespaceJoinRequestIntent(
+                fields.NamespaceId,
+                fields.InviteId,
+                origin,
+                fields.ExpiresAt
+            )
+            |> ok "sign"
+
         checkSignature ks payload signature expected
         let hash = JoinRequests.hash payload
         Expect.equal hash.Wire (expected.Str "joinRequestHash") "join request hash"
-        let secret = ofRaw<InviteSecretKind> (hexOf inputs "inviteSecret")
+        let secret = ofRaw<InviteSecretKind>(hexOf inputs "inviteSecret")
         let proof = InviteSecrets.proof secret payload
         bytesEqual (Bin.toArray proof) (expected.Hex "inviteProof") "invite proof"
         Expect.equal proof.Wire (expected.Str "inviteProof_b64url") "invite proof base64url"
         InviteSecrets.verifyProof secret payload proof.Span |> ok "proof verifies"
 
         let body: SubmitNamespaceJoinRequestRequest =
-            { InviteServerSecret = (InviteSecrets.serverSecret secret).Wire
-              JoinRequest =
-                { Version = 1L
-                  NamespaceId = fields.NamespaceId.Wire
-                  InviteId = fields.InviteId.Wire
-                  ServerOrigin = origin.Value
-                  Kind = fields.Kind.Wire
-                  KeyId = fields.KeyId.Wire
-                  AuthPublicKey = fields.AuthPublicKey.Wire
-                  WrapPublicKey = fields.WrapPublicKey.Wire
-                  ExpiresAt = fields.ExpiresAt
-                  Signature = signature.Wire
-                  InviteProof = proof.Wire } }
+            {
+                InviteServerSecret = (InviteSecrets.serverSecret secret).Wire
+                JoinRequest =
+                    {
+                        Version = 1L
+                        NamespaceId = fields.NamespaceId.Wire
+                        InviteId = fields.InviteId.Wire
+                        ServerOrigin = origin.Value
+                        Kind = fields.Kind.Wire
+                        KeyId = fields.KeyId.Wire
+                        AuthPublicKey = fields.AuthPublicKey.Wire
+                        WrapPublicKey = fields.WrapPublicKey.Wire
+                        ExpiresAt = fields.ExpiresAt
+                        Signature = signature.Wire
+                        InviteProof = proof.Wire
+                    }
+            }
 
         let expectedJson = compactJson (expected.Get "submit_request_json")
         Expect.equal (Json.serialize body) expectedJson "submit JSON"
         // The server's validation rebuilds exactly the signed payload from the JSON.
-        let decoded = Json.decodeRequestString<SubmitNamespaceJoinRequestRequest> expectedJson |> ok "decode"
+        let decoded =
+            Json.decodeRequestString<SubmitNamespaceJoinRequestRequest> expectedJson
+            |> ok "decode"
+
         let command = Requests.submitJoinRequest decoded |> ok "validate"
         bytesEqual (JoinRequests.payload command.JoinRequest.Fields) payload "rebuilt payload"
-        Expect.equal (Paths.submitJoinRequest fields.NamespaceId fields.InviteId) (expected.Str "submit_path") "submit path"
-        Expect.equal (Paths.approveJoinRequest fields.NamespaceId fields.KeyId hash) (expected.Str "approve_path") "approve path"
-        Expect.equal (Paths.joinRequest fields.NamespaceId fields.KeyId hash) (expected.Str "reject_path") "reject path"
+
+        Expect.equal
+            (Paths.submitJoinRequest fields.NamespaceId fields.InviteId)
+            (expected.Str "submit_path")
+            "submit path"
+
+        Expect.equal
+            (Paths.approveJoinRequest fields.NamespaceId fields.KeyId hash)
+            (expected.Str "approve_path")
+            "approve path"
+
+        Expect.equal
+            (Paths.joinRequest fields.NamespaceId fields.KeyId hash)
+            (expected.Str "reject_path")
+            "reject path"
 
 let private attestation: Handler =
     fun inputs expected ->
@@ -405,7 +548,8 @@ let private attestation: Handler =
 
 // --- namespace keys, items, wrapping -----------------------------------------------------------
 
-let private keysOf (inputs: JsonElement) = NamespaceKeys.derive (ofRaw<DekKind> (hexOf inputs "dek"))
+let private keysOf (inputs: JsonElement) =
+    NamespaceKeys.derive (ofRaw<DekKind>(hexOf inputs "dek"))
 
 let private namespaceKeys: Handler =
     fun inputs expected ->
@@ -415,44 +559,77 @@ let private namespaceKeys: Handler =
 
 let private itemIdVector: Handler =
     fun inputs expected ->
-        Expect.equal (ItemIds.compute (keysOf inputs) (str inputs "logicalKey_utf8")).Wire (expected.Str "itemId") "item id"
+        Expect.equal
+            (ItemIds.compute (keysOf inputs) (str inputs "logicalKey_utf8")).Wire
+            (expected.Str "itemId")
+            "item id"
 
 let private itemEncrypt: Handler =
     fun inputs expected ->
         let keys = keysOf inputs
         bytesEqual (NamespaceKeys.blobKey keys) (expected.Hex "blobKey") "blob key"
-        let ns = parsed<NamespaceIdKind> (str inputs "namespaceId")
-        let item = parsed<ItemIdKind> (str inputs "itemId")
+        let ns = parsed<NamespaceIdKind>(str inputs "namespaceId")
+        let item = parsed<ItemIdKind>(str inputs "itemId")
         let version = uint64 (int64Of inputs "version")
         let plaintext = Text.Encoding.UTF8.GetBytes(str inputs "plaintext_utf8")
-        let nonce = ofRaw<ItemNonceKind> (hexOf inputs "nonce")
-        let sealedItem = ItemCrypto.seal keys ns item version nonce (ReadOnlySpan plaintext) |> ok "seal"
+        let nonce = ofRaw<ItemNonceKind>(hexOf inputs "nonce")
+
+        let sealedItem =
+            ItemCrypto.seal keys ns item version nonce (ReadOnlySpan plaintext) |> ok "seal"
+
         bytesEqual (Bin.toArray sealedItem.Aad) (expected.Hex "aad") "aad"
         Expect.equal (int64 sealedItem.Aad.Length) (expected.Int64 "aad_length") "aad length"
         bytesEqual (Bin.toArray sealedItem.Ciphertext) (expected.Hex "ciphertext") "ciphertext"
-        Expect.equal (int64 sealedItem.Ciphertext.Length) (expected.Int64 "ciphertext_length") "ciphertext length"
+
+        Expect.equal
+            (int64 sealedItem.Ciphertext.Length)
+            (expected.Int64 "ciphertext_length")
+            "ciphertext length"
+
         let aadFromHex = Aad.buildFromHex ns.Wire item.Wire version |> ok "aad from hex"
         Expect.equal aadFromHex sealedItem.Aad "aad from hex strings"
 
         let body: PutItemRequest =
-            { Nonce = sealedItem.Nonce.Wire
-              Aad = sealedItem.Aad.Wire
-              Ciphertext = sealedItem.Ciphertext.Wire }
+            {
+                Nonce = sealedItem.Nonce.Wire
+                Aad = sealedItem.Aad.Wire
+                Ciphertext = sealedItem.Ciphertext.Wire
+            }
 
-        Expect.equal (Json.serialize body) (compactJson (expected.Get "put_request_json")) "PUT JSON"
+        Expect.equal
+            (Json.serialize body)
+            (compactJson (expected.Get "put_request_json"))
+            "PUT JSON"
 
         // Target version t: no If-Match for t = 1, If-Match "t-1" otherwise.
-        let ifMatch = if version = 1UL then IfMatch.Absent else IfMatch.Version(version - 1UL)
+        let ifMatch =
+            if version = 1UL then
+                IfMatch.Absent
+            else
+                IfMatch.Version(version - 1UL)
 
         match (expected.Get "if_match_header").ValueKind, ifMatch with
         | JsonValueKind.Null, IfMatch.Absent -> ()
         | JsonValueKind.String, IfMatch.Version n ->
             Expect.equal (IfMatch.quote n) (expected.Str "if_match_header") "If-Match header"
-            Expect.equal (IfMatch.parse (expected.Str "if_match_header") |> ok "parse") ifMatch "header parses back"
+
+            Expect.equal
+                (IfMatch.parse (expected.Str "if_match_header") |> ok "parse")
+                ifMatch
+                "header parses back"
         | kind, m -> failtestf "If-Match %A vs %A" kind m
 
-        let response: PutItemResponse = { NamespaceId = ns.Wire; ItemId = item.Wire; Version = uint64 (expected.Int64 "expected_put_response_version") }
-        Expect.equal (ResponseChecks.putItem ns item ifMatch response |> ok "put check") version "response version"
+        let response: PutItemResponse =
+            {
+                NamespaceId = ns.Wire
+                ItemId = item.Wire
+                Version = uint64 (expected.Int64 "expected_put_response_version")
+            }
+
+        Expect.equal
+            (ResponseChecks.putItem ns item ifMatch response |> ok "put check")
+            version
+            "response version"
         // And the receiving side opens it again.
         let decrypted = ItemCrypto.openItem keys ns item version sealedItem |> ok "open"
         bytesEqual decrypted plaintext "round trip"
@@ -460,9 +637,14 @@ let private itemEncrypt: Handler =
 let private wrappedDekVector: Handler =
     fun inputs expected ->
         use recipient = keystoreNamed (str inputs "recipient")
-        Expect.equal recipient.WrapPublicKey.Wire (str inputs "recipientWrapPublicKey") "recipient key"
-        let ns = parsed<NamespaceIdKind> (str inputs "namespaceId")
-        let dek = ofRaw<DekKind> (hexOf inputs "dek")
+
+        Expect.equal
+            recipient.WrapPublicKey.Wire
+            (str inputs "recipientWrapPublicKey")
+            "recipient key"
+
+        let ns = parsed<NamespaceIdKind>(str inputs "namespaceId")
+        let dek = ofRaw<DekKind>(hexOf inputs "dek")
         let ephemeral = hexOf inputs "ephemeralPrivateKey"
         let ctx = DekWrap.senderContext recipient.WrapPublicKey ephemeral |> ok "context"
         bytesEqual ctx.Enc (expected.Hex "enc") "enc"
@@ -470,25 +652,35 @@ let private wrappedDekVector: Handler =
         bytesEqual ctx.KeyScheduleContext (expected.Hex "keyScheduleContext") "key schedule context"
         bytesEqual ctx.Key (expected.Hex "hpkeKey") "hpke key"
         bytesEqual ctx.BaseNonce (expected.Hex "hpkeBaseNonce") "base nonce"
-        bytesEqual (Array.append (Bin.toArray ns) (Bin.toArray dek)) (expected.Hex "hpkePlaintext") "plaintext"
+
+        bytesEqual
+            (Array.append (Bin.toArray ns) (Bin.toArray dek))
+            (expected.Hex "hpkePlaintext")
+            "plaintext"
+
         let wrapped = DekWrap.wrap recipient.WrapPublicKey ns dek ephemeral |> ok "wrap"
         bytesEqual (Bin.toArray wrapped) (expected.Hex "wrappedDek") "wrapped dek"
         Expect.equal (int64 wrapped.Length) (expected.Int64 "wrappedDek_length") "length"
         Expect.equal wrapped.Wire (expected.Str "wrappedDek_b64") "base64"
         // Receiving side: the recipient unwraps the vector's bytes; another namespace is refused.
-        let fromWire = parsed<WrappedDekKind> (expected.Str "wrappedDek_b64")
+        let fromWire = parsed<WrappedDekKind>(expected.Str "wrappedDek_b64")
         Expect.equal (recipient.UnwrapNamespaceDek(ns, fromWire) |> ok "unwrap") dek "unwrapped dek"
-        let other = ofRaw<NamespaceIdKind> (Array.init 16 (fun i -> byte (0xf0 + i)))
+        let other = ofRaw<NamespaceIdKind>(Array.init 16 (fun i -> byte (0xf0 + i)))
 
         recipient.UnwrapNamespaceDek(other, fromWire)
-        |> errorContaining "other namespace" (expected.Str "unwrap_with_other_namespace_error") (fun e -> e.Message)
+        |> errorContaining
+            "other namespace"
+            (expected.Str "unwrap_with_other_namespace_error")
+            (fun e -> e.Message)
         |> ignore
 
 // --- client response validation (raw/client_test.go) ------------------------------------------
 
-let private decodeFake<'T> (fake: string) : 'T = Json.decodeResponseString<'T> fake |> ok "decode fake response"
+let private decodeFake<'T> (fake: string) : 'T =
+    Json.decodeResponseString<'T> fake |> ok "decode fake response"
 
-let private segments (path: string) = path.Split('/', StringSplitOptions.RemoveEmptyEntries)
+let private segments (path: string) =
+    path.Split('/', StringSplitOptions.RemoveEmptyEntries)
 
 let private clientRejects (endpoint: string) : Handler =
     fun inputs expected ->
@@ -499,7 +691,6 @@ let private clientRejects (endpoint: string) : Handler =
         Expect.equal (inputs.GetProperty("fake_response_status").GetInt32()) 200 "fake answers 200"
         let ns () = parsed<NamespaceIdKind> seg[2]
 
-
         let builtPath, outcome =
             match endpoint with
             | "GetNamespaceItems" ->
@@ -507,50 +698,74 @@ let private clientRejects (endpoint: string) : Handler =
                 Paths.items (ns ()), ResponseChecks.namespaceEcho (ns ()) r.NamespaceId
             | "Login" ->
                 let kind = IdentityKind.parse (str request "request_kind") |> ok "kind"
-                Paths.Login, ResponseChecks.login kind (decodeFake<LoginResponse> fake) |> Result.map ignore
+
+                Paths.Login,
+                ResponseChecks.login kind (decodeFake<LoginResponse> fake) |> Result.map ignore
             | "Refresh" ->
                 let kind = IdentityKind.parse (str request "request_kind") |> ok "kind"
                 Paths.Refresh, ResponseChecks.refresh kind (decodeFake<RefreshResponse> fake)
             | "EnsureDefaultNamespace" ->
-                let proposed = parsed<NamespaceIdKind> (str request "proposedNamespaceId")
-                Paths.DefaultNamespace, ResponseChecks.ensureDefaultNamespace proposed (decodeFake fake) |> Result.map ignore
+                let proposed = parsed<NamespaceIdKind>(str request "proposedNamespaceId")
+
+                Paths.DefaultNamespace,
+                ResponseChecks.ensureDefaultNamespace proposed (decodeFake fake)
+                |> Result.map ignore
             | "CreateSharedNamespace" ->
-                let requested = parsed<NamespaceIdKind> (str request "namespaceId")
+                let requested = parsed<NamespaceIdKind>(str request "namespaceId")
                 Paths.Namespaces, ResponseChecks.createSharedNamespace requested (decodeFake fake)
             | "GetMembers" ->
                 let r = decodeFake<GetNamespaceMembersResponse> fake
                 Paths.members (ns ()), ResponseChecks.namespaceEcho (ns ()) r.NamespaceId
             | "CreateNamespaceInvite" ->
-                let invite = parsed<InviteIdKind> (str request "inviteId")
+                let invite = parsed<InviteIdKind>(str request "inviteId")
                 Paths.invites (ns ()), ResponseChecks.createInvite (ns ()) invite (decodeFake fake)
             | "SubmitNamespaceJoinRequest" ->
                 let invite = parsed<InviteIdKind> seg[4]
+
                 let kind, keyId =
                     match request.TryGetProperty "joinRequest_keyId" with
-                    | true, k -> IdentityKind.parse (str request "joinRequest_kind") |> ok "kind", parsed<KeyIdKind> (k.GetString())
-                    | _ -> IdentityKind.Keystore, parsed<KeyIdKind> (String('a', 64))
+                    | true, k ->
+                        IdentityKind.parse (str request "joinRequest_kind") |> ok "kind",
+                        parsed<KeyIdKind>(k.GetString())
+                    | _ -> IdentityKind.Keystore, parsed<KeyIdKind>(String('a', 64))
 
                 Paths.submitJoinRequest (ns ()) invite,
-                ResponseChecks.submitJoinRequest (ns ()) kind keyId (decodeFake fake) |> Result.map ignore
+                ResponseChecks.submitJoinRequest (ns ()) kind keyId (decodeFake fake)
+                |> Result.map ignore
             | "RevokeNamespaceInvite" ->
                 let invite = parsed<InviteIdKind> seg[4]
-                Paths.invite (ns ()) invite, ResponseChecks.revokeInvite (ns ()) invite (decodeFake fake)
+
+                Paths.invite (ns ()) invite,
+                ResponseChecks.revokeInvite (ns ()) invite (decodeFake fake)
             | "RejectNamespaceJoinRequest" ->
                 let key, hash = parsed<KeyIdKind> seg[4], parsed<JoinRequestHashKind> seg[5]
-                Paths.joinRequest (ns ()) key hash, ResponseChecks.rejectJoinRequest (ns ()) key hash (decodeFake fake)
+
+                Paths.joinRequest (ns ()) key hash,
+                ResponseChecks.rejectJoinRequest (ns ()) key hash (decodeFake fake)
             | "ApproveNamespaceJoinRequest" ->
                 let key, hash = parsed<KeyIdKind> seg[4], parsed<JoinRequestHashKind> seg[5]
-                Paths.approveJoinRequest (ns ()) key hash, ResponseChecks.approveJoinRequest (ns ()) key hash (decodeFake fake)
+
+                Paths.approveJoinRequest (ns ()) key hash,
+                ResponseChecks.approveJoinRequest (ns ()) key hash (decodeFake fake)
             | "GetWrappedDEK" ->
                 let key = parsed<KeyIdKind> seg[4]
-                Paths.wrappedDek (ns ()) key, ResponseChecks.wrappedDek (ns ()) key (decodeFake fake)
+
+                Paths.wrappedDek (ns ()) key,
+                ResponseChecks.wrappedDek (ns ()) key (decodeFake fake)
             | "GetItem" ->
                 let item = parsed<ItemIdKind> seg[3]
                 Paths.item (ns ()) item, ResponseChecks.getItem (ns ()) item (decodeFake fake)
             | "PutItem (no If-Match)" ->
                 let item = parsed<ItemIdKind> seg[3]
-                Expect.equal (request.GetProperty("if_match").ValueKind) JsonValueKind.Null "no If-Match"
-                Paths.item (ns ()) item, ResponseChecks.putItem (ns ()) item IfMatch.Absent (decodeFake fake) |> Result.map ignore
+
+                Expect.equal
+                    (request.GetProperty("if_match").ValueKind)
+                    JsonValueKind.Null
+                    "no If-Match"
+
+                Paths.item (ns ()) item,
+                ResponseChecks.putItem (ns ()) item IfMatch.Absent (decodeFake fake)
+                |> Result.map ignore
             | other -> failtestf "no client check for endpoint %s" other
 
         Expect.equal builtPath (expected.Str "request_path") "request path"
@@ -564,35 +779,44 @@ let private clientRejects (endpoint: string) : Handler =
 
 let private exact: Map<string, Handler> =
     Map.ofList
-        [ "invite_uri_encode_drops_default_port", uriEncode
-          "invite_uri_encode_canonical_base", uriEncode
-          "invite_uri_for_computed_invite", uriEncode
-          "invite_uri_parse_roundtrip", uriParse
-          "invite_uri_parse_documented_order", uriParse
-          "invite_uri_reject_padded_secret", uriRejectOne
-          "invite_uri_reject_noncanonical", uriRejectCases
-          "server_origin_hash", originHash
-          "server_origin_hash_rejects_noncanonical", originHashRejects
-          "canonical_origin_length_limit", originLength
-          "canonical_origin_rejects_non_ascii_and_bad_labels", originCases
-          "join_request_hash_is_sha256",
-          (fun inputs expected ->
-              bytesEqual (hexOf inputs "payload") (Text.Encoding.UTF8.GetBytes(str inputs "payload_utf8")) "payload"
-              Expect.equal (JoinRequests.hash (hexOf inputs "payload")).Wire (expected.Str "hash") "hash")
-          "lower_hex_exact", lowerHexExact
-          "generic_hex_allows_uppercase", genericHex
-          "canonical_base64", canonicalBase64
-          "if_match_parse", ifMatch
-          "decrypt_item_short_nonce", decryptShortNonce
-          "login_intent_alice", loginIntent
-          "refresh_intent_alice", refreshIntent
-          "revoke_all_tokens_intent_alice", revokeIntent
-          "invite_secret_derivations", inviteSecretDerivations
-          "create_invite_intent_alice", createInviteIntent
-          "create_invite_intent_alice_legacy", createInviteIntentLegacy
-          "join_request_bob", joinRequestVector
-          "namespace_key_derivation", namespaceKeys
-          "dummy_attestation_alice", attestation ]
+        [
+            "invite_uri_encode_drops_default_port", uriEncode
+            "invite_uri_encode_canonical_base", uriEncode
+            "invite_uri_for_computed_invite", uriEncode
+            "invite_uri_parse_roundtrip", uriParse
+            "invite_uri_parse_documented_order", uriParse
+            "invite_uri_reject_padded_secret", uriRejectOne
+            "invite_uri_reject_noncanonical", uriRejectCases
+            "server_origin_hash", originHash
+            "server_origin_hash_rejects_noncanonical", originHashRejects
+            "canonical_origin_length_limit", originLength
+            "canonical_origin_rejects_non_ascii_and_bad_labels", originCases
+            "join_request_hash_is_sha256",
+            (fun inputs expected ->
+                bytesEqual
+                    (hexOf inputs "payload")
+                    (Text.Encoding.UTF8.GetBytes(str inputs "payload_utf8"))
+                    "payload"
+
+                Expect.equal
+                    (JoinRequests.hash (hexOf inputs "payload")).Wire
+                    (expected.Str "hash")
+                    "hash")
+            "lower_hex_exact", lowerHexExact
+            "generic_hex_allows_uppercase", genericHex
+            "canonical_base64", canonicalBase64
+            "if_match_parse", ifMatch
+            "decrypt_item_short_nonce", decryptShortNonce
+            "login_intent_alice", loginIntent
+            "refresh_intent_alice", refreshIntent
+            "revoke_all_tokens_intent_alice", revokeIntent
+            "invite_secret_derivations", inviteSecretDerivations
+            "create_invite_intent_alice", createInviteIntent
+            "create_invite_intent_alice_legacy", createInviteIntentLegacy
+            "join_request_bob", joinRequestVector
+            "namespace_key_derivation", namespaceKeys
+            "dummy_attestation_alice", attestation
+        ]
 
 /// The handler of a vector, by exact name or by family.
 let private handlerFor (name: string) (vector: JsonElement) : Handler option =
@@ -613,19 +837,30 @@ let vectorFileTests =
 
     testList
         "vectors.json"
-        [ for property in all.EnumerateObject() do
-              if property.Name <> "_meta" then
-                  test property.Name {
-                      let vector = property.Value
-                      Expect.equal (vector.GetProperty("name").GetString()) property.Name "vector name matches its key"
+        [
+            for property in all.EnumerateObject() do
+                if property.Name <> "_meta" then
+                    test property.Name {
+                        let vector = property.Value
 
-                      match handlerFor property.Name vector with
-                      | None -> failtestf "vector %s has no test: add a handler in VectorTests.fs" property.Name
-                      | Some handler ->
-                          let expected = Tracked(vector.GetProperty "expected", property.Name + ".expected")
-                          handler (vector.GetProperty "inputs") expected
-                          expected.AssertAllUsed()
-                  } ]
+                        Expect.equal
+                            (vector.GetProperty("name").GetString())
+                            property.Name
+                            "vector name matches its key"
+
+                        match handlerFor property.Name vector with
+                        | None ->
+                            failtestf
+                                "vector %s has no test: add a handler in VectorTests.fs"
+                                property.Name
+                        | Some handler ->
+                            let expected =
+                                Tracked(vector.GetProperty "expected", property.Name + ".expected")
+
+                            handler (vector.GetProperty "inputs") expected
+                            expected.AssertAllUsed()
+                    }
+        ]
 
 /// RFC 9180 A.2.1: every value of the file, including the second encryption and DeriveKeyPair.
 let hpkeTests =
@@ -639,7 +874,12 @@ let hpkeTests =
         Expect.equal (v.Int64 "aead_id") 3L "ChaCha20Poly1305"
         let skE = Hpke.deriveKeyPair (v.Hex "ikmE")
         bytesEqual skE (v.Hex "skEm") "skEm from ikmE"
-        bytesEqual ((X25519.publicKeyOf (ReadOnlySpan skE) |> ok "pkE") |> Bin.toArray) (v.Hex "pkEm") "pkEm"
+
+        bytesEqual
+            ((X25519.publicKeyOf (ReadOnlySpan skE) |> ok "pkE") |> Bin.toArray)
+            (v.Hex "pkEm")
+            "pkEm"
+
         let skR = Hpke.deriveKeyPair (v.Hex "ikmR")
         bytesEqual skR (v.Hex "skRm") "skRm from ikmR"
         let pkR = X25519.publicKeyOf (ReadOnlySpan skR) |> ok "pkR" |> Bin.toArray
@@ -659,10 +899,23 @@ let hpkeTests =
 
         for e in (v.Get "encryptions").EnumerateArray() do
             let seq = e.GetProperty("seq").GetUInt64()
-            let pt, aad, ct = hex (e.GetProperty("pt").GetString()), hex (e.GetProperty("aad").GetString()), hex (e.GetProperty("ct").GetString())
-            bytesEqual (Hpke.nonceFor sender seq) (hex (e.GetProperty("nonce").GetString())) (sprintf "nonce %d" seq)
+
+            let pt, aad, ct =
+                hex (e.GetProperty("pt").GetString()),
+                hex (e.GetProperty("aad").GetString()),
+                hex (e.GetProperty("ct").GetString())
+
+            bytesEqual
+                (Hpke.nonceFor sender seq)
+                (hex (e.GetProperty("nonce").GetString()))
+                (sprintf "nonce %d" seq)
+
             bytesEqual (Hpke.seal sender seq aad pt) ct (sprintf "seal %d" seq)
-            bytesEqual (Hpke.openMessage receiver seq aad ct |> ok "open") pt (sprintf "open %d" seq)
+
+            bytesEqual
+                (Hpke.openMessage receiver seq aad ct |> ok "open")
+                pt
+                (sprintf "open %d" seq)
 
         v.AssertAllUsed()
     }
@@ -671,7 +924,10 @@ let hpkeTests =
 let dispatchTests =
     test "an unknown vector name has no handler, so a new vector without a test fails the suite" {
         use doc = JsonDocument.Parse """{"tests":"something new"}"""
-        Expect.isNone (handlerFor "some_future_vector" doc.RootElement) "unknown vectors are not silently accepted"
+
+        Expect.isNone
+            (handlerFor "some_future_vector" doc.RootElement)
+            "unknown vectors are not silently accepted"
     }
 
 /// All vector tests.
