@@ -58,12 +58,15 @@ type QuarantineReason =
     | MergeFailed of string
     /// A dirty item's local value vanished from the backend (§12.3).
     | LocalValueMissing
+    /// The downloaded item could not be read: AAD mismatch, decryption or decoding failure.
+    | UnreadableRemote of string
 
     /// A readable description.
     member r.Message =
         match r with
         | MergeFailed m -> "merge failed: " + m
         | LocalValueMissing -> "the item is dirty but its value is missing from the backend"
+        | UnreadableRemote m -> "the remote value cannot be read: " + m
 
 /// What to do with a remote value.
 [<RequireQualifiedAccess>]

@@ -911,6 +911,33 @@ let watchTests =
             }
         ]
 
+let quarantineTests =
+    test "a quarantined item is retried only when the remote version or the local value changes" {
+        let dirty = row "k" 1UL (Some "base"B) true false
+
+        let q =
+            Quarantine.create
+                dirty
+                (QuarantineReason.MergeFailed "bad json")
+                2UL
+                (LocalValue.Present "local"B)
+
+        Expect.equal (q.Collection, q.Key, q.RemoteVersion) ("notes", "k", 2UL) "names the item"
+
+        Expect.isFalse
+            (Quarantine.shouldRetry q 2UL (LocalValue.Present "local"B))
+            "same inputs: not retried"
+
+        Expect.isTrue (Quarantine.shouldRetry q 3UL (LocalValue.Present "local"B)) "newer remote"
+        Expect.isTrue (Quarantine.shouldRetry q 2UL (LocalValue.Present "edited"B)) "local edit"
+        Expect.isTrue (Quarantine.shouldRetry q 2UL LocalValue.Absent) "local value removed"
+
+        Expect.stringContains
+            (QuarantineReason.UnreadableRemote "aad mismatch").Message
+            "aad mismatch"
+            "reason text"
+    }
+
 let tests =
     testList
         "core"
@@ -922,4 +949,5 @@ let tests =
             namespaceTests
             applyTests
             watchTests
+            quarantineTests
         ]
