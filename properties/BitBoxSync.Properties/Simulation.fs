@@ -552,7 +552,7 @@ let tests =
                     let seeds =
                         match replaySeed with
                         | Some s -> [ s ]
-                        | None -> [ 1..300 ]
+                        | None -> [ 1..5000 ]
 
                     for seed in seeds do
                         match run seed clients 40 with
