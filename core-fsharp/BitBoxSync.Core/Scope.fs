@@ -14,6 +14,9 @@ type ActiveScope =
     {
         Collections: Set<string>
         Items: Map<ItemId, string * string>
+        /// Active keys per collection, for O(1) membership while diffing snapshots. Built once by
+        /// `Scope.build` and never mutated afterwards.
+        Keys: Map<string, Collections.Generic.HashSet<string>>
     }
 
 /// Computing and querying active scopes.
@@ -35,6 +38,16 @@ module Scope =
                     c.Keys
                     |> List.distinct
                     |> List.map (fun k -> LogicalKey.itemId keys c.Collection k, (c.Collection, k)))
+                |> Map.ofList
+            Keys =
+                collections
+                |> List.groupBy (fun c -> c.Collection)
+                |> List.map (fun (name, cs) ->
+                    name,
+                    Collections.Generic.HashSet<string>(
+                        cs |> Seq.collect (fun c -> c.Keys),
+                        StringComparer.Ordinal
+                    ))
                 |> Map.ofList
         }
 
@@ -71,6 +84,12 @@ module Scope =
     /// The hash of a built scope.
     let hashOf (scope: ActiveScope) : string =
         hash scope.Collections (scope.Items |> Map.keys)
+
+    /// Whether `key` of `collection` is in the active scope (no item ID needed).
+    let isActiveKey (scope: ActiveScope) (collection: string) (key: string) : bool =
+        match scope.Keys.TryFind collection with
+        | Some keys -> keys.Contains key
+        | None -> false
 
     /// An item is active iff its collection is registered and its ID is in the active set.
     let isActive (scope: ActiveScope) (collection: string) (itemId: ItemId) : bool =

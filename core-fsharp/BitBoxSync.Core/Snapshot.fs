@@ -22,47 +22,52 @@ type SnapshotInput =
         Collection: string
         /// The namespace's active scope, taken once for the pass.
         Scope: ActiveScope
-        /// Existing rows of this collection by logical key.
-        Rows: Map<string, ItemState>
+        /// Existing rows of this collection by logical key (a hash map in the shell).
+        Rows: Collections.Generic.IReadOnlyDictionary<string, ItemState>
         /// The collection's snapshot, every value already encoded.
         Snapshot: (string * byte[]) list
-        /// Item ID of a key of this collection.
+        /// Item ID of a key of this collection (called only for keys without a row).
         ItemIdOf: string -> ItemId
         Now: DateTimeOffset
     }
 
 /// The snapshot-reconciliation decision.
 module Snapshot =
-    /// Decides, for every snapshot key in ascending UTF-8 order: out of scope → report; conflicted
-    /// or already dirty → unchanged; has a base equal to the value → unchanged; otherwise queue
-    /// (new row at version 0, or the existing row marked dirty with version and base kept).
+    /// Decides, for every snapshot key, in ascending UTF-8 order of the keys it reports: out of
+    /// scope → report; conflicted or already dirty → unchanged; has a base equal to the value →
+    /// unchanged; otherwise queue (new row at version 0, or the existing row marked dirty with
+    /// version and base kept). Unchanged keys cost one hash lookup and one byte comparison and
+    /// allocate nothing, so the work beyond the scan is proportional to the changed keys.
     let reconcile (input: SnapshotInput) : SnapshotEffect list =
-        input.Snapshot
-        |> List.distinctBy fst
-        |> List.map (fun (key, encoded) -> Text.Encoding.UTF8.GetBytes key, key, encoded)
-        |> List.sortWith (fun (a, _, _) (b, _, _) ->
-            ReadOnlySpan(a).SequenceCompareTo(ReadOnlySpan b))
-        |> List.choose (fun (_, key, encoded) ->
-            let itemId = input.ItemIdOf key
-
-            if not (Scope.isActive input.Scope input.Collection itemId) then
+        let decide (key: string) (encoded: byte[]) : SnapshotEffect option =
+            if not (Scope.isActiveKey input.Scope input.Collection key) then
                 Some(SnapshotEffect.OutsideScope(input.Collection, key))
             else
-                let row =
-                    input.Rows
-                    |> Map.tryFind key
-                    |> Option.defaultWith (fun () ->
+                match input.Rows.TryGetValue key with
+                | true, row when row.Conflict || row.Dirty -> None
+                | true, row when ItemState.equalsBase row encoded -> None
+                | true, row ->
+                    Some(SnapshotEffect.Queue { row with Dirty = true; UpdatedAt = input.Now })
+                | _ ->
+                    let template =
                         ItemState.template
                             input.KeyId
                             input.NamespaceId
                             input.Collection
                             key
-                            itemId
-                            input.Now)
+                            (input.ItemIdOf key)
+                            input.Now
 
-                if row.Conflict || row.Dirty then
-                    None
-                elif ItemState.equalsBase row encoded then
-                    None
-                else
-                    Some(SnapshotEffect.Queue { row with Dirty = true; UpdatedAt = input.Now }))
+                    Some(SnapshotEffect.Queue { template with Dirty = true })
+
+        let keyOf effect =
+            match effect with
+            | SnapshotEffect.Queue row -> row.Key
+            | SnapshotEffect.OutsideScope(_, key) -> key
+
+        input.Snapshot
+        |> List.choose (fun (key, encoded) -> decide key encoded)
+        |> List.distinctBy keyOf
+        |> List.map (fun e -> Text.Encoding.UTF8.GetBytes(keyOf e), e)
+        |> List.sortWith (fun (a, _) (b, _) -> ReadOnlySpan(a).SequenceCompareTo(ReadOnlySpan b))
+        |> List.map snd
