@@ -41,7 +41,7 @@ let private project (s: State) =
     s.Faults
 
 /// Explores every reachable state; returns the number of distinct states or the first violation.
-let explore (b: Bounds) : Result<int, string * string list> =
+let explore (merge: ByteMerge) (b: Bounds) : Result<int, string * string list> =
     let start =
         {
             Clients = Array.init b.Clients newClient
@@ -84,12 +84,12 @@ let explore (b: Bounds) : Result<int, string * string list> =
 
         for step, budget in moves state do
             if failure.IsNone then
-                let clients, server, line = exec state.Clients state.Server step
+                let clients, server, line = exec merge state.Clients state.Server step
                 let next = { budget with Clients = clients; Server = server }
                 let trace = trace @ [ line ]
 
                 if visited.Add(project next) then
-                    let quietClients, quietServer = settle 4 clients server
+                    let quietClients, quietServer = settle merge 4 clients server
 
                     match
                         checkStep clients server
@@ -104,31 +104,37 @@ let explore (b: Bounds) : Result<int, string * string list> =
     | Some f -> Error f
     | None -> Ok visited.Count
 
-let private check (name: string) (b: Bounds) =
+/// A model-checking test of `merge` over the scenario `b`.
+let check (name: string) (merge: ByteMerge) (b: Bounds) =
     test name {
-        match explore b with
+        match explore merge b with
         | Ok states ->
             printfn "model checker: %s — %d distinct states" name states
             Expect.isGreaterThan states 10 "the scenario explores real interleavings"
         | Error(violation, trace) -> failtestf "%s\n  %s" violation (String.Join("\n  ", trace))
     }
 
+/// Two clients, one key, two writes (concurrent creates without a base: ENGINE.md §11.7), four
+/// passes and one fault (lost response, crash, duplicated PUT, or an app write racing the
+/// conditional backend write: §11.5).
+let smallConflict =
+    {
+        Clients = 2
+        Keys = [ "k1" ]
+        Values = [ "a"; "b" ]
+        Writes = 2
+        Passes = 4
+        Faults = 1
+    }
+
 let tests =
     testList
         "model checker"
         [
+            check "max merge, 2 clients, 1 key, 2 writes, 4 passes, 1 fault" maxMerge smallConflict
             check
-                "2 clients, 1 key: every interleaving of 2 writes and 4 passes (1 fault) converges without a lost write"
-                {
-                    Clients = 2
-                    Keys = [ "k1" ]
-                    Values = [ "a"; "b" ]
-                    Writes = 2
-                    Passes = 4
-                    Faults = 1
-                }
-            check
-                "2 clients, 2 keys: every interleaving of 3 writes and 3 passes converges without a lost write"
+                "max merge, 2 clients, 2 keys, 3 writes, 3 passes"
+                maxMerge
                 {
                     Clients = 2
                     Keys = [ "k1"; "k2" ]
@@ -138,7 +144,8 @@ let tests =
                     Faults = 0
                 }
             check
-                "3 clients, 1 key: every interleaving of 3 writes and 3 passes (1 fault) converges without a lost write"
+                "max merge, 3 clients, 1 key, 3 writes, 3 passes, 1 fault"
+                maxMerge
                 {
                     Clients = 3
                     Keys = [ "k1" ]
@@ -147,4 +154,16 @@ let tests =
                     Passes = 3
                     Faults = 1
                 }
+            check
+                "PreferLocal, 2 clients, 1 key, 2 writes, 4 passes, 1 fault"
+                preferLocal
+                smallConflict
+            check
+                "PreferRemote, 2 clients, 1 key, 2 writes, 4 passes, 1 fault"
+                preferRemote
+                smallConflict
+            check
+                "NoMerge (conflicts recorded), 2 clients, 1 key, 2 writes, 4 passes, 1 fault"
+                noMerge
+                smallConflict
         ]

@@ -42,6 +42,8 @@ type Client =
         Rows: Map<string, ItemState>
         Namespace: NamespaceState
         LastWrites: Map<string, byte[]>
+        /// Local values this client handed to a merge that resolved (the app's merge decided).
+        Merged: Set<byte[]>
         Clock: int64
     }
 
@@ -61,7 +63,16 @@ exception private Aborted of string
 
 /// The resolving merge used by the simulation: the lexicographically larger value wins
 /// (commutative, associative, idempotent, so clients converge).
-let private maxMerge: ByteMerge =
+/// Keep the local value (resolves every collision; the remote side loses).
+let preferLocal: ByteMerge = fun _ local _ -> Ok(MergeOutcome.Merged local)
+
+/// Take the remote value (resolves every collision; the local side loses, by the app's choice).
+let preferRemote: ByteMerge = fun _ _ remote -> Ok(MergeOutcome.Merged remote)
+
+/// Never resolve: every collision becomes a recorded conflict.
+let noMerge: ByteMerge = fun _ _ _ -> Ok MergeOutcome.Unresolved
+
+let maxMerge: ByteMerge =
     fun _ local remote ->
         Ok(
             MergeOutcome.Merged(
@@ -93,14 +104,26 @@ let newClient (i: int) =
                 UpdatedAt = t0
             }
         LastWrites = Map.empty
+        Merged = Set.empty
         Clock = 0L
     }
 
 /// Mutable pass context: the client's state as the pass goes, the server, and the fault budget.
-type private Pass(client: Client, server: Server, fault: Fault) =
+type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMerge) =
     let mutable c = client
     let mutable s = server
     let mutable faultLeft = fault <> NoFault
+
+    /// The app's merge, recording the local values it resolved.
+    let merge: ByteMerge =
+        fun mergeBase local remote ->
+            let result = appMerge mergeBase local remote
+
+            match result with
+            | Ok(MergeOutcome.Merged _) -> c <- { c with Merged = c.Merged.Add(Array.copy local) }
+            | _ -> ()
+
+            result
 
     member _.Client = c
     member _.Server = s
@@ -176,7 +199,7 @@ type private Pass(client: Client, server: Server, fault: Fault) =
                                 version
                                 value
                                 (this.Local target.Key)
-                                (Some maxMerge)
+                                (Some merge)
                                 now
                         with
                         | ApplyDecision.Save o -> this.SaveRow o.Row
@@ -327,8 +350,13 @@ type private Pass(client: Client, server: Server, fault: Fault) =
             attempt 1
 
 /// Runs one pass; a fault or abort keeps whatever was saved before it.
-let runPass (fault: Fault) (client: Client) (server: Server) : Client * Server * string option =
-    let pass = Pass(client, server, fault)
+let runPass
+    (merge: ByteMerge)
+    (fault: Fault)
+    (client: Client)
+    (server: Server)
+    : Client * Server * string option =
+    let pass = Pass(client, server, fault, merge)
 
     try
         pass.Run()
@@ -383,9 +411,13 @@ let checkStep (clients: Client[]) (server: Server) : string option =
                         )
                     | _ -> None))
 
-/// At quiescence: everyone agrees with the server, every row is clean, and no client's last
-/// write was lost (it was accepted, or a merge result at least as large was).
+/// At quiescence: every key is either in agreement with the server and clean, or in a recorded
+/// conflict whose remote side is the server's value; and no client's last write was lost — it
+/// was accepted by the server, handed to a merge that resolved, or kept in a conflict.
 let checkConverged (clients: Client[]) (server: Server) : string option =
+    let text (v: byte[] option) =
+        v |> Option.map Text.Encoding.UTF8.GetString
+
     clients
     |> Array.tryPick (fun c ->
         keyNames
@@ -393,25 +425,38 @@ let checkConverged (clients: Client[]) (server: Server) : string option =
             let id = itemIdOf key
             let serverValue = server.Items.TryFind id |> Option.map snd
             let history = server.History.TryFind id |> Option.defaultValue []
+            let row = c.Rows.TryFind key
+            let inConflict = row |> Option.exists (fun r -> r.Conflict)
 
-            if c.Backend.TryFind key <> serverValue then
+            if
+                inConflict
+                && (row |> Option.bind (fun r -> r.ConflictRemoteValue)) <> serverValue
+            then
+                Some(
+                    sprintf
+                        "%s/%s: the conflict does not hold the server's value %A"
+                        c.Name
+                        key
+                        (text serverValue)
+                )
+            elif not inConflict && c.Backend.TryFind key <> serverValue then
                 Some(
                     sprintf
                         "%s/%s = %A but the server has %A"
                         c.Name
                         key
-                        (c.Backend.TryFind key |> Option.map Text.Encoding.UTF8.GetString)
-                        (serverValue |> Option.map Text.Encoding.UTF8.GetString)
+                        (text (c.Backend.TryFind key))
+                        (text serverValue)
                 )
-            elif c.Rows.TryFind key |> Option.exists (fun r -> r.Dirty || r.Conflict) then
+            elif not inConflict && row |> Option.exists (fun r -> r.Dirty) then
                 Some(sprintf "%s/%s is still dirty at quiescence" c.Name key)
             else
                 match c.LastWrites.TryFind key with
                 | Some w when
                     not (
-                        history
-                        |> List.exists (fun h ->
-                            ReadOnlySpan(h).SequenceCompareTo(ReadOnlySpan w) >= 0)
+                        List.contains w history
+                        || c.Merged.Contains w
+                        || (inConflict && c.Backend.TryFind key = Some w)
                     )
                     ->
                     Some(
@@ -428,7 +473,8 @@ let project (c: Client) =
     c.Backend,
     c.Rows |> Map.map (fun _ r -> { r with UpdatedAt = DateTimeOffset.MinValue }),
     { c.Namespace with UpdatedAt = DateTimeOffset.MinValue },
-    c.LastWrites
+    c.LastWrites,
+    c.Merged
 
 let private same (a: Client[], s: Server) (b: Client[], t: Server) =
     s = t && Array.map project a = Array.map project b
@@ -437,7 +483,12 @@ let private same (a: Client[], s: Server) (b: Client[], t: Server) =
 let emptyServer = { Items = Map.empty; Head = 0UL; History = Map.empty }
 
 /// Executes one step on a copy of the state; returns the new state and a trace line.
-let exec (clients: Client[]) (server: Server) (step: Step) : Client[] * Server * string =
+let exec
+    (merge: ByteMerge)
+    (clients: Client[])
+    (server: Server)
+    (step: Step)
+    : Client[] * Server * string =
     let clients = Array.copy clients
 
     match step with
@@ -453,7 +504,7 @@ let exec (clients: Client[]) (server: Server) (step: Step) : Client[] * Server *
 
         clients, server, sprintf "%s writes %s=%s" c.Name key value
     | SyncPass(i, fault) ->
-        let c, s, aborted = runPass fault clients[i] server
+        let c, s, aborted = runPass merge fault clients[i] server
         clients[i] <- c
 
         clients,
@@ -465,12 +516,17 @@ let exec (clients: Client[]) (server: Server) (step: Step) : Client[] * Server *
             (aborted |> Option.map (sprintf " aborted: %s") |> Option.defaultValue "")
 
 /// Quiet: every client syncs without faults until nothing changes (at most `rounds` rounds).
-let settle (rounds: int) (clients: Client[]) (server: Server) : Client[] * Server =
+let settle
+    (merge: ByteMerge)
+    (rounds: int)
+    (clients: Client[])
+    (server: Server)
+    : Client[] * Server =
     let rec go round (clients: Client[]) server =
         let next, nextServer =
             Seq.init clients.Length id
             |> Seq.fold
-                (fun (cs, s) i -> let cs, s, _ = exec cs s (SyncPass(i, NoFault)) in cs, s)
+                (fun (cs, s) i -> let cs, s, _ = exec merge cs s (SyncPass(i, NoFault)) in cs, s)
                 (clients, server)
 
         if same (next, nextServer) (clients, server) || round >= rounds then
@@ -509,7 +565,7 @@ let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * stri
         if n = 0 then
             Ok(clients, server)
         else
-            let clients, server, line = exec clients server (randomStep ())
+            let clients, server, line = exec maxMerge clients server (randomStep ())
             trace.Add line
 
             match checkStep clients server with
@@ -519,8 +575,8 @@ let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * stri
     match steps' steps (Array.init clientCount newClient) emptyServer with
     | Error v -> Error(v, List.ofSeq trace)
     | Ok(clients, server) ->
-        let clients, server = settle 4 clients server
-        let again, againServer = settle 1 clients server
+        let clients, server = settle maxMerge 4 clients server
+        let again, againServer = settle maxMerge 1 clients server
 
         let quiet =
             if same (again, againServer) (clients, server) then
