@@ -215,3 +215,57 @@ module Namespaces =
     /// The cached head after this client's upload was accepted (+1 per accepted write).
     let afterUpload (row: NamespaceState) (now: DateTimeOffset) : NamespaceState =
         { row with Head = row.Head + 1UL; UpdatedAt = now }
+
+/// Whether a namespace can be used without the network (§4.2 "ensure namespace ready").
+[<RequireQualifiedAccess>]
+type Readiness =
+    /// Cached with its DEK (and of the expected kind, when one was asked for).
+    | Ready of NamespaceState
+    /// No row, or no DEK: join (fetch and unwrap the wrapped DEK) with this kind hint, then re-check.
+    | NeedsJoin of kindHint: NamespaceKind option
+    /// Cached with another kind than the operation needs (e.g. an invite on a default namespace).
+    | WrongKind of actual: NamespaceKind option * expected: NamespaceKind
+
+/// The DEK-availability decision.
+module Readiness =
+    /// §4.2 steps 1 and 3: a cached row with a DEK is ready unless its kind differs from
+    /// `expected`; otherwise the namespace must be joined first.
+    let decide
+        (row: NamespaceState option)
+        (expected: NamespaceKind option)
+        (hint: NamespaceKind option)
+        : Readiness =
+        match row, expected with
+        | Some r, Some e when r.Dek.IsSome && r.Kind <> Some e -> Readiness.WrongKind(r.Kind, e)
+        | Some r, _ when r.Dek.IsSome -> Readiness.Ready r
+        | Some r, _ -> Readiness.NeedsJoin(r.Kind |> Option.orElse hint)
+        | None, _ -> Readiness.NeedsJoin hint
+
+    /// The row after a join stored the unwrapped DEK: head and scope hash are kept, the kind is
+    /// filled from the hint only when unknown.
+    let afterJoin
+        (row: NamespaceState option)
+        (keyId: BitBoxSync.Protocol.KeyId)
+        (ns: BitBoxSync.Protocol.NamespaceId)
+        (hint: NamespaceKind option)
+        (dek: BitBoxSync.Protocol.Dek)
+        (now: DateTimeOffset)
+        : NamespaceState =
+        let existing =
+            row
+            |> Option.defaultValue
+                {
+                    KeyId = keyId
+                    NamespaceId = ns
+                    Kind = hint
+                    Head = 0UL
+                    ActiveScopeHash = ""
+                    Dek = None
+                    UpdatedAt = now
+                }
+
+        { existing with
+            Kind = existing.Kind |> Option.orElse hint
+            Dek = Some dek
+            UpdatedAt = now
+        }

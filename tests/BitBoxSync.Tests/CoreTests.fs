@@ -938,6 +938,51 @@ let quarantineTests =
             "reason text"
     }
 
+let readinessTests =
+    test
+        "TestCreateInviteRejectsDefaultNamespaceBeforeChallenge (decision): kind checked on the cached row, joins keep head and scope" {
+        let cached = nsRow ns 7UL "scope" (Some dek)
+
+        Expect.equal
+            (Readiness.decide (Some cached) (Some NamespaceKind.Shared) None)
+            (Readiness.WrongKind(Some NamespaceKind.Default, NamespaceKind.Shared))
+            "expected shared"
+
+        Expect.equal
+            (Readiness.decide (Some { cached with Kind = None }) (Some NamespaceKind.Shared) None)
+            (Readiness.WrongKind(None, NamespaceKind.Shared))
+            "unknown kind"
+
+        Expect.equal
+            (Readiness.decide (Some cached) None None)
+            (Readiness.Ready cached)
+            "ready offline"
+
+        Expect.equal
+            (Readiness.decide (Some { cached with Dek = None }) None (Some NamespaceKind.Shared))
+            (Readiness.NeedsJoin(Some NamespaceKind.Default))
+            "cached kind wins over the hint"
+
+        Expect.equal
+            (Readiness.decide None None (Some NamespaceKind.Shared))
+            (Readiness.NeedsJoin(Some NamespaceKind.Shared))
+            "new namespace"
+
+        let joined =
+            Readiness.afterJoin
+                (Some { cached with Dek = None; Kind = None })
+                keyId
+                ns
+                (Some NamespaceKind.Shared)
+                dek
+                t1
+
+        Expect.equal
+            (joined.Head, joined.ActiveScopeHash, joined.Kind, joined.Dek)
+            (7UL, "scope", Some NamespaceKind.Shared, Some dek)
+            "head and scope kept, kind filled"
+    }
+
 let tests =
     testList
         "core"
@@ -950,4 +995,5 @@ let tests =
             applyTests
             watchTests
             quarantineTests
+            readinessTests
         ]
