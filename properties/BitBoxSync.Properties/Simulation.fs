@@ -537,46 +537,59 @@ let settle
     go 1 clients server
 
 /// Runs a seeded scenario: `steps` random steps, then quiet passes until everyone converged.
-let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * string list> =
+/// The steps a seed generates (the scheduler).
+let schedule (seed: int) (clientCount: int) (steps: int) : Step list =
     let rng = Random(seed)
+
+    let letter () = string (char (int 'a' + rng.Next 6))
+
+    [
+        for _ in 1..steps ->
+            let i = rng.Next clientCount
+
+            match rng.Next 10 with
+            | 0
+            | 1
+            | 2
+            | 3 -> AppWrite(i, keyNames[rng.Next keyNames.Length], letter ())
+            | 4 -> SyncPass(i, LostResponse)
+            | 5 -> SyncPass(i, CrashAfterBackendWrite)
+            | 6 ->
+                SyncPass(
+                    i,
+                    (if rng.Next 2 = 0 then
+                         DuplicatedRequest
+                     else
+                         RacingAppWrite(letter ()))
+                )
+            | _ -> SyncPass(i, NoFault)
+    ]
+
+/// Runs explicit steps, checking the step invariants after each one, then a quiet period and
+/// the convergence invariants. Error carries the violation and the trace.
+let runSteps
+    (merge: ByteMerge)
+    (clientCount: int)
+    (steps: Step list)
+    : Result<unit, string * string list> =
     let trace = Collections.Generic.List<string>()
 
-    let randomStep () =
-        let i = rng.Next clientCount
-
-        match rng.Next 10 with
-        | 0
-        | 1
-        | 2
-        | 3 -> AppWrite(i, keyNames[rng.Next keyNames.Length], string (char (int 'a' + rng.Next 6)))
-        | 4 -> SyncPass(i, LostResponse)
-        | 5 -> SyncPass(i, CrashAfterBackendWrite)
-        | 6 ->
-            SyncPass(
-                i,
-                (if rng.Next 2 = 0 then
-                     DuplicatedRequest
-                 else
-                     RacingAppWrite(string (char (int 'a' + rng.Next 6))))
-            )
-        | _ -> SyncPass(i, NoFault)
-
-    let rec steps' n clients server =
-        if n = 0 then
-            Ok(clients, server)
-        else
-            let clients, server, line = exec maxMerge clients server (randomStep ())
+    let rec go steps clients server =
+        match steps with
+        | [] -> Ok(clients, server)
+        | step :: rest ->
+            let clients, server, line = exec merge clients server step
             trace.Add line
 
             match checkStep clients server with
             | Some violation -> Error violation
-            | None -> steps' (n - 1) clients server
+            | None -> go rest clients server
 
-    match steps' steps (Array.init clientCount newClient) emptyServer with
+    match go steps (Array.init clientCount newClient) emptyServer with
     | Error v -> Error(v, List.ofSeq trace)
     | Ok(clients, server) ->
-        let clients, server = settle maxMerge 4 clients server
-        let again, againServer = settle maxMerge 1 clients server
+        let clients, server = settle merge 4 clients server
+        let again, againServer = settle merge 1 clients server
 
         let quiet =
             if same (again, againServer) (clients, server) then
@@ -591,6 +604,37 @@ let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * stri
         with
         | Some v -> Error(v, List.ofSeq trace @ [ "(then every client syncs until quiet)" ])
         | None -> Ok()
+
+/// Shrinks a failing step list: drops steps one at a time while the run still fails (with any
+/// violation), until no single step can be dropped. The result is a 1-minimal counterexample.
+let shrink (merge: ByteMerge) (clientCount: int) (steps: Step list) : Step list =
+    let fails s =
+        runSteps merge clientCount s |> Result.isError
+
+    let rec pass (kept: Step list) (i: int) =
+        if i >= kept.Length then
+            kept
+        else
+            let candidate = kept |> List.removeAt i
+
+            if fails candidate then
+                pass candidate i
+            else
+                pass kept (i + 1)
+
+    let rec fixpoint s =
+        let next = pass s 0
+        if next.Length = s.Length then s else fixpoint next
+
+    fixpoint steps
+
+/// Runs one seed; on failure the trace is the shrunk (minimal) one.
+let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * string list> =
+    let steps = schedule seed clientCount steps
+
+    match runSteps maxMerge clientCount steps with
+    | Ok() -> Ok()
+    | Error _ -> runSteps maxMerge clientCount (shrink maxMerge clientCount steps)
 
 /// The seed given on the command line (`--sim-seed N`), if any.
 let mutable replaySeed: int option = None
