@@ -983,6 +983,61 @@ let readinessTests =
             "head and scope kept, kind filled"
     }
 
+let conflictTests =
+    test "resolving a conflict: with a value, keeping local, or taking remote (transitions 20–23)" {
+        let conflict =
+            { row "k" 2UL (Some "base"B) true true with
+                BaseVersion = 1UL
+                ConflictRemoteVersion = 2UL
+                ConflictRemoteValue = Some "remote"B
+            }
+
+        match Conflicts.resolveWithValue conflict "chosen"B t1 with
+        | Resolution.WriteAndSave(value, r) ->
+            Expect.equal value "chosen"B "writes the value"
+
+            Expect.equal
+                (r.Conflict, r.Dirty, r.Version, r.BaseVersion, r.BaseValue)
+                (false, true, 2UL, 1UL, Some "base"B)
+                "dirty at the remote version, original base"
+        | other -> failtestf "%A" other
+
+        match Conflicts.preferLocal conflict (LocalValue.Present "mine"B) t1 with
+        | Resolution.Save r ->
+            Expect.equal
+                (r.Conflict, r.Dirty, r.ConflictRemoteValue)
+                (false, true, None)
+                "dirty, conflict cleared"
+        | other -> failtestf "%A" other
+
+        Expect.equal
+            (Conflicts.preferLocal conflict LocalValue.Absent t1)
+            Resolution.LocalValueMissing
+            "needs a local value"
+
+        match Conflicts.preferRemote conflict t1 with
+        | Resolution.WriteAndSave(value, r) ->
+            Expect.equal value "remote"B "writes the remote value"
+
+            Expect.equal
+                (r.Dirty, r.Version, r.BaseVersion, r.BaseValue)
+                (false, 2UL, 2UL, Some "remote"B)
+                "clean at the remote version"
+        | other -> failtestf "%A" other
+
+        let clean = row "k" 1UL (Some "v"B) false false
+
+        Expect.equal
+            (Conflicts.preferRemote clean t1)
+            Resolution.NotInConflict
+            "no-op when not in conflict"
+
+        Expect.equal
+            (Conflicts.resolveWithValue clean "x"B t1)
+            Resolution.NotInConflict
+            "no-op when not in conflict"
+    }
+
 let tests =
     testList
         "core"
@@ -996,4 +1051,5 @@ let tests =
             watchTests
             quarantineTests
             readinessTests
+            conflictTests
         ]
