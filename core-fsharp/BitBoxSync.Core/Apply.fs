@@ -85,17 +85,7 @@ module Apply =
     let private bytesEqual (a: byte[]) (b: byte[]) =
         ReadOnlySpan(a).SequenceEqual(ReadOnlySpan b)
 
-    let private cleanAt (row: ItemState) (version: uint64) (value: byte[]) (now: DateTimeOffset) =
-        { row with
-            Version = version
-            BaseVersion = version
-            BaseValue = Some(Array.copy value)
-            Dirty = false
-            Conflict = false
-            ConflictRemoteVersion = 0UL
-            ConflictRemoteValue = None
-            UpdatedAt = now
-        }
+    let private cleanAt = ItemState.cleanAt
 
     /// Conflict state (§4.9): the remote side refreshed, base and backend untouched.
     let private conflictAt

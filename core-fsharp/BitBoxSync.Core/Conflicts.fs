@@ -52,14 +52,5 @@ module Conflicts =
 
             Resolution.WriteAndSave(
                 Array.copy value,
-                { row with
-                    Version = row.ConflictRemoteVersion
-                    BaseVersion = row.ConflictRemoteVersion
-                    BaseValue = Some(Array.copy value)
-                    Dirty = false
-                    Conflict = false
-                    ConflictRemoteVersion = 0UL
-                    ConflictRemoteValue = None
-                    UpdatedAt = now
-                }
+                ItemState.cleanAt row row.ConflictRemoteVersion value now
             )

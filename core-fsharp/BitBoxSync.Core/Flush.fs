@@ -81,17 +81,7 @@ module Flush =
     /// add one to the cached namespace head.
     let accepted (intent: UploadIntent) (version: uint64) (now: DateTimeOffset) : Outcome =
         {
-            Row =
-                { intent.Row with
-                    Version = version
-                    BaseVersion = version
-                    BaseValue = Some(Array.copy intent.Plaintext)
-                    Dirty = false
-                    Conflict = false
-                    ConflictRemoteVersion = 0UL
-                    ConflictRemoteValue = None
-                    UpdatedAt = now
-                }
+            Row = ItemState.cleanAt intent.Row version intent.Plaintext now
             Events = [ ItemEvent.ItemUploaded ]
         }
 

@@ -137,6 +137,25 @@ module ItemState =
             UpdatedAt = now
         }
 
+    /// The row made clean at `version` with `value` as its base (after a download, an accepted
+    /// upload, or taking the remote side of a conflict).
+    let cleanAt
+        (row: ItemState)
+        (version: uint64)
+        (value: byte[])
+        (now: DateTimeOffset)
+        : ItemState =
+        { row with
+            Version = version
+            BaseVersion = version
+            BaseValue = Some(Array.copy value)
+            Dirty = false
+            Conflict = false
+            ConflictRemoteVersion = 0UL
+            ConflictRemoteValue = None
+            UpdatedAt = now
+        }
+
     /// Byte equality of an encoded value with the base (the only change detection, §4.3 f).
     let equalsBase (item: ItemState) (encoded: byte[]) =
         match item.BaseValue with
