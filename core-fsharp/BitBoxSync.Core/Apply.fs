@@ -60,6 +60,8 @@ type QuarantineReason =
     | LocalValueMissing
     /// The downloaded item could not be read: AAD mismatch, decryption or decoding failure.
     | UnreadableRemote of string
+    /// The encoded local value exceeds the 65 520-byte item limit (§12.4).
+    | ValueTooLarge of size: int
 
     /// A readable description.
     member r.Message =
@@ -67,6 +69,11 @@ type QuarantineReason =
         | MergeFailed m -> "merge failed: " + m
         | LocalValueMissing -> "the item is dirty but its value is missing from the backend"
         | UnreadableRemote m -> "the remote value cannot be read: " + m
+        | ValueTooLarge size ->
+            sprintf
+                "the value is %d bytes, over the %d-byte item limit"
+                size
+                BitBoxSync.Protocol.Limits.MaxItemPlaintextSize
 
 /// What to do with a remote value.
 [<RequireQualifiedAccess>]

@@ -47,3 +47,13 @@ module Quarantine =
     /// Retry only when an input changed: a newer remote version or a different local value.
     let shouldRetry (q: QuarantinedItem) (remoteVersion: uint64) (local: LocalValue) : bool =
         remoteVersion <> q.RemoteVersion || fingerprint local <> q.LocalFingerprint
+
+    /// The quarantine reason of a flush skip that needs the app's attention (a vanished or an
+    /// oversized value); None for skips that are not errors (inactive, in conflict, already clean).
+    let ofFlushSkip (skip: FlushSkip) : QuarantineReason option =
+        match skip with
+        | FlushSkip.ValueMissing -> Some QuarantineReason.LocalValueMissing
+        | FlushSkip.TooLarge size -> Some(QuarantineReason.ValueTooLarge size)
+        | FlushSkip.Inactive
+        | FlushSkip.InConflict
+        | FlushSkip.NotDirty -> None
