@@ -7,4 +7,4 @@ let main argv =
     runTestsWithCLIArgs
         []
         argv
-        (testList "BitBoxSync.Tests" [ VectorTests.tests; ProtocolTests.tests; CoreTests.tests ])
+        (testList "BitBoxSync.Tests" [ VectorTests.tests; ProtocolTests.tests; CoreTests.tests; ServerCoreTests.tests ])
