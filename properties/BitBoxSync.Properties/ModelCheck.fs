@@ -34,8 +34,11 @@ type private State =
 
 /// The hashed projection of a state: timestamps and clocks are abstracted away.
 let private project (s: State) =
+    let server =
+        s.Server.Items |> Map.map (fun _ i -> i.Version, i.Sealed), s.Server.Head, s.Server.History
+
     (s.Clients |> Array.map Simulation.project |> List.ofArray),
-    s.Server,
+    server,
     s.Writes,
     s.Passes,
     s.Faults

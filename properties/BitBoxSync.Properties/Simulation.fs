@@ -25,10 +25,11 @@ let keyNames = [ "k1"; "k2" ]
 let private itemIdOf = LogicalKey.itemId keys collection
 let private t0 = DateTimeOffset.FromUnixTimeSeconds 1000L
 
-/// The server: current (version, value) per item, head, and every accepted value per item.
+/// The server: the stored (encrypted) items under the rules of BitBoxSync.Server.Core, the head,
+/// and — as the test's oracle, not something a server knows — every accepted plaintext per item.
 type Server =
     {
-        Items: Map<ItemId, uint64 * byte[]>
+        Items: Map<ItemId, BitBoxSync.Server.Core.StoredItem>
         Head: uint64
         History: Map<ItemId, byte[] list>
     }
@@ -181,7 +182,14 @@ type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMe
     member this.Apply(row: ItemState, mapVersion: uint64 option) =
         match s.Items.TryFind row.ItemId with
         | None -> raise (Aborted "404 on fetch")
-        | Some(version, value) ->
+        | Some stored ->
+            let version = stored.Version
+
+            let value =
+                match ItemCrypto.openItem keys ns row.ItemId version stored.Sealed with
+                | Ok plain -> plain
+                | Error e -> raise (Aborted e.Message)
+
             match Download.checkVersion row mapVersion version with
             | Error e -> raise (Aborted e.Message)
             | Ok() ->
@@ -212,20 +220,54 @@ type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMe
     member this.Put(intent: UploadIntent) : uint64 option =
         let current = s.Items.TryFind intent.Row.ItemId
 
-        let ok =
-            match intent.IfMatch, current with
-            | IfMatch.Absent, None -> true
-            | IfMatch.Version n, Some(v, _) -> n = v
-            | _ -> false
+        let usage: BitBoxSync.Server.Core.NamespaceUsage =
+            {
+                NamespaceId = ns
+                Head = s.Head
+                ItemCount = s.Items.Count
+                StoredBytes =
+                    s.Items
+                    |> Map.fold
+                        (fun acc _ i -> acc + BitBoxSync.Server.Core.Items.storedBytes i.Sealed)
+                        0L
+            }
 
-        if ok then
-            let version = intent.TargetVersion
+        // Deterministic nonces are fine here: only this harness ever sees these keys.
+        let nonce =
+            Bin.ofBytes<ItemNonceKind>(
+                Array.init 24 (fun i -> byte (int intent.TargetVersion * 31 + int s.Head * 7 + i))
+            )
+            |> Result.defaultWith (fun e -> failwith e.Message)
+
+        let sealedItem =
+            ItemCrypto.seal
+                keys
+                ns
+                intent.Row.ItemId
+                intent.TargetVersion
+                nonce
+                (ReadOnlySpan intent.Plaintext)
+            |> Result.defaultWith (fun e -> failwith e.Message)
+
+        match
+            BitBoxSync.Server.Core.Items.put
+                usage
+                intent.Row.ItemId
+                current
+                intent.IfMatch
+                sealedItem
+                this.Now
+        with
+        | Error e when e.Status = 412 -> None
+        | Error e -> raise (Aborted(sprintf "server refused with %d: %s" e.Status e.Message))
+        | Ok accepted ->
+            let version = accepted.Item.Version
             let history = s.History.TryFind intent.Row.ItemId |> Option.defaultValue []
 
             s <-
                 {
-                    Items = s.Items.Add(intent.Row.ItemId, (version, intent.Plaintext))
-                    Head = s.Head + 1UL
+                    Items = s.Items.Add(intent.Row.ItemId, accepted.Item)
+                    Head = accepted.NewHead
                     History = s.History.Add(intent.Row.ItemId, intent.Plaintext :: history)
                 }
 
@@ -244,8 +286,6 @@ type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMe
                         raise (Aborted "SERVER BUG: a refused PUT changed state")
 
             Some version
-        else
-            None
 
     /// One full pass: snapshot reconciliation, namespace + item map, flush.
     member this.Run() =
@@ -300,7 +340,7 @@ type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMe
                             Row = p.Row
                             ExpectedHead = expected
                             MapHead = s.Head
-                            MapItems = s.Items |> Map.map (fun _ (v, _) -> v)
+                            MapItems = s.Items |> Map.map (fun _ i -> i.Version)
                             Cached = c.Rows |> Map.values |> List.ofSeq
                             Scope = scope
                             Now = this.Now
@@ -373,8 +413,8 @@ type Step =
 let checkStep (clients: Client[]) (server: Server) : string option =
     let heads =
         server.Items
-        |> Map.forall (fun id (v, _) ->
-            (server.History.TryFind id |> Option.map List.length) = Some(int v))
+        |> Map.forall (fun id i ->
+            (server.History.TryFind id |> Option.map List.length) = Some(int i.Version))
 
     if not heads then
         Some "an item version is not the number of accepted writes"
@@ -391,8 +431,8 @@ let checkStep (clients: Client[]) (server: Server) : string option =
             else
                 c.Rows
                 |> Map.tryPick (fun key row ->
-                    match server.Items.TryFind row.ItemId with
-                    | Some(v, _) when row.Version > v ->
+                    match server.Items.TryFind row.ItemId |> Option.map (fun i -> i.Version) with
+                    | Some v when row.Version > v ->
                         Some(
                             sprintf
                                 "%s/%s is at version %d above the server's %d"
@@ -423,7 +463,7 @@ let checkConverged (clients: Client[]) (server: Server) : string option =
         keyNames
         |> List.tryPick (fun key ->
             let id = itemIdOf key
-            let serverValue = server.Items.TryFind id |> Option.map snd
+            let serverValue = server.History.TryFind id |> Option.map List.head
             let history = server.History.TryFind id |> Option.defaultValue []
             let row = c.Rows.TryFind key
             let inConflict = row |> Option.exists (fun r -> r.Conflict)
