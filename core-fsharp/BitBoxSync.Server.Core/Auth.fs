@@ -8,64 +8,83 @@ open BitBoxSync.Protocol
 
 /// Server auth settings.
 type AuthSettings =
-    { /// How long a challenge is accepted (default 5 min).
-      ChallengeTtl: TimeSpan
-      /// Bearer token lifetime (default 30 days, well above the client's 24 h refresh skew).
-      TokenTtl: TimeSpan
-      /// Demand an attestation at login and refresh (test mode accepts the dummy format only).
-      RequireAttestation: bool }
+    {
+        /// How long a challenge is accepted (default 5 min).
+        ChallengeTtl: TimeSpan
+        /// Bearer token lifetime (default 30 days, well above the client's 24 h refresh skew).
+        TokenTtl: TimeSpan
+        /// Demand an attestation at login and refresh (test mode accepts the dummy format only).
+        RequireAttestation: bool
+    }
 
 /// A minted challenge as the server remembers it. Storage format — change only with a migration.
 type StoredChallenge =
-    { Challenge: Challenge
-      Purpose: ChallengePurpose
-      Kind: IdentityKind
-      ExpiresAt: DateTimeOffset
-      Used: bool }
+    {
+        Challenge: Challenge
+        Purpose: ChallengePurpose
+        Kind: IdentityKind
+        ExpiresAt: DateTimeOffset
+        Used: bool
+    }
 
 /// A registered identity (first login registers it).
 type RegisteredIdentity =
-    { KeyId: KeyId
-      Kind: IdentityKind
-      AuthPublicKey: AuthPublicKey
-      WrapPublicKey: WrapPublicKey
-      RegisteredAt: DateTimeOffset }
+    {
+        KeyId: KeyId
+        Kind: IdentityKind
+        AuthPublicKey: AuthPublicKey
+        WrapPublicKey: WrapPublicKey
+        RegisteredAt: DateTimeOffset
+    }
 
 /// A bearer token, stored as its SHA-256 only.
 type StoredToken =
-    { TokenHash: byte[]
-      KeyId: KeyId
-      IssuedAt: DateTimeOffset
-      ExpiresAt: DateTimeOffset
-      Revoked: bool }
+    {
+        TokenHash: byte[]
+        KeyId: KeyId
+        IssuedAt: DateTimeOffset
+        ExpiresAt: DateTimeOffset
+        Revoked: bool
+    }
 
 /// The result of presenting a challenge: it is marked used whether or not the request passes.
 type ChallengeUse =
-    { MarkUsed: StoredChallenge option
-      Result: Result<unit, ApiError> }
+    {
+        MarkUsed: StoredChallenge option
+        Result: Result<unit, ApiError>
+    }
 
 /// The auth rules.
 module Auth =
     /// The documented defaults.
     let defaults =
-        { ChallengeTtl = TimeSpan.FromMinutes 5.0
-          TokenTtl = TimeSpan.FromDays 30.0
-          RequireAttestation = false }
+        {
+            ChallengeTtl = TimeSpan.FromMinutes 5.0
+            TokenTtl = TimeSpan.FromDays 30.0
+            RequireAttestation = false
+        }
 
     /// Mints a challenge from 32 random bytes. Sensitive actions always answer spam control
     /// `none` (the client refuses anything else there).
-    let mint (settings: AuthSettings) (cmd: ChallengeCommand) (random32: byte[]) (now: DateTimeOffset) : StoredChallenge * Wire.ChallengeResponse =
+    let mint
+        (settings: AuthSettings)
+        (cmd: ChallengeCommand)
+        (random32: byte[])
+        (now: DateTimeOffset)
+        : StoredChallenge * Wire.ChallengeResponse =
         let challenge =
             match Bin.ofBytes<ChallengeKind> random32 with
             | Ok c -> c
             | Error e -> invalidArg "random32" e.Message
 
         let stored =
-            { Challenge = challenge
-              Purpose = cmd.Purpose
-              Kind = cmd.Kind
-              ExpiresAt = now + settings.ChallengeTtl
-              Used = false }
+            {
+                Challenge = challenge
+                Purpose = cmd.Purpose
+                Kind = cmd.Kind
+                ExpiresAt = now + settings.ChallengeTtl
+                Used = false
+            }
 
         let spam =
             match cmd.Purpose with
@@ -74,26 +93,47 @@ module Auth =
             | _ -> SpamControl.None
 
         stored,
-        { Challenge = challenge.Wire
-          ExpiresAt = Rfc3339.format stored.ExpiresAt
-          SpamControl = { Kind = spam.Wire } }
+        {
+            Challenge = challenge.Wire
+            ExpiresAt = Rfc3339.format stored.ExpiresAt
+            SpamControl = { Kind = spam.Wire }
+        }
 
     /// Presents a challenge for `purpose` and `kind`: unknown, used, expired, minted for another
     /// purpose / action / fields hash or kind → 403. A known challenge is consumed either way.
-    let useChallenge (stored: StoredChallenge option) (purpose: ChallengePurpose) (kind: IdentityKind) (now: DateTimeOffset) : ChallengeUse =
+    let useChallenge
+        (stored: StoredChallenge option)
+        (purpose: ChallengePurpose)
+        (kind: IdentityKind)
+        (now: DateTimeOffset)
+        : ChallengeUse =
         match stored with
-        | None -> { MarkUsed = None; Result = Error(ApiError.forbidden "unknown challenge") }
+        | None ->
+            {
+                MarkUsed = None
+                Result = Error(ApiError.forbidden "unknown challenge")
+            }
         | Some c ->
             let result =
-                if c.Used then Error(ApiError.forbidden "challenge already used")
-                elif now >= c.ExpiresAt then Error(ApiError.forbidden "challenge expired")
-                elif c.Purpose <> purpose then Error(ApiError.forbidden "challenge was minted for another purpose or action")
-                elif c.Kind <> kind then Error(ApiError.forbidden "challenge was minted for another kind")
-                else Ok()
+                if c.Used then
+                    Error(ApiError.forbidden "challenge already used")
+                elif now >= c.ExpiresAt then
+                    Error(ApiError.forbidden "challenge expired")
+                elif c.Purpose <> purpose then
+                    Error(ApiError.forbidden "challenge was minted for another purpose or action")
+                elif c.Kind <> kind then
+                    Error(ApiError.forbidden "challenge was minted for another kind")
+                else
+                    Ok()
 
             { MarkUsed = Some { c with Used = true }; Result = result }
 
-    let private checkAttestation (settings: AuthSettings) (challenge: Challenge) (auth: AuthPublicKey) (attestation: Attestation option) =
+    let private checkAttestation
+        (settings: AuthSettings)
+        (challenge: Challenge)
+        (auth: AuthPublicKey)
+        (attestation: Attestation option)
+        =
         match settings.RequireAttestation, attestation with
         | false, _ -> Ok()
         | true, None -> Error(ApiError.forbidden "attestation required")
@@ -112,7 +152,8 @@ module Auth =
         if KeyIds.ofAuthPublicKey cmd.AuthPublicKey <> cmd.KeyId then
             Error(ApiError.forbidden "key id does not match auth public key")
         else
-            let intent = Intents.login cmd.Challenge cmd.Kind cmd.KeyId cmd.AuthPublicKey cmd.WrapPublicKey
+            let intent =
+                Intents.login cmd.Challenge cmd.Kind cmd.KeyId cmd.AuthPublicKey cmd.WrapPublicKey
 
             if not (Ed25519.verify cmd.AuthPublicKey (ReadOnlySpan intent) cmd.Signature) then
                 Error(ApiError.forbidden "invalid intent signature")
@@ -121,23 +162,39 @@ module Auth =
                 |> Result.bind (fun () ->
                     match existing with
                     | Some id when id.WrapPublicKey <> cmd.WrapPublicKey ->
-                        Error(ApiError.conflict "this key is registered with another wrap public key")
+                        Error(
+                            ApiError.conflict "this key is registered with another wrap public key"
+                        )
                     | Some id -> Ok id
-                    | None when X25519.isLowOrder cmd.WrapPublicKey -> Error(ApiError.badRequest "wrapPublicKey is a low-order point")
+                    | None when X25519.isLowOrder cmd.WrapPublicKey ->
+                        Error(ApiError.badRequest "wrapPublicKey is a low-order point")
                     | None ->
                         Ok
-                            { KeyId = cmd.KeyId
-                              Kind = cmd.Kind
-                              AuthPublicKey = cmd.AuthPublicKey
-                              WrapPublicKey = cmd.WrapPublicKey
-                              RegisteredAt = now })
+                            {
+                                KeyId = cmd.KeyId
+                                Kind = cmd.Kind
+                                AuthPublicKey = cmd.AuthPublicKey
+                                WrapPublicKey = cmd.WrapPublicKey
+                                RegisteredAt = now
+                            })
 
     /// Refresh after the challenge passed: the body's key must be the token's identity, and the
     /// signature over the refresh intent must verify with the registered auth key.
-    let refresh (settings: AuthSettings) (cmd: RefreshCommand) (caller: RegisteredIdentity) : Result<unit, ApiError> =
+    let refresh
+        (settings: AuthSettings)
+        (cmd: RefreshCommand)
+        (caller: RegisteredIdentity)
+        : Result<unit, ApiError> =
         if cmd.KeyId <> caller.KeyId then
             Error(ApiError.forbidden "keyId is not the token's identity")
-        elif not (Ed25519.verify caller.AuthPublicKey (ReadOnlySpan(Intents.refresh cmd.Challenge cmd.Kind cmd.KeyId)) cmd.Signature) then
+        elif
+            not (
+                Ed25519.verify
+                    caller.AuthPublicKey
+                    (ReadOnlySpan(Intents.refresh cmd.Challenge cmd.Kind cmd.KeyId))
+                    cmd.Signature
+            )
+        then
             Error(ApiError.forbidden "invalid intent signature")
         else
             checkAttestation settings cmd.Challenge caller.AuthPublicKey cmd.Attestation
@@ -158,18 +215,28 @@ module Auth =
         let token = Base64Url.encode random32
 
         let stored =
-            { TokenHash = tokenHash token
-              KeyId = keyId
-              IssuedAt = now
-              ExpiresAt = now + settings.TokenTtl
-              Revoked = false }
+            {
+                TokenHash = tokenHash token
+                KeyId = keyId
+                IssuedAt = now
+                ExpiresAt = now + settings.TokenTtl
+                Revoked = false
+            }
 
-        let live = active |> List.filter (fun t -> t.KeyId = keyId && not t.Revoked && t.ExpiresAt > now)
+        let live =
+            active
+            |> List.filter (fun t -> t.KeyId = keyId && not t.Revoked && t.ExpiresAt > now)
+
         let excess = live.Length + 1 - Limits.MaxActiveTokensPerKey
 
         let evicted =
-            if excess <= 0 then []
-            else live |> List.sortBy (fun t -> t.IssuedAt) |> List.truncate excess |> List.map (fun t -> { t with Revoked = true })
+            if excess <= 0 then
+                []
+            else
+                live
+                |> List.sortBy (fun t -> t.IssuedAt)
+                |> List.truncate excess
+                |> List.map (fun t -> { t with Revoked = true })
 
         token, stored, evicted
 

@@ -5,9 +5,7 @@ namespace BitBoxSync.Server.Core
 open BitBoxSync.Protocol
 
 /// A refused request. Every refusal leaves the server state unchanged.
-type ApiError =
-    { Status: int
-      Message: string }
+type ApiError = { Status: int; Message: string }
 
 /// Constructors, one per row of the §5.6 mapping.
 module ApiError =

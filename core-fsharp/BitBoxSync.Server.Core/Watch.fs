@@ -11,11 +11,19 @@ module Watch =
 
     /// Visible namespaces whose head differs from `knownHeads` (missing entries count as
     /// different; entries for namespaces the caller cannot see are ignored), in ID order.
-    let changed (visible: (NamespaceId * NamespaceKind * uint64) list) (knownHeads: Map<NamespaceId, uint64>) : Wire.NamespaceSummary list =
+    let changed
+        (visible: (NamespaceId * NamespaceKind * uint64) list)
+        (knownHeads: Map<NamespaceId, uint64>)
+        : Wire.NamespaceSummary list =
         visible
         |> List.filter (fun (ns, _, head) -> knownHeads.TryFind ns <> Some head)
         |> List.sortBy (fun (ns, _, _) -> ns)
-        |> List.map (fun (ns, kind, head) -> { NamespaceId = ns.Wire; Kind = kind.Wire; NamespaceHead = head })
+        |> List.map (fun (ns, kind, head) ->
+            {
+                NamespaceId = ns.Wire
+                Kind = kind.Wire
+                NamespaceHead = head
+            })
 
     /// The answer once the wait is over: the changes, or `timedOut` with an empty list (never an
     /// empty list without `timedOut`).

@@ -7,4 +7,11 @@ let main argv =
     runTestsWithCLIArgs
         []
         argv
-        (testList "BitBoxSync.Tests" [ VectorTests.tests; ProtocolTests.tests; CoreTests.tests; ServerCoreTests.tests ])
+        (testList
+            "BitBoxSync.Tests"
+            [
+                VectorTests.tests
+                ProtocolTests.tests
+                CoreTests.tests
+                ServerCoreTests.tests
+            ])
