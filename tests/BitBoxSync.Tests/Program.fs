@@ -14,4 +14,5 @@ let main argv =
                 ProtocolTests.tests
                 CoreTests.tests
                 ServerCoreTests.tests
+                SharingTests.tests
             ])
