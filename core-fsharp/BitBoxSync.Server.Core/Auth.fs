@@ -199,6 +199,35 @@ module Auth =
         else
             checkAttestation settings cmd.Challenge caller.AuthPublicKey cmd.Attestation
 
+    /// The purpose a revoke-all-tokens challenge must have: the action with SHA-256 of empty fields.
+    let revokeAllTokensPurpose: ChallengePurpose =
+        ChallengePurpose.SensitiveAction(
+            SensitiveAction.RevokeAllTokens,
+            ActionFields.hash ActionFields.revokeAllTokens
+        )
+
+    /// `DELETE /v1/auth/tokens` after the challenge passed: the body's key is the caller and the
+    /// signature covers the 85-byte sensitive-action intent. The caller then revokes every token
+    /// of the identity, the one used for this call included.
+    let revokeAllTokens
+        (cmd: RevokeAllTokensCommand)
+        (caller: RegisteredIdentity)
+        : Result<unit, ApiError> =
+        let intent =
+            Intents.sensitiveAction
+                SensitiveAction.RevokeAllTokens
+                cmd.Challenge
+                cmd.Kind
+                cmd.KeyId
+                ActionFields.revokeAllTokens
+
+        if cmd.KeyId <> caller.KeyId then
+            Error(ApiError.forbidden "keyId is not the token's identity")
+        elif not (Ed25519.verify caller.AuthPublicKey (ReadOnlySpan intent) cmd.Signature) then
+            Error(ApiError.forbidden "invalid intent signature")
+        else
+            Ok()
+
     /// SHA-256 of a token: the only form stored.
     let tokenHash (token: string) : byte[] =
         Hashing.sha256 (ReadOnlySpan(Text.Encoding.UTF8.GetBytes token))

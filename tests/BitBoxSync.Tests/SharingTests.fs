@@ -156,6 +156,65 @@ let tests =
         "sharing rules"
         [
             test
+                "revoke-all-tokens needs the caller's key, a signature over the empty action fields and the matching challenge" {
+                use f = setup ()
+
+                let cmd: RevokeAllTokensCommand =
+                    {
+                        Kind = IdentityKind.Keystore
+                        KeyId = f.Alice.KeyId
+                        Challenge = challenge
+                        Signature = f.Alice.SignRevokeAllTokensIntent challenge
+                    }
+
+                Expect.equal (Auth.revokeAllTokens cmd f.AliceId) (Ok()) "valid"
+
+                Expect.equal
+                    (status (Auth.revokeAllTokens { cmd with KeyId = f.Bob.KeyId } f.AliceId))
+                    403
+                    "other key"
+
+                Expect.equal
+                    (status (
+                        Auth.revokeAllTokens
+                            { cmd with Signature = f.Alice.SignLoginIntent challenge }
+                            f.AliceId
+                    ))
+                    403
+                    "other intent"
+
+                let stored, _ =
+                    Auth.mint
+                        Auth.defaults
+                        {
+                            Purpose = Auth.revokeAllTokensPurpose
+                            Kind = IdentityKind.Keystore
+                        }
+                        (Array.init 32 byte)
+                        now
+
+                Expect.equal
+                    (Auth.useChallenge
+                        (Some stored)
+                        Auth.revokeAllTokensPurpose
+                        IdentityKind.Keystore
+                        now)
+                        .Result
+                    (Ok())
+                    "challenge for this action"
+
+                Expect.equal
+                    (status
+                        (Auth.useChallenge
+                            (Some stored)
+                            (Sharing.createInvitePurpose ns f.Cmd)
+                            IdentityKind.Keystore
+                            now)
+                            .Result)
+                    403
+                    "not for another action"
+            }
+            test
                 "create-invite binds the challenge to the action fields and checks caller, membership, kind, signature, expiry and limits" {
                 use f = setup ()
                 let invite = createInvite f |> ok "create"
