@@ -22,6 +22,7 @@ let main argv =
                 CryptoProperties.tests
                 InviteProperties.tests
                 CoreProperties.tests
+                ServerProperties.tests
                 Simulation.tests
                 ModelCheck.tests
             ])

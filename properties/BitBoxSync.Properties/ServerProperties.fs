@@ -1,0 +1,182 @@
+/// Laws of the server rules: compare-and-set admits exactly one writer per version and moves the
+/// head by one per accepted write; request decoding and validation never throw on mutated input
+/// (a refusal is always a 4xx, never a crash).
+module BitBoxSync.Properties.ServerProperties
+
+open System
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open BitBoxSync.Protocol
+open BitBoxSync.Server.Core
+open BitBoxSync.Properties.Generators
+
+let private keys =
+    NamespaceKeys.derive (
+        Bin.ofBytes<DekKind>(Array.init 32 byte)
+        |> Result.defaultWith (fun _ -> failwith "dek")
+    )
+
+let private ns =
+    Bin.ofBytes<NamespaceIdKind>(Array.init 16 byte)
+    |> Result.defaultWith (fun _ -> failwith "ns")
+
+let private item =
+    Bin.ofBytes<ItemIdKind>(Array.init 32 byte)
+    |> Result.defaultWith (fun _ -> failwith "item")
+
+let private nonce =
+    Bin.ofBytes<ItemNonceKind>(Array.zeroCreate 24)
+    |> Result.defaultWith (fun _ -> failwith "nonce")
+
+let private now = DateTimeOffset.FromUnixTimeSeconds 1000L
+
+let private sealedFor version =
+    ItemCrypto.seal keys ns item version nonce (ReadOnlySpan "v"B)
+    |> Result.defaultWith (fun e -> failwith e.Message)
+
+/// Valid request bodies of every kind, as JSON text.
+let private validBodies =
+    use alice = DummyKeystore.FromLabel "alice"
+
+    let challenge =
+        Bin.ofBytes<ChallengeKind>(Array.init 32 byte)
+        |> Result.defaultWith (fun _ -> failwith "c")
+
+    [
+        Wire.Json.serialize (
+            {
+                Purpose = "login"
+                Kind = "keystore"
+                Action = null
+                ActionFieldsHash = null
+            }
+            : Wire.ChallengeRequest
+        )
+        Wire.Json.serialize (
+            {
+                Kind = "keystore"
+                KeyId = alice.KeyId.Wire
+                AuthPublicKey = alice.AuthPublicKey.Wire
+                WrapPublicKey = alice.WrapPublicKey.Wire
+                Challenge = challenge.Wire
+                IntentSignature = (alice.SignLoginIntent challenge).Wire
+                Attestation = null
+            }
+            : Wire.LoginRequest
+        )
+        Wire.Json.serialize (
+            {
+                Nonce = nonce.Wire
+                Aad = (sealedFor 1UL).Aad.Wire
+                Ciphertext = (sealedFor 1UL).Ciphertext.Wire
+            }
+            : Wire.PutItemRequest
+        )
+        Wire.Json.serialize (
+            { KnownHeads = Map.ofList [ ns.Wire, 3UL ] }: Wire.WatchNamespacesRequest
+        )
+    ]
+
+/// Decodes and validates a body as every request type; true when nothing threw.
+let private neverThrows (json: string) =
+    try
+        let decode f =
+            match f json with
+            | Ok _
+            | Error _ -> ()
+
+        decode (fun j ->
+            Wire.Json.decodeRequestString<Wire.ChallengeRequest> j
+            |> Result.map Requests.challenge)
+
+        decode (fun j ->
+            Wire.Json.decodeRequestString<Wire.LoginRequest> j |> Result.map Requests.login)
+
+        decode (fun j ->
+            Wire.Json.decodeRequestString<Wire.PutItemRequest> j
+            |> Result.map Requests.putItem)
+
+        decode (fun j ->
+            Wire.Json.decodeRequestString<Wire.WatchNamespacesRequest> j
+            |> Result.map Requests.watch)
+
+        decode (fun j ->
+            Wire.Json.decodeRequestString<Wire.SubmitNamespaceJoinRequestRequest> j
+            |> Result.map Requests.submitJoinRequest)
+
+        decode (fun j ->
+            Wire.Json.decodeRequestString<Wire.CreateNamespaceInviteRequest> j
+            |> Result.map Requests.createInvite)
+
+        true
+    with e ->
+        failwithf "threw on %s: %O" json e
+
+let tests =
+    testList
+        "server rules"
+        [
+            testPropertyWithConfig
+                config
+                "compare-and-set: one writer per version, versions and head move by exactly one"
+            <| forAll (Gen.listOf (Gen.choose (0, 4))) (fun attempts ->
+                // Each attempt is If-Match n (0 = create); apply them in order to one item.
+                let folder
+                    (usage: NamespaceUsage, current: StoredItem option, accepted: int, ok: bool)
+                    (n: int)
+                    =
+                    let ifMatch = if n = 0 then IfMatch.Absent else IfMatch.Version(uint64 n)
+                    let target = uint64 n + 1UL
+
+                    match Items.put usage item current ifMatch (sealedFor target) now with
+                    | Ok a ->
+                        let expectedVersion =
+                            (current |> Option.map (fun i -> i.Version) |> Option.defaultValue 0UL)
+                            + 1UL
+
+                        a.Usage,
+                        Some a.Item,
+                        accepted + 1,
+                        ok && a.Item.Version = expectedVersion && a.NewHead = usage.Head + 1UL
+                    | Error e ->
+                        let stale =
+                            current |> Option.map (fun i -> i.Version)
+                            <> (if n = 0 then None else Some(uint64 n))
+
+                        usage, current, accepted, ok && e.Status = 412 && stale
+
+                let usage, current, accepted, ok =
+                    attempts
+                    |> List.fold
+                        folder
+                        ({
+                            NamespaceId = ns
+                            Head = 0UL
+                            ItemCount = 0
+                            StoredBytes = 0L
+                         },
+                         None,
+                         0,
+                         true)
+
+                ok
+                && usage.Head = uint64 accepted
+                && (current |> Option.map (fun i -> i.Version) |> Option.defaultValue 0UL) =
+                    uint64 accepted)
+
+            testPropertyWithConfig
+                config
+                "mutated request bodies are refused with a field error, never an exception"
+            <| forAll
+                (Gen.oneof
+                    [
+                        Gen.elements validBodies |> Gen.bind mutate
+                        Gen.elements validBodies
+                        |> Gen.bind mutate
+                        |> Gen.bind mutate
+                        |> Gen.bind mutate
+                        anyString
+                    ])
+                neverThrows
+        ]
