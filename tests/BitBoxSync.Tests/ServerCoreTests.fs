@@ -30,11 +30,6 @@ let private usage head count bytes =
         StoredBytes = bytes
     }
 
-let private status (r: Result<'a, ApiError>) =
-    match r with
-    | Ok _ -> 200
-    | Error e -> e.Status
-
 let itemTests =
     testList
         "item compare-and-set"

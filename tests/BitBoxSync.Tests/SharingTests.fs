@@ -35,11 +35,6 @@ let private wrapped =
     Bin.ofBytes<WrappedDekKind>(Array.init 97 (fun i -> if i = 0 then 1uy else 5uy))
     |> ok "wrapped"
 
-let private status (r: Result<'a, ApiError>) =
-    match r with
-    | Ok _ -> 200
-    | Error e -> e.Status
-
 type private Fixture =
     {
         Alice: DummyKeystore

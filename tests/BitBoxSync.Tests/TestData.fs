@@ -8,6 +8,7 @@ open System.IO
 open System.Text.Json
 open System.Text.Json.Nodes
 open Expecto
+open BitBoxSync.Server.Core
 
 /// The folder holding vectors.json and hpke-rfc9180-a2-1.json next to the test binary.
 let dataDir = Path.Combine(AppContext.BaseDirectory, "data")
@@ -89,3 +90,9 @@ let errorContaining
         let m = message e
         Expect.stringContains m needle (sprintf "%s: error text" what)
         m
+
+/// The HTTP status a server rule answers with: 200 for Ok, else the refusal's status.
+let status (r: Result<'a, ApiError>) : int =
+    match r with
+    | Ok _ -> 200
+    | Error e -> e.Status
