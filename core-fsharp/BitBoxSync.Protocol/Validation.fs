@@ -301,17 +301,18 @@ module Requests =
     /// Validates a watch request: every key a lowercase namespace ID, at most 1 000 entries.
     let watch (r: WatchNamespacesRequest) : Result<WatchCommand, FieldError> =
         let heads =
-            if isNull (box r.KnownHeads) then
-                Map.empty
+            if isNull r.KnownHeads then
+                Seq.empty
             else
-                r.KnownHeads
+                r.KnownHeads :> seq<_>
 
-        if heads.Count > MaxWatchEntries then
+        if Seq.length heads > MaxWatchEntries then
             FieldError.fail "knownHeads" (sprintf "must have at most %d entries" MaxWatchEntries)
         else
             heads
-            |> Map.toList
-            |> List.traverseResultM (fun (k, v) ->
+            |> Seq.sortWith (fun a b -> String.CompareOrdinal(a.Key, b.Key))
+            |> List.ofSeq
+            |> List.traverseResultM (fun (KeyValue(k, v)) ->
                 Bin.parseAs<NamespaceIdKind> "knownHeads" k |> Result.map (fun ns -> ns, v))
             |> Result.map (fun pairs -> { KnownHeads = Map.ofList pairs })
 

@@ -164,21 +164,21 @@ type NamespaceSummary =
 type ListNamespacesResponse =
     {
         [<JsonPropertyName "namespaces">]
-        Namespaces: NamespaceSummary list
+        Namespaces: NamespaceSummary[]
     }
 
 /// `POST /v1/namespaces/watch` request. `knownHeads` may be null from raw callers (= empty).
 type WatchNamespacesRequest =
     {
         [<JsonPropertyName "knownHeads">]
-        KnownHeads: Map<string, uint64>
+        KnownHeads: Collections.Generic.IReadOnlyDictionary<string, uint64>
     }
 
 /// `POST /v1/namespaces/watch` response.
 type WatchNamespacesResponse =
     {
         [<JsonPropertyName "namespaces">]
-        Namespaces: NamespaceSummary list
+        Namespaces: NamespaceSummary[]
         [<JsonPropertyName "timedOut">]
         TimedOut: bool
     }
@@ -218,7 +218,7 @@ type GetNamespaceMembersResponse =
         [<JsonPropertyName "namespaceId">]
         NamespaceId: string
         [<JsonPropertyName "members">]
-        Members: NamespaceMember list
+        Members: NamespaceMember[]
     }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ type ListNamespaceInvitesResponse =
         [<JsonPropertyName "namespaceId">]
         NamespaceId: string
         [<JsonPropertyName "invites">]
-        Invites: NamespaceInviteSummary list
+        Invites: NamespaceInviteSummary[]
     }
 
 /// `DELETE /v1/namespaces/{ns}/invites/{invite}` response.
@@ -373,7 +373,7 @@ type ListNamespaceJoinRequestsResponse =
         [<JsonPropertyName "namespaceId">]
         NamespaceId: string
         [<JsonPropertyName "requests">]
-        Requests: NamespaceJoinRequestEntry list
+        Requests: NamespaceJoinRequestEntry[]
     }
 
 /// `PUT …/join-requests/{keyId}/{hash}/approve` request.
@@ -440,7 +440,7 @@ type GetNamespaceItemsResponse =
         [<JsonPropertyName "namespaceHead">]
         NamespaceHead: uint64
         [<JsonPropertyName "items">]
-        Items: Map<string, ItemVersion>
+        Items: Collections.Generic.IReadOnlyDictionary<string, ItemVersion>
     }
 
 /// `GET /v1/kv/{ns}/{item}` response.
@@ -522,15 +522,57 @@ type internal NullAsZero<'T when 'T: struct>
 
     override _.Write(writer, value, _options) = write writer value
 
+/// String-keyed maps: written in ordinal key order (Go sorts map keys bytewise), read into an
+/// ordinal dictionary (a repeated key keeps its last value, as Go does).
+type internal OrdinalMapConverter<'T>() =
+    inherit JsonConverter<Collections.Generic.IReadOnlyDictionary<string, 'T>>()
+
+    override _.Read(reader, _typeToConvert, options) =
+        let values =
+            JsonSerializer.Deserialize<Collections.Generic.Dictionary<string, 'T>>(&reader, options)
+
+        if isNull values then
+            null
+        else
+            Collections.Generic.Dictionary<string, 'T>(values, StringComparer.Ordinal)
+
+    override _.Write(writer, value, options) =
+        writer.WriteStartObject()
+
+        for KeyValue(k, v) in value |> Seq.sortWith (fun a b -> String.CompareOrdinal(a.Key, b.Key)) do
+            writer.WritePropertyName k
+            JsonSerializer.Serialize(writer, v, options)
+
+        writer.WriteEndObject()
+
+/// Creates an `OrdinalMapConverter` for every `IReadOnlyDictionary<string, _>`.
+type internal OrdinalMapConverterFactory() =
+    inherit JsonConverterFactory()
+
+    override _.CanConvert t =
+        t.IsGenericType
+        && t.GetGenericTypeDefinition() = typedefof<Collections.Generic.IReadOnlyDictionary<_, _>>
+        && t.GetGenericArguments()[0] = typeof<string>
+
+    override _.CreateConverter(t, _options) =
+        let converter =
+            typedefof<OrdinalMapConverter<_>>.MakeGenericType(t.GetGenericArguments()[1])
+
+        Activator.CreateInstance converter :?> JsonConverter
+
 /// JSON settings and safe (never-throwing) encode / decode.
 module Json =
     let private baseOptions () =
-        JsonSerializerOptions(
-            Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
-            WriteIndented = false,
-            NumberHandling = JsonNumberHandling.Strict,
-            UnmappedMemberHandling = JsonUnmappedMemberHandling.Skip
-        )
+        let o =
+            JsonSerializerOptions(
+                Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+                WriteIndented = false,
+                NumberHandling = JsonNumberHandling.Strict,
+                UnmappedMemberHandling = JsonUnmappedMemberHandling.Skip
+            )
+
+        o.Converters.Add(OrdinalMapConverterFactory())
+        o
 
     /// Strict options: exact (case-sensitive) names. Used to write every body and, on the server,
     /// to read requests. Null fields read as null (then rejected by validation).

@@ -158,7 +158,11 @@ module Items =
             NamespaceId = ns.Wire
             NamespaceHead = head
             Items =
-                versions
-                |> Seq.map (fun (id, v) -> id.Wire, ({ Version = v }: Wire.ItemVersion))
-                |> Map.ofSeq
+                let map =
+                    Collections.Generic.Dictionary<string, Wire.ItemVersion>(StringComparer.Ordinal)
+
+                for id, v in versions do
+                    map[id.Wire] <- { Version = v }
+
+                map
         }

@@ -142,7 +142,8 @@ module Namespaces =
             Members =
                 all
                 |> List.sortBy (fun m -> m.JoinedAt, m.KeyId)
-                |> List.map (fun m -> { Kind = m.Kind.Wire; KeyId = m.KeyId.Wire })
+                |> Array.ofList
+                |> Array.map (fun m -> { Kind = m.Kind.Wire; KeyId = m.KeyId.Wire })
         }
 
     /// `GET /v1/namespaces/mine`: every namespace the caller belongs to, with its head.
@@ -151,7 +152,8 @@ module Namespaces =
             Namespaces =
                 namespaces
                 |> List.sortBy (fun n -> n.NamespaceId)
-                |> List.map (fun n ->
+                |> Array.ofList
+                |> Array.map (fun n ->
                     {
                         NamespaceId = n.NamespaceId.Wire
                         Kind = n.Kind.Wire

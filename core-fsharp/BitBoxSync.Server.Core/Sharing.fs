@@ -212,7 +212,8 @@ module Sharing =
                 invites
                 |> List.filter visible
                 |> List.sortBy (fun i -> i.CreatedAt, i.InviteId)
-                |> List.map (fun i ->
+                |> Array.ofList
+                |> Array.map (fun i ->
                     {
                         InviteId = i.InviteId.Wire
                         CreatedByKeyId = i.CreatedBy.Wire
@@ -359,7 +360,8 @@ module Sharing =
                 |> List.filter (fun r ->
                     r.Status = JoinRequestStatus.Pending && r.ExpiresAt > unix now)
                 |> List.sortBy (fun r -> r.CreatedAt, r.Hash)
-                |> List.map (fun r ->
+                |> Array.ofList
+                |> Array.map (fun r ->
                     {
                         InviteId = r.InviteId.Wire
                         JoinRequestHash = r.Hash.Wire

@@ -14,18 +14,20 @@ module Watch =
     let changed
         (visible: (NamespaceId * NamespaceKind * uint64) list)
         (knownHeads: Map<NamespaceId, uint64>)
-        : Wire.NamespaceSummary list =
+        : Wire.NamespaceSummary[] =
         visible
         |> List.filter (fun (ns, _, head) -> knownHeads.TryFind ns <> Some head)
         |> List.sortBy (fun (ns, _, _) -> ns)
         |> List.map (fun (ns, kind, head) ->
-            {
+            ({
                 NamespaceId = ns.Wire
                 Kind = kind.Wire
                 NamespaceHead = head
-            })
+            }
+            : Wire.NamespaceSummary))
+        |> Array.ofList
 
     /// The answer once the wait is over: the changes, or `timedOut` with an empty list (never an
     /// empty list without `timedOut`).
-    let answer (changes: Wire.NamespaceSummary list) : Wire.WatchNamespacesResponse =
-        { Namespaces = changes; TimedOut = List.isEmpty changes }
+    let answer (changes: Wire.NamespaceSummary[]) : Wire.WatchNamespacesResponse =
+        { Namespaces = changes; TimedOut = Array.isEmpty changes }

@@ -534,8 +534,25 @@ let jsonTests =
                     "login response"
             }
             test "map keys are written sorted, as Go does" {
-                let w: WatchNamespacesRequest = { KnownHeads = Map.ofList [ "bb", 2UL; "aa", 1UL ] }
-                Expect.equal (Json.serialize w) """{"knownHeads":{"aa":1,"bb":2}}""" "sorted"
+                let heads = Collections.Generic.Dictionary<string, uint64>()
+                heads["bb"] <- 2UL
+                heads["B"] <- 3UL
+                heads["aa"] <- 1UL
+                let w: WatchNamespacesRequest = { KnownHeads = heads }
+
+                Expect.equal
+                    (Json.serialize w)
+                    """{"knownHeads":{"B":3,"aa":1,"bb":2}}"""
+                    "ordinal order"
+
+                let back =
+                    Json.decodeRequestString<WatchNamespacesRequest>
+                        """{"knownHeads":{"b":1,"b":2}}"""
+
+                Expect.equal
+                    (back |> Result.map (fun r -> r.KnownHeads["b"]))
+                    (Ok 2UL)
+                    "last repeated key wins"
             }
             test
                 "responses decode like the Go client: any case, unknown fields ignored, null is zero" {

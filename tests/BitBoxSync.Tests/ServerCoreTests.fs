@@ -182,16 +182,16 @@ let watchTests =
         let changes = Watch.changed visible (Map.ofList [ ns, 5UL; invisible, 9UL ])
 
         Expect.equal
-            (changes |> List.map (fun s -> s.NamespaceId, s.NamespaceHead))
-            [ other.Wire, 2UL ]
+            (changes |> Array.map (fun s -> s.NamespaceId, s.NamespaceHead))
+            [| other.Wire, 2UL |]
             "only the missing one"
 
         Expect.equal
-            (Watch.changed visible (Map.ofList [ ns, 6UL; other, 2UL ]) |> List.length)
+            (Watch.changed visible (Map.ofList [ ns, 6UL; other, 2UL ]) |> Array.length)
             1
             "a higher known head also differs"
 
-        Expect.isTrue (Watch.answer []).TimedOut "empty means timed out"
+        Expect.isTrue (Watch.answer [||]).TimedOut "empty means timed out"
         Expect.isFalse (Watch.answer changes).TimedOut "changes"
     }
 
@@ -573,12 +573,12 @@ let namespaceTests =
                 let listed = Namespaces.members ns [ bobMember; c.Membership ]
 
                 Expect.equal
-                    (listed.Members |> List.map (fun m -> m.KeyId))
-                    [ alice.Wire; bob.Wire ]
+                    (listed.Members |> Array.map (fun m -> m.KeyId))
+                    [| alice.Wire; bob.Wire |]
                     "join order"
 
                 Expect.equal
-                    (Namespaces.mine [ c.Namespace ]).Namespaces.Head.NamespaceHead
+                    (Namespaces.mine [ c.Namespace ]).Namespaces[0].NamespaceHead
                     0UL
                     "mine lists heads"
             }

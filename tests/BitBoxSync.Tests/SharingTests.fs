@@ -374,12 +374,12 @@ let tests =
                 | other -> failtestf "%A" other
 
                 Expect.equal
-                    (Sharing.listRequests ns [ stored ] now).Requests.Head.JoinRequest
+                    (Sharing.listRequests ns [ stored ] now).Requests[0].JoinRequest
                     raw
                     "the stored request, verbatim"
 
                 Expect.equal
-                    (Sharing.list ns [ invite ] [ stored ] now).Invites.Head.ActiveRequestCount
+                    (Sharing.list ns [ invite ] [ stored ] now).Invites[0].ActiveRequestCount
                     1L
                     "one pending request"
 
