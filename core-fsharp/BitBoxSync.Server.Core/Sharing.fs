@@ -373,12 +373,13 @@ module Sharing =
 
     /// `PUT …/approve` by any member holding the invite's server secret: the request is pending and
     /// unexpired, the invite unrevoked and below its accepted limit (re-checked here, inside the
-    /// transaction), member and namespace quotas hold. Adds the member with the given wrapped DEK.
+    /// transaction), the requester is not yet a member, member and namespace quotas hold. Adds the member with the given wrapped DEK.
     let approve
         (approver: Membership option)
         (request: StoredJoinRequest option)
         (invite: StoredInvite option)
         (cmd: ApproveJoinRequestCommand)
+        (requesterIsMember: bool)
         (memberCount: int)
         (requesterNamespaceCount: int)
         (now: DateTimeOffset)
@@ -395,6 +396,8 @@ module Sharing =
                     (InviteSecrets.matchesHash cmd.InviteServerSecret i.ServerSecretHash)
                     (ApiError.forbidden "invalid invite server secret"))
             |> Result.bind (fun () -> check i.RevokedAt.IsNone (ApiError.gone "invite revoked"))
+            |> Result.bind (fun () ->
+                check (not requesterIsMember) (ApiError.conflict "requester is already a member"))
             |> Result.bind (fun () ->
                 check
                     (i.AcceptedCount < i.MaxAccepted)

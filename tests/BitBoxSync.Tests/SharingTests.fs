@@ -386,7 +386,7 @@ let tests =
                 let approval: ApproveJoinRequestCommand =
                     { InviteServerSecret = serverSecret; WrappedDek = wrapped }
 
-                let approve m r i a members = Sharing.approve m r i a members 0 now
+                let approve m r i a members = Sharing.approve m r i a false members 0 now
 
                 let approved =
                     approve (Some f.Membership) (Some stored) (Some invite) approval 1
@@ -421,6 +421,21 @@ let tests =
                     (status (approve (Some f.Membership) (Some stored) (Some invite) wrongSecret 1))
                     403
                     "approver must hold the invite"
+
+                Expect.equal
+                    (status (
+                        Sharing.approve
+                            (Some f.Membership)
+                            (Some stored)
+                            (Some invite)
+                            approval
+                            true
+                            1
+                            0
+                            now
+                    ))
+                    409
+                    "requester already a member (approved through another request)"
 
                 Expect.equal
                     (status (

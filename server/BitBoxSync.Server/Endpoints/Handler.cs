@@ -1,0 +1,64 @@
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using BitBoxSync.Protocol.Wire;
+
+namespace BitBoxSync.Server.Endpoints;
+
+/// <summary>
+/// Runs an endpoint and writes its answer: 200 with the response DTO as compact JSON, or the
+/// refusal's status with <c>{"error": …}</c>. Unexpected failures answer 500 without details
+/// (logged without secrets: no headers, no bodies).
+/// </summary>
+internal static class Handler
+{
+    private static readonly byte[] EmptyObject = "{}"u8.ToArray();
+
+    /// <summary>A handler with no response fields answers <c>{}</c>.</summary>
+    public sealed class Empty
+    {
+        public static readonly Empty Value = new();
+    }
+
+    public static RequestDelegate Json(Api api, Func<HttpContext, Task<object>> handler) => async http =>
+    {
+        object result;
+        try
+        {
+            result = await handler(http);
+        }
+        catch (ApiFailure f)
+        {
+            await WriteError(http, f.Error.Status, f.Error.Message);
+            return;
+        }
+        catch (BadHttpRequestException e)
+        {
+            await WriteError(http, e.StatusCode, e.StatusCode == 413 ? "request body too large" : "bad request");
+            return;
+        }
+        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
+        {
+            return; // the client went away
+        }
+        catch (Exception e)
+        {
+            api.Logger.LogError(e, "{Method} {Path} failed", http.Request.Method, http.Request.Path.Value);
+            await WriteError(http, 500, "internal server error");
+            return;
+        }
+
+        http.Response.StatusCode = 200;
+        http.Response.ContentType = "application/json";
+        var body = result is Empty ? EmptyObject : BitBoxSync.Protocol.Wire.Json.serializeToUtf8(result);
+        await http.Response.Body.WriteAsync(body, http.RequestAborted);
+    };
+
+    public static Task WriteError(HttpContext http, int status, string message)
+    {
+        if (http.Response.HasStarted) return Task.CompletedTask;
+        http.Response.StatusCode = status;
+        http.Response.ContentType = "application/json";
+        var body = BitBoxSync.Protocol.Wire.Json.serializeToUtf8(new ErrorResponse(message));
+        return http.Response.Body.WriteAsync(body, http.RequestAborted).AsTask();
+    }
+}
