@@ -613,30 +613,41 @@ module Json =
     let serializeToUtf8 (value: 'T) : byte[] =
         JsonSerializer.SerializeToUtf8Bytes(value, strict)
 
+    let private isDecodeFailure (e: exn) =
+        match e with
+        | :? JsonException
+        | :? NotSupportedException
+        | :? InvalidOperationException
+        | :? ArgumentException -> true
+        | _ -> false
+
+    let private present (v: 'T) : Result<'T, string> =
+        if isNull (box v) then
+            Error "body must be a JSON object"
+        else
+            Ok v
+
     let private deserializeWith<'T>
         (options: JsonSerializerOptions)
         (json: ReadOnlySpan<byte>)
         : Result<'T, string> =
         try
-            let v = JsonSerializer.Deserialize<'T>(json, options)
-
-            if isNull (box v) then
-                Error "body must be a JSON object"
-            else
-                Ok v
-        with
-        | :? JsonException as e -> Error("malformed JSON: " + e.Message)
-        | :? NotSupportedException as e -> Error("malformed JSON: " + e.Message)
-        | :? InvalidOperationException as e -> Error("malformed JSON: " + e.Message)
-        | :? ArgumentException as e -> Error("malformed JSON: " + e.Message)
+            JsonSerializer.Deserialize<'T>(json, options) |> present
+        with e when isDecodeFailure e ->
+            Error("malformed JSON: " + e.Message)
 
     /// Decodes a request body strictly (server side). Never throws.
     let decodeRequest<'T> (utf8: ReadOnlySpan<byte>) : Result<'T, string> =
         deserializeWith<'T> strict utf8
 
-    /// Decodes a response body leniently, as the Go client does. Never throws.
+    /// Decodes a response body leniently, as the Go client does: only the first JSON value is
+    /// read (anything after it is ignored); an empty body is an error. Never throws.
     let decodeResponse<'T> (utf8: ReadOnlySpan<byte>) : Result<'T, string> =
-        deserializeWith<'T> lenient utf8
+        try
+            let mutable reader = Utf8JsonReader(utf8, JsonReaderOptions(AllowMultipleValues = true))
+            JsonSerializer.Deserialize<'T>(&reader, lenient) |> present
+        with e when isDecodeFailure e ->
+            Error("malformed JSON: " + e.Message)
 
     /// Decodes a string with the strict options.
     let decodeRequestString<'T> (json: string) : Result<'T, string> =
