@@ -6,7 +6,40 @@ set -uo pipefail
 cd "$(dirname "$0")"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
-runners=(tests/BitBoxSync.Tests properties/BitBoxSync.Properties)
+runners=(tests/BitBoxSync.Tests properties/BitBoxSync.Properties tests/BitBoxSync.Server.Tests)
+
+# PostgreSQL for the server tests: a throw-away cluster on 127.0.0.1, installed from apt when
+# missing and running as root. Skipped outside CI when unavailable (CI=true makes that a failure).
+start_postgres() {
+    [ -n "${BITBOXSYNC_TEST_POSTGRES:-}" ] && return 0
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    if [ -z "$bin" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing PostgreSQL from apt"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql) >/dev/null 2>&1
+        bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    fi
+    if [ -z "$bin" ]; then
+        echo "== PostgreSQL not available: its scenarios will not run"
+        return 0
+    fi
+    PG_DIR=$(mktemp -d /tmp/bitboxsync-pg.XXXXXX)
+    local port=$((20000 + RANDOM % 20000)) as=()
+    if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PG_DIR"; as=(runuser -u postgres --); fi
+    PG_CTL=("${as[@]}" "$bin/pg_ctl")
+    "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null &&
+        "${PG_CTL[@]}" -D "$PG_DIR/data" -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR -c fsync=off -c max_connections=300" \
+            -l "$PG_DIR/server.log" -w start >/dev/null || { echo "== PostgreSQL failed to start"; cat "$PG_DIR/server.log" 2>/dev/null; return 0; }
+    export BITBOXSYNC_TEST_POSTGRES="Host=127.0.0.1;Port=$port;Username=postgres;Database=postgres"
+    trap stop_postgres EXIT
+    echo "== PostgreSQL $(basename "$(dirname "$bin")") on 127.0.0.1:$port"
+}
+
+stop_postgres() {
+    "${PG_CTL[@]}" -D "$PG_DIR/data" -m fast stop >/dev/null 2>&1
+    rm -rf "$PG_DIR"
+}
+
 passed=0
 failed=0
 
@@ -15,6 +48,8 @@ if ! dotnet tool restore >/dev/null || ! dotnet build BitBoxSync.Functional.sln 
     echo "0 passed, ${#runners[@]} failed"
     exit 1
 fi
+
+start_postgres
 
 for runner in "${runners[@]}"; do
     log=$(mktemp)

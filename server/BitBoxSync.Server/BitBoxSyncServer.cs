@@ -96,15 +96,19 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
             logger.LogInformation("{Method} {Path} {Status} {Ms:0.0} ms", http.Request.Method, http.Request.Path.Value,
                 http.Response.StatusCode, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         });
-        ApiRoutes.Map(app, api);
-        app.MapFallback(http => Handler.WriteError(http, 404, "not found"));
+        // Routing's own refusals (unknown path 404, wrong method 405) get JSON bodies too.
         app.UseStatusCodePages(async context =>
         {
             var http = context.HttpContext;
-            if (!http.Response.HasStarted && http.Response.ContentLength is null)
-                await Handler.WriteError(http, http.Response.StatusCode,
-                    http.Response.StatusCode == 405 ? "method not allowed" : "request refused");
+            var message = http.Response.StatusCode switch
+            {
+                404 => "not found",
+                405 => "method not allowed",
+                _ => "request refused",
+            };
+            await Handler.WriteError(http, http.Response.StatusCode, message);
         });
+        ApiRoutes.Map(app, api);
 
         try
         {

@@ -27,7 +27,9 @@ internal static class WatchRoute
 
         var stopping = http.RequestServices.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping;
         // 90–100 % of the timeout, so that many watchers do not reconnect in lockstep.
-        var deadline = api.Now + api.Options.WatchTimeout * (0.9 + 0.1 * Random.Shared.NextDouble());
+        var clock = api.Options.Clock;
+        var started = clock.GetTimestamp();
+        var timeout = api.Options.WatchTimeout * (0.9 + 0.1 * Random.Shared.NextDouble());
         var visible = await VisibleAsync(api, caller.KeyId, ct);
         while (true)
         {
@@ -38,13 +40,13 @@ internal static class WatchRoute
                 // Re-read after registering: a commit between the two reads cannot be missed.
                 visible = await VisibleAsync(api, caller.KeyId, ct);
                 var changes = Core.Watch.changed(ListModule.OfSeq(visible), known);
-                var remaining = deadline - api.Now;
+                var remaining = timeout - clock.GetElapsedTime(started);
                 if (changes.Length > 0 || remaining <= TimeSpan.Zero || stopping.IsCancellationRequested)
                     return Core.Watch.answer(changes);
                 using var wake = CancellationTokenSource.CreateLinkedTokenSource(ct, stopping);
                 try
                 {
-                    await waiter.Woken.WaitAsync(remaining, api.Options.Clock, wake.Token);
+                    await waiter.Woken.WaitAsync(remaining, clock, wake.Token);
                 }
                 catch (TimeoutException)
                 {

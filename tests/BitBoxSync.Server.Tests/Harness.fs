@@ -1,0 +1,151 @@
+/// Real parts for server tests: a BitBoxSync server on Kestrel at http://127.0.0.1:0 over a real
+/// SQLite file or a real PostgreSQL database, a settable clock, restarts, and state dumps.
+module BitBoxSync.Server.Tests.Harness
+
+open System
+open System.IO
+open System.Threading.Tasks
+open Microsoft.Extensions.Logging
+open Npgsql
+open BitBoxSync
+open BitBoxSync.Server
+
+/// A clock the test moves; timers (watch timeouts) still run in real time.
+type ManualClock(start: DateTimeOffset) =
+    inherit TimeProvider()
+    let mutable now = start
+    override _.GetUtcNow() = now
+    member _.Advance(by: TimeSpan) = now <- now + by
+    member _.Now = now
+
+/// Which database a test server uses.
+type Backend =
+    | Sqlite
+    | Postgres
+
+    override b.ToString() =
+        match b with
+        | Sqlite -> "sqlite"
+        | Postgres -> "postgres"
+
+/// The PostgreSQL server the test command started (connection string without a database), if any.
+let postgresAdmin: string option =
+    match Environment.GetEnvironmentVariable "BITBOXSYNC_TEST_POSTGRES" with
+    | null
+    | "" -> None
+    | s -> Some s
+
+/// Backends to run the real-parts scenarios against. In CI a missing PostgreSQL is a failure, not a skip.
+let backends =
+    match postgresAdmin with
+    | Some _ -> [ Sqlite; Postgres ]
+    | None -> [ Sqlite ]
+
+let private run (t: Task) = t.GetAwaiter().GetResult()
+
+/// A fresh, empty PostgreSQL database; returns its connection string.
+let createPostgresDatabase () : string =
+    let admin = postgresAdmin |> Option.defaultWith (fun () -> failwith "BITBOXSYNC_TEST_POSTGRES is not set")
+    let name = "bbs_" + Guid.NewGuid().ToString("N").Substring(0, 16)
+    use c = new NpgsqlConnection(admin)
+    c.Open()
+    use cmd = c.CreateCommand()
+    cmd.CommandText <- $"CREATE DATABASE {name}"
+    cmd.ExecuteNonQuery() |> ignore
+    NpgsqlConnectionStringBuilder(admin, Database = name).ConnectionString
+
+/// Where a test server keeps its data: survives restarts of the server.
+type Database =
+    {
+        Backend: Backend
+        SqlitePath: string
+        Postgres: string
+    }
+
+    static member Create(backend: Backend) =
+        match backend with
+        | Sqlite ->
+            let dir = Path.Combine(Path.GetTempPath(), "bbs-tests", Guid.NewGuid().ToString("N"))
+            Directory.CreateDirectory dir |> ignore
+
+            {
+                Backend = backend
+                SqlitePath = Path.Combine(dir, "server.sqlite")
+                Postgres = null
+            }
+        | Postgres ->
+            {
+                Backend = backend
+                SqlitePath = null
+                Postgres = createPostgresDatabase ()
+            }
+
+/// The public origin test servers print in invites.
+let origin = "https://sync.test"
+
+/// Options for a test server on an ephemeral loopback port.
+let options (db: Database) (clock: ManualClock) (watchTimeout: TimeSpan) =
+    let o =
+        ServerOptions(
+            Urls = [| "http://127.0.0.1:0" |],
+            PublicOrigin = origin,
+            WatchTimeout = watchTimeout,
+            MinimumLogLevel = LogLevel.Warning
+        )
+
+    match db.Backend with
+    | Sqlite ->
+        o.Store <- ServerStoreKind.Sqlite
+        o.SqlitePath <- db.SqlitePath
+    | Postgres ->
+        o.Store <- ServerStoreKind.Postgres
+        o.PostgresConnectionString <- db.Postgres
+
+    o.Clock <- clock
+    o
+
+/// A running test server plus a raw client pointed at it.
+type TestServer(db: Database, clock: ManualClock, server: BitBoxSyncServer) =
+    let client = new SyncClient(server.BaseAddress)
+    member _.Db = db
+    member _.Clock = clock
+    member _.Server = server
+    member _.Client = client
+    member _.BaseAddress = server.BaseAddress
+
+    /// Every durable row, canonically (challenges excluded: any attempt consumes them).
+    member _.Dump() =
+        server.Store.ReadAsync((fun tx -> tx.DumpAsync(Threading.CancellationToken.None)), Threading.CancellationToken.None)
+        |> fun t -> t.GetAwaiter().GetResult()
+
+    interface IDisposable with
+        member _.Dispose() =
+            client.Dispose()
+            server.DisposeAsync().AsTask() |> run
+
+/// Starts a server on a database (new or reused: restarts keep the data).
+let startOn (db: Database) (clock: ManualClock) (watchTimeout: TimeSpan) =
+    let server =
+        BitBoxSyncServer.StartAsync(options db clock watchTimeout).GetAwaiter().GetResult()
+
+    new TestServer(db, clock, server)
+
+/// Starts a server on a fresh database of a backend.
+let start (backend: Backend) =
+    startOn (Database.Create backend) (ManualClock(DateTimeOffset.UtcNow)) (TimeSpan.FromSeconds 2.0)
+
+/// Awaits a task from synchronous test code.
+let await (t: Task<'T>) = t.GetAwaiter().GetResult()
+
+/// Awaits a unit task.
+let awaitUnit (t: Task) = t.GetAwaiter().GetResult()
+
+/// The status of a refused call, or 0 when it succeeded.
+let statusOf (f: unit -> Task<'T>) : int =
+    try
+        f () |> await |> ignore
+        0
+    with
+    | :? SyncApiException as e -> e.StatusCode
+    | :? AggregateException as e when (e.InnerException :? SyncApiException) ->
+        (e.InnerException :?> SyncApiException).StatusCode
