@@ -112,8 +112,7 @@ type Invite =
     member i.ServerSecret = InviteSecrets.serverSecret i.Secret
 
 /// The signed create-invite request for a fresh challenge.
-let createInviteRequest (s: Session) (ns: Ns) (expiresAt: int64) (maxAccepted: int) =
-    let inviteId = bin<InviteIdKind> (random 16)
+let createInviteRequestFor (s: Session) (ns: Ns) (inviteId: InviteId) (expiresAt: int64) (maxAccepted: int) =
     let secret = bin<InviteSecretKind> (random 32)
     let serverHash = InviteSecrets.serverSecretHash (InviteSecrets.serverSecret secret)
 
@@ -166,6 +165,10 @@ let createInviteRequest (s: Session) (ns: Ns) (expiresAt: int64) (maxAccepted: i
         ExpiresAt = expiresAt
         MaxAccepted = maxAccepted
     }
+
+/// The signed create-invite request for a fresh invite ID.
+let createInviteRequest (s: Session) (ns: Ns) (expiresAt: int64) (maxAccepted: int) =
+    createInviteRequestFor s ns (bin<InviteIdKind> (random 16)) expiresAt maxAccepted
 
 /// Creates an invite valid for 10 minutes.
 let createInvite (s: Session) (ns: Ns) : Invite =

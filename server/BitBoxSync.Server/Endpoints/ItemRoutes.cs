@@ -40,7 +40,10 @@ internal static class ItemRoutes
             var itemId = Route<ItemIdKind>(http, "itemId");
             var headers = http.Request.Headers.IfMatch;
             var ifMatch = IfMatchModule.parse(headers.Count > 1 ? string.Join(", ", headers.ToArray()) : headers.ToString()).OrBadRequest();
-            var sealedItem = Requests.putItem(Decode<PutItemRequest>(body)).OrBadRequest();
+            var request = Decode<PutItemRequest>(body);
+            if (DecodedLength(request.Ciphertext) > Limits.MaxItemCiphertextSize)
+                throw new ApiFailure(ApiErrorModule.tooLarge($"ciphertext exceeds {Limits.MaxItemCiphertextSize} bytes"));
+            var sealedItem = Requests.putItem(request).OrBadRequest();
             var usage = await tx.UsageAsync(ns, ct); // locks the namespace: heads move by one per write
             Namespaces.requireMember(Opt(usage is null ? null : await tx.GetMembershipAsync(ns, caller.KeyId, ct))).OrFail();
             var current = await tx.GetItemAsync(ns, itemId, ct);
@@ -50,4 +53,8 @@ internal static class ItemRoutes
             return Items.putResponse(accepted);
         }, http.RequestAborted);
     }
+
+    /// <summary>Bytes a base64 string decodes to (before validation), for the 413 answer.</summary>
+    private static long DecodedLength(string? base64) =>
+        base64 is null ? 0 : base64.Length / 4 * 3L - (base64.EndsWith("==") ? 2 : base64.EndsWith('=') ? 1 : 0);
 }
