@@ -12,4 +12,4 @@ let main argv =
         runTestsWithCLIArgs
             [ CLIArguments.Sequenced ]
             argv
-            (testList "BitBoxSync.Server.Tests" [ EndpointTests.tests; RuleTests.tests; ConcurrencyTests.tests ])
+            (testList "BitBoxSync.Server.Tests" [ EndpointTests.tests; RuleTests.tests; ConcurrencyTests.tests; ClientRejectTests.tests ])
