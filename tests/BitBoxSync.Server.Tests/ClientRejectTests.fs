@@ -50,7 +50,10 @@ type FakeServer() =
                         Method = http.Request.Method
                         Path = http.Request.Path.Value
                         Body = text
-                        Headers = http.Request.Headers |> Seq.map (fun h -> h.Key, h.Value.ToString()) |> Map.ofSeq
+                        Headers =
+                            http.Request.Headers
+                            |> Seq.map (fun h -> h.Key, h.Value.ToString())
+                            |> Map.ofSeq
                     }
 
                 if delay > TimeSpan.Zero then
@@ -66,18 +69,26 @@ type FakeServer() =
         app
 
     member _.Address = Uri(app.Urls |> Seq.head)
+
     member _.Answer(s: int, b: string) =
         status <- s
         body <- b
 
-    member _.Delay with set v = delay <- v
+    member _.Delay
+        with set v = delay <- v
+
     member _.Last = seen |> Seq.last
     member _.Count = seen.Count
 
     interface IDisposable with
-        member _.Dispose() = app.DisposeAsync().AsTask() |> awaitUnit
+        member _.Dispose() =
+            app.DisposeAsync().AsTask() |> awaitUnit
 
-let private vectors = lazy (JsonDocument.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "data", "vectors.json"))).RootElement)
+let private vectors =
+    lazy
+        (JsonDocument
+            .Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "data", "vectors.json")))
+            .RootElement)
 
 let private token = "test-token"
 
@@ -105,7 +116,9 @@ let private seal: PutItemRequest = { Nonce = ""; Aad = ""; Ciphertext = "" }
 /// Calls the client method a vector names, with the IDs of its request path.
 let private call (client: SyncClient) (endpoint: string) (request: JsonElement) : Task =
     let str (name: string) = request.GetProperty(name).GetString()
-    let seg = request.GetProperty("path").GetString().Split('/', StringSplitOptions.RemoveEmptyEntries)
+
+    let seg =
+        request.GetProperty("path").GetString().Split('/', StringSplitOptions.RemoveEmptyEntries)
 
     match endpoint with
     | "GetNamespaceItems" -> client.GetNamespaceItemsAsync(token, seg[2])
@@ -121,10 +134,29 @@ let private call (client: SyncClient) (endpoint: string) (request: JsonElement) 
                 Attestation = null
             }
     | "Refresh" ->
-        client.RefreshAsync(token, { Kind = str "request_kind"; KeyId = String('a', 64); Challenge = "x"; IntentSignature = ""; Attestation = null })
+        client.RefreshAsync(
+            token,
+            {
+                Kind = str "request_kind"
+                KeyId = String('a', 64)
+                Challenge = "x"
+                IntentSignature = ""
+                Attestation = null
+            }
+        )
     | "EnsureDefaultNamespace" ->
-        client.EnsureDefaultNamespaceAsync(token, { ProposedNamespaceId = str "proposedNamespaceId"; WrappedDek = "" })
-    | "CreateSharedNamespace" -> client.CreateSharedNamespaceAsync(token, { NamespaceId = str "namespaceId"; WrappedDek = "" })
+        client.EnsureDefaultNamespaceAsync(
+            token,
+            {
+                ProposedNamespaceId = str "proposedNamespaceId"
+                WrappedDek = ""
+            }
+        )
+    | "CreateSharedNamespace" ->
+        client.CreateSharedNamespaceAsync(
+            token,
+            { NamespaceId = str "namespaceId"; WrappedDek = "" }
+        )
     | "GetMembers" -> client.GetMembersAsync(token, seg[2])
     | "CreateNamespaceInvite" ->
         client.CreateNamespaceInviteAsync(
@@ -149,9 +181,16 @@ let private call (client: SyncClient) (endpoint: string) (request: JsonElement) 
 
         client.SubmitNamespaceJoinRequestAsync(token, seg[2], seg[4], sampleJoinRequest kind keyId)
     | "RevokeNamespaceInvite" -> client.RevokeNamespaceInviteAsync(token, seg[2], seg[4])
-    | "RejectNamespaceJoinRequest" -> client.RejectNamespaceJoinRequestAsync(token, seg[2], seg[4], seg[5])
+    | "RejectNamespaceJoinRequest" ->
+        client.RejectNamespaceJoinRequestAsync(token, seg[2], seg[4], seg[5])
     | "ApproveNamespaceJoinRequest" ->
-        client.ApproveNamespaceJoinRequestAsync(token, seg[2], seg[4], seg[5], { InviteServerSecret = ""; WrappedDek = "" })
+        client.ApproveNamespaceJoinRequestAsync(
+            token,
+            seg[2],
+            seg[4],
+            seg[5],
+            { InviteServerSecret = ""; WrappedDek = "" }
+        )
     | "GetWrappedDEK" -> client.GetWrappedDekAsync(token, seg[2], seg[4])
     | "GetItem" -> client.GetItemAsync(token, seg[2], seg[3])
     | "PutItem (no If-Match)" -> client.PutItemAsync(token, seg[2], seg[3], seal, Nullable())
@@ -166,9 +205,20 @@ let private vectorTests =
                     let inputs = v.GetProperty "inputs"
                     let expected = v.GetProperty "expected"
                     let request = inputs.GetProperty "request"
-                    let endpoint = v.GetProperty("tests").GetString().Replace("raw client response validation: ", "")
+
+                    let endpoint =
+                        v
+                            .GetProperty("tests")
+                            .GetString()
+                            .Replace("raw client response validation: ", "")
+
                     use fake = new FakeServer()
-                    fake.Answer(inputs.GetProperty("fake_response_status").GetInt32(), inputs.GetProperty("fake_response_json").GetRawText())
+
+                    fake.Answer(
+                        inputs.GetProperty("fake_response_status").GetInt32(),
+                        inputs.GetProperty("fake_response_json").GetRawText()
+                    )
+
                     use client = new SyncClient(fake.Address)
 
                     let error =
@@ -178,9 +228,20 @@ let private vectorTests =
                         with :? SyncProtocolException as e ->
                             e.Message
 
-                    Expect.stringContains error (expected.GetProperty("error_contains").GetString()) "the Go client's words"
-                    Expect.equal fake.Last.Path (expected.GetProperty("request_path").GetString()) "exact request path"
-                    Expect.equal fake.Last.Method (request.GetProperty("method").GetString()) "method"
+                    Expect.stringContains
+                        error
+                        (expected.GetProperty("error_contains").GetString())
+                        "the Go client's words"
+
+                    Expect.equal
+                        fake.Last.Path
+                        (expected.GetProperty("request_path").GetString())
+                        "exact request path"
+
+                    Expect.equal
+                        fake.Last.Method
+                        (request.GetProperty("method").GetString())
+                        "method"
                 }
     ]
 
@@ -191,10 +252,12 @@ let private behaviour =
             use client = new SyncClient(fake.Address)
 
             for status, body, message in
-                [ 403, """{"error":"not a member","code":7}""", "not a member"
-                  500, "  upstream down \n", "upstream down"
-                  404, "", null
-                  409, """{"error":""}""", """{"error":""}""" ] do
+                [
+                    403, """{"error":"not a member","code":7}""", "not a member"
+                    500, "  upstream down \n", "upstream down"
+                    404, "", null
+                    409, """{"error":""}""", """{"error":""}"""
+                ] do
                 fake.Answer(status, body)
 
                 let e =
@@ -207,17 +270,29 @@ let private behaviour =
                 Expect.equal (e.StatusCode, e.ServerMessage) (status, message) body
         }
 
-        test "responses decode like Go: first JSON value only, names in any case, empty body is an error" {
+        test
+            "responses decode like Go: first JSON value only, names in any case, empty body is an error" {
             use fake = new FakeServer()
             use client = new SyncClient(fake.Address)
-            fake.Answer(200, """{"NAMESPACES":[{"namespaceId":"n","kind":"shared","namespaceHead":3}]} trailing""")
+
+            fake.Answer(
+                200,
+                """{"NAMESPACES":[{"namespaceId":"n","kind":"shared","namespaceHead":3}]} trailing"""
+            )
+
             let r = client.ListNamespacesAsync token |> await
             Expect.equal r.Namespaces[0].NamespaceHead 3UL "decoded"
             fake.Answer(200, "{}")
-            Expect.isEmpty (client.ListNamespacesAsync token |> await).Namespaces "a missing list is empty, not null"
+
+            Expect.isEmpty
+                (client.ListNamespacesAsync token |> await).Namespaces
+                "a missing list is empty, not null"
+
             fake.Answer(200, "")
 
-            Expect.throwsT<SyncProtocolException> (fun () -> client.ListNamespacesAsync token |> await |> ignore) "decode response: EOF"
+            Expect.throwsT<SyncProtocolException>
+                (fun () -> client.ListNamespacesAsync token |> await |> ignore)
+                "decode response: EOF"
         }
 
         test "requests: base path kept, bearer and If-Match headers, JSON body on DELETE tokens" {
@@ -227,7 +302,12 @@ let private behaviour =
             fake.Answer(200, $$"""{"namespaceId":"{{ns}}","itemId":"{{item}}","version":4}""")
             client.PutItemAsync(token, ns, item, seal, Nullable 3UL) |> await |> ignore
             let seen = fake.Last
-            Expect.equal (seen.Method, seen.Path) ("PUT", $"/api/v1/kv/{ns}/{item}") "path under the base path"
+
+            Expect.equal
+                (seen.Method, seen.Path)
+                ("PUT", $"/api/v1/kv/{ns}/{item}")
+                "path under the base path"
+
             Expect.equal seen.Headers["If-Match"] "\"3\"" "quoted version"
             Expect.equal seen.Headers["Authorization"] "Bearer test-token" "bearer"
             Expect.equal seen.Headers["Content-Type"] "application/json" "JSON"
@@ -236,10 +316,22 @@ let private behaviour =
             Expect.isFalse (fake.Last.Headers.ContainsKey "If-Match") "no If-Match when creating"
             fake.Answer(204, "")
 
-            client.RevokeAllTokensAsync(token, { Kind = "keystore"; KeyId = String('a', 64); Challenge = "c"; IntentSignature = "s" })
+            client.RevokeAllTokensAsync(
+                token,
+                {
+                    Kind = "keystore"
+                    KeyId = String('a', 64)
+                    Challenge = "c"
+                    IntentSignature = "s"
+                }
+            )
             |> awaitUnit
 
-            Expect.equal (fake.Last.Method, fake.Last.Body) ("DELETE", """{"kind":"keystore","keyId":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","challenge":"c","intentSignature":"s"}""") "DELETE with its body"
+            Expect.equal
+                (fake.Last.Method, fake.Last.Body)
+                ("DELETE",
+                 """{"kind":"keystore","keyId":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","challenge":"c","intentSignature":"s"}""")
+                "DELETE with its body"
         }
 
         test "invalid arguments are refused before anything is sent" {
@@ -248,15 +340,25 @@ let private behaviour =
             let before = fake.Count
 
             for f in
-                [ (fun () -> client.GetMembersAsync(token, "ABCDEF" + String('0', 26)) :> Task)
-                  (fun () -> client.GetItemAsync(token, String('1', 32), "short") :> Task)
-                  (fun () -> client.ListNamespacesAsync("") :> Task)
-                  (fun () -> client.ChallengeAsync("sensitive-action") :> Task)
-                  (fun () -> client.WatchNamespacesAsync(token, { KnownHeads = Map.ofList [ "x", 1UL ] }) :> Task) ] do
+                [
+                    (fun () -> client.GetMembersAsync(token, "ABCDEF" + String('0', 26)) :> Task)
+                    (fun () -> client.GetItemAsync(token, String('1', 32), "short") :> Task)
+                    (fun () -> client.ListNamespacesAsync("") :> Task)
+                    (fun () -> client.ChallengeAsync("sensitive-action") :> Task)
+                    (fun () ->
+                        client.WatchNamespacesAsync(
+                            token,
+                            { KnownHeads = Map.ofList [ "x", 1UL ] }
+                        )
+                        :> Task)
+                ] do
                 Expect.throwsT<ArgumentException> (fun () -> f () |> awaitUnit) "argument"
 
             Expect.equal fake.Count before "nothing sent"
-            Expect.throwsT<ArgumentException> (fun () -> new SyncClient(Uri("ftp://x")) |> ignore) "http(s) only"
+
+            Expect.throwsT<ArgumentException>
+                (fun () -> new SyncClient(Uri("ftp://x")) |> ignore)
+                "http(s) only"
         }
 
         test "no answer within the timeout is a transport error; cancellation is cancellation" {
@@ -264,7 +366,11 @@ let private behaviour =
             fake.Delay <- TimeSpan.FromSeconds 5.0
             use http = new HttpClient(Timeout = TimeSpan.FromMilliseconds 300.0)
             use client = new SyncClient(fake.Address, http)
-            Expect.throwsT<SyncTransportException> (fun () -> client.ListNamespacesAsync token |> await |> ignore) "timeout"
+
+            Expect.throwsT<SyncTransportException>
+                (fun () -> client.ListNamespacesAsync token |> await |> ignore)
+                "timeout"
+
             use cts = new Threading.CancellationTokenSource(TimeSpan.FromMilliseconds 100.0)
             use patient = new SyncClient(fake.Address)
 
@@ -272,7 +378,10 @@ let private behaviour =
                 (fun () -> patient.ListNamespacesAsync(token, cts.Token) |> await |> ignore)
                 "caller cancellation"
 
-            Expect.equal SyncClient.DefaultTimeout (TimeSpan.FromSeconds 75.0) "the Go client's default"
+            Expect.equal
+                SyncClient.DefaultTimeout
+                (TimeSpan.FromSeconds 75.0)
+                "the Go client's default"
         }
 
         test "a closed port is a transport error" {
@@ -284,8 +393,17 @@ let private behaviour =
                 p
 
             use client = new SyncClient(Uri($"http://127.0.0.1:{port}"))
-            Expect.throwsT<SyncTransportException> (fun () -> client.ListNamespacesAsync token |> await |> ignore) "refused"
+
+            Expect.throwsT<SyncTransportException>
+                (fun () -> client.ListNamespacesAsync token |> await |> ignore)
+                "refused"
         }
     ]
 
-let tests = testList "raw client" [ testList "client_rejects vectors" vectorTests; testList "behaviour" behaviour ]
+let tests =
+    testList
+        "raw client"
+        [
+            testList "client_rejects vectors" vectorTests
+            testList "behaviour" behaviour
+        ]

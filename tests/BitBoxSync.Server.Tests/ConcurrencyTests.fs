@@ -15,7 +15,14 @@ open BitBoxSync.Server.Tests.Flows
 
 /// Racers that read the item and try to write the next version, retrying on 412, until each
 /// has `wins` accepted writes. Returns every accepted version.
-let private race (clients: SyncClient list) (token: string) (ns: Ns) (key: string) (racers: int) (wins: int) =
+let private race
+    (clients: SyncClient list)
+    (token: string)
+    (ns: Ns)
+    (key: string)
+    (racers: int)
+    (wins: int)
+    =
     let item = itemId ns key
     let accepted = ConcurrentBag<uint64 * string>()
     let mutable conflicts = 0
@@ -45,7 +52,15 @@ let private race (clients: SyncClient list) (token: string) (ns: Ns) (key: strin
                 let text = $"racer {i} write {won}"
 
                 try
-                    let! r = client.PutItemAsync(token, ns.Id.Wire, item.Wire, sealFor ns item target text, Option.toNullable current)
+                    let! r =
+                        client.PutItemAsync(
+                            token,
+                            ns.Id.Wire,
+                            item.Wire,
+                            sealFor ns item target text,
+                            Option.toNullable current
+                        )
+
                     accepted.Add((r.Version, text))
                     won <- won + 1
                 with :? SyncApiException as e when e.StatusCode = 412 ->
@@ -66,7 +81,9 @@ let private checkRace (servers: TestServer list) =
     let observer =
         task {
             while not stop.IsCancellationRequested do
-                let! map = clients[clients.Length - 1].GetNamespaceItemsAsync(alice.Token, ns.Id.Wire)
+                let! map =
+                    clients[clients.Length - 1].GetNamespaceItemsAsync(alice.Token, ns.Id.Wire)
+
                 heads.Enqueue map.NamespaceHead
                 do! Task.Delay 5
         }
@@ -82,7 +99,11 @@ let private checkRace (servers: TestServer list) =
     let map = alice.Client.GetNamespaceItemsAsync(alice.Token, ns.Id.Wire) |> await
     Expect.equal map.NamespaceHead 48UL "one head step per accepted write"
     let lastText = accepted |> List.maxBy fst |> snd
-    Expect.equal (read { alice with Server = servers[0] } ns "contended") (48UL, lastText) "the last accepted write is what is stored"
+
+    Expect.equal
+        (read { alice with Server = servers[0] } ns "contended")
+        (48UL, lastText)
+        "the last accepted write is what is stored"
 
     // Writers on distinct items: every create accepted, the head counts them all.
     let creates =
@@ -92,7 +113,17 @@ let private checkRace (servers: TestServer list) =
                     for k in 0..9 do
                         let key = $"w{i}-{k}"
                         let item = itemId ns key
-                        let! _ = clients[i % clients.Length].PutItemAsync(alice.Token, ns.Id.Wire, item.Wire, sealFor ns item 1UL key, Nullable())
+
+                        let! _ =
+                            clients[i % clients.Length]
+                                .PutItemAsync(
+                                    alice.Token,
+                                    ns.Id.Wire,
+                                    item.Wire,
+                                    sealFor ns item 1UL key,
+                                    Nullable()
+                                )
+
                         ()
                 }
                 :> Task
@@ -110,14 +141,20 @@ let private watchWakes (writerServer: TestServer) (watcherServer: TestServer) =
     let bob = { login watcherServer "bob" with Server = watcherServer }
     let ns = createShared alice
     let invite = createInvite alice ns
-    approve alice invite bob (submit { bob with Server = writerServer } invite).JoinRequestHash |> ignore
+
+    approve alice invite bob (submit { bob with Server = writerServer } invite).JoinRequestHash
+    |> ignore
+
     let known = Collections.Generic.Dictionary<string, uint64>()
     known[ns.Id.Wire] <- 0UL
-    let watch = watcherServer.Client.WatchNamespacesAsync(bob.Token, { KnownHeads = known })
+
+    let watch =
+        watcherServer.Client.WatchNamespacesAsync(bob.Token, { KnownHeads = known })
     // Let the watcher park before the write.
     let parked = Stopwatch.StartNew()
 
-    while watcherServer.Server.ParkedWatchers = 0 && parked.Elapsed < TimeSpan.FromSeconds 5.0 do
+    while watcherServer.Server.ParkedWatchers = 0
+          && parked.Elapsed < TimeSpan.FromSeconds 5.0 do
         Threading.Thread.Sleep 10
 
     Expect.equal watcherServer.Server.ParkedWatchers 1 "the watcher is parked"
@@ -126,37 +163,71 @@ let private watchWakes (writerServer: TestServer) (watcherServer: TestServer) =
     let answer = watch |> await
     let latency = written.Elapsed
     Expect.isFalse answer.TimedOut "woken by the write, not by the timeout"
-    Expect.equal (answer.Namespaces |> Array.map (fun n -> n.NamespaceId, n.NamespaceHead)) [| ns.Id.Wire, 1UL |] "the changed namespace"
+
+    Expect.equal
+        (answer.Namespaces |> Array.map (fun n -> n.NamespaceId, n.NamespaceHead))
+        [| ns.Id.Wire, 1UL |]
+        "the changed namespace"
+
     Expect.isLessThan latency (TimeSpan.FromSeconds 5.0) "promptly (the watch timeout is 20 s)"
 
 let private watchTimesOut backend =
     test $"watch: the timeout answers timedOut with an empty list ({backend})" {
-        use server = startOn (Database.Create backend) (ManualClock DateTimeOffset.UtcNow) (TimeSpan.FromSeconds 1.0)
+        use server =
+            startOn
+                (Database.Create backend)
+                (ManualClock DateTimeOffset.UtcNow)
+                (TimeSpan.FromSeconds 1.0)
+
         let alice = login server "alice"
         let ns, _ = ensureDefault alice
         let known = Collections.Generic.Dictionary<string, uint64>()
         known[ns.Id.Wire] <- 0UL
         let sw = Stopwatch.StartNew()
-        let answer = alice.Client.WatchNamespacesAsync(alice.Token, { KnownHeads = known }) |> await
+
+        let answer =
+            alice.Client.WatchNamespacesAsync(alice.Token, { KnownHeads = known }) |> await
+
         Expect.isTrue answer.TimedOut "timed out"
         Expect.isEmpty answer.Namespaces "nothing changed"
-        Expect.isGreaterThanOrEqual sw.Elapsed (TimeSpan.FromSeconds 0.85) "waited (90-100 % of the timeout)"
+
+        Expect.isGreaterThanOrEqual
+            sw.Elapsed
+            (TimeSpan.FromSeconds 0.85)
+            "waited (90-100 % of the timeout)"
+
         Expect.equal server.Server.ParkedWatchers 0 "the waiter is gone"
         let stale = Collections.Generic.Dictionary<string, uint64>(known)
         stale[String('f', 32)] <- 3UL
-        let answer = alice.Client.WatchNamespacesAsync(alice.Token, { KnownHeads = stale }) |> await
-        Expect.isTrue answer.TimedOut "an invisible namespace in knownHeads is ignored, not an error"
+
+        let answer =
+            alice.Client.WatchNamespacesAsync(alice.Token, { KnownHeads = stale }) |> await
+
+        Expect.isTrue
+            answer.TimedOut
+            "an invisible namespace in knownHeads is ignored, not an error"
     }
 
 let private watchSeesNewMembership backend =
     test $"watch: an approval wakes the new member's watcher ({backend})" {
-        use server = startOn (Database.Create backend) (ManualClock DateTimeOffset.UtcNow) (TimeSpan.FromSeconds 20.0)
+        use server =
+            startOn
+                (Database.Create backend)
+                (ManualClock DateTimeOffset.UtcNow)
+                (TimeSpan.FromSeconds 20.0)
+
         let alice = login server "alice"
         let bob = login server "bob"
         let ns = createShared alice
         let invite = createInvite alice ns
         let hash = (submit bob invite).JoinRequestHash
-        let watch = bob.Client.WatchNamespacesAsync(bob.Token, { KnownHeads = Collections.Generic.Dictionary() })
+
+        let watch =
+            bob.Client.WatchNamespacesAsync(
+                bob.Token,
+                { KnownHeads = Collections.Generic.Dictionary() }
+            )
+
         let sw = Stopwatch.StartNew()
 
         while server.Server.ParkedWatchers = 0 && sw.Elapsed < TimeSpan.FromSeconds 5.0 do
@@ -164,7 +235,11 @@ let private watchSeesNewMembership backend =
 
         approve alice invite bob hash |> ignore
         let answer = watch |> await
-        Expect.equal (answer.TimedOut, answer.Namespaces |> Array.map (fun n -> n.NamespaceId)) (false, [| ns.Id.Wire |]) "the new namespace"
+
+        Expect.equal
+            (answer.TimedOut, answer.Namespaces |> Array.map (fun n -> n.NamespaceId))
+            (false, [| ns.Id.Wire |])
+            "the new namespace"
     }
 
 let tests =
@@ -178,7 +253,12 @@ let tests =
                 }
 
                 test $"watch: a write wakes a parked watcher promptly ({backend})" {
-                    use server = startOn (Database.Create backend) (ManualClock DateTimeOffset.UtcNow) (TimeSpan.FromSeconds 20.0)
+                    use server =
+                        startOn
+                            (Database.Create backend)
+                            (ManualClock DateTimeOffset.UtcNow)
+                            (TimeSpan.FromSeconds 20.0)
+
                     watchWakes server server
                 }
 

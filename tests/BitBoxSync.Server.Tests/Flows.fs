@@ -36,7 +36,10 @@ type Session =
 /// A signed login request built from a fresh login challenge.
 let loginRequest (client: SyncClient) (id: Keystore) : LoginRequest =
     let challenge = client.ChallengeAsync "login" |> await
-    let signature = id.SignLoginIntentAsync(Convert.FromBase64String challenge.Challenge).AsTask() |> await
+
+    let signature =
+        id.SignLoginIntentAsync(Convert.FromBase64String challenge.Challenge).AsTask()
+        |> await
 
     {
         Kind = "keystore"
@@ -66,13 +69,13 @@ type Ns = { Id: NamespaceId; Dek: Dek }
 
 let newNamespace () =
     {
-        Id = bin<NamespaceIdKind> (random 16)
-        Dek = bin<DekKind> (random 32)
+        Id = bin<NamespaceIdKind>(random 16)
+        Dek = bin<DekKind>(random 32)
     }
 
 /// The DEK of `ns` wrapped to an identity's wrap key (base64).
 let wrapFor (id: Keystore) (ns: Ns) : string =
-    (DekWrap.wrap (bin<WrapPublicKeyKind> (id.WrapPublicKey.ToArray())) ns.Id ns.Dek (random 32)
+    (DekWrap.wrap (bin<WrapPublicKeyKind>(id.WrapPublicKey.ToArray())) ns.Id ns.Dek (random 32)
      |> ok "wrap")
         .Wire
 
@@ -83,7 +86,10 @@ let ensureDefault (s: Session) : Ns * EnsureDefaultNamespaceResponse =
     let r =
         s.Client.EnsureDefaultNamespaceAsync(
             s.Token,
-            { ProposedNamespaceId = ns.Id.Wire; WrappedDek = wrapFor s.Identity ns }
+            {
+                ProposedNamespaceId = ns.Id.Wire
+                WrappedDek = wrapFor s.Identity ns
+            }
         )
         |> await
 
@@ -93,7 +99,13 @@ let ensureDefault (s: Session) : Ns * EnsureDefaultNamespaceResponse =
 let createShared (s: Session) : Ns =
     let ns = newNamespace ()
 
-    s.Client.CreateSharedNamespaceAsync(s.Token, { NamespaceId = ns.Id.Wire; WrappedDek = wrapFor s.Identity ns })
+    s.Client.CreateSharedNamespaceAsync(
+        s.Token,
+        {
+            NamespaceId = ns.Id.Wire
+            WrappedDek = wrapFor s.Identity ns
+        }
+    )
     |> await
     |> ignore
 
@@ -112,8 +124,14 @@ type Invite =
     member i.ServerSecret = InviteSecrets.serverSecret i.Secret
 
 /// The signed create-invite request for a fresh challenge.
-let createInviteRequestFor (s: Session) (ns: Ns) (inviteId: InviteId) (expiresAt: int64) (maxAccepted: int) =
-    let secret = bin<InviteSecretKind> (random 32)
+let createInviteRequestFor
+    (s: Session)
+    (ns: Ns)
+    (inviteId: InviteId)
+    (expiresAt: int64)
+    (maxAccepted: int)
+    =
+    let secret = bin<InviteSecretKind>(random 32)
     let serverHash = InviteSecrets.serverSecretHash (InviteSecrets.serverSecret secret)
 
     let fields: CreateInviteFields =
@@ -168,17 +186,25 @@ let createInviteRequestFor (s: Session) (ns: Ns) (inviteId: InviteId) (expiresAt
 
 /// The signed create-invite request for a fresh invite ID.
 let createInviteRequest (s: Session) (ns: Ns) (expiresAt: int64) (maxAccepted: int) =
-    createInviteRequestFor s ns (bin<InviteIdKind> (random 16)) expiresAt maxAccepted
+    createInviteRequestFor s ns (bin<InviteIdKind>(random 16)) expiresAt maxAccepted
 
 /// Creates an invite valid for 10 minutes.
 let createInvite (s: Session) (ns: Ns) : Invite =
     let expiresAt = s.Server.Clock.Now.ToUnixTimeSeconds() + 600L
     let request, invite = createInviteRequest s ns expiresAt 3
-    s.Client.CreateNamespaceInviteAsync(s.Token, ns.Id.Wire, request) |> await |> ignore
+
+    s.Client.CreateNamespaceInviteAsync(s.Token, ns.Id.Wire, request)
+    |> await
+    |> ignore
+
     invite
 
 /// The join request a requester builds from an invite (signed, with the invite proof).
-let joinRequest (requester: Session) (invite: Invite) (expiresAt: int64) : SubmitNamespaceJoinRequestRequest =
+let joinRequest
+    (requester: Session)
+    (invite: Invite)
+    (expiresAt: int64)
+    : SubmitNamespaceJoinRequestRequest =
     let origin = ServerOrigin.parseCanonical Harness.origin |> ok "origin"
 
     let signature =
@@ -198,9 +224,9 @@ let joinRequest (requester: Session) (invite: Invite) (expiresAt: int64) : Submi
             InviteId = invite.InviteId
             ServerOrigin = origin
             Kind = IdentityKind.Keystore
-            KeyId = bin<KeyIdKind> (Convert.FromHexString requester.KeyId)
-            AuthPublicKey = bin<AuthPublicKeyKind> (requester.Identity.AuthPublicKey.ToArray())
-            WrapPublicKey = bin<WrapPublicKeyKind> (requester.Identity.WrapPublicKey.ToArray())
+            KeyId = bin<KeyIdKind>(Convert.FromHexString requester.KeyId)
+            AuthPublicKey = bin<AuthPublicKeyKind>(requester.Identity.AuthPublicKey.ToArray())
+            WrapPublicKey = bin<WrapPublicKeyKind>(requester.Identity.WrapPublicKey.ToArray())
             ExpiresAt = expiresAt
         }
 
@@ -241,7 +267,10 @@ let approve (approver: Session) (invite: Invite) (requester: Session) (hash: str
         invite.Namespace.Id.Wire,
         requester.KeyId,
         hash,
-        { InviteServerSecret = invite.ServerSecret.Wire; WrappedDek = wrapFor requester.Identity invite.Namespace }
+        {
+            InviteServerSecret = invite.ServerSecret.Wire
+            WrappedDek = wrapFor requester.Identity invite.Namespace
+        }
     )
     |> await
 
@@ -257,7 +286,7 @@ let sealFor (ns: Ns) (item: ItemId) (version: uint64) (plaintext: string) : PutI
             ns.Id
             item
             version
-            (bin<ItemNonceKind> (random 24))
+            (bin<ItemNonceKind>(random 24))
             (ReadOnlySpan(Text.Encoding.UTF8.GetBytes plaintext))
         |> ok "seal"
 

@@ -45,7 +45,10 @@ let private run (t: Task) = t.GetAwaiter().GetResult()
 
 /// A fresh, empty PostgreSQL database; returns its connection string.
 let createPostgresDatabase () : string =
-    let admin = postgresAdmin |> Option.defaultWith (fun () -> failwith "BITBOXSYNC_TEST_POSTGRES is not set")
+    let admin =
+        postgresAdmin
+        |> Option.defaultWith (fun () -> failwith "BITBOXSYNC_TEST_POSTGRES is not set")
+
     let name = "bbs_" + Guid.NewGuid().ToString("N").Substring(0, 16)
     use c = new NpgsqlConnection(admin)
     c.Open()
@@ -65,7 +68,9 @@ type Database =
     static member Create(backend: Backend) =
         match backend with
         | Sqlite ->
-            let dir = Path.Combine(Path.GetTempPath(), "bbs-tests", Guid.NewGuid().ToString("N"))
+            let dir =
+                Path.Combine(Path.GetTempPath(), "bbs-tests", Guid.NewGuid().ToString("N"))
+
             Directory.CreateDirectory dir |> ignore
 
             {
@@ -115,7 +120,10 @@ type TestServer(db: Database, clock: ManualClock, server: BitBoxSyncServer) =
 
     /// Every durable row, canonically (challenges excluded: any attempt consumes them).
     member _.Dump() =
-        server.Store.ReadAsync((fun tx -> tx.DumpAsync(Threading.CancellationToken.None)), Threading.CancellationToken.None)
+        server.Store.ReadAsync(
+            (fun tx -> tx.DumpAsync(Threading.CancellationToken.None)),
+            Threading.CancellationToken.None
+        )
         |> fun t -> t.GetAwaiter().GetResult()
 
     interface IDisposable with
@@ -132,7 +140,10 @@ let startOn (db: Database) (clock: ManualClock) (watchTimeout: TimeSpan) =
 
 /// Starts a server on a fresh database of a backend.
 let start (backend: Backend) =
-    startOn (Database.Create backend) (ManualClock(DateTimeOffset.UtcNow)) (TimeSpan.FromSeconds 2.0)
+    startOn
+        (Database.Create backend)
+        (ManualClock(DateTimeOffset.UtcNow))
+        (TimeSpan.FromSeconds 2.0)
 
 /// Awaits a task from synchronous test code.
 let await (t: Task<'T>) = t.GetAwaiter().GetResult()

@@ -6,10 +6,31 @@ open Expecto
 [<EntryPoint>]
 let main argv =
     if Environment.GetEnvironmentVariable "CI" = "true" && Harness.postgresAdmin.IsNone then
-        eprintfn "CI run without PostgreSQL (BITBOXSYNC_TEST_POSTGRES unset): the PostgreSQL scenarios cannot be skipped"
+        eprintfn
+            "CI run without PostgreSQL (BITBOXSYNC_TEST_POSTGRES unset): the PostgreSQL scenarios cannot be skipped"
+
         2
     else
-        runTestsWithCLIArgs
-            [ CLIArguments.Sequenced ]
-            argv
-            (testList "BitBoxSync.Server.Tests" [ EndpointTests.tests; RuleTests.tests; ConcurrencyTests.tests; ClientRejectTests.tests ])
+        let result =
+            runTestsWithCLIArgs
+                [ CLIArguments.Sequenced ]
+                argv
+                (testList
+                    "BitBoxSync.Server.Tests"
+                    [
+                        EndpointTests.tests
+                        RuleTests.tests
+                        ConcurrencyTests.tests
+                        ClientRejectTests.tests
+                        MutationTests.tests
+                    ])
+
+        if not MutationTests.statuses.IsEmpty then
+            printfn
+                "mutated requests by status: %s"
+                (MutationTests.statuses
+                 |> Seq.sortBy (fun kv -> kv.Key)
+                 |> Seq.map (fun kv -> $"{kv.Key}: {kv.Value}")
+                 |> String.concat ", ")
+
+        result

@@ -36,7 +36,7 @@ type Fixture =
     /// Marks the end of a case's set-up: only what follows must leave the state unchanged.
     member f.SetUpDone() = f.Baseline <- f.Server.Dump()
 
-let private fixture backend =
+let fixtureOf backend =
     let server = start backend
     let alice = login server "alice"
     let bob = login server "bob"
@@ -47,7 +47,11 @@ let private fixture backend =
     let shared = createShared alice
     let invite = createInvite alice shared
     let revoked = createInvite alice shared
-    alice.Client.RevokeNamespaceInviteAsync(alice.Token, shared.Id.Wire, revoked.InviteId.Wire) |> await |> ignore
+
+    alice.Client.RevokeNamespaceInviteAsync(alice.Token, shared.Id.Wire, revoked.InviteId.Wire)
+    |> await
+    |> ignore
+
     approve alice invite dave (submit dave invite).JoinRequestHash |> ignore
     let erins = submit erin invite
     put alice shared "k" None "v1" |> ignore
@@ -69,14 +73,22 @@ let private fixture backend =
     }
 
 /// Sends a raw request; returns the status.
-let rawStatus (f: Fixture) (methodName: string) (path: string) (token: string) (body: string) (headers: (string * string) list) =
+let rawStatus
+    (f: Fixture)
+    (methodName: string)
+    (path: string)
+    (token: string)
+    (body: string)
+    (headers: (string * string) list)
+    =
     use request = new HttpRequestMessage(HttpMethod methodName, path)
 
     if not (isNull body) then
         request.Content <- new StringContent(body, Encoding.UTF8, "application/json")
 
     if not (isNull token) then
-        request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + token) |> ignore
+        request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + token)
+        |> ignore
 
     for name, value in headers do
         request.Headers.TryAddWithoutValidation(name, value) |> ignore
@@ -89,14 +101,17 @@ let rawStatus (f: Fixture) (methodName: string) (path: string) (token: string) (
 
     int response.StatusCode
 
-let private json (dto: 'T) = JsonNode.Parse(Json.serialize dto).AsObject()
+let private json (dto: 'T) =
+    JsonNode.Parse(Json.serialize dto).AsObject()
 
-let private unix (f: Fixture) (seconds: int64) = f.Server.Clock.Now.ToUnixTimeSeconds() + seconds
+let private unix (f: Fixture) (seconds: int64) =
+    f.Server.Clock.Now.ToUnixTimeSeconds() + seconds
 
 /// A rule case: what to break and the status it must get.
 type Case = { Name: string; Status: int; Run: Fixture -> int }
 
-let private case name status run = { Name = name; Status = status; Run = run }
+let private case name status run =
+    { Name = name; Status = status; Run = run }
 
 let private withClock (f: Fixture) (by: TimeSpan) (run: unit -> int) =
     f.Server.Clock.Advance by
@@ -108,26 +123,60 @@ let private withClock (f: Fixture) (by: TimeSpan) (run: unit -> int) =
 
 let private putPath (ns: Ns) (key: string) = Paths.item ns.Id (itemId ns key)
 
-let private sealedJson (ns: Ns) (key: string) (version: uint64) = json (sealFor ns (itemId ns key) version "x")
+let private sealedJson (ns: Ns) (key: string) (version: uint64) =
+    json (sealFor ns (itemId ns key) version "x")
 
 let private loginWith (f: Fixture) (change: LoginRequest -> LoginRequest) =
-    statusOf (fun () -> f.Alice.Client.LoginAsync(change (loginRequest f.Alice.Client f.Alice.Identity)))
+    statusOf (fun () ->
+        f.Alice.Client.LoginAsync(change (loginRequest f.Alice.Client f.Alice.Identity)))
 
-let private submitWith (f: Fixture) (requester: Session) (invite: Invite) (expiresIn: int64) (change: SubmitNamespaceJoinRequestRequest -> SubmitNamespaceJoinRequestRequest) =
+let private submitWith
+    (f: Fixture)
+    (requester: Session)
+    (invite: Invite)
+    (expiresIn: int64)
+    (change: SubmitNamespaceJoinRequestRequest -> SubmitNamespaceJoinRequestRequest)
+    =
     let request = change (joinRequest requester invite (unix f expiresIn))
-    statusOf (fun () -> requester.Client.SubmitNamespaceJoinRequestAsync(requester.Token, invite.Namespace.Id.Wire, invite.InviteId.Wire, request))
 
-let private createInviteWith (f: Fixture) (ns: Ns) (expiresIn: int64) (maxAccepted: int) (change: CreateNamespaceInviteRequest -> CreateNamespaceInviteRequest) =
+    statusOf (fun () ->
+        requester.Client.SubmitNamespaceJoinRequestAsync(
+            requester.Token,
+            invite.Namespace.Id.Wire,
+            invite.InviteId.Wire,
+            request
+        ))
+
+let private createInviteWith
+    (f: Fixture)
+    (ns: Ns)
+    (expiresIn: int64)
+    (maxAccepted: int)
+    (change: CreateNamespaceInviteRequest -> CreateNamespaceInviteRequest)
+    =
     let request, _ = createInviteRequest f.Alice ns (unix f expiresIn) maxAccepted
-    statusOf (fun () -> f.Alice.Client.CreateNamespaceInviteAsync(f.Alice.Token, ns.Id.Wire, change request))
+
+    statusOf (fun () ->
+        f.Alice.Client.CreateNamespaceInviteAsync(f.Alice.Token, ns.Id.Wire, change request))
 
 /// The login request alice would send with another wrap key, correctly signed by her auth key.
 let private loginWithOtherWrapKey (f: Fixture) =
     let material = Protocol.DummyKeystore.Derive "alice"
     let other = Protocol.DummyKeystore.Derive "someone-else"
     let challenge = f.Alice.Client.ChallengeAsync "login" |> await
-    let c = Bin.parse<ChallengeKind> challenge.Challenge |> Result.defaultWith (fun _ -> failwith "challenge")
-    let intent = Intents.login c IdentityKind.Keystore material.KeyId material.AuthPublicKey other.WrapPublicKey
+
+    let c =
+        Bin.parse<ChallengeKind> challenge.Challenge
+        |> Result.defaultWith (fun _ -> failwith "challenge")
+
+    let intent =
+        Intents.login
+            c
+            IdentityKind.Keystore
+            material.KeyId
+            material.AuthPublicKey
+            other.WrapPublicKey
+
     use key = Ed25519.importSeed (ReadOnlySpan material.AuthSeed)
 
     let request: LoginRequest =
@@ -146,12 +195,26 @@ let private loginWithOtherWrapKey (f: Fixture) =
 let private cases: Case list =
     [
         // ---- transport and encoding
-        case "malformed JSON" 400 (fun f -> rawStatus f "PUT" (putPath f.Shared "k") f.Alice.Token "{" [ "If-Match", "\"1\"" ])
-        case "JSON that is not an object" 400 (fun f -> rawStatus f "PUT" (putPath f.Shared "k") f.Alice.Token "[1]" [])
+        case "malformed JSON" 400 (fun f ->
+            rawStatus f "PUT" (putPath f.Shared "k") f.Alice.Token "{" [ "If-Match", "\"1\"" ])
+        case "JSON that is not an object" 400 (fun f ->
+            rawStatus f "PUT" (putPath f.Shared "k") f.Alice.Token "[1]" [])
         case "uppercase namespace ID in the path" 400 (fun f ->
-            rawStatus f "GET" ($"/v1/namespaces/{f.Shared.Id.Wire.ToUpperInvariant()}/items") f.Alice.Token null [])
+            rawStatus
+                f
+                "GET"
+                ($"/v1/namespaces/{f.Shared.Id.Wire.ToUpperInvariant()}/items")
+                f.Alice.Token
+                null
+                [])
         case "item ID of the wrong length in the path" 400 (fun f ->
-            rawStatus f "PUT" ($"/v1/kv/{f.Shared.Id.Wire}/abcd") f.Alice.Token (Json.serialize (sealFor f.Shared (itemId f.Shared "z") 1UL "x")) [])
+            rawStatus
+                f
+                "PUT"
+                ($"/v1/kv/{f.Shared.Id.Wire}/abcd")
+                f.Alice.Token
+                (Json.serialize (sealFor f.Shared (itemId f.Shared "z") 1UL "x"))
+                [])
         case "nonce of 23 bytes" 400 (fun f ->
             let body = sealedJson f.Shared "n" 1UL
             body["nonce"] <- JsonValue.Create(Convert.ToBase64String(Array.zeroCreate 23))
@@ -172,27 +235,55 @@ let private cases: Case list =
             rawStatus f "PUT" (putPath f.Shared "n") f.Alice.Token (body.ToJsonString()) [])
         case "AAD bound to another item" 400 (fun f ->
             let body = sealedJson f.Shared "n" 1UL
-            body["aad"] <- JsonValue.Create((Aad.build f.Shared.Id (itemId f.Shared "other") 1UL).Wire)
+
+            body["aad"] <-
+                JsonValue.Create((Aad.build f.Shared.Id (itemId f.Shared "other") 1UL).Wire)
+
             rawStatus f "PUT" (putPath f.Shared "n") f.Alice.Token (body.ToJsonString()) [])
         case "If-Match with a leading zero" 400 (fun f ->
-            rawStatus f "PUT" (putPath f.Shared "k") f.Alice.Token ((sealedJson f.Shared "k" 2UL).ToJsonString()) [ "If-Match", "\"01\"" ])
+            rawStatus
+                f
+                "PUT"
+                (putPath f.Shared "k")
+                f.Alice.Token
+                ((sealedJson f.Shared "k" 2UL).ToJsonString())
+                [ "If-Match", "\"01\"" ])
         case "weak If-Match" 400 (fun f ->
-            rawStatus f "PUT" (putPath f.Shared "k") f.Alice.Token ((sealedJson f.Shared "k" 2UL).ToJsonString()) [ "If-Match", "W/\"1\"" ])
+            rawStatus
+                f
+                "PUT"
+                (putPath f.Shared "k")
+                f.Alice.Token
+                ((sealedJson f.Shared "k" 2UL).ToJsonString())
+                [ "If-Match", "W/\"1\"" ])
         case "unknown challenge purpose" 400 (fun f ->
             rawStatus f "POST" Paths.Challenge null """{"purpose":"admin","kind":"keystore"}""" [])
         case "sensitive-action challenge without its fields hash" 400 (fun f ->
-            rawStatus f "POST" Paths.Challenge null """{"purpose":"sensitive-action","kind":"keystore","action":"revoke-all-tokens"}""" [])
+            rawStatus
+                f
+                "POST"
+                Paths.Challenge
+                null
+                """{"purpose":"sensitive-action","kind":"keystore","action":"revoke-all-tokens"}"""
+                [])
         case "watch with 1001 known heads" 400 (fun f ->
             let heads = JsonObject()
 
             for i in 0..1000 do
                 heads[i.ToString("x32")] <- JsonValue.Create 1
 
-            rawStatus f "POST" Paths.Watch f.Alice.Token ((JsonObject(dict [ "knownHeads", (heads :> JsonNode) ])).ToJsonString()) [])
+            rawStatus
+                f
+                "POST"
+                Paths.Watch
+                f.Alice.Token
+                ((JsonObject(dict [ "knownHeads", (heads :> JsonNode) ])).ToJsonString())
+                [])
 
         // ---- authentication
         case "no bearer token" 401 (fun f -> rawStatus f "GET" Paths.Mine null null [])
-        case "unknown bearer token" 401 (fun f -> rawStatus f "GET" Paths.Mine "not-a-token" null [])
+        case "unknown bearer token" 401 (fun f ->
+            rawStatus f "GET" Paths.Mine "not-a-token" null [])
         case "login: a used challenge" 403 (fun f ->
             let request = loginRequest f.Alice.Client f.Alice.Identity
             // Outside the comparison: the first use succeeds (and issues a token).
@@ -204,66 +295,141 @@ let private cases: Case list =
                 let c = f.Alice.Client.ChallengeAsync "refresh" |> await
 
                 let signature: byte[] =
-                    f.Alice.Identity.SignLoginIntentAsync(Convert.FromBase64String c.Challenge).AsTask() |> await
+                    f.Alice.Identity
+                        .SignLoginIntentAsync(Convert.FromBase64String c.Challenge)
+                        .AsTask()
+                    |> await
 
-                { r with Challenge = c.Challenge; IntentSignature = Convert.ToHexStringLower signature }))
-        case "login: key ID is not SHA-256 of the auth key" 403 (fun f -> loginWith f (fun r -> { r with KeyId = f.Bob.KeyId }))
+                { r with
+                    Challenge = c.Challenge
+                    IntentSignature = Convert.ToHexStringLower signature
+                }))
+        case "login: key ID is not SHA-256 of the auth key" 403 (fun f ->
+            loginWith f (fun r -> { r with KeyId = f.Bob.KeyId }))
         case "login: bad signature" 403 (fun f ->
-            loginWith f (fun r -> { r with IntentSignature = (if r.IntentSignature[0] = 'a' then "b" else "a") + r.IntentSignature.Substring 1 }))
+            loginWith f (fun r ->
+                { r with
+                    IntentSignature =
+                        (if r.IntentSignature[0] = 'a' then "b" else "a")
+                        + r.IntentSignature.Substring 1
+                }))
         case "login: expired challenge" 403 (fun f ->
             let request = loginRequest f.Alice.Client f.Alice.Identity
-            withClock f (TimeSpan.FromMinutes 6.0) (fun () -> statusOf (fun () -> f.Alice.Client.LoginAsync request)))
+
+            withClock f (TimeSpan.FromMinutes 6.0) (fun () ->
+                statusOf (fun () -> f.Alice.Client.LoginAsync request)))
         case "login: another wrap key for a registered key" 409 loginWithOtherWrapKey
         case "refresh: key ID of another identity" 403 (fun f ->
             let c = f.Bob.Client.ChallengeAsync "refresh" |> await
-            let signature: byte[] = f.Bob.Identity.SignRefreshIntentAsync(Convert.FromBase64String c.Challenge).AsTask() |> await
+
+            let signature: byte[] =
+                f.Bob.Identity
+                    .SignRefreshIntentAsync(Convert.FromBase64String c.Challenge)
+                    .AsTask()
+                |> await
 
             statusOf (fun () ->
                 f.Alice.Client.RefreshAsync(
                     f.Alice.Token,
-                    { Kind = "keystore"; KeyId = f.Bob.KeyId; Challenge = c.Challenge; IntentSignature = Convert.ToHexStringLower signature; Attestation = null }
+                    {
+                        Kind = "keystore"
+                        KeyId = f.Bob.KeyId
+                        Challenge = c.Challenge
+                        IntentSignature = Convert.ToHexStringLower signature
+                        Attestation = null
+                    }
                 )))
         case "revoke all tokens: a challenge bound to another action" 403 (fun f ->
             let c =
-                f.Alice.Client.SensitiveActionChallengeAsync("create-namespace-invite", (ActionFields.hash ActionFields.revokeAllTokens).Wire)
+                f.Alice.Client.SensitiveActionChallengeAsync(
+                    "create-namespace-invite",
+                    (ActionFields.hash ActionFields.revokeAllTokens).Wire
+                )
                 |> await
 
             let signature: byte[] =
-                f.Alice.Identity.SignRevokeAllTokensIntentAsync(Convert.FromBase64String c.Challenge).AsTask() |> await
+                f.Alice.Identity
+                    .SignRevokeAllTokensIntentAsync(Convert.FromBase64String c.Challenge)
+                    .AsTask()
+                |> await
 
             statusOf (fun () ->
                 f.Alice.Client.RevokeAllTokensAsync(
                     f.Alice.Token,
-                    { Kind = "keystore"; KeyId = f.Alice.KeyId; Challenge = c.Challenge; IntentSignature = Convert.ToHexStringLower signature }
+                    {
+                        Kind = "keystore"
+                        KeyId = f.Alice.KeyId
+                        Challenge = c.Challenge
+                        IntentSignature = Convert.ToHexStringLower signature
+                    }
                 )
-                |> fun t -> t.ContinueWith(fun (t: Threading.Tasks.Task) -> t.GetAwaiter().GetResult(); 0)))
+                |> fun t ->
+                    t.ContinueWith(fun (t: Threading.Tasks.Task) ->
+                        t.GetAwaiter().GetResult()
+                        0)))
         case "create invite: body differs from the fields the challenge was bound to" 403 (fun f ->
             createInviteWith f f.Shared 600L 3 (fun r -> { r with MaxAccepted = 4L }))
 
         // ---- namespaces and membership
-        case "members of a namespace the caller is not in" 403 (fun f -> statusOf (fun () -> f.Bob.Client.GetMembersAsync(f.Bob.Token, f.Shared.Id.Wire)))
-        case "another member's wrapped DEK" 403 (fun f -> statusOf (fun () -> f.Alice.Client.GetWrappedDekAsync(f.Alice.Token, f.Shared.Id.Wire, f.Dave.KeyId)))
+        case "members of a namespace the caller is not in" 403 (fun f ->
+            statusOf (fun () -> f.Bob.Client.GetMembersAsync(f.Bob.Token, f.Shared.Id.Wire)))
+        case "another member's wrapped DEK" 403 (fun f ->
+            statusOf (fun () ->
+                f.Alice.Client.GetWrappedDekAsync(f.Alice.Token, f.Shared.Id.Wire, f.Dave.KeyId)))
         case "default namespace with a taken ID" 409 (fun f ->
             statusOf (fun () ->
-                f.Bob.Client.EnsureDefaultNamespaceAsync(f.Bob.Token, { ProposedNamespaceId = f.Shared.Id.Wire; WrappedDek = wrapFor f.Bob.Identity f.Shared })))
+                f.Bob.Client.EnsureDefaultNamespaceAsync(
+                    f.Bob.Token,
+                    {
+                        ProposedNamespaceId = f.Shared.Id.Wire
+                        WrappedDek = wrapFor f.Bob.Identity f.Shared
+                    }
+                )))
         case "shared namespace with a taken ID" 409 (fun f ->
             statusOf (fun () ->
-                f.Bob.Client.CreateSharedNamespaceAsync(f.Bob.Token, { NamespaceId = f.Shared.Id.Wire; WrappedDek = wrapFor f.Bob.Identity f.Shared })))
+                f.Bob.Client.CreateSharedNamespaceAsync(
+                    f.Bob.Token,
+                    {
+                        NamespaceId = f.Shared.Id.Wire
+                        WrappedDek = wrapFor f.Bob.Identity f.Shared
+                    }
+                )))
         case "wrapped DEK of an unknown format version" 400 (fun f ->
             let ns = newNamespace ()
             let wrapped = Convert.FromBase64String(wrapFor f.Bob.Identity ns)
             wrapped[0] <- 2uy
-            statusOf (fun () -> f.Bob.Client.CreateSharedNamespaceAsync(f.Bob.Token, { NamespaceId = ns.Id.Wire; WrappedDek = Convert.ToBase64String wrapped })))
+
+            statusOf (fun () ->
+                f.Bob.Client.CreateSharedNamespaceAsync(
+                    f.Bob.Token,
+                    {
+                        NamespaceId = ns.Id.Wire
+                        WrappedDek = Convert.ToBase64String wrapped
+                    }
+                )))
 
         // ---- items
-        case "create over an existing item" 412 (fun f -> statusOf (fun () -> Threading.Tasks.Task.FromResult(put f.Alice f.Shared "k" None "again")))
-        case "update from a stale version" 412 (fun f -> statusOf (fun () -> Threading.Tasks.Task.FromResult(put f.Alice f.Shared "k" (Some 5UL) "stale")))
-        case "update of a missing item" 412 (fun f -> statusOf (fun () -> Threading.Tasks.Task.FromResult(put f.Alice f.Shared "missing" (Some 1UL) "x")))
+        case "create over an existing item" 412 (fun f ->
+            statusOf (fun () ->
+                Threading.Tasks.Task.FromResult(put f.Alice f.Shared "k" None "again")))
+        case "update from a stale version" 412 (fun f ->
+            statusOf (fun () ->
+                Threading.Tasks.Task.FromResult(put f.Alice f.Shared "k" (Some 5UL) "stale")))
+        case "update of a missing item" 412 (fun f ->
+            statusOf (fun () ->
+                Threading.Tasks.Task.FromResult(put f.Alice f.Shared "missing" (Some 1UL) "x")))
         case "write by a non-member" 403 (fun f ->
-            rawStatus f "PUT" (putPath f.Shared "b") f.Bob.Token ((sealedJson f.Shared "b" 1UL).ToJsonString()) [])
+            rawStatus
+                f
+                "PUT"
+                (putPath f.Shared "b")
+                f.Bob.Token
+                ((sealedJson f.Shared "b" 1UL).ToJsonString())
+                [])
 
         // ---- invites
-        case "invite expiring after more than an hour" 400 (fun f -> createInviteWith f f.Shared 3800L 3 id)
+        case "invite expiring after more than an hour" 400 (fun f ->
+            createInviteWith f f.Shared 3800L 3 id)
         case "invite already expired" 400 (fun f -> createInviteWith f f.Shared -10L 3 id)
         case "invite for a default namespace" 403 (fun f -> createInviteWith f f.Default 600L 3 id)
         case "invite with an accepted limit of 11" 400 (fun f ->
@@ -276,8 +442,15 @@ let private cases: Case list =
             body["maxPending"] <- JsonValue.Create 20
             rawStatus f "POST" (Paths.invites f.Shared.Id) f.Alice.Token (body.ToJsonString()) [])
         case "invite ID already taken" 409 (fun f ->
-            let request, _ = createInviteRequestFor f.Alice f.Shared f.Invite.InviteId (unix f 600L) 3
-            statusOf (fun () -> f.Alice.Client.CreateNamespaceInviteAsync(f.Alice.Token, f.Shared.Id.Wire, request)))
+            let request, _ =
+                createInviteRequestFor f.Alice f.Shared f.Invite.InviteId (unix f 600L) 3
+
+            statusOf (fun () ->
+                f.Alice.Client.CreateNamespaceInviteAsync(
+                    f.Alice.Token,
+                    f.Shared.Id.Wire,
+                    request
+                )))
         case "a sixth active invite" 409 (fun f ->
             let ns = createShared f.Alice
 
@@ -289,85 +462,209 @@ let private cases: Case list =
 
         // ---- join requests
         case "join: wrong invite server secret" 403 (fun f ->
-            submitWith f f.Carol f.Invite 300L (fun r -> { r with InviteServerSecret = (bin<InviteServerSecretKind> (random 32)).Wire }))
+            submitWith f f.Carol f.Invite 300L (fun r ->
+                { r with
+                    InviteServerSecret = (bin<InviteServerSecretKind>(random 32)).Wire
+                }))
         case "join: another server's origin" 400 (fun f ->
             let other = { f.Invite with Secret = f.Invite.Secret }
             let request = joinRequest f.Carol other (unix f 300L)
+
             let signature: byte[] =
-                f.Carol.Identity.SignNamespaceJoinRequestIntentAsync(Bin.toArray f.Shared.Id, Bin.toArray f.Invite.InviteId, "https://other.test", unix f 300L).AsTask()
+                f.Carol.Identity
+                    .SignNamespaceJoinRequestIntentAsync(
+                        Bin.toArray f.Shared.Id,
+                        Bin.toArray f.Invite.InviteId,
+                        "https://other.test",
+                        unix f 300L
+                    )
+                    .AsTask()
                 |> await
 
-            let changed = { request with JoinRequest = { request.JoinRequest with ServerOrigin = "https://other.test"; Signature = Convert.ToHexStringLower signature } }
-            statusOf (fun () -> f.Carol.Client.SubmitNamespaceJoinRequestAsync(f.Carol.Token, f.Shared.Id.Wire, f.Invite.InviteId.Wire, changed)))
-        case "join: request living longer than 10 minutes" 400 (fun f -> submitWith f f.Carol f.Invite 900L id)
+            let changed =
+                { request with
+                    JoinRequest =
+                        { request.JoinRequest with
+                            ServerOrigin = "https://other.test"
+                            Signature = Convert.ToHexStringLower signature
+                        }
+                }
+
+            statusOf (fun () ->
+                f.Carol.Client.SubmitNamespaceJoinRequestAsync(
+                    f.Carol.Token,
+                    f.Shared.Id.Wire,
+                    f.Invite.InviteId.Wire,
+                    changed
+                )))
+        case "join: request living longer than 10 minutes" 400 (fun f ->
+            submitWith f f.Carol f.Invite 900L id)
         case "join: expired invite" 410 (fun f ->
             let request = joinRequest f.Carol f.Invite (unix f 300L)
+
             withClock f (TimeSpan.FromMinutes 11.0) (fun () ->
-                statusOf (fun () -> f.Carol.Client.SubmitNamespaceJoinRequestAsync(f.Carol.Token, f.Shared.Id.Wire, f.Invite.InviteId.Wire, request))))
+                statusOf (fun () ->
+                    f.Carol.Client.SubmitNamespaceJoinRequestAsync(
+                        f.Carol.Token,
+                        f.Shared.Id.Wire,
+                        f.Invite.InviteId.Wire,
+                        request
+                    ))))
         case "join: revoked invite" 410 (fun f -> submitWith f f.Carol f.Revoked 300L id)
         case "join: request of another identity" 403 (fun f ->
             let request = joinRequest f.Carol f.Invite (unix f 300L)
-            statusOf (fun () -> f.Bob.Client.SubmitNamespaceJoinRequestAsync(f.Bob.Token, f.Shared.Id.Wire, f.Invite.InviteId.Wire, request)))
+
+            statusOf (fun () ->
+                f.Bob.Client.SubmitNamespaceJoinRequestAsync(
+                    f.Bob.Token,
+                    f.Shared.Id.Wire,
+                    f.Invite.InviteId.Wire,
+                    request
+                )))
         case "join: already a member" 409 (fun f -> submitWith f f.Dave f.Invite 300L id)
         case "join: body IDs differ from the path" 400 (fun f ->
             let request = joinRequest f.Carol f.Invite (unix f 300L)
-            statusOf (fun () -> f.Carol.Client.SubmitNamespaceJoinRequestAsync(f.Carol.Token, f.Shared.Id.Wire, f.Revoked.InviteId.Wire, request)))
+
+            statusOf (fun () ->
+                f.Carol.Client.SubmitNamespaceJoinRequestAsync(
+                    f.Carol.Token,
+                    f.Shared.Id.Wire,
+                    f.Revoked.InviteId.Wire,
+                    request
+                )))
         case "join: unknown invite" 404 (fun f ->
-            let ghost = { f.Invite with InviteId = bin<InviteIdKind> (random 16) }
+            let ghost = { f.Invite with InviteId = bin<InviteIdKind>(random 16) }
             submitWith f f.Carol ghost 300L id)
         case "join: bad signature" 403 (fun f ->
             submitWith f f.Carol f.Invite 300L (fun r ->
-                { r with JoinRequest = { r.JoinRequest with Signature = String('0', 128) } }))
+                { r with
+                    JoinRequest = { r.JoinRequest with Signature = String('0', 128) }
+                }))
 
         // ---- approve, reject, revoke
         case "approve: wrong invite server secret" 403 (fun f ->
             statusOf (fun () ->
-                f.Alice.Client.ApproveNamespaceJoinRequestAsync(f.Alice.Token, f.Shared.Id.Wire, f.Erin.KeyId, f.ErinsHash,
-                    { InviteServerSecret = f.Revoked.ServerSecret.Wire; WrappedDek = wrapFor f.Erin.Identity f.Shared })))
+                f.Alice.Client.ApproveNamespaceJoinRequestAsync(
+                    f.Alice.Token,
+                    f.Shared.Id.Wire,
+                    f.Erin.KeyId,
+                    f.ErinsHash,
+                    {
+                        InviteServerSecret = f.Revoked.ServerSecret.Wire
+                        WrappedDek = wrapFor f.Erin.Identity f.Shared
+                    }
+                )))
         case "approve: unknown request" 404 (fun f ->
             statusOf (fun () ->
-                f.Alice.Client.ApproveNamespaceJoinRequestAsync(f.Alice.Token, f.Shared.Id.Wire, f.Erin.KeyId, String('0', 64),
-                    { InviteServerSecret = f.Invite.ServerSecret.Wire; WrappedDek = wrapFor f.Erin.Identity f.Shared })))
+                f.Alice.Client.ApproveNamespaceJoinRequestAsync(
+                    f.Alice.Token,
+                    f.Shared.Id.Wire,
+                    f.Erin.KeyId,
+                    String('0', 64),
+                    {
+                        InviteServerSecret = f.Invite.ServerSecret.Wire
+                        WrappedDek = wrapFor f.Erin.Identity f.Shared
+                    }
+                )))
         case "approve: by a non-member" 403 (fun f ->
             statusOf (fun () ->
-                f.Bob.Client.ApproveNamespaceJoinRequestAsync(f.Bob.Token, f.Shared.Id.Wire, f.Erin.KeyId, f.ErinsHash,
-                    { InviteServerSecret = f.Invite.ServerSecret.Wire; WrappedDek = wrapFor f.Erin.Identity f.Shared })))
+                f.Bob.Client.ApproveNamespaceJoinRequestAsync(
+                    f.Bob.Token,
+                    f.Shared.Id.Wire,
+                    f.Erin.KeyId,
+                    f.ErinsHash,
+                    {
+                        InviteServerSecret = f.Invite.ServerSecret.Wire
+                        WrappedDek = wrapFor f.Erin.Identity f.Shared
+                    }
+                )))
         case "approve: wrapped DEK of 96 bytes" 400 (fun f ->
             let text =
-                sprintf """{"inviteServerSecret":"%s","wrappedDek":"%s"}""" f.Invite.ServerSecret.Wire (Convert.ToBase64String(Array.zeroCreate 96))
+                sprintf
+                    """{"inviteServerSecret":"%s","wrappedDek":"%s"}"""
+                    f.Invite.ServerSecret.Wire
+                    (Convert.ToBase64String(Array.zeroCreate 96))
 
-            rawStatus f "PUT" (Paths.approveJoinRequest f.Shared.Id (bin<KeyIdKind> (Convert.FromHexString f.Erin.KeyId)) (bin<JoinRequestHashKind> (Convert.FromHexString f.ErinsHash))) f.Alice.Token text [])
+            rawStatus
+                f
+                "PUT"
+                (Paths.approveJoinRequest
+                    f.Shared.Id
+                    (bin<KeyIdKind>(Convert.FromHexString f.Erin.KeyId))
+                    (bin<JoinRequestHashKind>(Convert.FromHexString f.ErinsHash)))
+                f.Alice.Token
+                text
+                [])
         case "reject: by a non-member" 403 (fun f ->
-            statusOf (fun () -> f.Bob.Client.RejectNamespaceJoinRequestAsync(f.Bob.Token, f.Shared.Id.Wire, f.Erin.KeyId, f.ErinsHash)))
+            statusOf (fun () ->
+                f.Bob.Client.RejectNamespaceJoinRequestAsync(
+                    f.Bob.Token,
+                    f.Shared.Id.Wire,
+                    f.Erin.KeyId,
+                    f.ErinsHash
+                )))
         case "revoke invite: by a non-member" 403 (fun f ->
-            statusOf (fun () -> f.Bob.Client.RevokeNamespaceInviteAsync(f.Bob.Token, f.Shared.Id.Wire, f.Invite.InviteId.Wire)))
+            statusOf (fun () ->
+                f.Bob.Client.RevokeNamespaceInviteAsync(
+                    f.Bob.Token,
+                    f.Shared.Id.Wire,
+                    f.Invite.InviteId.Wire
+                )))
         case "revoke invite: unknown invite" 404 (fun f ->
-            statusOf (fun () -> f.Alice.Client.RevokeNamespaceInviteAsync(f.Alice.Token, f.Shared.Id.Wire, (bin<InviteIdKind> (random 16)).Wire)))
+            statusOf (fun () ->
+                f.Alice.Client.RevokeNamespaceInviteAsync(
+                    f.Alice.Token,
+                    f.Shared.Id.Wire,
+                    (bin<InviteIdKind>(random 16)).Wire
+                )))
     ]
 
 /// The namespace-scoped endpoints, each called with a token.
 let private scoped (f: Fixture) : (string * (string -> int)) list =
     let ns = f.Shared.Id.Wire
-    let call g = fun token -> statusOf (fun () -> g token)
+
+    let call g =
+        fun token -> statusOf (fun () -> g token)
 
     [
         "members", call (fun t -> f.Alice.Client.GetMembersAsync(t, ns))
-        "create invite", (fun t ->
+        "create invite",
+        (fun t ->
             let request, _ = createInviteRequest f.Alice f.Shared (unix f 600L) 3
             statusOf (fun () -> f.Alice.Client.CreateNamespaceInviteAsync(t, ns, request)))
         "list invites", call (fun t -> f.Alice.Client.ListNamespaceInvitesAsync(t, ns))
-        "revoke invite", call (fun t -> f.Alice.Client.RevokeNamespaceInviteAsync(t, ns, f.Invite.InviteId.Wire))
+        "revoke invite",
+        call (fun t -> f.Alice.Client.RevokeNamespaceInviteAsync(t, ns, f.Invite.InviteId.Wire))
         "list join requests", call (fun t -> f.Alice.Client.ListNamespaceJoinRequestsAsync(t, ns))
-        "approve", call (fun t ->
-            f.Alice.Client.ApproveNamespaceJoinRequestAsync(t, ns, f.Erin.KeyId, f.ErinsHash,
-                { InviteServerSecret = f.Invite.ServerSecret.Wire; WrappedDek = wrapFor f.Erin.Identity f.Shared }))
-        "reject", call (fun t -> f.Alice.Client.RejectNamespaceJoinRequestAsync(t, ns, f.Erin.KeyId, f.ErinsHash))
+        "approve",
+        call (fun t ->
+            f.Alice.Client.ApproveNamespaceJoinRequestAsync(
+                t,
+                ns,
+                f.Erin.KeyId,
+                f.ErinsHash,
+                {
+                    InviteServerSecret = f.Invite.ServerSecret.Wire
+                    WrappedDek = wrapFor f.Erin.Identity f.Shared
+                }
+            ))
+        "reject",
+        call (fun t ->
+            f.Alice.Client.RejectNamespaceJoinRequestAsync(t, ns, f.Erin.KeyId, f.ErinsHash))
         "wrapped DEK", call (fun t -> f.Alice.Client.GetWrappedDekAsync(t, ns, f.Alice.KeyId))
         "items map", call (fun t -> f.Alice.Client.GetNamespaceItemsAsync(t, ns))
         "get item", call (fun t -> f.Alice.Client.GetItemAsync(t, ns, (itemId f.Shared "k").Wire))
-        "put item", call (fun t ->
+        "put item",
+        call (fun t ->
             let item = itemId f.Shared "k"
-            f.Alice.Client.PutItemAsync(t, ns, item.Wire, sealFor f.Shared item 2UL "x", Nullable 1UL))
+
+            f.Alice.Client.PutItemAsync(
+                t,
+                ns,
+                item.Wire,
+                sealFor f.Shared item 2UL "x",
+                Nullable 1UL
+            ))
     ]
 
 let private matrix (fixture: Lazy<Fixture>) =
@@ -382,7 +679,10 @@ let private matrix (fixture: Lazy<Fixture>) =
                 frank.Token),
             401,
             TimeSpan.Zero
-            "a token this server never issued", (fun _ -> Base64Url.encode (random 32)), 401, TimeSpan.Zero
+            "a token this server never issued",
+            (fun _ -> Base64Url.encode (random 32)),
+            401,
+            TimeSpan.Zero
         ]
 
     [
@@ -399,7 +699,12 @@ let private matrix (fixture: Lazy<Fixture>) =
                             let changed = f.Server.Dump() <> before
 
                             if status <> expected || changed then
-                                sprintf "%s: status %d (expected %d)%s" endpoint status expected (if changed then ", state changed" else "")
+                                sprintf
+                                    "%s: status %d (expected %d)%s"
+                                    endpoint
+                                    status
+                                    expected
+                                    (if changed then ", state changed" else "")
                     ]
 
                 Expect.isEmpty failures "every namespace-scoped endpoint refuses, changing nothing"
@@ -411,7 +716,7 @@ let tests =
         "rules"
         [
             for backend in backends do
-                let f = lazy (fixture backend)
+                let f = lazy (fixtureOf backend)
 
                 testList
                     (string backend)
