@@ -644,7 +644,9 @@ module Json =
     /// read (anything after it is ignored); an empty body is an error. Never throws.
     let decodeResponse<'T> (utf8: ReadOnlySpan<byte>) : Result<'T, string> =
         try
-            let mutable reader = Utf8JsonReader(utf8, JsonReaderOptions(AllowMultipleValues = true))
+            let mutable reader =
+                Utf8JsonReader(utf8, JsonReaderOptions(AllowMultipleValues = true))
+
             JsonSerializer.Deserialize<'T>(&reader, lenient) |> present
         with e when isDecodeFailure e ->
             Error("malformed JSON: " + e.Message)

@@ -107,6 +107,7 @@ internal sealed class Api(ServerStore store, WatchHub hub, ServerOptions options
     /// <summary>Issues a token for an identity inside the caller's transaction, evicting the oldest beyond 32.</summary>
     public async Task<(string Token, StoredToken Stored)> IssueTokenAsync(StoreTx tx, KeyId keyId, CancellationToken ct)
     {
+        await tx.LockIdentityAsync(keyId, ct); // concurrent logins and refreshes respect the 32-token limit
         await tx.DeleteStaleTokensAsync(keyId, Now, ct);
         var active = await tx.ActiveTokensAsync(keyId, Now, ct);
         var issued = Core.Auth.issueToken(AuthSettings, keyId, Random32(), active.ToFSharpList(), Now);

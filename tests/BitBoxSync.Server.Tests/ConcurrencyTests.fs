@@ -242,6 +242,37 @@ let private watchSeesNewMembership backend =
             "the new namespace"
     }
 
+let private shutdownAnswersWatchers backend =
+    test $"graceful stop: a parked watcher is answered, not dropped ({backend})" {
+        let server =
+            startOn
+                (Database.Create backend)
+                (ManualClock DateTimeOffset.UtcNow)
+                (TimeSpan.FromSeconds 30.0)
+
+        let alice = login server "alice"
+        let ns, _ = ensureDefault alice
+        let known = Collections.Generic.Dictionary<string, uint64>()
+        known[ns.Id.Wire] <- 0UL
+        let watch = alice.Client.WatchNamespacesAsync(alice.Token, { KnownHeads = known })
+        let sw = Stopwatch.StartNew()
+
+        while server.Server.ParkedWatchers = 0 && sw.Elapsed < TimeSpan.FromSeconds 5.0 do
+            Threading.Thread.Sleep 10
+
+        let stopping = server.Server.StopAsync()
+        let answer = watch |> await
+        stopping |> awaitUnit
+        Expect.isTrue answer.TimedOut "answered as a timeout: the client reconnects"
+
+        Expect.isLessThan
+            sw.Elapsed
+            (TimeSpan.FromSeconds 10.0)
+            "at once, not after the 30 s watch timeout"
+
+        (server :> IDisposable).Dispose()
+    }
+
 let tests =
     testList
         "concurrency"
@@ -264,6 +295,7 @@ let tests =
 
                 watchTimesOut backend
                 watchSeesNewMembership backend
+                shutdownAnswersWatchers backend
 
             if postgresAdmin.IsSome then
                 test "CAS race across two server processes on one PostgreSQL database" {

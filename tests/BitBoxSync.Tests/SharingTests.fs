@@ -386,7 +386,8 @@ let tests =
                 let approval: ApproveJoinRequestCommand =
                     { InviteServerSecret = serverSecret; WrappedDek = wrapped }
 
-                let approve m r i a members = Sharing.approve m r i a false members 0 now
+                let approve m r i a members =
+                    Sharing.approve m r i a false members 0 now
 
                 let approved =
                     approve (Some f.Membership) (Some stored) (Some invite) approval 1

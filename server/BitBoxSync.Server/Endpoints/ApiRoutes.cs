@@ -86,7 +86,7 @@ internal static class ApiRoutes
         return await api.Store.WriteAsync<object>(async tx =>
         {
             var ct = http.RequestAborted;
-            var existing = await tx.GetIdentityAsync(cmd.KeyId, ct);
+            var existing = await tx.LockIdentityAsync(cmd.KeyId, ct); // serialises token issuance per key
             var identity = Auth.login(api.AuthSettings, cmd, Opt(existing), api.Now).OrFail();
             if (existing is null) await tx.InsertIdentityAsync(identity, ct);
             var (token, stored) = await api.IssueTokenAsync(tx, identity.KeyId, ct);
@@ -141,7 +141,7 @@ internal static class ApiRoutes
             var ct = http.RequestAborted;
             var caller = await api.AuthenticateAsync(http, tx);
             var proposal = Requests.ensureDefaultNamespace(Decode<EnsureDefaultNamespaceRequest>(body)).OrBadRequest();
-            await tx.GetIdentityAsync(caller.KeyId, ct); // locks the identity: one default, even under races
+            await tx.LockIdentityAsync(caller.KeyId, ct); // locks the identity: one default, even under races
             var existing = await tx.DefaultNamespaceOfAsync(caller.KeyId, ct);
             var outcome = Namespaces.ensureDefault(
                 caller.KeyId, proposal,
@@ -170,7 +170,7 @@ internal static class ApiRoutes
             var ct = http.RequestAborted;
             var caller = await api.AuthenticateAsync(http, tx);
             var proposal = Requests.createSharedNamespace(Decode<CreateSharedNamespaceRequest>(body)).OrBadRequest();
-            await tx.GetIdentityAsync(caller.KeyId, ct); // locks the identity for the namespace count
+            await tx.LockIdentityAsync(caller.KeyId, ct); // locks the identity for the namespace count
             var existing = await tx.GetNamespaceAsync(proposal.NamespaceId, ct);
             var existingPair = existing is null
                 ? null

@@ -36,6 +36,12 @@ internal static class Handler
             await WriteError(http, e.StatusCode, e.StatusCode == 413 ? "request body too large" : "bad request");
             return;
         }
+        catch (Store.StoreBusyException e)
+        {
+            api.Logger.LogWarning("{Method} {Path}: {Message}", http.Request.Method, http.Request.Path.Value, e.Message);
+            await WriteError(http, 503, "database busy, retry later");
+            return;
+        }
         catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
         {
             return; // the client went away

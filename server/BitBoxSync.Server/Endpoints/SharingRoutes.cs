@@ -72,7 +72,7 @@ internal static class SharingRoutes
             var raw = Decode<SubmitNamespaceJoinRequestRequest>(body);
             var cmd = Requests.submitJoinRequest(raw).OrBadRequest();
             await tx.LockNamespaceAsync(ns, ct);
-            await tx.GetIdentityAsync(caller.KeyId, ct); // locks the requester for its pending count
+            await tx.LockIdentityAsync(caller.KeyId, ct); // locks the requester for its pending count
             var invite = await tx.GetInviteAsync(inviteId, ct);
             var outcome = Sharing.submit(
                 api.SharingSettings, caller.KeyId, ns, inviteId, cmd, raw.JoinRequest, Opt(invite),
@@ -115,7 +115,7 @@ internal static class SharingRoutes
             var hash = Route<JoinRequestHashKind>(http, "joinRequestHash");
             var cmd = Requests.approveJoinRequest(Decode<ApproveNamespaceJoinRequestRequest>(body)).OrBadRequest();
             await tx.LockNamespaceAsync(ns, ct);
-            await tx.GetIdentityAsync(requester, ct); // locks the requester for its namespace count
+            await tx.LockIdentityAsync(requester, ct); // locks the requester for its namespace count
             var approver = await tx.GetMembershipAsync(ns, caller.KeyId, ct);
             var request = await tx.GetJoinRequestAsync(ns, requester, hash, ct);
             var invite = request is null ? null : await tx.GetInviteAsync(request.InviteId, ct);

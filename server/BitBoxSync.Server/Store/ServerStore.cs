@@ -45,15 +45,17 @@ internal abstract class ServerStore(Dialect dialect, ILogger logger) : IAsyncDis
             {
                 await using var connection = await OpenAsync(ct);
                 await using var transaction = await BeginAsync(connection, write, ct);
-                var tx = new StoreTx(connection, transaction, dialect);
+                var tx = new StoreTx(connection, transaction, dialect, write);
                 var result = await work(tx);
                 await tx.NotifyAsync(ct);
                 await transaction.CommitAsync(ct);
                 foreach (var key in tx.Changed) Changed?.Invoke(key);
                 return result;
             }
-            catch (Exception e) when (attempt < MaxAttempts && IsTransient(e))
+            catch (Exception e) when (IsTransient(e))
             {
+                if (attempt == MaxAttempts)
+                    throw new StoreBusyException($"gave up after {MaxAttempts} lost races: {e.Message}", e);
                 logger.LogDebug("retrying a transaction after a lost race ({Attempt}): {Message}", attempt, e.Message);
                 await Task.Delay(TimeSpan.FromMilliseconds(Random.Shared.Next(1, 5 * attempt)), ct);
             }
@@ -120,3 +122,6 @@ internal abstract class ServerStore(Dialect dialect, ILogger logger) : IAsyncDis
     /// <inheritdoc />
     public virtual ValueTask DisposeAsync() => ValueTask.CompletedTask;
 }
+
+/// <summary>A transaction lost its race too many times in a row; the request may be retried later (503).</summary>
+internal sealed class StoreBusyException(string message, Exception inner) : Exception(message, inner);

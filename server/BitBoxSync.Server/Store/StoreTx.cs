@@ -9,8 +9,11 @@ namespace BitBoxSync.Server.Store;
 /// One open store transaction: typed reads and writes of the server's rows. Every method runs
 /// inside the transaction; nothing is visible to others until <see cref="ServerStore"/> commits.
 /// </summary>
-internal sealed class StoreTx(DbConnection connection, DbTransaction transaction, Dialect dialect)
+internal sealed class StoreTx(DbConnection connection, DbTransaction transaction, Dialect dialect, bool write)
 {
+    /// <summary>Row-lock suffix: only write transactions lock (a snapshot read never waits or fails).</summary>
+    private string ForUpdate => write ? dialect.ForUpdate : "";
+
     private readonly HashSet<string> _changed = new(StringComparer.Ordinal);
 
     /// <summary>Watch keys changed by this transaction, signalled after commit.</summary>
@@ -94,7 +97,7 @@ internal sealed class StoreTx(DbConnection connection, DbTransaction transaction
 
     public Task<StoredChallenge?> GetChallengeAsync(Challenge challenge, CancellationToken ct) =>
         SingleAsync(
-            "SELECT challenge, purpose, action, fields_hash, kind, expires_at, used FROM challenges WHERE challenge = @c" + dialect.ForUpdate,
+            "SELECT challenge, purpose, action, fields_hash, kind, expires_at, used FROM challenges WHERE challenge = @c" + ForUpdate,
             r =>
             {
                 var purpose = r.GetString(1) switch
@@ -119,7 +122,12 @@ internal sealed class StoreTx(DbConnection connection, DbTransaction transaction
             Stored<AuthPublicKeyKind>(Blob(r, 2)), Stored<WrapPublicKeyKind>(Blob(r, 3)), Time(r, 4));
 
     public Task<RegisteredIdentity?> GetIdentityAsync(KeyId keyId, CancellationToken ct) =>
-        SingleAsync("SELECT key_id, kind, auth_public_key, wrap_public_key, registered_at FROM identities WHERE key_id = @k" + dialect.ForUpdate,
+        SingleAsync("SELECT key_id, kind, auth_public_key, wrap_public_key, registered_at FROM identities WHERE key_id = @k",
+            ReadIdentity, ct, ("k", keyId.Wire));
+
+    /// <summary>The identity row, locked until commit (PostgreSQL): serialises per-identity limits.</summary>
+    public Task<RegisteredIdentity?> LockIdentityAsync(KeyId keyId, CancellationToken ct) =>
+        SingleAsync("SELECT key_id, kind, auth_public_key, wrap_public_key, registered_at FROM identities WHERE key_id = @k" + ForUpdate,
             ReadIdentity, ct, ("k", keyId.Wire));
 
     public Task InsertIdentityAsync(RegisteredIdentity id, CancellationToken ct) =>
@@ -162,14 +170,14 @@ internal sealed class StoreTx(DbConnection connection, DbTransaction transaction
 
     /// <summary>The namespace row, locked against concurrent writers until commit (PostgreSQL).</summary>
     public Task<StoredNamespace?> LockNamespaceAsync(NamespaceId ns, CancellationToken ct) =>
-        SingleAsync($"SELECT {NamespaceColumns} FROM namespaces n WHERE n.namespace_id = @n" + dialect.ForUpdate,
+        SingleAsync($"SELECT {NamespaceColumns} FROM namespaces n WHERE n.namespace_id = @n" + ForUpdate,
             ReadNamespace, ct, ("n", ns.Wire));
 
     public Task<StoredNamespace?> GetNamespaceAsync(NamespaceId ns, CancellationToken ct) =>
         SingleAsync($"SELECT {NamespaceColumns} FROM namespaces n WHERE n.namespace_id = @n", ReadNamespace, ct, ("n", ns.Wire));
 
     public Task<NamespaceUsage?> UsageAsync(NamespaceId ns, CancellationToken ct) =>
-        SingleAsync("SELECT head, item_count, stored_bytes FROM namespaces WHERE namespace_id = @n" + dialect.ForUpdate,
+        SingleAsync("SELECT head, item_count, stored_bytes FROM namespaces WHERE namespace_id = @n" + ForUpdate,
             r => new NamespaceUsage(ns, (ulong)r.GetInt64(0), (int)r.GetInt64(1), r.GetInt64(2)), ct, ("n", ns.Wire));
 
     public Task SetUsageAsync(NamespaceUsage u, CancellationToken ct)
