@@ -4,9 +4,13 @@ open BenchmarkDotNet.Running
 
 [<EntryPoint>]
 let main argv =
-    BenchmarkSwitcher
-        .FromAssembly(typeof<ProtocolBenchmarks.ItemCryptoBenchmarks>.Assembly)
-        .Run(argv)
-    |> ignore
+    match argv with
+    | [| "--server-load" |] -> ServerBenchmarks.runLoad 1000
+    | [| "--server-load"; n |] -> ServerBenchmarks.runLoad (int n)
+    | _ ->
+        BenchmarkSwitcher
+            .FromAssembly(typeof<ProtocolBenchmarks.ItemCryptoBenchmarks>.Assembly)
+            .Run(argv)
+        |> ignore
 
     0

@@ -41,9 +41,8 @@ var configuration = new ConfigurationBuilder()
 var options = new ServerOptions();
 var section = configuration.GetSection("BitBoxSync");
 section.Bind(options);
-// Environment variables arrive without the section prefix.
+// Environment variables (BITBOXSYNC_Store=…) arrive without the section prefix.
 configuration.Bind(options);
-if (configuration["Urls:0"] is null && section["Urls:0"] is { } url) options.Urls = [url];
 
 try
 {
