@@ -33,7 +33,10 @@ let private keystore = BitBoxSync.DummyKeystore.FromLabel "bench"
 /// Logs the bench identity in and creates a shared namespace.
 let setUpWriter (client: SyncClient) : Writer =
     let c = client.ChallengeAsync "login" |> await
-    let signature: byte[] = keystore.SignLoginIntentAsync(Convert.FromBase64String c.Challenge).AsTask() |> await
+
+    let signature: byte[] =
+        keystore.SignLoginIntentAsync(Convert.FromBase64String c.Challenge).AsTask()
+        |> await
 
     let login =
         client.LoginAsync
@@ -48,12 +51,19 @@ let setUpWriter (client: SyncClient) : Writer =
             }
         |> await
 
-    let ns = Bin.ofBytes<NamespaceIdKind> (RandomNumberGenerator.GetBytes 16) |> orFail
-    let dek = Bin.ofBytes<DekKind> (RandomNumberGenerator.GetBytes 32) |> orFail
-    let wrapPk = Bin.ofBytes<WrapPublicKeyKind> (keystore.WrapPublicKey.ToArray()) |> orFail
-    let wrapped = DekWrap.wrap wrapPk ns dek (RandomNumberGenerator.GetBytes 32) |> orFail
+    let ns = Bin.ofBytes<NamespaceIdKind>(RandomNumberGenerator.GetBytes 16) |> orFail
+    let dek = Bin.ofBytes<DekKind>(RandomNumberGenerator.GetBytes 32) |> orFail
 
-    client.CreateSharedNamespaceAsync(login.AccessToken, { NamespaceId = ns.Wire; WrappedDek = wrapped.Wire })
+    let wrapPk =
+        Bin.ofBytes<WrapPublicKeyKind>(keystore.WrapPublicKey.ToArray()) |> orFail
+
+    let wrapped =
+        DekWrap.wrap wrapPk ns dek (RandomNumberGenerator.GetBytes 32) |> orFail
+
+    client.CreateSharedNamespaceAsync(
+        login.AccessToken,
+        { NamespaceId = ns.Wire; WrappedDek = wrapped.Wire }
+    )
     |> await
     |> ignore
 
@@ -65,15 +75,31 @@ let setUpWriter (client: SyncClient) : Writer =
 
 /// A 1 KiB item sealed for a version.
 let sealItem (w: Writer) (item: ItemId) (version: uint64) : PutItemRequest =
-    let nonce = Bin.ofBytes<ItemNonceKind> (RandomNumberGenerator.GetBytes 24) |> orFail
-    let s = ItemCrypto.seal w.Keys w.Namespace item version nonce (ReadOnlySpan(Array.zeroCreate<byte> 1024)) |> orFail
-    { Nonce = s.Nonce.Wire; Aad = s.Aad.Wire; Ciphertext = s.Ciphertext.Wire }
+    let nonce = Bin.ofBytes<ItemNonceKind>(RandomNumberGenerator.GetBytes 24) |> orFail
+
+    let s =
+        ItemCrypto.seal
+            w.Keys
+            w.Namespace
+            item
+            version
+            nonce
+            (ReadOnlySpan(Array.zeroCreate<byte> 1024))
+        |> orFail
+
+    {
+        Nonce = s.Nonce.Wire
+        Aad = s.Aad.Wire
+        Ciphertext = s.Ciphertext.Wire
+    }
 
 /// The PostgreSQL server to benchmark against (same variable as the tests).
 let postgresAdmin () =
     match Environment.GetEnvironmentVariable "BITBOXSYNC_TEST_POSTGRES" with
     | null
-    | "" -> failwith "set BITBOXSYNC_TEST_POSTGRES (e.g. Host=127.0.0.1;Port=5432;Username=postgres) to benchmark PostgreSQL"
+    | "" ->
+        failwith
+            "set BITBOXSYNC_TEST_POSTGRES (e.g. Host=127.0.0.1;Port=5432;Username=postgres) to benchmark PostgreSQL"
     | s -> s
 
 let private freshPostgres () =
@@ -112,7 +138,11 @@ type CasPutBenchmarks() =
         Directory.CreateDirectory dir |> ignore
 
         let options =
-            ServerOptions(Urls = [| "http://127.0.0.1:0" |], MinimumLogLevel = LogLevel.Warning, SqlitePath = Path.Combine(dir, "server.sqlite"))
+            ServerOptions(
+                Urls = [| "http://127.0.0.1:0" |],
+                MinimumLogLevel = LogLevel.Warning,
+                SqlitePath = Path.Combine(dir, "server.sqlite")
+            )
 
         if this.Store = "postgres" then
             options.Store <- ServerStoreKind.Postgres
@@ -133,7 +163,17 @@ type CasPutBenchmarks() =
                 for _ in 1..perClient do
                     let current = versions[i]
                     let ifMatch = if current = 0UL then Nullable() else Nullable current
-                    let! r = clients[i].PutItemAsync(writer.Token, writer.Namespace.Wire, items[i].Wire, sealItem writer items[i] (current + 1UL), ifMatch)
+
+                    let! r =
+                        clients[i]
+                            .PutItemAsync(
+                                writer.Token,
+                                writer.Namespace.Wire,
+                                items[i].Wire,
+                                sealItem writer items[i] (current + 1UL),
+                                ifMatch
+                            )
+
                     versions[i] <- r.Version
             }
             :> Task
@@ -164,7 +204,9 @@ let private percentile (p: float) (sorted: float[]) =
 
 /// `--server-load`: 1 000 parked watchers against the server command in its own process.
 let runLoad (watchers: int) =
-    let dir = Path.Combine(Path.GetTempPath(), "bbs-load-" + Guid.NewGuid().ToString("N"))
+    let dir =
+        Path.Combine(Path.GetTempPath(), "bbs-load-" + Guid.NewGuid().ToString("N"))
+
     Directory.CreateDirectory dir |> ignore
     let port = freePort ()
     let serverDll = typeof<BitBoxSyncServer>.Assembly.Location
@@ -204,7 +246,17 @@ let runLoad (watchers: int) =
 
         let write () =
             let ifMatch = if version = 0UL then Nullable() else Nullable version
-            let r = client.PutItemAsync(w.Token, w.Namespace.Wire, item.Wire, sealItem w item (version + 1UL), ifMatch) |> await
+
+            let r =
+                client.PutItemAsync(
+                    w.Token,
+                    w.Namespace.Wire,
+                    item.Wire,
+                    sealItem w item (version + 1UL),
+                    ifMatch
+                )
+                |> await
+
             version <- r.Version
 
         // Warm up (JIT, connections), then measure the server's memory before parking.
@@ -236,7 +288,12 @@ let runLoad (watchers: int) =
         let committed = Stopwatch.GetTimestamp()
         write ()
         let answers = Task.WhenAll(parked) |> await
-        let latencies = answers |> Array.map (fun (_, t) -> Stopwatch.GetElapsedTime(committed, t).TotalMilliseconds) |> Array.sort
+
+        let latencies =
+            answers
+            |> Array.map (fun (_, t) -> Stopwatch.GetElapsedTime(committed, t).TotalMilliseconds)
+            |> Array.sort
+
         let timedOut = answers |> Array.filter (fun (r, _) -> r.TimedOut) |> Array.length
 
         // One watcher at a time: commit-to-answer latency.
@@ -253,10 +310,31 @@ let runLoad (watchers: int) =
             |> Array.sort
 
         printfn "server process: %d watchers parked" watchers
-        printfn "  working set %.1f MB -> %.1f MB: %.1f KB per parked watcher" (float ws0 / 1e6) (float ws1 / 1e6) (float (ws1 - ws0) / 1024.0 / float watchers)
-        printfn "  private memory %.1f MB -> %.1f MB: %.1f KB per parked watcher" (float priv0 / 1e6) (float priv1 / 1e6) (float (priv1 - priv0) / 1024.0 / float watchers)
-        printfn "  one write wakes all %d (timed out: %d): p50 %.1f ms, p99 %.1f ms, max %.1f ms (PUT sent -> watcher answered)" watchers timedOut (percentile 0.5 latencies) (percentile 0.99 latencies) latencies[latencies.Length - 1]
-        printfn "  single watcher, 200 writes: p50 %.2f ms, p99 %.2f ms (PUT sent -> watcher answered, includes the PUT)" (percentile 0.5 single) (percentile 0.99 single)
+
+        printfn
+            "  working set %.1f MB -> %.1f MB: %.1f KB per parked watcher"
+            (float ws0 / 1e6)
+            (float ws1 / 1e6)
+            (float (ws1 - ws0) / 1024.0 / float watchers)
+
+        printfn
+            "  private memory %.1f MB -> %.1f MB: %.1f KB per parked watcher"
+            (float priv0 / 1e6)
+            (float priv1 / 1e6)
+            (float (priv1 - priv0) / 1024.0 / float watchers)
+
+        printfn
+            "  one write wakes all %d (timed out: %d): p50 %.1f ms, p99 %.1f ms, max %.1f ms (PUT sent -> watcher answered)"
+            watchers
+            timedOut
+            (percentile 0.5 latencies)
+            (percentile 0.99 latencies)
+            latencies[latencies.Length - 1]
+
+        printfn
+            "  single watcher, 200 writes: p50 %.2f ms, p99 %.2f ms (PUT sent -> watcher answered, includes the PUT)"
+            (percentile 0.5 single)
+            (percentile 0.99 single)
     finally
         proc.Kill true
         proc.WaitForExit()

@@ -70,10 +70,13 @@ let private race
     Task.WhenAll([ for i in 0 .. racers - 1 -> racer i :> Task ]) |> awaitUnit
     accepted |> List.ofSeq, conflicts
 
-let private checkRace (servers: TestServer list) =
-    let alice = login servers[0] "alice"
+let private checkRace (primary: TestServer) (others: Uri list) =
+    let alice = login primary "alice"
     let ns = createShared alice
-    let clients = [ for s in servers -> new SyncClient(s.BaseAddress) ]
+
+    let clients =
+        [ for address in primary.BaseAddress :: others -> new SyncClient(address) ]
+
     let heads = ConcurrentQueue<uint64>()
     let stop = new Threading.CancellationTokenSource()
 
@@ -101,7 +104,7 @@ let private checkRace (servers: TestServer list) =
     let lastText = accepted |> List.maxBy fst |> snd
 
     Expect.equal
-        (read { alice with Server = servers[0] } ns "contended")
+        (read alice ns "contended")
         (48UL, lastText)
         "the last accepted write is what is stored"
 
@@ -136,28 +139,24 @@ let private checkRace (servers: TestServer list) =
     for c in clients do
         c.Dispose()
 
-let private watchWakes (writerServer: TestServer) (watcherServer: TestServer) =
-    let alice = login writerServer "alice"
-    let bob = { login watcherServer "bob" with Server = watcherServer }
+/// A write through `writer` wakes bob's watcher parked on the server at `watcherAddress`.
+let private watchWakes (writer: TestServer) (watcherAddress: Uri) (parkedWatchers: unit -> int) =
+    let alice = login writer "alice"
+    let bob = login writer "bob"
     let ns = createShared alice
     let invite = createInvite alice ns
-
-    approve alice invite bob (submit { bob with Server = writerServer } invite).JoinRequestHash
-    |> ignore
-
+    approve alice invite bob (submit bob invite).JoinRequestHash |> ignore
     let known = Collections.Generic.Dictionary<string, uint64>()
     known[ns.Id.Wire] <- 0UL
-
-    let watch =
-        watcherServer.Client.WatchNamespacesAsync(bob.Token, { KnownHeads = known })
+    use watcherClient = new SyncClient(watcherAddress)
+    let watch = watcherClient.WatchNamespacesAsync(bob.Token, { KnownHeads = known })
     // Let the watcher park before the write.
     let parked = Stopwatch.StartNew()
 
-    while watcherServer.Server.ParkedWatchers = 0
-          && parked.Elapsed < TimeSpan.FromSeconds 5.0 do
+    while parkedWatchers () = 0 && parked.Elapsed < TimeSpan.FromSeconds 5.0 do
         Threading.Thread.Sleep 10
 
-    Expect.equal watcherServer.Server.ParkedWatchers 1 "the watcher is parked"
+    Expect.equal (parkedWatchers ()) 1 "the watcher is parked"
     let written = Stopwatch.StartNew()
     put alice ns "note" None "wake up" |> ignore
     let answer = watch |> await
@@ -280,7 +279,7 @@ let tests =
             for backend in backends do
                 test $"CAS race: one winner per version, heads increase, nothing lost ({backend})" {
                     use server = start backend
-                    checkRace [ server ]
+                    checkRace server []
                 }
 
                 test $"watch: a write wakes a parked watcher promptly ({backend})" {
@@ -290,7 +289,7 @@ let tests =
                             (ManualClock DateTimeOffset.UtcNow)
                             (TimeSpan.FromSeconds 20.0)
 
-                    watchWakes server server
+                    watchWakes server server.BaseAddress (fun () -> server.Server.ParkedWatchers)
                 }
 
                 watchTimesOut backend
@@ -300,17 +299,26 @@ let tests =
             if postgresAdmin.IsSome then
                 test "CAS race across two server processes on one PostgreSQL database" {
                     let db = Database.Create Postgres
-                    let clock = ManualClock DateTimeOffset.UtcNow
-                    use a = startOn db clock (TimeSpan.FromSeconds 20.0)
-                    use b = startOn db clock (TimeSpan.FromSeconds 20.0)
-                    checkRace [ a; b ]
+
+                    use a =
+                        startOn db (ManualClock DateTimeOffset.UtcNow) (TimeSpan.FromSeconds 20.0)
+
+                    use b = new ServerProcess(db, TimeSpan.FromSeconds 20.0)
+                    checkRace a [ b.BaseAddress ]
                 }
 
-                test "watch: a write on one server wakes a watcher on another (LISTEN/NOTIFY)" {
+                test
+                    "watch: a write in one server process wakes a watcher in another (LISTEN/NOTIFY)" {
                     let db = Database.Create Postgres
-                    let clock = ManualClock DateTimeOffset.UtcNow
-                    use a = startOn db clock (TimeSpan.FromSeconds 20.0)
-                    use b = startOn db clock (TimeSpan.FromSeconds 20.0)
-                    watchWakes a b
+
+                    use a =
+                        startOn db (ManualClock DateTimeOffset.UtcNow) (TimeSpan.FromSeconds 20.0)
+
+                    use b = new ServerProcess(db, TimeSpan.FromSeconds 20.0)
+                    // The other process's hub is out of reach: give the watch request time to park.
+                    let started = Stopwatch.StartNew()
+
+                    watchWakes a b.BaseAddress (fun () ->
+                        if started.ElapsedMilliseconds > 500L then 1 else 0)
                 }
         ]

@@ -338,11 +338,28 @@ let private restart backend =
         Expect.equal (read alice ns "k1") (2UL, "v1'") "item readable after restart"
     }
 
+let private serverCommand backend =
+    test
+        $"the server command: configured by command line and environment, serves the API ({backend})" {
+        let db = Database.Create backend
+        use proc = new ServerProcess(db, TimeSpan.FromSeconds 5.0)
+        use client = new SyncClient(proc.BaseAddress)
+        let id = Keystore.FromLabel "alice"
+        let r = client.LoginAsync(loginRequest client id) |> await
+        Expect.isNull r.DefaultNamespaceId "logged in through the command's server"
+        // The same database seen by an embedded server: the command wrote where it was told to.
+        use embedded =
+            startOn db (ManualClock DateTimeOffset.UtcNow) (TimeSpan.FromSeconds 2.0)
+
+        Expect.stringContains (embedded.Dump()) id.KeyId "the identity is in the configured store"
+    }
+
 let tests =
     testList
         "endpoints"
         [
             for b in backends do
+                serverCommand b
                 authAndDefault b
                 rendezvous b
                 healthAndVersion b

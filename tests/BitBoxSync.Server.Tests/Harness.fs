@@ -160,3 +160,81 @@ let statusOf (f: unit -> Task<'T>) : int =
     | :? SyncApiException as e -> e.StatusCode
     | :? AggregateException as e when (e.InnerException :? SyncApiException) ->
         (e.InnerException :?> SyncApiException).StatusCode
+
+/// The server command (`BitBoxSync.Server`) in a process of its own, configured the way an
+/// operator would: listen URL and origin on the command line, the store through environment
+/// variables. Disposing kills it.
+type ServerProcess(db: Database, watchTimeout: TimeSpan) =
+    let port =
+        let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
+        l.Start()
+        let p = (l.LocalEndpoint :?> Net.IPEndPoint).Port
+        l.Stop()
+        p
+
+    let baseAddress = Uri($"http://127.0.0.1:{port}")
+    let output = Text.StringBuilder()
+
+    let proc =
+        let dll = typeof<BitBoxSyncServer>.Assembly.Location
+        let timeout = watchTimeout.ToString("c")
+
+        let psi =
+            Diagnostics.ProcessStartInfo(
+                "dotnet",
+                $"\"{dll}\" --urls {baseAddress} --public-origin {origin} --watch-timeout {timeout} --log-level Warning",
+                RedirectStandardOutput = true,
+                RedirectStandardError = true
+            )
+
+        match db.Backend with
+        | Sqlite -> psi.Environment["BITBOXSYNC_SqlitePath"] <- db.SqlitePath
+        | Postgres ->
+            psi.Environment["BITBOXSYNC_Store"] <- "Postgres"
+            psi.Environment["BITBOXSYNC_PostgresConnectionString"] <- db.Postgres
+
+        let p = Diagnostics.Process.Start psi
+
+        p.OutputDataReceived.Add(fun e ->
+            lock output (fun () -> output.AppendLine e.Data |> ignore))
+
+        p.ErrorDataReceived.Add(fun e -> lock output (fun () -> output.AppendLine e.Data |> ignore))
+        p.BeginOutputReadLine()
+        p.BeginErrorReadLine()
+        p
+
+    do
+        use probe = new Net.Http.HttpClient(Timeout = TimeSpan.FromSeconds 2.0)
+        let sw = Diagnostics.Stopwatch.StartNew()
+        let mutable up = false
+
+        while not up && sw.Elapsed < TimeSpan.FromSeconds 30.0 && not proc.HasExited do
+            try
+                up <-
+                    (probe.GetAsync(Uri(baseAddress, "/healthz")).GetAwaiter().GetResult())
+                        .IsSuccessStatusCode
+            with _ ->
+                Threading.Thread.Sleep 100
+
+        if not up then
+            (try
+                proc.Kill true
+             with _ ->
+                 ())
+
+            failwithf
+                "the server process did not start:\n%s"
+                (lock output (fun () -> output.ToString()))
+
+    member _.BaseAddress = baseAddress
+    member _.Output = lock output (fun () -> output.ToString())
+
+    interface IDisposable with
+        member _.Dispose() =
+            (try
+                proc.Kill true
+             with _ ->
+                 ())
+
+            proc.WaitForExit()
+            proc.Dispose()
