@@ -400,10 +400,56 @@ let private behaviour =
         }
     ]
 
+/// Types reachable from the public surface of the C# package (signatures and DTO properties).
+let private publicSurfaceTypes () =
+    let seen = Collections.Generic.HashSet<Type>()
+
+    let flags =
+        Reflection.BindingFlags.Public
+        ||| Reflection.BindingFlags.Instance
+        ||| Reflection.BindingFlags.Static
+        ||| Reflection.BindingFlags.DeclaredOnly
+
+    let rec visit (t: Type) =
+        if not (isNull t) && seen.Add t then
+            if t.IsGenericType then
+                t.GetGenericArguments() |> Array.iter visit
+
+            if t.HasElementType then
+                visit (t.GetElementType())
+
+            if t.Assembly = typeof<SyncClient>.Assembly || t.Namespace = "BitBoxSync.Protocol.Wire" then
+                for m in t.GetMethods flags do
+                    visit m.ReturnType
+                    m.GetParameters() |> Array.iter (fun p -> visit p.ParameterType)
+
+                for p in t.GetProperties() do
+                    visit p.PropertyType
+
+                for c in t.GetConstructors() do
+                    c.GetParameters() |> Array.iter (fun p -> visit p.ParameterType)
+
+    typeof<SyncClient>.Assembly.GetExportedTypes() |> Array.iter visit
+    List.ofSeq seen
+
+let private surface =
+    test "no FSharp.Core type in the public surface of the C# package (raw client, DTOs, identities)" {
+        let all = publicSurfaceTypes ()
+
+        let fsharp =
+            all
+            |> List.filter (fun t -> not (isNull t.Namespace) && t.Namespace.StartsWith "Microsoft.FSharp")
+            |> List.map (fun t -> t.FullName)
+
+        Expect.isEmpty fsharp "F# types leak into C# signatures"
+        Expect.contains all typeof<GetNamespaceItemsResponse> "the walk reached the DTOs"
+    }
+
 let tests =
     testList
         "raw client"
         [
+            surface
             testList "client_rejects vectors" vectorTests
             testList "behaviour" behaviour
         ]
