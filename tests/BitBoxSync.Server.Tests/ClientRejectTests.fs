@@ -418,7 +418,10 @@ let private publicSurfaceTypes () =
             if t.HasElementType then
                 visit (t.GetElementType())
 
-            if t.Assembly = typeof<SyncClient>.Assembly || t.Namespace = "BitBoxSync.Protocol.Wire" then
+            if
+                t.Assembly = typeof<SyncClient>.Assembly
+                || t.Namespace = "BitBoxSync.Protocol.Wire"
+            then
                 for m in t.GetMethods flags do
                     visit m.ReturnType
                     m.GetParameters() |> Array.iter (fun p -> visit p.ParameterType)
@@ -433,12 +436,14 @@ let private publicSurfaceTypes () =
     List.ofSeq seen
 
 let private surface =
-    test "no FSharp.Core type in the public surface of the C# package (raw client, DTOs, identities)" {
+    test
+        "no FSharp.Core type in the public surface of the C# package (raw client, DTOs, identities)" {
         let all = publicSurfaceTypes ()
 
         let fsharp =
             all
-            |> List.filter (fun t -> not (isNull t.Namespace) && t.Namespace.StartsWith "Microsoft.FSharp")
+            |> List.filter (fun t ->
+                not (isNull t.Namespace) && t.Namespace.StartsWith "Microsoft.FSharp")
             |> List.map (fun t -> t.FullName)
 
         Expect.isEmpty fsharp "F# types leak into C# signatures"

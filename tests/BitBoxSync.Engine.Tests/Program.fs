@@ -1,0 +1,7 @@
+module BitBoxSync.Engine.Tests.Program
+
+open Expecto
+
+[<EntryPoint>]
+let main argv =
+    runTestsWithCLIArgs [] argv (testList "BitBoxSync.Engine.Tests" [ StoreTests.tests ])
