@@ -4,4 +4,7 @@ open Expecto
 
 [<EntryPoint>]
 let main argv =
-    runTestsWithCLIArgs [] argv (testList "BitBoxSync.Engine.Tests" [ StoreTests.tests ])
+    runTestsWithCLIArgs
+        []
+        argv
+        (testList "BitBoxSync.Engine.Tests" [ StoreTests.tests; EngineTests.tests ])

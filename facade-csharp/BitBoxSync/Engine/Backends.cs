@@ -1,0 +1,113 @@
+namespace BitBoxSync;
+
+/// <summary>A value read from a backend: present with its value, or missing.</summary>
+public readonly record struct BackendValue<T>(bool Found, T? Value)
+{
+    /// <summary>No value for the key.</summary>
+    public static BackendValue<T> Missing => default;
+
+    /// <summary>A present value.</summary>
+    public static BackendValue<T> Of(T value) => new(true, value);
+}
+
+/// <summary>
+/// The app's own storage of a collection's current values (ENGINE.md §2.9). The engine never
+/// stores values itself. Implementations must be safe for concurrent use.
+/// </summary>
+public interface IValueBackend<T>
+{
+    /// <summary>
+    /// The full active key scope on every call: keys with local values and keys that may exist only
+    /// remotely (item IDs cannot be reversed into keys). Keys not returned are neither downloaded
+    /// nor uploaded. Duplicates are ignored.
+    /// </summary>
+    ValueTask<IReadOnlyCollection<string>> KeysAsync(CancellationToken cancellationToken);
+
+    /// <summary>Every current value, in one pass (called at the start of each sync). Omitted keys are not deletions.</summary>
+    ValueTask<IReadOnlyDictionary<string, T>> SnapshotAsync(CancellationToken cancellationToken);
+
+    /// <summary>The current value of a key, or <see cref="BackendValue{T}.Missing"/>.</summary>
+    ValueTask<BackendValue<T>> GetAsync(string key, CancellationToken cancellationToken);
+
+    /// <summary>Replaces one key's value atomically (a later get observes it).</summary>
+    ValueTask SetAsync(string key, T value, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// A backend that can replace a value only if it is still what the engine read, in the same
+/// lock or transaction the app uses for its own writes: an app write that lands while a remote
+/// value is being applied is never lost (the engine merges again instead).
+/// </summary>
+public interface IConditionalValueBackend<T> : IValueBackend<T>
+{
+    /// <summary>
+    /// Replaces the value only if the key still holds <paramref name="current"/> (or, when
+    /// <paramref name="currentFound"/> is false, still has no value); false when an app write won.
+    /// </summary>
+    ValueTask<bool> SetIfCurrentAsync(string key, T? current, bool currentFound, T value, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// A backend in memory, for tests, demos and short-lived tools. <see cref="SetIfCurrentAsync"/>
+/// compares <b>encoded</b> values (so collections and records compare by content).
+/// </summary>
+public sealed class MemoryValueBackend<T> : IConditionalValueBackend<T>
+{
+    private readonly object _gate = new();
+    private readonly Dictionary<string, T> _values;
+    private readonly ICodec<T> _codec;
+    private readonly IReadOnlyCollection<string>? _scope;
+
+    /// <summary>Creates a backend.</summary>
+    /// <param name="codec">The codec that defines value equality for <see cref="SetIfCurrentAsync"/>.</param>
+    /// <param name="initial">Initial values (copied).</param>
+    /// <param name="keys">A fixed key scope (including remote-only keys); by default the stored keys.</param>
+    public MemoryValueBackend(ICodec<T> codec, IReadOnlyDictionary<string, T>? initial = null, IEnumerable<string>? keys = null)
+    {
+        _codec = codec ?? throw new ArgumentNullException(nameof(codec));
+        _values = initial is null ? new(StringComparer.Ordinal) : new(initial, StringComparer.Ordinal);
+        _scope = keys?.ToArray();
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyCollection<string>> KeysAsync(CancellationToken cancellationToken)
+    {
+        lock (_gate)
+            return ValueTask.FromResult(_scope ?? _values.Keys.Order(StringComparer.Ordinal).ToArray());
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyDictionary<string, T>> SnapshotAsync(CancellationToken cancellationToken)
+    {
+        lock (_gate)
+            return ValueTask.FromResult<IReadOnlyDictionary<string, T>>(new Dictionary<string, T>(_values, StringComparer.Ordinal));
+    }
+
+    /// <inheritdoc />
+    public ValueTask<BackendValue<T>> GetAsync(string key, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+            return ValueTask.FromResult(_values.TryGetValue(key, out var v) ? BackendValue<T>.Of(v) : BackendValue<T>.Missing);
+    }
+
+    /// <inheritdoc />
+    public ValueTask SetAsync(string key, T value, CancellationToken cancellationToken)
+    {
+        lock (_gate) _values[key] = value;
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<bool> SetIfCurrentAsync(string key, T? current, bool currentFound, T value, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            var found = _values.TryGetValue(key, out var stored);
+            if (found != currentFound) return ValueTask.FromResult(false);
+            if (found && !_codec.Encode(stored!).AsSpan().SequenceEqual(_codec.Encode(current!)))
+                return ValueTask.FromResult(false);
+            _values[key] = value;
+            return ValueTask.FromResult(true);
+        }
+    }
+}

@@ -1,0 +1,101 @@
+using BitBoxSync.Core;
+using Microsoft.FSharp.Core;
+
+namespace BitBoxSync;
+
+/// <summary>The byte-level view of a collection the engine works with (ENGINE.md §2.7.1).</summary>
+internal interface ICollectionAdapter
+{
+    string Name { get; }
+    ValueTask<IReadOnlyCollection<string>> KeysAsync(CancellationToken ct);
+    ValueTask<List<KeyValuePair<string, byte[]>>> SnapshotAsync(CancellationToken ct);
+    ValueTask<byte[]?> GetAsync(string key, CancellationToken ct);
+
+    /// <summary>Writes <paramref name="value"/> if the key still holds <paramref name="expected"/> (null = absent).</summary>
+    ValueTask<bool> SetIfCurrentAsync(string key, byte[]? expected, byte[] value, CancellationToken ct);
+
+    /// <summary>Writes unconditionally (conflict resolution with a value).</summary>
+    ValueTask SetAsync(string key, byte[] value, CancellationToken ct);
+
+    FSharpFunc<FSharpOption<byte[]>, FSharpFunc<byte[], FSharpFunc<byte[], FSharpResult<MergeOutcome, string>>>> Merge { get; }
+}
+
+/// <summary>A typed collection adapted to bytes with its codec, merge and backend.</summary>
+internal sealed class CollectionAdapter<T>(string name, ICodec<T> codec, MergeFunction<T> merge, IValueBackend<T> backend) : ICollectionAdapter
+{
+    public string Name => name;
+
+    public ICodec<T> Codec => codec;
+
+    public IValueBackend<T> Backend => backend;
+
+    public async ValueTask<IReadOnlyCollection<string>> KeysAsync(CancellationToken ct) => await backend.KeysAsync(ct) ?? [];
+
+    public async ValueTask<List<KeyValuePair<string, byte[]>>> SnapshotAsync(CancellationToken ct)
+    {
+        var values = await backend.SnapshotAsync(ct) ?? new Dictionary<string, T>();
+        return values.Select(kv => KeyValuePair.Create(kv.Key, codec.Encode(kv.Value))).ToList();
+    }
+
+    public async ValueTask<byte[]?> GetAsync(string key, CancellationToken ct)
+    {
+        var v = await backend.GetAsync(key, ct);
+        return v.Found ? codec.Encode(v.Value!) : null;
+    }
+
+    public async ValueTask<bool> SetIfCurrentAsync(string key, byte[]? expected, byte[] value, CancellationToken ct)
+    {
+        var decoded = codec.Decode(value);
+        if (backend is IConditionalValueBackend<T> conditional)
+            return await conditional.SetIfCurrentAsync(key, expected is null ? default : codec.Decode(expected), expected is not null, decoded, ct);
+        await backend.SetAsync(key, decoded, ct);
+        return true;
+    }
+
+    public async ValueTask SetAsync(string key, byte[] value, CancellationToken ct) => await backend.SetAsync(key, codec.Decode(value), ct);
+
+    public FSharpFunc<FSharpOption<byte[]>, FSharpFunc<byte[], FSharpFunc<byte[], FSharpResult<MergeOutcome, string>>>> Merge =>
+        FuncConvert.FromFunc<FSharpOption<byte[]>, byte[], byte[], FSharpResult<MergeOutcome, string>>(MergeBytes);
+
+    private FSharpResult<MergeOutcome, string> MergeBytes(FSharpOption<byte[]>? mergeBase, byte[] local, byte[] remote)
+    {
+        // Keys are not part of the byte-level merge; the typed merge gets them through MergeContext.
+        try
+        {
+            T? baseValue = default;
+            var hasBase = mergeBase is not null;
+            if (hasBase)
+            {
+                try { baseValue = codec.Decode(mergeBase!.Value); }
+                catch (Exception e) { return FSharpResult<MergeOutcome, string>.NewError("decode merge base: " + e.Message); }
+            }
+            T localValue, remoteValue;
+            try { localValue = codec.Decode(local); }
+            catch (Exception e) { return FSharpResult<MergeOutcome, string>.NewError("decode merge local: " + e.Message); }
+            try { remoteValue = codec.Decode(remote); }
+            catch (Exception e) { return FSharpResult<MergeOutcome, string>.NewError("decode merge remote: " + e.Message); }
+            var result = merge(new MergeInput<T>(MergeContext.Key ?? "", hasBase, baseValue, localValue, remoteValue));
+            if (!result.IsResolved) return FSharpResult<MergeOutcome, string>.NewOk(MergeOutcome.Unresolved);
+            byte[] encoded;
+            try { encoded = codec.Encode(result.Value!); }
+            catch (Exception e) { return FSharpResult<MergeOutcome, string>.NewError("encode merged value: " + e.Message); }
+            return FSharpResult<MergeOutcome, string>.NewOk(MergeOutcome.NewMerged(encoded));
+        }
+        catch (Exception e)
+        {
+            return FSharpResult<MergeOutcome, string>.NewError("merge: " + e.Message);
+        }
+    }
+}
+
+/// <summary>The key a merge is running for (the core's byte-level merge does not carry it).</summary>
+internal static class MergeContext
+{
+    private static readonly AsyncLocal<string?> Current = new();
+
+    public static string? Key
+    {
+        get => Current.Value;
+        set => Current.Value = value;
+    }
+}

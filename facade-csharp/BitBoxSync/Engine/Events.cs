@@ -1,0 +1,57 @@
+namespace BitBoxSync;
+
+/// <summary>What happened (ENGINE.md §2.4).</summary>
+public enum SyncEventType
+{
+    /// <summary>A login failed, or all tokens were revoked: the app should run a foreground <c>LoginAsync</c>.</summary>
+    LoginRequired,
+    /// <summary>A login or refresh succeeded.</summary>
+    SessionReady,
+    /// <summary>A sync pass started.</summary>
+    SyncStarted,
+    /// <summary>A sync pass finished without error.</summary>
+    SyncFinished,
+    /// <summary>A sync pass failed (<see cref="SyncEvent.Error"/>).</summary>
+    SyncFailed,
+    /// <summary>A namespace's item map was reconciled.</summary>
+    NamespaceChanged,
+    /// <summary>An item's metadata changed through a remote apply or merge.</summary>
+    ItemChanged,
+    /// <summary>A remote value was written into the app's backend.</summary>
+    ItemDownloaded,
+    /// <summary>A local change was queued for upload.</summary>
+    ItemQueued,
+    /// <summary>A local change was accepted by the server.</summary>
+    ItemUploaded,
+    /// <summary>A merge could not resolve a concurrent change: the key is in conflict.</summary>
+    ConflictDetected,
+    /// <summary>The server lists an item this device cannot map to a key in its scope.</summary>
+    UnknownRemoteItem,
+    /// <summary>An item could not be applied or uploaded and was set aside (<see cref="SyncEvent.Error"/>); retried when its input changes.</summary>
+    ItemQuarantined,
+}
+
+/// <summary>One engine event.</summary>
+public sealed record SyncEvent
+{
+    /// <summary>What happened.</summary>
+    public required SyncEventType Type { get; init; }
+
+    /// <summary>When (UTC).</summary>
+    public DateTimeOffset At { get; init; }
+
+    /// <summary>The namespace, for namespace and item events.</summary>
+    public string? NamespaceId { get; init; }
+
+    /// <summary>The collection, for item events.</summary>
+    public string? Collection { get; init; }
+
+    /// <summary>The key, for item events.</summary>
+    public string? Key { get; init; }
+
+    /// <summary>The item ID, for item events.</summary>
+    public string? ItemId { get; init; }
+
+    /// <summary>The error, for failures.</summary>
+    public Exception? Error { get; init; }
+}

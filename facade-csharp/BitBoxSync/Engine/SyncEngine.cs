@@ -1,0 +1,765 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Threading.Channels;
+using BitBoxSync.Core;
+using BitBoxSync.Protocol;
+using BitBoxSync.Protocol.Wire;
+using BitBoxSync.Storage;
+using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
+using static BitBoxSync.StateMapping;
+using KeyId = BitBoxSync.Protocol.Bin<BitBoxSync.Protocol.KeyIdKind>;
+using NamespaceId = BitBoxSync.Protocol.Bin<BitBoxSync.Protocol.NamespaceIdKind>;
+using ItemId = BitBoxSync.Protocol.Bin<BitBoxSync.Protocol.ItemIdKind>;
+using Dek = BitBoxSync.Protocol.Bin<BitBoxSync.Protocol.DekKind>;
+
+namespace BitBoxSync;
+
+/// <summary>
+/// The sync engine: keeps the app's collections in sync with a BitBoxSync server, end-to-end
+/// encrypted. Every rule (what is dirty, what to download, how to merge, when a conflict is
+/// recorded, what is a rollback) is decided by the pure core; this class executes the effects:
+/// HTTP through <see cref="SyncClient"/>, crypto, the app's backends and the metadata store.
+/// </summary>
+public sealed class SyncEngine : IAsyncDisposable
+{
+    private readonly SyncClient _client;
+    private readonly IIdentity _identity;
+    private readonly IStore _store;
+    private readonly SyncEngineOptions _options;
+    private readonly TimeProvider _clock;
+    private readonly KeyId _keyId;
+    private readonly SemaphoreSlim _syncLock = new(1, 1);
+    private readonly SemaphoreSlim _authLock = new(1, 1);
+    private readonly ConcurrentDictionary<(string Namespace, string Name), ICollectionAdapter> _collections = new();
+    private readonly Channel<SyncEvent> _events = Channel.CreateUnbounded<SyncEvent>(new UnboundedChannelOptions { SingleReader = false });
+    private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
+    private readonly CancellationTokenSource _closing = new();
+    private IdentityState _state;
+    private int _running;
+    private int _closed;
+
+    private SyncEngine(SyncEngineOptions options, KeyId keyId, IdentityState state)
+    {
+        _options = options;
+        _client = options.Client!;
+        _identity = options.Identity!;
+        _store = options.Store!;
+        _clock = options.Clock;
+        _keyId = keyId;
+        _state = state;
+    }
+
+    /// <summary>The identity's key ID (64 lowercase hex): all local state is partitioned by it.</summary>
+    public string KeyId => _keyId.Wire;
+
+    /// <summary>
+    /// Engine events. Never stalls the engine: the channel is unbounded, and nobody has to read it.
+    /// Completed when the engine is disposed.
+    /// </summary>
+    public ChannelReader<SyncEvent> Events => _events.Reader;
+
+    /// <summary>Validates the options and loads the identity's cached state. No network.</summary>
+    /// <exception cref="ArgumentException">A required option is missing or a duration is invalid.</exception>
+    public static async Task<SyncEngine> OpenAsync(SyncEngineOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Client is null) throw new ArgumentException("sync client is required", nameof(options));
+        if (options.Identity is null) throw new ArgumentException("sync identity is required", nameof(options));
+        if (options.Store is null) throw new ArgumentException("sync store is required", nameof(options));
+        if (options.PollInterval <= TimeSpan.Zero) throw new ArgumentException("the poll interval must be positive", nameof(options));
+        if (options.RefreshSkew < TimeSpan.Zero) throw new ArgumentException("the refresh skew must not be negative", nameof(options));
+        if (options.MaxPollInterval is { } max && max <= TimeSpan.Zero)
+            throw new ArgumentException("the maximum poll interval must be positive", nameof(options));
+        if (options.Identity.Kind != "keystore") throw new ArgumentException("only keystore identities are supported", nameof(options));
+
+        var authKey = Bin.ofBytes<AuthPublicKeyKind>(options.Identity.AuthPublicKey.ToArray());
+        if (authKey.IsError) throw new ArgumentException("the identity's auth public key: " + authKey.ErrorValue.Message, nameof(options));
+        var keyId = KeyIds.ofAuthPublicKey(authKey.ResultValue);
+        var stored = await options.Store.LoadIdentityAsync(keyId.Wire, cancellationToken);
+        var state = stored is null
+            ? new IdentityState(keyId, IdentityKind.Keystore, FSharpOption<string>.None, FSharpOption<DateTimeOffset>.None,
+                FSharpOption<NamespaceId>.None, options.Clock.GetUtcNow())
+            : ToCore(stored);
+        return new SyncEngine(options, keyId, state);
+    }
+
+    private DateTimeOffset Now => _clock.GetUtcNow();
+
+    private void ThrowIfClosed()
+    {
+        if (Volatile.Read(ref _closed) != 0) throw new SyncEngineClosedException();
+    }
+
+    private void Emit(SyncEventType type, string? ns = null, string? collection = null, string? key = null, string? itemId = null, Exception? error = null) =>
+        _events.Writer.TryWrite(new SyncEvent { Type = type, At = Now, NamespaceId = ns, Collection = collection, Key = key, ItemId = itemId, Error = error });
+
+    private void Emit(ItemState row, ItemEvent e) =>
+        Emit(e.Tag switch
+        {
+            ItemEvent.Tags.ItemChanged => SyncEventType.ItemChanged,
+            ItemEvent.Tags.ItemDownloaded => SyncEventType.ItemDownloaded,
+            ItemEvent.Tags.ItemQueued => SyncEventType.ItemQueued,
+            ItemEvent.Tags.ItemUploaded => SyncEventType.ItemUploaded,
+            _ => SyncEventType.ConflictDetected,
+        }, row.NamespaceId.Wire, row.Collection, row.Key, row.ItemId.Wire);
+
+    internal void Register(string namespaceId, ICollectionAdapter adapter)
+    {
+        ThrowIfClosed();
+        if (!_collections.TryAdd((namespaceId, adapter.Name), adapter))
+            throw new CollectionAlreadyRegisteredException(namespaceId, adapter.Name);
+    }
+
+    private CancellationTokenSource Linked(CancellationToken ct) => CancellationTokenSource.CreateLinkedTokenSource(ct, _closing.Token);
+
+    // ------------------------------------------------------------------ identity and auth
+
+    private async Task SaveIdentityAsync(IdentityState state, CancellationToken ct)
+    {
+        await _store.SaveAsync(new StoreWrite { Identity = ToRecord(state) }, ct);
+        _state = state;
+    }
+
+    private async Task<string> TokenAsync(bool mayPrompt, CancellationToken ct)
+    {
+        await _authLock.WaitAsync(ct);
+        try
+        {
+            var decision = Auth.decide(_state, Now, _options.RefreshSkew, mayPrompt);
+            switch (decision)
+            {
+                case AuthDecision.UseToken use:
+                    return use.token;
+                case AuthDecision.RefreshThenUse refresh:
+                    try
+                    {
+                        return await RefreshCoreAsync(refresh.token, ct);
+                    }
+                    catch (Exception e) when (e is SyncException or HttpRequestException)
+                    {
+                        return refresh.token; // still valid; a later 401 is handled by the wrapper
+                    }
+                case AuthDecision.Login:
+                    return await LoginCoreAsync(ct);
+                default:
+                    Emit(SyncEventType.LoginRequired);
+                    throw new LoginRequiredException();
+            }
+        }
+        finally
+        {
+            _authLock.Release();
+        }
+    }
+
+    private async Task<string> LoginCoreAsync(CancellationToken ct)
+    {
+        try
+        {
+            var challenge = await _client.ChallengeAsync("login", ct);
+            var challengeBytes = ChallengeBytes(challenge.Challenge);
+            var signature = await _identity.SignLoginIntentAsync(challengeBytes, ct);
+            string? attestation = null;
+            if (challenge.SpamControl?.Kind == "attestation")
+                attestation = Convert.ToBase64String(await _identity.AttestAsync(challengeBytes, ct));
+            var response = await _client.LoginAsync(new LoginRequest(
+                "keystore", _keyId.Wire, Convert.ToHexStringLower(_identity.AuthPublicKey.Span), Convert.ToHexStringLower(_identity.WrapPublicKey.Span),
+                challenge.Challenge, Convert.ToHexStringLower(signature), attestation!), ct);
+            var expiry = ParseExpiry(response.ExpiresAt);
+            var defaultNs = response.DefaultNamespaceId is null
+                ? FSharpOption<NamespaceId>.None
+                : FSharpOption<NamespaceId>.Some(Bin.parse<NamespaceIdKind>(response.DefaultNamespaceId).ResultValue);
+            await SaveIdentityAsync(Auth.afterLogin(_state, response.AccessToken, expiry, defaultNs, Now), ct);
+            Emit(SyncEventType.SessionReady);
+            return response.AccessToken;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            Emit(SyncEventType.LoginRequired, error: e);
+            throw;
+        }
+    }
+
+    private async Task<string> RefreshCoreAsync(string token, CancellationToken ct)
+    {
+        var challenge = await _client.ChallengeAsync("refresh", ct);
+        var challengeBytes = ChallengeBytes(challenge.Challenge);
+        var signature = await _identity.SignRefreshIntentAsync(challengeBytes, ct);
+        string? attestation = null;
+        if (challenge.SpamControl?.Kind == "attestation")
+            attestation = Convert.ToBase64String(await _identity.AttestAsync(challengeBytes, ct));
+        var response = await _client.RefreshAsync(token, new RefreshRequest("keystore", _keyId.Wire, challenge.Challenge,
+            Convert.ToHexStringLower(signature), attestation!), ct);
+        var expiry = ParseExpiry(response.ExpiresAt);
+        await SaveIdentityAsync(Auth.afterLogin(_state, response.AccessToken, expiry, FSharpOption<NamespaceId>.None, Now), ct);
+        Emit(SyncEventType.SessionReady);
+        return response.AccessToken;
+    }
+
+    private static byte[] ChallengeBytes(string challenge)
+    {
+        var parsed = Bin.parse<ChallengeKind>(challenge);
+        return parsed.IsOk ? Bin.toArray(parsed.ResultValue) : throw new SyncProtocolException("challenge must be 32 bytes");
+    }
+
+    private static DateTimeOffset ParseExpiry(string expiresAt)
+    {
+        var parsed = Rfc3339.parse("expiresAt", expiresAt);
+        return parsed.IsOk ? parsed.ResultValue : throw new SyncProtocolException("token expiry: " + parsed.ErrorValue.Message);
+    }
+
+    /// <summary>Runs an operation with a valid token; on a 401, logs in again once and repeats it.</summary>
+    private async Task<T> AuthenticatedAsync<T>(Func<string, Task<T>> operation, bool mayPrompt, CancellationToken ct)
+    {
+        var token = await TokenAsync(mayPrompt, ct);
+        try
+        {
+            return await operation(token);
+        }
+        catch (SyncApiException e) when (e.StatusCode == 401)
+        {
+            await _authLock.WaitAsync(ct);
+            try
+            {
+                switch (Auth.onUnauthorized(_state, token, mayPrompt))
+                {
+                    case UnauthorizedDecision.RetryWith retry:
+                        token = retry.token;
+                        break;
+                    case var d when d.IsClearAndLogin:
+                        await SaveIdentityAsync(Auth.clearToken(_state, Now), ct);
+                        token = await LoginCoreAsync(ct);
+                        break;
+                    default:
+                        await SaveIdentityAsync(Auth.clearToken(_state, Now), ct);
+                        Emit(SyncEventType.LoginRequired);
+                        throw new LoginRequiredException();
+                }
+            }
+            finally
+            {
+                _authLock.Release();
+            }
+            return await operation(token);
+        }
+    }
+
+    // ------------------------------------------------------------------ namespaces
+
+    private async Task<NamespaceState?> LoadNamespaceAsync(NamespaceId ns, CancellationToken ct) =>
+        await _store.GetNamespaceAsync(_keyId.Wire, ns.Wire, ct) is { } r ? ToCore(r) : null;
+
+    private async Task SaveNamespaceAsync(NamespaceState row, CancellationToken ct) =>
+        await _store.SaveAsync(new StoreWrite { Namespaces = [ToRecord(row)] }, ct);
+
+    /// <summary>Fetches and unwraps this identity's wrapped DEK of a namespace; saves it (head and scope kept).</summary>
+    private async Task<NamespaceState> JoinAsync(string token, NamespaceId ns, NamespaceKind? hint, CancellationToken ct)
+    {
+        var response = await _client.GetWrappedDekAsync(token, ns.Wire, _keyId.Wire, ct);
+        var wrapped = Bin.parse<WrappedDekKind>(response.WrappedDek);
+        if (wrapped.IsError) throw new SyncProtocolException("wrapped DEK: " + wrapped.ErrorValue.Message);
+        var dekBytes = await _identity.UnwrapNamespaceDekAsync(Bin.toArray(ns), Bin.toArray(wrapped.ResultValue), ct);
+        var dek = Bin.ofBytes<DekKind>(dekBytes);
+        if (dek.IsError) throw new SyncProtocolException("unwrapped DEK: " + dek.ErrorValue.Message);
+        var row = ReadinessModule.afterJoin(Opt(await LoadNamespaceAsync(ns, ct)), _keyId, ns,
+            hint is null ? FSharpOption<NamespaceKind>.None : FSharpOption<NamespaceKind>.Some(hint), dek.ResultValue, Now);
+        await SaveNamespaceAsync(row, ct);
+        return row;
+    }
+
+    /// <summary>§4.2: the cached row with its DEK, joining first when needed.</summary>
+    private async Task<NamespaceState> EnsureReadyAsync(NamespaceId ns, NamespaceKind? expected, Func<Task<string>> token, CancellationToken ct)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            var row = await LoadNamespaceAsync(ns, ct);
+            var readiness = ReadinessModule.decide(Opt(row),
+                expected is null ? FSharpOption<NamespaceKind>.None : FSharpOption<NamespaceKind>.Some(expected), FSharpOption<NamespaceKind>.None);
+            switch (readiness)
+            {
+                case Readiness.Ready ready:
+                    return ready.Item;
+                case Readiness.WrongKind wrong:
+                    throw new SyncException($"namespace {ns.Wire} has kind {(wrong.actual is null ? "unknown" : wrong.actual.Value.Wire)}, expected {wrong.expected.Wire}");
+                case Readiness.NeedsJoin join when attempt == 0:
+                    await JoinAsync(await token(), ns, join.kindHint?.Value ?? expected, ct);
+                    break;
+                default:
+                    throw new SyncException($"namespace {ns.Wire} has no DEK after joining");
+            }
+        }
+    }
+
+    private static NamespaceId ParseNamespaceId(string id, string paramName)
+    {
+        var r = Bin.parse<NamespaceIdKind>(id);
+        return r.IsOk ? r.ResultValue : throw new ArgumentException(r.ErrorValue.Message, paramName);
+    }
+
+    /// <summary>
+    /// The identity's default namespace, created on the server the first time (§8.1): may log in
+    /// (and prompt the identity). Later calls use the cache.
+    /// </summary>
+    public Task<SyncNamespace> DefaultNamespaceAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfClosed();
+        return AuthenticatedAsync(token => DefaultNamespaceCoreAsync(token, cancellationToken), mayPrompt: true, cancellationToken);
+    }
+
+    private async Task<SyncNamespace> DefaultNamespaceCoreAsync(string token, CancellationToken ct)
+    {
+        if (_state.DefaultNamespaceId is { } known)
+        {
+            var ready = await EnsureReadyAsync(known.Value, NamespaceKind.Default, () => Task.FromResult(token), ct);
+            return new SyncNamespace(this, ready.NamespaceId.Wire, "default");
+        }
+
+        var proposed = Bin.ofBytes<NamespaceIdKind>(RandomNumberGenerator.GetBytes(16)).ResultValue;
+        var dek = Bin.ofBytes<DekKind>(RandomNumberGenerator.GetBytes(32)).ResultValue;
+        var wrapped = WrapToSelf(proposed, dek);
+        var response = await _client.EnsureDefaultNamespaceAsync(token, new EnsureDefaultNamespaceRequest(proposed.Wire, wrapped), ct);
+        var ns = ParseNamespaceId(response.NamespaceId, nameof(response));
+        if (!response.Created)
+        {
+            var existing = Bin.parse<WrappedDekKind>(response.WrappedDek);
+            if (existing.IsError) throw new SyncProtocolException("wrapped DEK: " + existing.ErrorValue.Message);
+            var bytes = await _identity.UnwrapNamespaceDekAsync(Bin.toArray(ns), Bin.toArray(existing.ResultValue), ct);
+            dek = Bin.ofBytes<DekKind>(bytes).ResultValue;
+        }
+
+        // Unlike the reference, an existing row keeps its head and scope hash (§12.6).
+        var row = ReadinessModule.afterJoin(Opt(await LoadNamespaceAsync(ns, ct)), _keyId, ns, FSharpOption<NamespaceKind>.Some(NamespaceKind.Default), dek, Now);
+        var identity = new IdentityState(_state.KeyId, _state.Kind, _state.AccessToken, _state.TokenExpiry, FSharpOption<NamespaceId>.Some(ns), Now);
+        await _store.SaveAsync(new StoreWrite { Identity = ToRecord(identity), Namespaces = [ToRecord(row)] }, ct);
+        _state = identity;
+        return new SyncNamespace(this, ns.Wire, "default");
+    }
+
+    private string WrapToSelf(NamespaceId ns, Dek dek)
+    {
+        var pk = Bin.ofBytes<WrapPublicKeyKind>(_identity.WrapPublicKey.ToArray()).ResultValue;
+        var wrapped = DekWrap.wrap(pk, ns, dek, RandomNumberGenerator.GetBytes(32));
+        return wrapped.IsOk ? wrapped.ResultValue.Wire : throw new SyncException("wrap DEK: " + wrapped.ErrorValue.Message);
+    }
+
+    /// <summary>A namespace this identity belongs to, joined (DEK fetched and unwrapped) when not cached.</summary>
+    public async Task<SyncNamespace> NamespaceAsync(string namespaceId, CancellationToken cancellationToken = default)
+    {
+        ThrowIfClosed();
+        var ns = ParseNamespaceId(namespaceId, nameof(namespaceId));
+        var row = await EnsureReadyAsync(ns, null, () => TokenAsync(true, cancellationToken), cancellationToken);
+        return new SyncNamespace(this, ns.Wire, row.Kind is null ? null : row.Kind.Value.Wire);
+    }
+
+    /// <summary>Creates a shared namespace with this identity as its first member (§8.2).</summary>
+    public Task<SyncNamespace> CreateSharedNamespaceAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfClosed();
+        return AuthenticatedAsync(async token =>
+        {
+            var ns = Bin.ofBytes<NamespaceIdKind>(RandomNumberGenerator.GetBytes(16)).ResultValue;
+            var dek = Bin.ofBytes<DekKind>(RandomNumberGenerator.GetBytes(32)).ResultValue;
+            await _client.CreateSharedNamespaceAsync(token, new CreateSharedNamespaceRequest(ns.Wire, WrapToSelf(ns, dek)), cancellationToken);
+            var row = ReadinessModule.afterJoin(FSharpOption<NamespaceState>.None, _keyId, ns, FSharpOption<NamespaceKind>.Some(NamespaceKind.Shared), dek, Now);
+            await SaveNamespaceAsync(row, cancellationToken);
+            return new SyncNamespace(this, ns.Wire, "shared");
+        }, mayPrompt: true, cancellationToken);
+    }
+
+    /// <summary>Logs in (may prompt the identity), bootstraps the default namespace, and drops background backoff.</summary>
+    public async Task LoginAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfClosed();
+        await AuthenticatedAsync(async token =>
+        {
+            await DefaultNamespaceCoreAsync(token, cancellationToken);
+            return 0;
+        }, mayPrompt: true, cancellationToken);
+        Interlocked.Exchange(ref _loginSignal, 1);
+        ScheduleSync();
+    }
+
+    private int _loginSignal;
+
+    // ------------------------------------------------------------------ the pass
+
+    /// <summary>
+    /// Runs one full sync pass now and waits for it: local changes are detected, remote changes
+    /// downloaded and merged, dirty items uploaded. May log in (and prompt the identity).
+    /// </summary>
+    /// <exception cref="SyncEngineClosedException">The engine was disposed.</exception>
+    /// <exception cref="RollbackDetectedException">The server went back in time; nothing was overwritten.</exception>
+    public Task SyncNowAsync(CancellationToken cancellationToken = default) => PassAsync(mayPrompt: true, cancellationToken);
+
+    private async Task PassAsync(bool mayPrompt, CancellationToken cancellationToken)
+    {
+        ThrowIfClosed();
+        using var linked = Linked(cancellationToken);
+        var ct = linked.Token;
+        await _syncLock.WaitAsync(ct);
+        try
+        {
+            ThrowIfClosed();
+            Emit(SyncEventType.SyncStarted);
+            try
+            {
+                await AuthenticatedAsync(async token =>
+                {
+                    var pass = new Pass(this, token, ct);
+                    await pass.RunAsync();
+                    return pass.Activity;
+                }, mayPrompt, ct);
+                Emit(SyncEventType.SyncFinished);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                Emit(SyncEventType.SyncFailed, error: e);
+                throw;
+            }
+        }
+        finally
+        {
+            _syncLock.Release();
+        }
+    }
+
+    private bool _lastPassActivity;
+
+    /// <summary>One pass's state: the token, the per-namespace scopes computed once, and the effects.</summary>
+    private sealed class Pass(SyncEngine e, string token, CancellationToken ct)
+    {
+        private readonly Dictionary<string, (NamespaceKeys Keys, ActiveScope Scope, List<ICollectionAdapter> Collections)> _scopes = new(StringComparer.Ordinal);
+
+        public bool Activity { get; private set; }
+
+        private DateTimeOffset Now => e.Now;
+
+        public async Task RunAsync()
+        {
+            await ReconcileSnapshotsAsync();
+            await ReconcileNamespacesAsync();
+            await FlushAsync();
+            e._lastPassActivity = Activity;
+        }
+
+        private async Task<(NamespaceKeys Keys, ActiveScope Scope, List<ICollectionAdapter> Collections)> ScopeOfAsync(NamespaceId ns)
+        {
+            if (_scopes.TryGetValue(ns.Wire, out var known)) return known;
+            var row = await e.EnsureReadyAsync(ns, null, () => Task.FromResult(token), ct);
+            var keys = NamespaceKeysModule.derive(row.Dek!.Value);
+            var collections = e._collections.Where(c => c.Key.Namespace == ns.Wire).Select(c => c.Value)
+                .OrderBy(c => c.Name, StringComparer.Ordinal).ToList();
+            var lists = new List<CollectionKeys>();
+            foreach (var c in collections)
+                lists.Add(new CollectionKeys(c.Name, ListModule.OfSeq((await c.KeysAsync(ct)).Distinct())));
+            var scope = Scope.build(keys, ListModule.OfSeq(lists));
+            return _scopes[ns.Wire] = (keys, scope, collections);
+        }
+
+        private async Task SaveItemsAsync(IEnumerable<ItemState> rows, params NamespaceState[] namespaces) =>
+            await e._store.SaveAsync(new StoreWrite { Items = rows.Select(ToRecord).ToList(), Namespaces = namespaces.Select(ToRecord).ToList() }, ct);
+
+        // §4.3: local change detection, one batch per collection.
+        private async Task ReconcileSnapshotsAsync()
+        {
+            foreach (var ns in e._collections.Keys.Select(k => k.Namespace).Distinct().Order(StringComparer.Ordinal))
+            {
+                var nsId = Bin.parse<NamespaceIdKind>(ns).ResultValue;
+                var (keys, scope, collections) = await ScopeOfAsync(nsId);
+                var rows = (await e._store.ListNamespaceItemsAsync(e._keyId.Wire, ns, ct)).Select(ToCore).ToList();
+                foreach (var c in collections)
+                {
+                    var byKey = rows.Where(r => r.Collection == c.Name).ToDictionary(r => r.Key, StringComparer.Ordinal);
+                    var snapshot = await c.SnapshotAsync(ct);
+                    var effects = Snapshot.reconcile(new SnapshotInput(e._keyId, nsId, c.Name, scope, byKey,
+                        ListModule.OfSeq(snapshot.Select(kv => Tuple.Create(kv.Key, kv.Value))),
+                        FuncConvert.FromFunc<string, ItemId>(key => LogicalKey.itemId(keys, c.Name, key)), Now));
+                    var queued = effects.OfType<SnapshotEffect.Queue>().Select(q => q.Item).ToList();
+                    if (queued.Count == 0) continue;
+                    await SaveItemsAsync(queued);
+                    foreach (var row in queued) e.Emit(row, ItemEvent.ItemQueued);
+                }
+            }
+        }
+
+        // §4.4–§4.7: the namespace list, then each namespace's item map and downloads.
+        private async Task ReconcileNamespacesAsync()
+        {
+            var listed = await e._client.ListNamespacesAsync(token, ct);
+            var parsed = Namespaces.parseListed(ListModule.OfSeq(listed.Namespaces));
+            if (parsed.IsError) throw ToException(parsed.ErrorValue);
+            var cached = (await e._store.ListNamespacesAsync(e._keyId.Wire, ct)).Select(ToCore);
+            var checkedPlan = Namespaces.check(e._state, ListModule.OfSeq(cached), parsed.ResultValue, Now);
+            if (checkedPlan.IsError) throw ToException(checkedPlan.ErrorValue);
+            var plan = checkedPlan.ResultValue;
+            if (plan.AdoptDefault is { } adopt)
+            {
+                var s = e._state;
+                await e.SaveIdentityAsync(new IdentityState(s.KeyId, s.Kind, s.AccessToken, s.TokenExpiry, adopt, Now), ct);
+            }
+
+            foreach (var p in plan.Namespaces)
+            {
+                var planned = p;
+                if (p.NeedsJoin)
+                {
+                    var joined = await e.JoinAsync(token, p.Listed.NamespaceId, p.Listed.Kind, ct);
+                    planned = new NamespacePlan(p.Listed, new NamespaceState(joined.KeyId, joined.NamespaceId,
+                        FSharpOption<NamespaceKind>.Some(p.Listed.Kind), p.Row.Head, p.Row.ActiveScopeHash, joined.Dek, joined.UpdatedAt),
+                        false, p.RemoteChanged, true);
+                }
+                var (keys, scope, collections) = await ScopeOfAsync(planned.Listed.NamespaceId);
+                switch (Namespaces.decide(planned, Scope.hashOf(scope), Now))
+                {
+                    case NamespaceAction.Save save:
+                        await e.SaveNamespaceAsync(save.Item, ct);
+                        break;
+                    case NamespaceAction.FetchItemMap fetch:
+                        await ItemMapAsync(planned, fetch.expectedHead, keys, scope);
+                        break;
+                }
+            }
+        }
+
+        private async Task ItemMapAsync(NamespacePlan p, ulong expectedHead, NamespaceKeys keys, ActiveScope scope)
+        {
+            var ns = p.Listed.NamespaceId;
+            var map = await e._client.GetNamespaceItemsAsync(token, ns.Wire, ct);
+            var items = new List<Tuple<ItemId, ulong>>();
+            foreach (var (id, v) in map.Items)
+            {
+                var parsed = Bin.parse<ItemIdKind>(id);
+                if (parsed.IsError) throw new SyncProtocolException("item map: " + parsed.ErrorValue.Message);
+                items.Add(Tuple.Create(parsed.ResultValue, v.Version));
+            }
+            var cached = (await e._store.ListNamespaceItemsAsync(e._keyId.Wire, ns.Wire, ct)).Select(ToCore);
+            var planned = ItemMap.plan(new ItemMapInput(p.Row, expectedHead, map.NamespaceHead, MapModule.OfSeq(items),
+                ListModule.OfSeq(cached), scope, Now));
+            if (planned.IsError) throw ToException(planned.ErrorValue);
+            var plan = planned.ResultValue;
+            foreach (var unknown in plan.Unknown)
+                e.Emit(SyncEventType.UnknownRemoteItem, ns.Wire, itemId: unknown.Wire);
+            foreach (var download in plan.Downloads)
+                await ApplyRemoteAsync(download.Item1, FSharpOption<ulong>.Some(download.Item2), keys);
+            await e.SaveNamespaceAsync(plan.Finish, ct);
+            e.Emit(SyncEventType.NamespaceChanged, ns.Wire);
+            Activity = true;
+        }
+
+        // §4.7: download one item and apply it through the core's decisions.
+        private async Task ApplyRemoteAsync(ItemState row, FSharpOption<ulong> mapVersion, NamespaceKeys keys)
+        {
+            var response = await e._client.GetItemAsync(token, row.NamespaceId.Wire, row.ItemId.Wire, ct);
+            var check = Download.checkVersion(row, mapVersion, response.Version);
+            if (check.IsError) throw ToException(check.ErrorValue);
+
+            var nonce = Bin.parse<ItemNonceKind>(response.Nonce);
+            var aad = Bin.parse<ItemAadKind>(response.Aad);
+            var ciphertext = Bin.parse<CiphertextKind>(response.Ciphertext);
+            if (nonce.IsError || aad.IsError || ciphertext.IsError)
+            {
+                Quarantined(row, "unreadable remote value: " + (nonce.IsError ? nonce.ErrorValue : aad.IsError ? aad.ErrorValue : ciphertext.ErrorValue).Message);
+                return;
+            }
+            var opened = ItemCrypto.openItem(keys, row.NamespaceId, row.ItemId, response.Version,
+                new SealedItem(nonce.ResultValue, aad.ResultValue, ciphertext.ResultValue));
+            if (opened.IsError)
+            {
+                Quarantined(row, "unreadable remote value: " + opened.ErrorValue.Message);
+                return;
+            }
+            var remote = opened.ResultValue;
+
+            var current = await e._store.GetItemByIdAsync(e._keyId.Wire, row.NamespaceId.Wire, row.ItemId.Wire, ct);
+            var target = Download.rowToApply(current is null ? FSharpOption<ItemState>.None : FSharpOption<ItemState>.Some(ToCore(current)), row, response.Version);
+            if (target is null) return;
+            var item = target.Value;
+            Activity = true;
+
+            var decision = Apply.start(item, response.Version, remote, Now);
+            if (decision.IsReadLocal)
+            {
+                e._collections.TryGetValue((item.NamespaceId.Wire, item.Collection), out var adapter);
+                var local = adapter is null ? null : await adapter.GetAsync(item.Key, ct);
+                MergeContext.Key = item.Key;
+                decision = Apply.decide(item, response.Version, remote,
+                    local is null ? LocalValue.Absent : LocalValue.NewPresent(local),
+                    adapter is null ? null : FSharpOption<FSharpFunc<FSharpOption<byte[]>, FSharpFunc<byte[], FSharpFunc<byte[], FSharpResult<MergeOutcome, string>>>>>.Some(adapter.Merge),
+                    Now);
+                if (decision is ApplyDecision.Write write)
+                {
+                    var w = write.Item;
+                    bool replaced;
+                    try
+                    {
+                        replaced = await adapter!.SetIfCurrentAsync(item.Key, w.Expected is Expected.Present present ? present.Item : null, w.Value, ct);
+                    }
+                    catch (Exception ex) when (ex is not OperationCanceledException)
+                    {
+                        Quarantined(item, "the app's backend refused the value: " + ex.Message);
+                        return;
+                    }
+                    await SaveOutcomeAsync(replaced ? w.OnWritten : w.OnLostRace);
+                    return;
+                }
+            }
+
+            switch (decision)
+            {
+                case ApplyDecision.Save save:
+                    await SaveOutcomeAsync(save.Item);
+                    break;
+                case ApplyDecision.Quarantine q:
+                    Quarantined(item, q.Item.ToString());
+                    break;
+            }
+        }
+
+        private async Task SaveOutcomeAsync(Outcome outcome)
+        {
+            await SaveItemsAsync([outcome.Row]);
+            foreach (var ev in outcome.Events) e.Emit(outcome.Row, ev);
+        }
+
+        private void Quarantined(ItemState row, string why) =>
+            e.Emit(SyncEventType.ItemQuarantined, row.NamespaceId.Wire, row.Collection, row.Key, row.ItemId.Wire, new SyncException(why));
+
+        // §4.10: upload dirty items, oldest first; a 412 fetches, merges and retries once.
+        private async Task FlushAsync()
+        {
+            var dirty = (await e._store.ListDirtyItemsAsync(e._keyId.Wire, ct)).Select(ToCore);
+            foreach (var first in Flush.order(ListModule.OfSeq(dirty)))
+            {
+                if (!_scopes.ContainsKey(first.NamespaceId.Wire)) continue; // no collection open: inactive
+                var (keys, scope, _) = _scopes[first.NamespaceId.Wire];
+                for (var attempt = 1; attempt <= 2; attempt++)
+                {
+                    var stored = await e._store.GetItemByIdAsync(e._keyId.Wire, first.NamespaceId.Wire, first.ItemId.Wire, ct);
+                    if (stored is null) break;
+                    var row = ToCore(stored);
+                    var active = Scope.isActive(scope, row.Collection, row.ItemId);
+                    e._collections.TryGetValue((row.NamespaceId.Wire, row.Collection), out var adapter);
+                    var local = adapter is null ? null : await adapter.GetAsync(row.Key, ct);
+                    var step = Flush.prepare(row, active, local is null ? LocalValue.Absent : LocalValue.NewPresent(local));
+                    if (step is FlushStep.Skip skip)
+                    {
+                        if (skip.Item.IsValueMissing || skip.Item.IsTooLarge)
+                            Quarantined(row, "not uploaded: " + skip.Item);
+                        break;
+                    }
+                    var intent = ((FlushStep.Upload)step).Item;
+                    var nonce = Bin.ofBytes<ItemNonceKind>(RandomNumberGenerator.GetBytes(24)).ResultValue;
+                    var sealedItem = ItemCrypto.seal(keys, row.NamespaceId, row.ItemId, intent.TargetVersion, nonce, intent.Plaintext);
+                    if (sealedItem.IsError)
+                    {
+                        Quarantined(row, "seal: " + sealedItem.ErrorValue.Message);
+                        break;
+                    }
+                    var s = sealedItem.ResultValue;
+                    try
+                    {
+                        var accepted = await e._client.PutItemAsync(token, row.NamespaceId.Wire, row.ItemId.Wire,
+                            new PutItemRequest(s.Nonce.Wire, s.Aad.Wire, s.Ciphertext.Wire), intent.IfMatch.IsAbsent ? null : row.Version, ct);
+                        var outcome = Flush.accepted(intent, accepted.Version, Now);
+                        var nsRow = await e.LoadNamespaceAsync(row.NamespaceId, ct);
+                        // One transaction: the clean item and the namespace head it moved (§12.13).
+                        if (nsRow is null) await SaveItemsAsync([outcome.Row]);
+                        else await SaveItemsAsync([outcome.Row], Namespaces.afterUpload(nsRow, Now));
+                        foreach (var ev in outcome.Events) e.Emit(outcome.Row, ev);
+                        Activity = true;
+                        break;
+                    }
+                    catch (SyncApiException x) when (x.StatusCode is 412 or 428)
+                    {
+                        await ApplyRemoteAsync(row, FSharpOption<ulong>.None, keys);
+                        var again = await e._store.GetItemByIdAsync(e._keyId.Wire, row.NamespaceId.Wire, row.ItemId.Wire, ct);
+                        var decision = Flush.afterPreconditionFailure(attempt,
+                            again is null ? FSharpOption<ItemState>.None : FSharpOption<ItemState>.Some(ToCore(again)), active);
+                        if (!decision.IsRetry) break;
+                    }
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ background loop
+
+    /// <summary>Wakes <see cref="RunAsync"/> for a pass soon (coalesces; no network by itself). Call after app writes.</summary>
+    public void ScheduleSync() => _wake.Writer.TryWrite(true);
+
+    /// <summary>
+    /// Syncs in the background until cancelled or disposed: a pass at start, after each
+    /// <see cref="ScheduleSync"/>, and every poll interval (±10 % jitter), backing off after failures
+    /// (10, 20, 40, 60 minutes by default). Background passes never prompt the identity: when a login
+    /// is needed they report <see cref="SyncEventType.LoginRequired"/> and wait for <see cref="LoginAsync"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Another <c>RunAsync</c> is already running.</exception>
+    public async Task RunAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfClosed();
+        if (Interlocked.CompareExchange(ref _running, 1, 0) != 0)
+            throw new InvalidOperationException("RunAsync is already running on this engine");
+        try
+        {
+            using var linked = Linked(cancellationToken);
+            var ct = linked.Token;
+            var max = _options.MaxPollInterval is { } m && m >= _options.PollInterval ? m : TimeSpan.FromTicks(Math.Max(TimeSpan.FromMinutes(60).Ticks, _options.PollInterval.Ticks));
+            var settings = Schedule.settings(_options.PollInterval, max);
+            var schedule = Schedule.initial(settings);
+            var requested = true;
+            while (true)
+            {
+                ct.ThrowIfCancellationRequested();
+                var failed = false;
+                try
+                {
+                    await PassAsync(mayPrompt: false, ct);
+                }
+                catch (Exception e) when (e is not OperationCanceledException && e is not SyncEngineClosedException)
+                {
+                    failed = true;
+                }
+                schedule = Schedule.record(settings, _options.IdlePolling, schedule, new PassResult(failed, _lastPassActivity, requested));
+                if (Interlocked.Exchange(ref _loginSignal, 0) == 1) schedule = Schedule.loginSucceeded(settings, schedule);
+                var delay = Schedule.jitter(schedule.Interval, Random.Shared.NextDouble());
+                using var timer = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                timer.CancelAfter(delay);
+                try
+                {
+                    requested = await _wake.Reader.WaitToReadAsync(timer.Token) && _wake.Reader.TryRead(out _);
+                }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                    requested = false; // the poll interval passed
+                }
+            }
+        }
+        catch (OperationCanceledException) when (Volatile.Read(ref _closed) != 0)
+        {
+            throw new SyncEngineClosedException();
+        }
+        finally
+        {
+            Volatile.Write(ref _running, 0);
+        }
+    }
+
+    /// <summary>Stops background work (cancelling requests in flight), waits for a running pass, completes <see cref="Events"/> and disposes the store.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+        await _closing.CancelAsync();
+        await _syncLock.WaitAsync();
+        try
+        {
+            _events.Writer.TryComplete();
+            await _store.DisposeAsync();
+        }
+        finally
+        {
+            _syncLock.Release();
+            _closing.Dispose();
+        }
+    }
+}

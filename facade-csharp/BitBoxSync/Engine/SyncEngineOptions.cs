@@ -1,0 +1,44 @@
+using BitBoxSync.Storage;
+
+namespace BitBoxSync;
+
+/// <summary>How a <see cref="SyncEngine"/> is set up; validated by <see cref="SyncEngine.OpenAsync"/>.</summary>
+public sealed class SyncEngineOptions
+{
+    /// <summary>The API client (required).</summary>
+    public SyncClient? Client { get; set; }
+
+    /// <summary>The identity that signs and unwraps (required).</summary>
+    public IIdentity? Identity { get; set; }
+
+    /// <summary>Where sync metadata is kept (required). The engine owns it and disposes it.</summary>
+    public IStore? Store { get; set; }
+
+    /// <summary>Base period of background polling (default 5 minutes).</summary>
+    public TimeSpan PollInterval { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>Cap of failure and idle backoff (default: the larger of 60 minutes and <see cref="PollInterval"/>).</summary>
+    public TimeSpan? MaxPollInterval { get; set; }
+
+    /// <summary>Start <see cref="SyncEngine.RunAsync"/> in idle mode (polls slow down while nothing changes).</summary>
+    public bool IdlePolling { get; set; }
+
+    /// <summary>Refresh the token this long before it expires (default 24 hours).</summary>
+    public TimeSpan RefreshSkew { get; set; } = TimeSpan.FromHours(24);
+
+    /// <summary>The clock (tests substitute one).</summary>
+    internal TimeProvider Clock { get; set; } = TimeProvider.System;
+}
+
+/// <summary>How a collection is opened.</summary>
+public sealed class CollectionOptions<T>
+{
+    /// <summary>The codec (required).</summary>
+    public ICodec<T>? Codec { get; set; }
+
+    /// <summary>The merge for concurrent changes (default: <see cref="Merges.NoMerge{T}"/>, every collision is a conflict).</summary>
+    public MergeFunction<T>? Merge { get; set; }
+
+    /// <summary>The app's storage of the values (required).</summary>
+    public IValueBackend<T>? Backend { get; set; }
+}

@@ -1,0 +1,222 @@
+/// The engine end to end on real parts: engines with real stores against a real server on
+/// 127.0.0.1 (SQLite, and PostgreSQL when the test command started one).
+module BitBoxSync.Engine.Tests.EngineTests
+
+open System
+open System.Collections.Generic
+open System.Threading.Tasks
+open Expecto
+open BitBoxSync
+open BitBoxSync.Storage
+open BitBoxSync.Storage.Sqlite
+open BitBoxSync.Server.Tests.Harness
+
+/// One device: an engine over a store, with one string collection "notes" in the default namespace.
+type Device =
+    {
+        Engine: SyncEngine
+        Notes: MemoryValueBackend<string>
+        Collection: Collection<string>
+        Events: List<SyncEvent>
+        Client: SyncClient
+    }
+
+    member d.Write(key: string, value: string) =
+        d.Notes.SetAsync(key, value, Threading.CancellationToken.None).AsTask()
+        |> awaitUnit
+
+    member d.Read(key: string) =
+        let v = d.Notes.GetAsync(key, Threading.CancellationToken.None).AsTask() |> await
+        if v.Found then Some v.Value else None
+
+    member d.Sync() = d.Engine.SyncNowAsync() |> awaitUnit
+
+    /// Events so far (drained from the engine's channel).
+    member d.Seen() =
+        let mutable e = Unchecked.defaultof<SyncEvent>
+
+        while d.Engine.Events.TryRead(&e) do
+            d.Events.Add e
+
+        List.ofSeq d.Events
+
+    interface IDisposable with
+        member d.Dispose() =
+            d.Engine.DisposeAsync().AsTask() |> awaitUnit
+            d.Client.Dispose()
+
+let keys = [ "a"; "b"; "c" ]
+
+/// Opens a device for an identity label on a server, with its own store and backend.
+let device (server: TestServer) (label: string) (store: IStore) (merge: MergeFunction<string>) =
+    let client = new SyncClient(server.BaseAddress)
+
+    let engine =
+        SyncEngine.OpenAsync(
+            SyncEngineOptions(
+                Client = client,
+                Identity = BitBoxSync.DummyKeystore.FromLabel label,
+                Store = store
+            )
+        )
+        |> await
+
+    let ns = engine.DefaultNamespaceAsync() |> await
+    let notes = MemoryValueBackend<string>(Codecs.String, null, keys)
+
+    let collection =
+        ns.OpenCollection(
+            "notes",
+            CollectionOptions<string>(Codec = Codecs.String, Merge = merge, Backend = notes)
+        )
+
+    {
+        Engine = engine
+        Notes = notes
+        Collection = collection
+        Events = List()
+        Client = client
+    }
+
+let private types (d: Device) = d.Seen() |> List.map (fun e -> e.Type)
+
+let private twoDevices backend =
+    test $"two devices of one identity sync both ways through the server ({backend})" {
+        use server = start backend
+        use a = device server "alice" (new MemoryStore()) (Merges.NoMerge())
+        use b = device server "alice" (new MemoryStore()) (Merges.NoMerge())
+        a.Write("a", "from A")
+        a.Sync()
+        Expect.contains (types a) SyncEventType.ItemUploaded "uploaded"
+        b.Sync()
+        Expect.equal (b.Read "a") (Some "from A") "B downloaded A's value"
+        Expect.contains (types b) SyncEventType.ItemDownloaded "downloaded event"
+        b.Write("a", "edited on B")
+        b.Write("b", "new on B")
+        b.Sync()
+        a.Sync()
+
+        Expect.equal
+            (a.Read "a", a.Read "b")
+            (Some "edited on B", Some "new on B")
+            "A got B's edit and B's new key"
+        // A quiet pass writes nothing and uploads nothing.
+        let head () =
+            let ns = (a.Engine.DefaultNamespaceAsync() |> await).Id
+            use probe = new SyncClient(server.BaseAddress)
+            let id = BitBoxSync.DummyKeystore.FromLabel "alice"
+
+            let t =
+                probe.LoginAsync(BitBoxSync.Server.Tests.Flows.loginRequest probe id) |> await
+
+            (probe.GetNamespaceItemsAsync(t.AccessToken, ns) |> await).NamespaceHead
+
+        let before = head ()
+        a.Sync()
+        b.Sync()
+        Expect.equal (head ()) before "no upload on quiet passes"
+    }
+
+let private conflicts backend =
+    test
+        $"concurrent edits: NoMerge records a conflict and keeps the local value; PreferLocal converges ({backend})" {
+        use server = start backend
+        use a = device server "alice" (new MemoryStore()) (Merges.NoMerge())
+        use b = device server "alice" (new MemoryStore()) (Merges.NoMerge())
+        a.Write("a", "v1")
+        a.Sync()
+        b.Sync()
+        a.Write("a", "A's edit")
+        b.Write("a", "B's edit")
+        a.Sync()
+        b.Sync()
+        Expect.contains (types b) SyncEventType.ConflictDetected "conflict detected"
+        Expect.equal (b.Read "a") (Some "B's edit") "the local value is kept in conflict"
+        a.Sync()
+
+        Expect.equal
+            (a.Read "a")
+            (Some "A's edit")
+            "the server kept A's edit: a conflicted item is not uploaded"
+    }
+
+let private preferLocal backend =
+    test
+        $"concurrent creation without a base: PreferLocal resolves, the last writer wins everywhere ({backend})" {
+        use server = start backend
+        use a = device server "alice" (new MemoryStore()) (Merges.PreferLocal())
+        use b = device server "alice" (new MemoryStore()) (Merges.PreferLocal())
+        a.Write("c", "A created")
+        b.Write("c", "B created")
+        a.Sync()
+        b.Sync() // 412 → fetch → merge (no base) → PreferLocal → upload B's value
+        a.Sync()
+        Expect.equal (a.Read "c", b.Read "c") (Some "B created", Some "B created") "converged"
+    }
+
+let private restartFromFile backend =
+    test $"a device reopened from its SQLite file resumes without re-uploading ({backend})" {
+        use server = start backend
+        let path = StoreTests.tempFile ()
+
+        do
+            use a =
+                device server "alice" (SqliteStore.OpenAsync path |> await) (Merges.NoMerge())
+
+            a.Write("a", "persisted")
+            a.Sync()
+
+        use reopened =
+            device server "alice" (SqliteStore.OpenAsync path |> await) (Merges.NoMerge())
+
+        reopened.Write("a", "persisted")
+        reopened.Sync()
+        let seen = types reopened
+
+        Expect.isFalse
+            (List.contains SyncEventType.ItemUploaded seen)
+            "nothing to upload: the base survived"
+
+        Expect.isFalse (List.contains SyncEventType.ItemQueued seen) "and nothing was queued"
+    }
+
+let private apiChecks =
+    test "options and registrations are validated" {
+        let store = new MemoryStore()
+
+        Expect.throwsT<ArgumentException>
+            (fun () -> SyncEngine.OpenAsync(SyncEngineOptions(Store = store)) |> await |> ignore)
+            "client required"
+
+        use server = start Sqlite
+        use a = device server "alice" (new MemoryStore()) (Merges.NoMerge())
+        let ns = a.Engine.DefaultNamespaceAsync() |> await
+
+        Expect.throwsT<CollectionAlreadyRegisteredException>
+            (fun () ->
+                ns.OpenCollection(
+                    "notes",
+                    CollectionOptions<string>(Codec = Codecs.String, Backend = a.Notes)
+                )
+                |> ignore)
+            "duplicate collection"
+
+        Expect.throwsT<ArgumentException>
+            (fun () ->
+                ns.OpenCollection("other", CollectionOptions<string>(Codec = Codecs.String))
+                |> ignore)
+            "backend required"
+    }
+
+let tests =
+    testList
+        "engine"
+        [
+            apiChecks
+
+            for b in backends do
+                twoDevices b
+                conflicts b
+                preferLocal b
+                restartFromFile b
+        ]
