@@ -47,19 +47,25 @@ type Device =
 
 let keys = [ "a"; "b"; "c" ]
 
-/// Opens a device for an identity label on a server, with its own store and backend.
-let device (server: TestServer) (label: string) (store: IStore) (merge: MergeFunction<string>) =
+/// Opens a device with extra engine options.
+let deviceWith
+    (server: TestServer)
+    (label: string)
+    (store: IStore)
+    (merge: MergeFunction<string>)
+    (configure: SyncEngineOptions -> unit)
+    : Device =
     let client = new SyncClient(server.BaseAddress)
 
-    let engine =
-        SyncEngine.OpenAsync(
-            SyncEngineOptions(
-                Client = client,
-                Identity = BitBoxSync.DummyKeystore.FromLabel label,
-                Store = store
-            )
+    let options =
+        SyncEngineOptions(
+            Client = client,
+            Identity = BitBoxSync.DummyKeystore.FromLabel label,
+            Store = store
         )
-        |> await
+
+    configure options
+    let engine = SyncEngine.OpenAsync options |> await
 
     let ns = engine.DefaultNamespaceAsync() |> await
     let notes = MemoryValueBackend<string>(Codecs.String, null, keys)
@@ -77,6 +83,15 @@ let device (server: TestServer) (label: string) (store: IStore) (merge: MergeFun
         Events = List()
         Client = client
     }
+
+/// Opens a device for an identity label on a server, with its own store and backend.
+let device
+    (server: TestServer)
+    (label: string)
+    (store: IStore)
+    (merge: MergeFunction<string>)
+    : Device =
+    deviceWith server label store merge ignore
 
 let private types (d: Device) = d.Seen() |> List.map (fun e -> e.Type)
 
@@ -180,6 +195,141 @@ let private restartFromFile backend =
         Expect.isFalse (List.contains SyncEventType.ItemQueued seen) "and nothing was queued"
     }
 
+let private resolveConflicts backend =
+    test $"conflicts are listed with base, local and remote, and resolved three ways ({backend})" {
+        use server = start backend
+        use a = device server "alice" (new MemoryStore()) (Merges.NoMerge())
+        use b = device server "alice" (new MemoryStore()) (Merges.NoMerge())
+
+        for k in keys do
+            a.Write(k, "base " + k)
+
+        a.Sync()
+        b.Sync()
+
+        for k in keys do
+            a.Write(k, "A " + k)
+            b.Write(k, "B " + k)
+
+        a.Sync()
+        b.Sync()
+
+        let listed =
+            b.Collection.ConflictsAsync()
+            |> await
+            |> List.ofSeq
+            |> List.sortBy (fun c -> c.Key)
+
+        Expect.equal (listed |> List.map (fun c -> c.Key)) keys "every key in conflict"
+        let first = listed.Head
+
+        Expect.equal
+            (first.HasBase, first.Base, first.Local.Value, first.Remote)
+            (true, "base a", "B a", "A a")
+            "base, local, remote"
+
+        b.Collection.TakeRemoteAsync "a" |> awaitUnit
+        b.Collection.KeepLocalAsync "b" |> awaitUnit
+        b.Collection.ResolveWithValueAsync("c", "merged c") |> awaitUnit
+        Expect.isEmpty (b.Collection.ConflictsAsync() |> await) "nothing left"
+        Expect.equal (b.Read "a") (Some "A a") "remote taken"
+        Expect.contains (types b) SyncEventType.ConflictResolved "resolution events"
+        b.Sync()
+        a.Sync()
+
+        Expect.equal
+            [ a.Read "a"; a.Read "b"; a.Read "c" ]
+            [ Some "A a"; Some "B b"; Some "merged c" ]
+            "A sees every resolution"
+
+        Expect.throwsT<KeyNotFoundException>
+            (fun () -> b.Collection.TakeRemoteAsync "unknown" |> awaitUnit)
+            "no metadata"
+    }
+
+let private waitUntil (what: string) (timeout: TimeSpan) (condition: unit -> bool) =
+    let sw = Diagnostics.Stopwatch.StartNew()
+
+    while not (condition ()) && sw.Elapsed < timeout do
+        Threading.Thread.Sleep 20
+
+    if not (condition ()) then
+        failtestf "%s: not within %O" what timeout
+
+    sw.Elapsed
+
+let private longPoll backend =
+    test
+        $"RunAsync: a remote write arrives through the watch long before the poll interval ({backend})" {
+        use server =
+            startOn
+                (Database.Create backend)
+                (ManualClock DateTimeOffset.UtcNow)
+                (TimeSpan.FromSeconds 20.0)
+
+        use a =
+            deviceWith server "alice" (new MemoryStore()) (Merges.NoMerge()) (fun o ->
+                o.PollInterval <- TimeSpan.FromMinutes 10.0)
+
+        use b = device server "alice" (new MemoryStore()) (Merges.NoMerge())
+        use stop = new Threading.CancellationTokenSource()
+        let run = a.Engine.RunAsync stop.Token
+        // Let the first pass and the watch start, then write on B.
+        waitUntil "first pass" (TimeSpan.FromSeconds 10.0) (fun () ->
+            types a |> List.contains SyncEventType.SyncFinished)
+        |> ignore
+
+        Threading.Thread.Sleep 300
+
+        Expect.throwsT<InvalidOperationException>
+            (fun () -> a.Engine.RunAsync() |> awaitUnit)
+            "one RunAsync at a time"
+
+        b.Write("a", "through the watch")
+        b.Sync()
+
+        let latency =
+            waitUntil "watch delivery" (TimeSpan.FromSeconds 10.0) (fun () ->
+                a.Read "a" = Some "through the watch")
+
+        Expect.isLessThan latency (TimeSpan.FromSeconds 10.0) "well before the 10 minute poll"
+        // ScheduleSync wakes the loop for an upload.
+        a.Write("b", "scheduled")
+        a.Engine.ScheduleSync()
+
+        waitUntil "scheduled upload" (TimeSpan.FromSeconds 10.0) (fun () ->
+            types a |> List.contains SyncEventType.ItemUploaded)
+        |> ignore
+
+        stop.Cancel()
+
+        Expect.throwsT<OperationCanceledException>
+            (fun () -> run |> awaitUnit)
+            "RunAsync ends when cancelled"
+    }
+
+let private disposeStopsRun =
+    test "disposing the engine ends RunAsync and completes the event stream" {
+        use server = start Sqlite
+        let a = device server "alice" (new MemoryStore()) (Merges.NoMerge())
+        let run = a.Engine.RunAsync()
+        Threading.Thread.Sleep 500
+        a.Engine.DisposeAsync().AsTask() |> awaitUnit
+
+        Expect.throwsT<SyncEngineClosedException>
+            (fun () -> run.WaitAsync(TimeSpan.FromSeconds 10.0) |> awaitUnit)
+            "closed"
+
+        a.Seen() |> ignore // drain: a channel completes once completed and empty
+        Expect.isTrue (a.Engine.Events.Completion.Wait(TimeSpan.FromSeconds 5.0)) "events completed"
+
+        Expect.throwsT<SyncEngineClosedException>
+            (fun () -> a.Engine.SyncNowAsync() |> awaitUnit)
+            "no pass after dispose"
+
+        a.Client.Dispose()
+    }
+
 let private apiChecks =
     test "options and registrations are validated" {
         let store = new MemoryStore()
@@ -213,10 +363,13 @@ let tests =
         "engine"
         [
             apiChecks
+            disposeStopsRun
 
             for b in backends do
                 twoDevices b
                 conflicts b
                 preferLocal b
                 restartFromFile b
+                resolveConflicts b
+                longPoll b
         ]

@@ -29,6 +29,10 @@ public enum SyncEventType
     UnknownRemoteItem,
     /// <summary>An item could not be applied or uploaded and was set aside (<see cref="SyncEvent.Error"/>); retried when its input changes.</summary>
     ItemQuarantined,
+    /// <summary>The app resolved a conflict; a sync is scheduled to upload the resolution.</summary>
+    ConflictResolved,
+    /// <summary>The long-poll watch failed (<see cref="SyncEvent.Error"/>); it backs off and retries, polling continues.</summary>
+    NamespaceWatchFailed,
 }
 
 /// <summary>One engine event.</summary>

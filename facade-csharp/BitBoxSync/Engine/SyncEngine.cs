@@ -425,6 +425,7 @@ public sealed class SyncEngine : IAsyncDisposable
     }
 
     private bool _lastPassActivity;
+    private TaskCompletionSource _nextPass = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>One pass's state: the token, the per-namespace scopes computed once, and the effects.</summary>
     private sealed class Pass(SyncEngine e, string token, CancellationToken ct)
@@ -683,6 +684,64 @@ public sealed class SyncEngine : IAsyncDisposable
         }
     }
 
+    // ------------------------------------------------------------------ conflicts
+
+    internal async Task<IReadOnlyList<Conflict<T>>> ConflictsAsync<T>(string ns, CollectionAdapter<T> adapter, CancellationToken ct)
+    {
+        ThrowIfClosed();
+        var result = new List<Conflict<T>>();
+        foreach (var row in await _store.ListNamespaceItemsAsync(_keyId.Wire, ns, ct))
+        {
+            if (!row.Conflict || row.Collection != adapter.Name) continue;
+            var hasBase = row.BaseVersion != 0 || row.BaseValue is { Length: > 0 };
+            var local = await adapter.Backend.GetAsync(row.Key, ct);
+            result.Add(new Conflict<T>(row.Key, hasBase, hasBase && row.BaseValue is { } b ? adapter.Codec.Decode(b) : default,
+                local, adapter.Codec.Decode(row.ConflictRemoteValue ?? []), row.ConflictRemoteVersion));
+        }
+        return result;
+    }
+
+    internal async Task ResolveAsync<T>(string ns, CollectionAdapter<T> adapter, string key, ConflictChoice choice, byte[]? value, CancellationToken ct)
+    {
+        ThrowIfClosed();
+        ArgumentNullException.ThrowIfNull(key);
+        using var linked = Linked(ct);
+        // The sync lock: a pass never applies a remote value to this key while it is being resolved.
+        await _syncLock.WaitAsync(linked.Token);
+        try
+        {
+            var stored = await _store.GetItemByLogicalKeyAsync(_keyId.Wire, ns, adapter.Name, key, linked.Token)
+                ?? throw new KeyNotFoundException($"no sync metadata for key \"{key}\" of collection \"{adapter.Name}\"");
+            var row = ToCore(stored);
+            Resolution resolution = choice switch
+            {
+                ConflictChoice.Value => Conflicts.resolveWithValue(row, value!, Now),
+                ConflictChoice.Remote => Conflicts.preferRemote(row, Now),
+                _ => Conflicts.preferLocal(row, await adapter.GetAsync(key, linked.Token) is { } local ? LocalValue.NewPresent(local) : LocalValue.Absent, Now),
+            };
+            switch (resolution)
+            {
+                case Resolution.WriteAndSave write:
+                    await adapter.SetAsync(key, write.value, linked.Token);
+                    await _store.SaveAsync(new StoreWrite { Items = [ToRecord(write.row)] }, linked.Token);
+                    break;
+                case Resolution.Save save:
+                    await _store.SaveAsync(new StoreWrite { Items = [ToRecord(save.Item)] }, linked.Token);
+                    break;
+                case var r when r.IsLocalValueMissing:
+                    throw new InvalidOperationException($"the backend has no value for key \"{key}\" to keep");
+                default:
+                    return; // not in conflict
+            }
+            Emit(SyncEventType.ConflictResolved, ns, adapter.Name, key, row.ItemId.Wire);
+        }
+        finally
+        {
+            _syncLock.Release();
+        }
+        ScheduleSync();
+    }
+
     // ------------------------------------------------------------------ background loop
 
     /// <summary>Wakes <see cref="RunAsync"/> for a pass soon (coalesces; no network by itself). Call after app writes.</summary>
@@ -708,31 +767,40 @@ public sealed class SyncEngine : IAsyncDisposable
             var settings = Schedule.settings(_options.PollInterval, max);
             var schedule = Schedule.initial(settings);
             var requested = true;
-            while (true)
+            var watch = _options.DisableNamespaceWatch ? Task.CompletedTask : Task.Run(() => WatchLoopAsync(settings, ct), CancellationToken.None);
+            try
             {
-                ct.ThrowIfCancellationRequested();
-                var failed = false;
-                try
+                while (true)
                 {
-                    await PassAsync(mayPrompt: false, ct);
+                    ct.ThrowIfCancellationRequested();
+                    var failed = false;
+                    try
+                    {
+                        await PassAsync(mayPrompt: false, ct);
+                    }
+                    catch (Exception e) when (e is not OperationCanceledException && e is not SyncEngineClosedException)
+                    {
+                        failed = true;
+                    }
+                    Interlocked.Exchange(ref _nextPass, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+                    schedule = Schedule.record(settings, _options.IdlePolling, schedule, new PassResult(failed, _lastPassActivity, requested));
+                    if (Interlocked.Exchange(ref _loginSignal, 0) == 1) schedule = Schedule.loginSucceeded(settings, schedule);
+                    var delay = Schedule.jitter(schedule.Interval, Random.Shared.NextDouble());
+                    using var timer = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                    timer.CancelAfter(delay);
+                    try
+                    {
+                        requested = await _wake.Reader.WaitToReadAsync(timer.Token) && _wake.Reader.TryRead(out _);
+                    }
+                    catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                    {
+                        requested = false; // the poll interval passed
+                    }
                 }
-                catch (Exception e) when (e is not OperationCanceledException && e is not SyncEngineClosedException)
-                {
-                    failed = true;
-                }
-                schedule = Schedule.record(settings, _options.IdlePolling, schedule, new PassResult(failed, _lastPassActivity, requested));
-                if (Interlocked.Exchange(ref _loginSignal, 0) == 1) schedule = Schedule.loginSucceeded(settings, schedule);
-                var delay = Schedule.jitter(schedule.Interval, Random.Shared.NextDouble());
-                using var timer = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                timer.CancelAfter(delay);
-                try
-                {
-                    requested = await _wake.Reader.WaitToReadAsync(timer.Token) && _wake.Reader.TryRead(out _);
-                }
-                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-                {
-                    requested = false; // the poll interval passed
-                }
+            }
+            finally
+            {
+                await watch;
             }
         }
         catch (OperationCanceledException) when (Volatile.Read(ref _closed) != 0)
@@ -742,6 +810,74 @@ public sealed class SyncEngine : IAsyncDisposable
         finally
         {
             Volatile.Write(ref _running, 0);
+        }
+    }
+
+    /// <summary>
+    /// The advisory long poll (§6.3): waits on the server for a namespace change, then asks Run for
+    /// a pass and waits for it. 404/405/501 from the watch request itself switch watching off for
+    /// this run (§12.15); other failures back off. Never prompts the identity.
+    /// </summary>
+    private async Task WatchLoopAsync(PollSettings settings, CancellationToken ct)
+    {
+        var failures = 0;
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                var cached = (await _store.ListNamespacesAsync(_keyId.Wire, ct)).ToList();
+                var known = cached.ToDictionary(n => n.NamespaceId, n => n.Head, StringComparer.Ordinal);
+                WatchNamespacesResponse answer;
+                try
+                {
+                    answer = await AuthenticatedAsync(token => _client.WatchNamespacesAsync(token, new WatchNamespacesRequest(known), ct), mayPrompt: false, ct);
+                }
+                catch (SyncApiException e) when (e.StatusCode is 404 or 405 or 501)
+                {
+                    return; // the server does not offer the watch: polling only
+                }
+                var reported = Namespaces.parseListed(ListModule.OfSeq(answer.Namespaces));
+                if (reported.IsError) throw ToException(reported.ErrorValue);
+                var outcome = Core.Watch.interpret(ListModule.OfSeq(cached.Select(ToCore)), reported.ResultValue, answer.TimedOut);
+                switch (outcome)
+                {
+                    case WatchOutcome.Failed failed:
+                        throw ToException(failed.Item);
+                    case var o when o.IsNeedsSync:
+                        var pass = Volatile.Read(ref _nextPass).Task;
+                        ScheduleSync();
+                        await pass.WaitAsync(ct);
+                        break;
+                    case var o when o.IsTimedOut:
+                        await Task.Delay(Schedule.watchReconnectDelay(Random.Shared.NextDouble()), ct);
+                        break;
+                }
+                failures = 0;
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (SyncEngineClosedException)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                failures++;
+                Emit(SyncEventType.NamespaceWatchFailed, error: e);
+                if (Core.Watch.onFailure(settings, failures, FSharpOption<int>.None, Random.Shared.NextDouble()) is WatchFailure.Retry retry)
+                {
+                    try
+                    {
+                        await Task.Delay(retry.delay, ct);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
+                }
+            }
         }
     }
 

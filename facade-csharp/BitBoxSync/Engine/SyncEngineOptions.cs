@@ -23,6 +23,9 @@ public sealed class SyncEngineOptions
     /// <summary>Start <see cref="SyncEngine.RunAsync"/> in idle mode (polls slow down while nothing changes).</summary>
     public bool IdlePolling { get; set; }
 
+    /// <summary>Do not run the long-poll namespace watch inside <see cref="SyncEngine.RunAsync"/> (polling only).</summary>
+    public bool DisableNamespaceWatch { get; set; }
+
     /// <summary>Refresh the token this long before it expires (default 24 hours).</summary>
     public TimeSpan RefreshSkew { get; set; } = TimeSpan.FromHours(24);
 

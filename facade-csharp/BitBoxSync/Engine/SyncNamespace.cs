@@ -54,4 +54,40 @@ public sealed class Collection<T>
 
     /// <summary>The namespace it belongs to.</summary>
     public SyncNamespace Namespace { get; }
+
+    /// <summary>Every key of this collection in conflict: base (when known), local and remote values.</summary>
+    public Task<IReadOnlyList<Conflict<T>>> ConflictsAsync(CancellationToken cancellationToken = default) =>
+        _engine.ConflictsAsync(Namespace.Id, _adapter, cancellationToken);
+
+    /// <summary>Resolves a conflict with a value: it is written to the backend and uploaded on the next sync.</summary>
+    /// <exception cref="KeyNotFoundException">The key has no sync metadata.</exception>
+    public Task ResolveWithValueAsync(string key, T value, CancellationToken cancellationToken = default) =>
+        _engine.ResolveAsync(Namespace.Id, _adapter, key, ConflictChoice.Value, _adapter.Codec.Encode(value), cancellationToken);
+
+    /// <summary>Resolves a conflict by keeping the backend's current value (it must exist); uploaded on the next sync.</summary>
+    /// <exception cref="KeyNotFoundException">The key has no sync metadata.</exception>
+    /// <exception cref="InvalidOperationException">The backend has no value for the key.</exception>
+    public Task KeepLocalAsync(string key, CancellationToken cancellationToken = default) =>
+        _engine.ResolveAsync(Namespace.Id, _adapter, key, ConflictChoice.Local, null, cancellationToken);
+
+    /// <summary>Resolves a conflict by taking the remote value: written to the backend, clean at the remote version.</summary>
+    /// <exception cref="KeyNotFoundException">The key has no sync metadata.</exception>
+    public Task TakeRemoteAsync(string key, CancellationToken cancellationToken = default) =>
+        _engine.ResolveAsync(Namespace.Id, _adapter, key, ConflictChoice.Remote, null, cancellationToken);
+}
+
+/// <summary>A key in conflict: both sides changed it and the merge did not resolve.</summary>
+/// <param name="Key">The key.</param>
+/// <param name="HasBase">Whether a common base is known.</param>
+/// <param name="Base">The common base value (when known).</param>
+/// <param name="Local">The app's current value (may be missing).</param>
+/// <param name="Remote">The remote value that conflicted.</param>
+/// <param name="RemoteVersion">The remote version that conflicted.</param>
+public sealed record Conflict<T>(string Key, bool HasBase, T? Base, BackendValue<T> Local, T Remote, ulong RemoteVersion);
+
+internal enum ConflictChoice
+{
+    Value,
+    Local,
+    Remote,
 }
