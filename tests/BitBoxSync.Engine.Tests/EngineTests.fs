@@ -303,9 +303,16 @@ let private longPoll backend =
 
         stop.Cancel()
 
-        Expect.throwsT<OperationCanceledException>
-            (fun () -> run |> awaitUnit)
-            "RunAsync ends when cancelled"
+        let ended =
+            try
+                run |> awaitUnit
+                None
+            with e ->
+                Some e
+
+        Expect.isTrue
+            (ended |> Option.exists (fun e -> e :? OperationCanceledException))
+            "RunAsync ends with a cancellation when cancelled"
     }
 
 let private disposeStopsRun =
@@ -328,6 +335,107 @@ let private disposeStopsRun =
             "no pass after dispose"
 
         a.Client.Dispose()
+    }
+
+let private sharing backend =
+    test
+        $"sharing: invite, join request, local verification, approval, both sync a shared collection ({backend})" {
+        use server = start backend
+        use alice = device server "alice" (new MemoryStore()) (Merges.NoMerge())
+        use bob = device server "bob" (new MemoryStore()) (Merges.NoMerge())
+        let shared = alice.Engine.CreateSharedNamespaceAsync() |> await
+        let aliceNotes = MemoryValueBackend<string>(Codecs.String, null, keys)
+
+        shared.OpenCollection(
+            "shared-notes",
+            CollectionOptions<string>(Codec = Codecs.String, Backend = aliceNotes)
+        )
+        |> ignore
+
+        let defaultNs = alice.Engine.DefaultNamespaceAsync() |> await
+
+        Expect.throwsT<SyncException>
+            (fun () ->
+                defaultNs.CreateInviteAsync(InviteOptions(ServerOrigin = origin))
+                |> await
+                |> ignore)
+            "no invites into a default namespace"
+
+        Expect.throwsT<ArgumentException>
+            (fun () ->
+                shared.CreateInviteAsync(
+                    InviteOptions(ServerOrigin = origin, Ttl = TimeSpan.FromHours 2.0)
+                )
+                |> await
+                |> ignore)
+            "ttl above 1 hour"
+
+        let invite =
+            shared.CreateInviteAsync(InviteOptions(ServerOrigin = origin, MaxAccepted = 2))
+            |> await
+
+        let scanned = InviteUri.Parse(InviteUri.Format invite)
+        Expect.equal scanned invite "the URI round-trips"
+        let submitted = bob.Engine.SubmitJoinRequestAsync scanned |> await
+        Expect.equal submitted.Status "pending" "pending"
+        let entry = (shared.JoinRequestsAsync() |> await) |> Seq.exactlyOne
+
+        // A tampered entry (another wrap key) is refused locally; nothing is sent.
+        let tampered: Protocol.Wire.NamespaceJoinRequestEntry =
+            { entry with
+                JoinRequest = { entry.JoinRequest with WrapPublicKey = String('1', 64) }
+            }
+
+        let refused =
+            Expect.throwsT<SyncException>
+                (fun () -> shared.ApproveJoinRequestAsync(invite, tampered) |> awaitUnit)
+                "tampered"
+
+        ignore refused
+        Expect.equal (shared.JoinRequestsAsync() |> await).Count 1 "still pending"
+        shared.ApproveJoinRequestAsync(invite, entry) |> awaitUnit
+        let bobsShared = bob.Engine.JoinNamespaceAsync shared.Id |> await
+        let bobNotes = MemoryValueBackend<string>(Codecs.String, null, keys)
+
+        bobsShared.OpenCollection(
+            "shared-notes",
+            CollectionOptions<string>(Codec = Codecs.String, Backend = bobNotes)
+        )
+        |> ignore
+
+        Expect.equal
+            ((shared.MembersAsync() |> await) |> Seq.map (fun m -> m.KeyId) |> List.ofSeq)
+            [ alice.Engine.KeyId; bob.Engine.KeyId ]
+            "members"
+
+        aliceNotes.SetAsync("a", "hello bob", Threading.CancellationToken.None).AsTask()
+        |> awaitUnit
+
+        alice.Sync()
+        bob.Sync()
+        let got = bobNotes.GetAsync("a", Threading.CancellationToken.None).AsTask() |> await
+        Expect.equal got.Value "hello bob" "bob reads alice's shared note"
+
+        bobNotes.SetAsync("b", "hello alice", Threading.CancellationToken.None).AsTask()
+        |> awaitUnit
+
+        bob.Sync()
+        alice.Sync()
+
+        let back =
+            aliceNotes.GetAsync("b", Threading.CancellationToken.None).AsTask() |> await
+
+        Expect.equal back.Value "hello alice" "alice reads bob's shared note"
+
+        // Reject and revoke.
+        use carol = device server "carol" (new MemoryStore()) (Merges.NoMerge())
+        carol.Engine.SubmitJoinRequestAsync invite |> await |> ignore
+        let carols = (shared.JoinRequestsAsync() |> await) |> Seq.exactlyOne
+        shared.RejectJoinRequestAsync carols |> awaitUnit
+        Expect.isEmpty (shared.JoinRequestsAsync() |> await) "rejected"
+        shared.RevokeInviteAsync invite.InviteId |> awaitUnit
+        let summary = (shared.InvitesAsync() |> await) |> Seq.exactlyOne
+        Expect.isNotNull summary.RevokedAt "revoked"
     }
 
 let private apiChecks =
@@ -372,4 +480,5 @@ let tests =
                 restartFromFile b
                 resolveConflicts b
                 longPoll b
+                sharing b
         ]

@@ -1,3 +1,5 @@
+using BitBoxSync.Protocol.Wire;
+
 namespace BitBoxSync;
 
 /// <summary>A namespace the engine can sync: cheap to hold; opens collections.</summary>
@@ -17,6 +19,47 @@ public sealed class SyncNamespace
 
     /// <summary><c>default</c> or <c>shared</c> (null when not yet known).</summary>
     public string? Kind { get; }
+
+    /// <summary>Every member (key IDs, caller included), in join order.</summary>
+    public async Task<IReadOnlyList<NamespaceMember>> MembersAsync(CancellationToken cancellationToken = default) =>
+        (await _engine.WithTokenAsync((c, t) => c.GetMembersAsync(t, Id, cancellationToken), cancellationToken)).Members;
+
+    /// <summary>
+    /// Creates an invite to this shared namespace (§8.4): nothing is stored locally: keep the
+    /// returned invite (it holds the secret) until its join requests are approved or it is revoked.
+    /// </summary>
+    /// <exception cref="ArgumentException">The options are invalid (origin, lifetime above 1 hour, more than 10 approvals).</exception>
+    /// <exception cref="SyncException">The namespace is not shared.</exception>
+    public Task<Invite> CreateInviteAsync(InviteOptions options, CancellationToken cancellationToken = default) =>
+        _engine.CreateInviteAsync(Id, options, cancellationToken);
+
+    /// <summary>Active invites and those revoked or expired recently.</summary>
+    public async Task<IReadOnlyList<NamespaceInviteSummary>> InvitesAsync(CancellationToken cancellationToken = default) =>
+        (await _engine.WithTokenAsync((c, t) => c.ListNamespaceInvitesAsync(t, Id, cancellationToken), cancellationToken)).Invites;
+
+    /// <summary>Revokes an invite: no more join requests or approvals through it.</summary>
+    public Task RevokeInviteAsync(string inviteId, CancellationToken cancellationToken = default) =>
+        _engine.WithTokenAsync((c, t) => c.RevokeNamespaceInviteAsync(t, Id, inviteId, cancellationToken), cancellationToken);
+
+    /// <summary>Pending join requests, exactly as the requesters signed them.</summary>
+    public async Task<IReadOnlyList<NamespaceJoinRequestEntry>> JoinRequestsAsync(CancellationToken cancellationToken = default) =>
+        (await _engine.WithTokenAsync((c, t) => c.ListNamespaceJoinRequestsAsync(t, Id, cancellationToken), cancellationToken)).Requests;
+
+    /// <summary>
+    /// Approves a join request after verifying it locally against the invite (§8.6: namespace,
+    /// invite, origin, expiries, hash, signature and the proof that the requester holds the invite
+    /// secret), then wraps the namespace key to the requester.
+    /// </summary>
+    /// <exception cref="SyncException">The request does not verify; nothing was sent.</exception>
+    public Task ApproveJoinRequestAsync(Invite invite, NamespaceJoinRequestEntry entry, CancellationToken cancellationToken = default) =>
+        _engine.ApproveJoinRequestAsync(Id, invite, entry, cancellationToken);
+
+    /// <summary>Rejects a pending join request.</summary>
+    public Task RejectJoinRequestAsync(NamespaceJoinRequestEntry entry, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(entry);
+        return _engine.WithTokenAsync((c, t) => c.RejectNamespaceJoinRequestAsync(t, Id, entry.JoinRequest?.KeyId ?? "", entry.JoinRequestHash, cancellationToken), cancellationToken);
+    }
 
     /// <summary>
     /// Opens a collection: registers its codec, merge and backend with the engine. No network; works
