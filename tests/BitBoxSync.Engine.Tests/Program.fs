@@ -7,4 +7,6 @@ let main argv =
     runTestsWithCLIArgs
         []
         argv
-        (testList "BitBoxSync.Engine.Tests" [ StoreTests.tests; EngineTests.tests ])
+        (testList
+            "BitBoxSync.Engine.Tests"
+            [ StoreTests.tests; EngineTests.tests; ChecklistTests.tests ])

@@ -301,11 +301,18 @@ public sealed class SyncEngine : IAsyncDisposable
     /// The identity's default namespace, created on the server the first time (§8.1): may log in
     /// (and prompt the identity). Later calls use the cache.
     /// </summary>
-    public Task<SyncNamespace> DefaultNamespaceAsync(CancellationToken cancellationToken = default)
+    public async Task<SyncNamespace> DefaultNamespaceAsync(CancellationToken cancellationToken = default)
     {
         ThrowIfClosed();
-        return AuthenticatedAsync(token => DefaultNamespaceCoreAsync(token, cancellationToken), mayPrompt: true, cancellationToken);
+        // Cached with its DEK: a handle offline, without a token or the identity (§12.21).
+        if (_state.DefaultNamespaceId is { } known && await LoadNamespaceAsync(known.Value, cancellationToken) is { Dek: not null } row
+            && row.Kind is { } kind && kind.Value.IsDefault)
+            return new SyncNamespace(this, row.NamespaceId.Wire, "default");
+        return await AuthenticatedAsync(token => DefaultNamespaceCoreAsync(token, cancellationToken), mayPrompt: true, cancellationToken);
     }
+
+    /// <summary>Wake-ups waiting for <see cref="RunAsync"/> (0 or 1: <see cref="ScheduleSync"/> coalesces).</summary>
+    internal int PendingWakeups => _wake.Reader.Count;
 
     private async Task<SyncNamespace> DefaultNamespaceCoreAsync(string token, CancellationToken ct)
     {
