@@ -438,6 +438,51 @@ let private sharing backend =
         Expect.isNotNull summary.RevokedAt "revoked"
     }
 
+let private statusAndQuarantine =
+    test "status for a UI; a merge that throws quarantines one item while the rest syncs" {
+        use server = start Sqlite
+        let throwing: MergeFunction<string> = MergeFunction(fun _ -> failwith "merge bug")
+        use a = device server "alice" (new MemoryStore()) (Merges.NoMerge())
+        use b = device server "alice" (new MemoryStore()) throwing
+        let changes = List<SyncStatus>()
+        b.Engine.StatusChanged.Add(fun s -> lock changes (fun () -> changes.Add s))
+        a.Write("a", "v1")
+        a.Write("b", "v1")
+        a.Sync()
+        b.Sync()
+        let st = b.Engine.Status
+
+        Expect.isTrue
+            (st.Connected
+             && not st.Syncing
+             && st.LastSyncedAt.HasValue
+             && isNull st.LastError)
+            "connected, idle, synced"
+
+        Expect.equal (st.Downloaded, st.DownloadsPlanned) (2, 2) "download progress"
+
+        Expect.isTrue
+            (changes |> Seq.exists (fun c -> c.Syncing))
+            "a change while syncing was raised"
+
+        a.Write("a", "A's edit")
+        a.Sync()
+        b.Write("a", "B's edit")
+        b.Write("c", "new on B")
+        b.Sync() // 412 on "a" → merge throws → quarantined; "c" still uploads; the pass succeeds
+        let q = b.Engine.QuarantinedItems |> Seq.exactlyOne
+        Expect.equal q.Key "a" "the item set aside"
+        Expect.stringContains q.Error "merge bug" "with its error"
+        Expect.contains (types b) SyncEventType.ItemQuarantined "event"
+        Expect.equal b.Engine.Status.Quarantined 1 "counted"
+        a.Sync()
+        Expect.equal (a.Read "c") (Some "new on B") "the rest synced"
+        (server :> IDisposable).Dispose()
+        Expect.throwsT<SyncTransportException> (fun () -> b.Sync()) "server gone"
+        Expect.isFalse b.Engine.Status.Connected "disconnected"
+        Expect.isNotNull b.Engine.Status.LastError "the error"
+    }
+
 let private apiChecks =
     test "options and registrations are validated" {
         let store = new MemoryStore()
@@ -472,6 +517,7 @@ let tests =
         [
             apiChecks
             disposeStopsRun
+            statusAndQuarantine
 
             for b in backends do
                 twoDevices b

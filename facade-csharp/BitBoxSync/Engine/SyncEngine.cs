@@ -50,6 +50,40 @@ public sealed class SyncEngine : IAsyncDisposable
         _state = state;
     }
 
+    private readonly object _statusGate = new();
+    private SyncStatus _status = new();
+    private readonly ConcurrentDictionary<(string Namespace, string ItemId), QuarantinedItem> _quarantined = new();
+
+    /// <summary>The current sync status (a snapshot).</summary>
+    public SyncStatus Status
+    {
+        get
+        {
+            lock (_statusGate) return _status;
+        }
+    }
+
+    /// <summary>Raised (on the engine's thread) after <see cref="Status"/> changed. Handlers must be quick and must not throw.</summary>
+    public event EventHandler<SyncStatus>? StatusChanged;
+
+    /// <summary>Items currently set aside with their error.</summary>
+    public IReadOnlyList<QuarantinedItem> QuarantinedItems =>
+        _quarantined.Values.OrderBy(q => q.Since).ThenBy(q => q.ItemId, StringComparer.Ordinal).ToList();
+
+    private void UpdateStatus(Func<SyncStatus, SyncStatus> change)
+    {
+        SyncStatus now;
+        lock (_statusGate) now = _status = change(_status) with { Quarantined = _quarantined.Count };
+        try
+        {
+            StatusChanged?.Invoke(this, now);
+        }
+        catch
+        {
+            // A failing handler must not break syncing.
+        }
+    }
+
     /// <summary>The identity's key ID (64 lowercase hex): all local state is partitioned by it.</summary>
     public string KeyId => _keyId.Wire;
 
@@ -409,6 +443,7 @@ public sealed class SyncEngine : IAsyncDisposable
         {
             ThrowIfClosed();
             Emit(SyncEventType.SyncStarted);
+            UpdateStatus(st => st with { Syncing = true, Downloaded = 0, DownloadsPlanned = 0, Uploaded = 0, UploadsPlanned = 0 });
             try
             {
                 await AuthenticatedAsync(async token =>
@@ -417,11 +452,27 @@ public sealed class SyncEngine : IAsyncDisposable
                     await pass.RunAsync();
                     return pass.Activity;
                 }, mayPrompt, ct);
+                var dirty = await _store.ListDirtyItemsAsync(_keyId.Wire, ct);
+                UpdateStatus(st => st with
+                {
+                    Syncing = false, Connected = true, LoginRequired = false, LastSyncedAt = Now, LastError = null,
+                    PendingUploads = dirty.Count(i => !i.Conflict), Conflicts = dirty.Count(i => i.Conflict),
+                });
                 Emit(SyncEventType.SyncFinished);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
+                UpdateStatus(st => st with
+                {
+                    Syncing = false, LastError = e, LoginRequired = e is LoginRequiredException,
+                    Connected = e is not SyncTransportException && st.Connected,
+                });
                 Emit(SyncEventType.SyncFailed, error: e);
+                throw;
+            }
+            catch (OperationCanceledException)
+            {
+                UpdateStatus(st => st with { Syncing = false });
                 throw;
             }
         }
@@ -548,8 +599,12 @@ public sealed class SyncEngine : IAsyncDisposable
             var plan = planned.ResultValue;
             foreach (var unknown in plan.Unknown)
                 e.Emit(SyncEventType.UnknownRemoteItem, ns.Wire, itemId: unknown.Wire);
+            e.UpdateStatus(st => st with { DownloadsPlanned = st.DownloadsPlanned + plan.Downloads.Length });
             foreach (var download in plan.Downloads)
+            {
                 await ApplyRemoteAsync(download.Item1, FSharpOption<ulong>.Some(download.Item2), keys);
+                e.UpdateStatus(st => st with { Downloaded = st.Downloaded + 1 });
+            }
             await e.SaveNamespaceAsync(plan.Finish, ct);
             e.Emit(SyncEventType.NamespaceChanged, ns.Wire);
             Activity = true;
@@ -626,17 +681,24 @@ public sealed class SyncEngine : IAsyncDisposable
 
         private async Task SaveOutcomeAsync(Outcome outcome)
         {
+            e._quarantined.TryRemove((outcome.Row.NamespaceId.Wire, outcome.Row.ItemId.Wire), out _);
             await SaveItemsAsync([outcome.Row]);
             foreach (var ev in outcome.Events) e.Emit(outcome.Row, ev);
         }
 
-        private void Quarantined(ItemState row, string why) =>
+        private void Quarantined(ItemState row, string why)
+        {
+            e._quarantined.AddOrUpdate((row.NamespaceId.Wire, row.ItemId.Wire),
+                _ => new QuarantinedItem(row.NamespaceId.Wire, row.Collection, row.Key, row.ItemId.Wire, why, Now),
+                (_, old) => old with { Error = why });
             e.Emit(SyncEventType.ItemQuarantined, row.NamespaceId.Wire, row.Collection, row.Key, row.ItemId.Wire, new SyncException(why));
+        }
 
         // §4.10: upload dirty items, oldest first; a 412 fetches, merges and retries once.
         private async Task FlushAsync()
         {
-            var dirty = (await e._store.ListDirtyItemsAsync(e._keyId.Wire, ct)).Select(ToCore);
+            var dirty = (await e._store.ListDirtyItemsAsync(e._keyId.Wire, ct)).Select(ToCore).ToList();
+            e.UpdateStatus(st => st with { UploadsPlanned = dirty.Count(d => !d.Conflict) });
             foreach (var first in Flush.order(ListModule.OfSeq(dirty)))
             {
                 if (!_scopes.ContainsKey(first.NamespaceId.Wire)) continue; // no collection open: inactive
@@ -675,6 +737,8 @@ public sealed class SyncEngine : IAsyncDisposable
                         if (nsRow is null) await SaveItemsAsync([outcome.Row]);
                         else await SaveItemsAsync([outcome.Row], Namespaces.afterUpload(nsRow, Now));
                         foreach (var ev in outcome.Events) e.Emit(outcome.Row, ev);
+                        e._quarantined.TryRemove((row.NamespaceId.Wire, row.ItemId.Wire), out _);
+                        e.UpdateStatus(st => st with { Uploaded = st.Uploaded + 1 });
                         Activity = true;
                         break;
                     }
