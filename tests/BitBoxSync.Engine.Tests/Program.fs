@@ -9,4 +9,4 @@ let main argv =
         argv
         (testList
             "BitBoxSync.Engine.Tests"
-            [ StoreTests.tests; EngineTests.tests; ChecklistTests.tests ])
+            [ CodecTests.tests; StoreTests.tests; EngineTests.tests; ChecklistTests.tests ])

@@ -26,6 +26,13 @@ public static class Codecs
     /// </summary>
     public static ICodec<string> String { get; } = new StringCodec();
 
+    /// <summary>
+    /// JSON, byte-compatible with the reference Go client's encoder for strings, integers, booleans,
+    /// objects (properties in declaration order) and string-keyed dictionaries (keys sorted). An
+    /// empty payload does not decode. <paramref name="options"/> may add converters or naming.
+    /// </summary>
+    public static ICodec<T> Json<T>(System.Text.Json.JsonSerializerOptions? options = null) => new JsonCodec<T>(options);
+
     /// <summary>Raw bytes, copied on both encode and decode.</summary>
     public static ICodec<byte[]> Bytes { get; } = new BytesCodec();
 
