@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
-runners=(tests/BitBoxSync.Tests properties/BitBoxSync.Properties tests/BitBoxSync.Server.Tests tests/BitBoxSync.Engine.Tests)
+runners=(tests/BitBoxSync.Tests properties/BitBoxSync.Properties tests/BitBoxSync.Server.Tests tests/BitBoxSync.Engine.Tests tests/BitBoxSync.CSharp.Tests)
 
 # PostgreSQL for the server tests: a throw-away cluster on 127.0.0.1, installed from apt when
 # missing and running as root. Skipped outside CI when unavailable (CI=true makes that a failure).

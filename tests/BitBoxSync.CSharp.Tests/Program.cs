@@ -1,0 +1,209 @@
+// The C# API used exactly as README.md and DESIGN.md show it, against an embedded server on
+// 127.0.0.1. A minimal runner prints the same summary line as Expecto ("N passed, N ignored,
+// N failed, N errored"), which the test command sums.
+using System.Diagnostics;
+using BitBoxSync;
+using BitBoxSync.Server;
+using BitBoxSync.Storage;
+using BitBoxSync.Storage.Sqlite;
+using Microsoft.Extensions.Logging;
+
+var tests = new (string Name, Func<Task> Run)[]
+{
+    ("README: two devices sync labels through the server", ReadmeFlow),
+    ("conflicts: listed and resolved from C#", ConflictsFromCSharp),
+    ("sharing: invite URI, join request, approval, shared collection", SharingFromCSharp),
+    ("events: read with await foreach; the engine never waits for readers", EventsFromCSharp),
+    ("options are validated at OpenAsync with clear errors", OptionsValidated),
+};
+
+var passed = 0;
+var failed = 0;
+foreach (var (name, run) in tests)
+{
+    var sw = Stopwatch.StartNew();
+    try
+    {
+        await run().WaitAsync(TimeSpan.FromSeconds(60));
+        passed++;
+        Console.WriteLine($"passed  {name} ({sw.ElapsedMilliseconds} ms)");
+    }
+    catch (Exception e)
+    {
+        failed++;
+        Console.WriteLine($"FAILED  {name}: {e}");
+    }
+}
+Console.WriteLine($"EXPECTO! {tests.Length} tests run for BitBoxSync.CSharp.Tests – {passed} passed, 0 ignored, {failed} failed, 0 errored.");
+return failed == 0 ? 0 : 1;
+
+static void Check(bool condition, string what)
+{
+    if (!condition) throw new Exception("check failed: " + what);
+}
+
+static async Task<BitBoxSyncServer> StartServerAsync() =>
+    await BitBoxSyncServer.StartAsync(new ServerOptions
+    {
+        Urls = ["http://127.0.0.1:0"],
+        PublicOrigin = "https://sync.test",
+        SqlitePath = Path.Combine(Directory.CreateTempSubdirectory("bbs-cs-").FullName, "server.sqlite"),
+        MinimumLogLevel = LogLevel.Warning,
+    });
+
+static async Task<(SyncEngine Engine, Collection<string> Labels, MemoryValueBackend<string> AppLabels)> DeviceAsync(
+    BitBoxSyncServer server, string label, string storePath)
+{
+    // As in the README.
+    var client = new SyncClient(server.BaseAddress);
+    IIdentity identity = DummyKeystore.FromLabel(label);      // test/demo only
+    var store = await SqliteStore.OpenAsync(storePath);
+    var engine = await SyncEngine.OpenAsync(new SyncEngineOptions
+    {
+        Client = client, Identity = identity, Store = store, PollInterval = TimeSpan.FromSeconds(30),
+    });
+    var appLabels = new MemoryValueBackend<string>(Codecs.String, keys: ["account:primary:label", "account:savings:label"]);
+    var ns = await engine.DefaultNamespaceAsync();
+    var labels = ns.OpenCollection("account-labels", new CollectionOptions<string>
+    {
+        Codec = Codecs.String, Merge = Merges.PreferLocal<string>(), Backend = appLabels,
+    });
+    return (engine, labels, appLabels);
+}
+
+static string TempStore() => Path.Combine(Directory.CreateTempSubdirectory("bbs-cs-").FullName, "bitboxsync.sqlite");
+
+static async Task ReadmeFlow()
+{
+    await using var server = await StartServerAsync();
+    var (phone, _, phoneLabels) = await DeviceAsync(server, "demo-alice", TempStore());
+    var (laptop, _, laptopLabels) = await DeviceAsync(server, "demo-alice", TempStore());
+    await using (phone)
+    await using (laptop)
+    {
+        using var appStopping = new CancellationTokenSource();
+        var run = laptop.RunAsync(appStopping.Token);
+
+        await phoneLabels.SetAsync("account:primary:label", "Main account", CancellationToken.None);
+        await phone.SyncNowAsync();             // foreground, waits for the result
+
+        laptop.ScheduleSync();                  // after app writes; coalesces; no network itself
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while ((await laptopLabels.GetAsync("account:primary:label", CancellationToken.None)).Value != "Main account")
+        {
+            Check(DateTime.UtcNow < deadline, "the laptop received the label");
+            await Task.Delay(50);
+        }
+        appStopping.Cancel();
+        try { await run; } catch (OperationCanceledException) { }
+    }
+}
+
+static async Task ConflictsFromCSharp()
+{
+    await using var server = await StartServerAsync();
+    var a = await DeviceAsync(server, "alice", TempStore());
+    var client = new SyncClient(server.BaseAddress);
+    var bStore = new MemoryStore();
+    await using var b = await SyncEngine.OpenAsync(new SyncEngineOptions { Client = client, Identity = DummyKeystore.FromLabel("alice"), Store = bStore });
+    var bLabels = new MemoryValueBackend<string>(Codecs.String, keys: ["account:primary:label"]);
+    var bCollection = (await b.DefaultNamespaceAsync()).OpenCollection("account-labels", new CollectionOptions<string>
+    {
+        Codec = Codecs.String, Backend = bLabels, // default merge: NoMerge → conflicts
+    });
+    await using (a.Engine)
+    {
+        await a.AppLabels.SetAsync("account:primary:label", "base", CancellationToken.None);
+        await a.Engine.SyncNowAsync();
+        await b.SyncNowAsync();
+        await a.AppLabels.SetAsync("account:primary:label", "from A", CancellationToken.None);
+        await a.Engine.SyncNowAsync();
+        await bLabels.SetAsync("account:primary:label", "from B", CancellationToken.None);
+        await b.SyncNowAsync();
+        var conflicts = await bCollection.ConflictsAsync();
+        Check(conflicts.Count == 1 && conflicts[0] is { Key: "account:primary:label", HasBase: true, Base: "base", Remote: "from A" } && conflicts[0].Local.Value == "from B",
+            "one conflict with base, local and remote");
+        Check(b.Status.Conflicts == 1, "the status counts it");
+        await bCollection.ResolveWithValueAsync("account:primary:label", "A and B");
+        await b.SyncNowAsync();
+        await a.Engine.SyncNowAsync();
+        Check((await a.AppLabels.GetAsync("account:primary:label", CancellationToken.None)).Value == "A and B", "the resolution reached A");
+    }
+}
+
+static async Task SharingFromCSharp()
+{
+    await using var server = await StartServerAsync();
+    var alice = await DeviceAsync(server, "alice", TempStore());
+    var bob = await DeviceAsync(server, "bob", TempStore());
+    await using (alice.Engine)
+    await using (bob.Engine)
+    {
+        var family = await alice.Engine.CreateSharedNamespaceAsync();
+        var aliceNotes = new MemoryValueBackend<string>(Codecs.Json<string>(), keys: ["shopping"]);
+        family.OpenCollection("notes", new CollectionOptions<string> { Codec = Codecs.Json<string>(), Backend = aliceNotes });
+
+        var invite = await family.CreateInviteAsync(new InviteOptions { ServerOrigin = "https://sync.test" });
+        var qr = InviteUri.Format(invite);                   // shown as a QR code
+        var scanned = InviteUri.Parse(qr);                   // on Bob's device
+        await bob.Engine.SubmitJoinRequestAsync(scanned);
+
+        foreach (var request in await family.JoinRequestsAsync())
+            await family.ApproveJoinRequestAsync(invite, request);   // verified locally first
+
+        var bobsFamily = await bob.Engine.JoinNamespaceAsync(family.Id);
+        var bobNotes = new MemoryValueBackend<string>(Codecs.Json<string>(), keys: ["shopping"]);
+        bobsFamily.OpenCollection("notes", new CollectionOptions<string> { Codec = Codecs.Json<string>(), Backend = bobNotes });
+
+        await aliceNotes.SetAsync("shopping", "milk, bread", CancellationToken.None);
+        await alice.Engine.SyncNowAsync();
+        await bob.Engine.SyncNowAsync();
+        Check((await bobNotes.GetAsync("shopping", CancellationToken.None)).Value == "milk, bread", "bob reads the shared note");
+        Check((await family.MembersAsync()).Count == 2, "two members");
+    }
+}
+
+static async Task EventsFromCSharp()
+{
+    await using var server = await StartServerAsync();
+    var a = await DeviceAsync(server, "alice", TempStore());
+    await using (a.Engine)
+    {
+        // Nobody reads during 20 passes: the engine does not block.
+        for (var i = 0; i < 20; i++)
+        {
+            await a.AppLabels.SetAsync("account:primary:label", $"v{i}", CancellationToken.None);
+            await a.Engine.SyncNowAsync();
+        }
+        var uploads = 0;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        await foreach (var e in a.Engine.Events.ReadAllAsync(timeout.Token))
+        {
+            if (e.Type == SyncEventType.ItemUploaded) uploads++;
+            if (uploads == 20) break;
+        }
+        Check(uploads == 20, "every upload reported");
+    }
+}
+
+static async Task OptionsValidated()
+{
+    try
+    {
+        await SyncEngine.OpenAsync(new SyncEngineOptions { Identity = DummyKeystore.FromLabel("x"), Store = new MemoryStore() });
+        Check(false, "a missing client is refused");
+    }
+    catch (ArgumentException e)
+    {
+        Check(e.Message.Contains("sync client is required"), "the message names the option");
+    }
+    try
+    {
+        await SqliteStore.OpenAsync("");
+        Check(false, "an empty path is refused");
+    }
+    catch (ArgumentException e)
+    {
+        Check(e.Message.Contains("sqlite path is required"), "the message");
+    }
+}
