@@ -9,4 +9,10 @@ let main argv =
         argv
         (testList
             "BitBoxSync.Engine.Tests"
-            [ CodecTests.tests; StoreTests.tests; EngineTests.tests; ChecklistTests.tests ])
+            [
+                CodecTests.tests
+                StoreTests.tests
+                EngineTests.tests
+                ChecklistTests.tests
+                FaultTests.tests
+            ])
