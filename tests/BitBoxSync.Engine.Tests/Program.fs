@@ -15,4 +15,5 @@ let main argv =
                 EngineTests.tests
                 ChecklistTests.tests
                 FaultTests.tests
+                AppBackendTests.tests
             ])
