@@ -1,0 +1,125 @@
+/// Engine passes against a real server on loopback (SQLite): a pass with no changes over 10 000
+/// items, a cold sync of a fresh device from 10 000 items of 1 KiB, and uploading 10 000 dirty items.
+module BitBoxSync.Benchmarks.EngineBenchmarks
+
+open System
+open System.Collections.Generic
+open System.IO
+open System.Net.Http
+open System.Threading
+open System.Threading.Tasks
+open BenchmarkDotNet.Attributes
+open BenchmarkDotNet.Engines
+open Microsoft.Extensions.Logging
+open BitBoxSync
+open BitBoxSync.Storage
+open BitBoxSync.Server
+
+let private await (t: Task<'T>) = t.GetAwaiter().GetResult()
+let private awaitUnit (t: Task) = t.GetAwaiter().GetResult()
+
+/// Counts HTTP requests.
+type CountingHandler() =
+    inherit DelegatingHandler(new SocketsHttpHandler())
+    member val Count = 0 with get, set
+
+    override this.SendAsync(request, ct) =
+        this.Count <- this.Count + 1
+        base.SendAsync(request, ct)
+
+let private items = 10_000
+let private keys = [ for i in 0 .. items - 1 -> $"item-{i:D5}" ]
+let private value = String('v', 1000)
+
+/// A device: engine, backend and request counter.
+type Device =
+    {
+        Engine: SyncEngine
+        Backend: MemoryValueBackend<string>
+        Requests: CountingHandler
+    }
+
+let openDevice (server: BitBoxSyncServer) (initial: IReadOnlyDictionary<string, string>) =
+    let counter = new CountingHandler()
+    let client = new SyncClient(server.BaseAddress, new HttpClient(counter))
+
+    let engine =
+        SyncEngine.OpenAsync(SyncEngineOptions(Client = client, Identity = BitBoxSync.DummyKeystore.FromLabel "bench-engine", Store = new MemoryStore()))
+        |> await
+
+    let ns = engine.DefaultNamespaceAsync() |> await
+    let backend = MemoryValueBackend<string>(Codecs.String, initial, keys)
+    ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = backend)) |> ignore
+    { Engine = engine; Backend = backend; Requests = counter }
+
+let startServer () =
+    let dir = Path.Combine(Path.GetTempPath(), "bbs-engine-bench-" + Guid.NewGuid().ToString("N"))
+    Directory.CreateDirectory dir |> ignore
+
+    BitBoxSyncServer.StartAsync(
+        ServerOptions(Urls = [| "http://127.0.0.1:0" |], MinimumLogLevel = LogLevel.Warning, SqlitePath = Path.Combine(dir, "s.sqlite"))
+    )
+    |> await
+
+let filled () =
+    let d = Dictionary<string, string>()
+
+    for k in keys do
+        d[k] <- value
+
+    d :> IReadOnlyDictionary<string, string>
+
+[<MemoryDiagnoser>]
+[<SimpleJob(RunStrategy.Monitoring, launchCount = 1, warmupCount = 1, iterationCount = 5)>]
+type EnginePassBenchmarks() =
+    let mutable server = Unchecked.defaultof<BitBoxSyncServer>
+    let mutable synced = Unchecked.defaultof<Device>
+    let mutable fresh = Unchecked.defaultof<Device>
+    let mutable uploader = Unchecked.defaultof<Device>
+
+    /// HTTP requests of the last no-change pass (printed after the run).
+    static member val LastRequests = 0 with get, set
+
+    [<GlobalSetup>]
+    member _.Setup() =
+        server <- startServer ()
+        synced <- openDevice server (filled ())
+        synced.Engine.SyncNowAsync() |> awaitUnit // uploads the 10 000 items once
+
+    [<Benchmark(Description = "pass with no changes, 10 000 items")>]
+    member _.NoChangePass() =
+        let before = synced.Requests.Count
+        synced.Engine.SyncNowAsync() |> awaitUnit
+        EnginePassBenchmarks.LastRequests <- synced.Requests.Count - before
+
+    [<IterationSetup(Target = "ColdSync")>]
+    member _.NewDevice() = fresh <- openDevice server (Dictionary<string, string>())
+
+    [<Benchmark(Description = "cold sync of a fresh device, 10 000 items of 1 KiB")>]
+    member _.ColdSync() = fresh.Engine.SyncNowAsync() |> awaitUnit
+
+    [<IterationCleanup(Target = "ColdSync")>]
+    member _.DropDevice() =
+        fresh.Engine.DisposeAsync().AsTask() |> awaitUnit
+
+    [<IterationSetup(Target = "Upload")>]
+    member _.DirtyDevice() =
+        uploader <- openDevice server (Dictionary<string, string>())
+        uploader.Engine.SyncNowAsync() |> awaitUnit
+        let stamp = Guid.NewGuid().ToString("N")
+
+        for k in keys do
+            uploader.Backend.SetAsync(k, value + stamp, CancellationToken.None).AsTask() |> awaitUnit
+
+    [<Benchmark(Description = "upload 10 000 dirty items")>]
+    member _.Upload() = uploader.Engine.SyncNowAsync() |> awaitUnit
+
+    [<IterationCleanup(Target = "Upload")>]
+    member _.DropUploader() =
+        uploader.Engine.DisposeAsync().AsTask() |> awaitUnit
+
+    [<GlobalCleanup>]
+    member _.Cleanup() =
+        Console.WriteLine($"// HTTP requests in a no-change pass: {EnginePassBenchmarks.LastRequests}")
+        synced.Engine.DisposeAsync().AsTask() |> awaitUnit
+        server.DisposeAsync().AsTask() |> awaitUnit
