@@ -9,7 +9,7 @@ open System.Net.Http
 open System.Threading
 open System.Threading.Tasks
 open BenchmarkDotNet.Attributes
-open BenchmarkDotNet.Engines
+
 open Microsoft.Extensions.Logging
 open BitBoxSync
 open BitBoxSync.Storage
@@ -44,20 +44,35 @@ let openDevice (server: BitBoxSyncServer) (initial: IReadOnlyDictionary<string, 
     let client = new SyncClient(server.BaseAddress, new HttpClient(counter))
 
     let engine =
-        SyncEngine.OpenAsync(SyncEngineOptions(Client = client, Identity = BitBoxSync.DummyKeystore.FromLabel "bench-engine", Store = new MemoryStore()))
+        SyncEngine.OpenAsync(
+            SyncEngineOptions(
+                Client = client,
+                Identity = BitBoxSync.DummyKeystore.FromLabel "bench-engine",
+                Store = new MemoryStore()
+            )
+        )
         |> await
 
     let ns = engine.DefaultNamespaceAsync() |> await
     let backend = MemoryValueBackend<string>(Codecs.String, initial, keys)
-    ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = backend)) |> ignore
+
+    ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = backend))
+    |> ignore
+
     { Engine = engine; Backend = backend; Requests = counter }
 
 let startServer () =
-    let dir = Path.Combine(Path.GetTempPath(), "bbs-engine-bench-" + Guid.NewGuid().ToString("N"))
+    let dir =
+        Path.Combine(Path.GetTempPath(), "bbs-engine-bench-" + Guid.NewGuid().ToString("N"))
+
     Directory.CreateDirectory dir |> ignore
 
     BitBoxSyncServer.StartAsync(
-        ServerOptions(Urls = [| "http://127.0.0.1:0" |], MinimumLogLevel = LogLevel.Warning, SqlitePath = Path.Combine(dir, "s.sqlite"))
+        ServerOptions(
+            Urls = [| "http://127.0.0.1:0" |],
+            MinimumLogLevel = LogLevel.Warning,
+            SqlitePath = Path.Combine(dir, "s.sqlite")
+        )
     )
     |> await
 
@@ -70,7 +85,7 @@ let filled () =
     d :> IReadOnlyDictionary<string, string>
 
 [<MemoryDiagnoser>]
-[<SimpleJob(RunStrategy.Monitoring, launchCount = 1, warmupCount = 1, iterationCount = 5)>]
+
 type EnginePassBenchmarks() =
     let mutable server = Unchecked.defaultof<BitBoxSyncServer>
     let mutable synced = Unchecked.defaultof<Device>
@@ -93,10 +108,12 @@ type EnginePassBenchmarks() =
         EnginePassBenchmarks.LastRequests <- synced.Requests.Count - before
 
     [<IterationSetup(Target = "ColdSync")>]
-    member _.NewDevice() = fresh <- openDevice server (Dictionary<string, string>())
+    member _.NewDevice() =
+        fresh <- openDevice server (Dictionary<string, string>())
 
     [<Benchmark(Description = "cold sync of a fresh device, 10 000 items of 1 KiB")>]
-    member _.ColdSync() = fresh.Engine.SyncNowAsync() |> awaitUnit
+    member _.ColdSync() =
+        fresh.Engine.SyncNowAsync() |> awaitUnit
 
     [<IterationCleanup(Target = "ColdSync")>]
     member _.DropDevice() =
@@ -109,10 +126,12 @@ type EnginePassBenchmarks() =
         let stamp = Guid.NewGuid().ToString("N")
 
         for k in keys do
-            uploader.Backend.SetAsync(k, value + stamp, CancellationToken.None).AsTask() |> awaitUnit
+            uploader.Backend.SetAsync(k, value + stamp, CancellationToken.None).AsTask()
+            |> awaitUnit
 
     [<Benchmark(Description = "upload 10 000 dirty items")>]
-    member _.Upload() = uploader.Engine.SyncNowAsync() |> awaitUnit
+    member _.Upload() =
+        uploader.Engine.SyncNowAsync() |> awaitUnit
 
     [<IterationCleanup(Target = "Upload")>]
     member _.DropUploader() =
@@ -120,6 +139,9 @@ type EnginePassBenchmarks() =
 
     [<GlobalCleanup>]
     member _.Cleanup() =
-        Console.WriteLine($"// HTTP requests in a no-change pass: {EnginePassBenchmarks.LastRequests}")
+        Console.WriteLine(
+            $"// HTTP requests in a no-change pass: {EnginePassBenchmarks.LastRequests}"
+        )
+
         synced.Engine.DisposeAsync().AsTask() |> awaitUnit
         server.DisposeAsync().AsTask() |> awaitUnit

@@ -170,6 +170,31 @@ let tests =
                 client.Dispose()
             }
 
+            test
+                "ListNamespacesAsync reconciles under the sync lock and lists kinds and heads, no key material" {
+                use server = start Sqlite
+                let engine, client = openEngine server "alice" (new MemoryStore())
+                let d = engine.DefaultNamespaceAsync() |> await
+                let s = engine.CreateSharedNamespaceAsync() |> await
+                let listed = engine.ListNamespacesAsync() |> await |> List.ofSeq
+
+                Expect.equal
+                    (listed |> List.map (fun n -> n.NamespaceId, n.Kind))
+                    [ d.Id, "default"; s.Id, "shared" ]
+                    "sorted by kind then ID"
+
+                Expect.isFalse
+                    (typeof<NamespaceInfo>.GetProperties()
+                     |> Array.exists (fun p -> p.Name.Contains "Dek"))
+                    "no DEK in the record"
+
+                engine.SetIdlePolling true
+                Expect.isTrue engine.IdlePolling "idle mode"
+                Expect.equal engine.PendingWakeups 1 "and Run is woken"
+                engine.DisposeAsync().AsTask() |> awaitUnit
+                client.Dispose()
+            }
+
             test "TestCreateSharedNamespaceCachesDEK" {
                 use server = start Sqlite
                 let store = new MemoryStore()

@@ -51,3 +51,9 @@ public sealed record SyncStatus
 /// <param name="Error">Why (an unreadable remote value, a merge that threw, a value too large, a missing value).</param>
 /// <param name="Since">When it was first set aside.</param>
 public sealed record QuarantinedItem(string NamespaceId, string Collection, string Key, string ItemId, string Error, DateTimeOffset Since);
+
+/// <summary>A namespace this identity belongs to, as cached (no key material).</summary>
+/// <param name="NamespaceId">The namespace ID.</param>
+/// <param name="Kind"><c>default</c> or <c>shared</c> (null when not yet known).</param>
+/// <param name="Head">The highest head reconciled locally.</param>
+public sealed record NamespaceInfo(string NamespaceId, string? Kind, ulong Head);

@@ -48,6 +48,7 @@ public sealed class SyncEngine : IAsyncDisposable
         _clock = options.Clock;
         _keyId = keyId;
         _state = state;
+        _idlePolling = options.IdlePolling;
     }
 
     private readonly object _statusGate = new();
@@ -483,6 +484,9 @@ public sealed class SyncEngine : IAsyncDisposable
     }
 
     private bool _lastPassActivity;
+
+    /// <summary>Item downloads in flight during an item-map reconciliation (applies stay sequential).</summary>
+    private const int MaxParallelDownloads = 8;
     private TaskCompletionSource _nextPass = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>One pass's state: the token, the per-namespace scopes computed once, and the effects.</summary>
@@ -599,11 +603,35 @@ public sealed class SyncEngine : IAsyncDisposable
             var plan = planned.ResultValue;
             foreach (var unknown in plan.Unknown)
                 e.Emit(SyncEventType.UnknownRemoteItem, ns.Wire, itemId: unknown.Wire);
-            e.UpdateStatus(st => st with { DownloadsPlanned = st.DownloadsPlanned + plan.Downloads.Length });
-            foreach (var download in plan.Downloads)
+            var downloads = plan.Downloads.ToList();
+            e.UpdateStatus(st => st with { DownloadsPlanned = st.DownloadsPlanned + downloads.Count });
+            // Fetch ahead, a few requests in flight; apply strictly in the planned order.
+            using var fetching = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            using var inFlight = new SemaphoreSlim(MaxParallelDownloads);
+            var fetches = downloads.Select(async d =>
             {
-                await ApplyRemoteAsync(download.Item1, FSharpOption<ulong>.Some(download.Item2), keys);
-                e.UpdateStatus(st => st with { Downloaded = st.Downloaded + 1 });
+                await inFlight.WaitAsync(fetching.Token);
+                try
+                {
+                    return await e._client.GetItemAsync(token, ns.Wire, d.Item1.ItemId.Wire, fetching.Token);
+                }
+                finally
+                {
+                    inFlight.Release();
+                }
+            }).ToList();
+            try
+            {
+                for (var i = 0; i < downloads.Count; i++)
+                {
+                    await ApplyRemoteAsync(downloads[i].Item1, FSharpOption<ulong>.Some(downloads[i].Item2), keys, await fetches[i]);
+                    e.UpdateStatus(st => st with { Downloaded = st.Downloaded + 1 });
+                }
+            }
+            finally
+            {
+                await fetching.CancelAsync();
+                try { await Task.WhenAll(fetches); } catch { /* abandoned prefetches */ }
             }
             await e.SaveNamespaceAsync(plan.Finish, ct);
             e.Emit(SyncEventType.NamespaceChanged, ns.Wire);
@@ -611,9 +639,9 @@ public sealed class SyncEngine : IAsyncDisposable
         }
 
         // §4.7: download one item and apply it through the core's decisions.
-        private async Task ApplyRemoteAsync(ItemState row, FSharpOption<ulong> mapVersion, NamespaceKeys keys)
+        private async Task ApplyRemoteAsync(ItemState row, FSharpOption<ulong> mapVersion, NamespaceKeys keys, GetItemResponse? fetched = null)
         {
-            var response = await e._client.GetItemAsync(token, row.NamespaceId.Wire, row.ItemId.Wire, ct);
+            var response = fetched ?? await e._client.GetItemAsync(token, row.NamespaceId.Wire, row.ItemId.Wire, ct);
             var check = Download.checkVersion(row, mapVersion, response.Version);
             if (check.IsError) throw ToException(check.ErrorValue);
 
@@ -922,6 +950,30 @@ public sealed class SyncEngine : IAsyncDisposable
     /// <summary>Wakes <see cref="RunAsync"/> for a pass soon (coalesces; no network by itself). Call after app writes.</summary>
     public void ScheduleSync() => _wake.Writer.TryWrite(true);
 
+    private volatile bool _idlePolling;
+
+    /// <summary>Whether background polling slows down while nothing changes (idle mode).</summary>
+    public bool IdlePolling => _idlePolling;
+
+    /// <summary>Switches idle mode (for example when the app goes to the background) and wakes <see cref="RunAsync"/>.</summary>
+    public void SetIdlePolling(bool idle)
+    {
+        _idlePolling = idle;
+        ScheduleSync();
+    }
+
+    /// <summary>
+    /// Every namespace this identity can see, after a namespace reconciliation under the sync lock
+    /// (new ones are joined). Records carry no key material.
+    /// </summary>
+    public async Task<IReadOnlyList<NamespaceInfo>> ListNamespacesAsync(CancellationToken cancellationToken = default)
+    {
+        await SyncNowAsync(cancellationToken);
+        return (await _store.ListNamespacesAsync(_keyId.Wire, cancellationToken))
+            .OrderBy(n => n.Kind, StringComparer.Ordinal).ThenBy(n => n.NamespaceId, StringComparer.Ordinal)
+            .Select(n => new NamespaceInfo(n.NamespaceId, n.Kind, n.Head)).ToList();
+    }
+
     /// <summary>
     /// Syncs in the background until cancelled or disposed: a pass at start, after each
     /// <see cref="ScheduleSync"/>, and every poll interval (±10 % jitter), backing off after failures
@@ -958,7 +1010,7 @@ public sealed class SyncEngine : IAsyncDisposable
                         failed = true;
                     }
                     Interlocked.Exchange(ref _nextPass, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
-                    schedule = Schedule.record(settings, _options.IdlePolling, schedule, new PassResult(failed, _lastPassActivity, requested));
+                    schedule = Schedule.record(settings, _idlePolling, schedule, new PassResult(failed, _lastPassActivity, requested));
                     if (Interlocked.Exchange(ref _loginSignal, 0) == 1) schedule = Schedule.loginSucceeded(settings, schedule);
                     var delay = Schedule.jitter(schedule.Interval, Random.Shared.NextDouble());
                     using var timer = CancellationTokenSource.CreateLinkedTokenSource(ct);

@@ -10,6 +10,7 @@ public sealed class MemoryStore : IStore
     private readonly Dictionary<string, IdentityRecord> _identities = new(StringComparer.Ordinal);
     private readonly Dictionary<(string, string), NamespaceRecord> _namespaces = [];
     private readonly Dictionary<(string, string, string), ItemRecord> _items = [];
+    private readonly Dictionary<(string, string, string, string), string> _byLogicalKey = [];
     private readonly TimeProvider _clock;
     private bool _disposed;
 
@@ -55,9 +56,10 @@ public sealed class MemoryStore : IStore
 
     /// <inheritdoc />
     public ValueTask<ItemRecord?> GetItemByLogicalKeyAsync(string keyId, string namespaceId, string collection, string key, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(Locked(() => _items.Values
-            .Where(i => i.KeyId == keyId && i.NamespaceId == namespaceId && i.Collection == collection && i.Key == key)
-            .Select(Copy).FirstOrDefault()));
+        ValueTask.FromResult(Locked(() =>
+            _byLogicalKey.TryGetValue((keyId, namespaceId, collection, key), out var id) && _items.TryGetValue((keyId, namespaceId, id), out var i)
+                ? Copy(i)
+                : null));
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<ItemRecord>> ListNamespaceItemsAsync(string keyId, string namespaceId, CancellationToken cancellationToken = default) =>
@@ -82,16 +84,19 @@ public sealed class MemoryStore : IStore
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             // Check every row first: a refused write changes nothing.
-            var byLogicalKey = _items.Values.ToDictionary(i => (i.KeyId, i.NamespaceId, i.Collection, i.Key), i => i.ItemId);
+            var claimed = new Dictionary<(string, string, string, string), string>();
+            var released = new HashSet<(string, string, string, string)>();
             foreach (var item in write.Items)
             {
                 var logical = (item.KeyId, item.NamespaceId, item.Collection, item.Key);
-                if (byLogicalKey.TryGetValue(logical, out var bound) && bound != item.ItemId)
-                    throw new StoreException($"collection '{item.Collection}' key '{item.Key}' is already stored under another item ID");
                 // Moving an item to another logical key frees the old one.
                 if (_items.TryGetValue((item.KeyId, item.NamespaceId, item.ItemId), out var old))
-                    byLogicalKey.Remove((old.KeyId, old.NamespaceId, old.Collection, old.Key));
-                byLogicalKey[logical] = item.ItemId;
+                    released.Add((old.KeyId, old.NamespaceId, old.Collection, old.Key));
+                var bound = claimed.TryGetValue(logical, out var c) ? c
+                    : !released.Contains(logical) && _byLogicalKey.TryGetValue(logical, out var b) ? b : null;
+                if (bound is not null && bound != item.ItemId)
+                    throw new StoreException($"collection '{item.Collection}' key '{item.Key}' is already stored under another item ID");
+                claimed[logical] = item.ItemId;
             }
 
             if (write.Identity is { } identity)
@@ -99,7 +104,12 @@ public sealed class MemoryStore : IStore
             foreach (var n in write.Namespaces)
                 _namespaces[(n.KeyId, n.NamespaceId)] = Copy(n.UpdatedAt == default ? n with { UpdatedAt = now } : n);
             foreach (var i in write.Items)
+            {
+                if (_items.TryGetValue((i.KeyId, i.NamespaceId, i.ItemId), out var old))
+                    _byLogicalKey.Remove((old.KeyId, old.NamespaceId, old.Collection, old.Key));
                 _items[(i.KeyId, i.NamespaceId, i.ItemId)] = Copy(i.UpdatedAt == default ? i with { UpdatedAt = now } : i);
+                _byLogicalKey[(i.KeyId, i.NamespaceId, i.Collection, i.Key)] = i.ItemId;
+            }
         }
         return ValueTask.CompletedTask;
     }
@@ -127,6 +137,7 @@ public sealed class MemoryStore : IStore
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             foreach (var key in _items.Keys.Where(k => k.Item1 == keyId).ToList()) _items.Remove(key);
+            foreach (var key in _byLogicalKey.Keys.Where(k => k.Item1 == keyId).ToList()) _byLogicalKey.Remove(key);
             foreach (var key in _namespaces.Keys.Where(k => k.Item1 == keyId).ToList()) _namespaces.Remove(key);
             if (_identities.TryGetValue(keyId, out var identity))
                 _identities[keyId] = identity with { DefaultNamespaceId = null, UpdatedAt = now };
