@@ -148,6 +148,7 @@ let tests =
                 use other = device server "alice" (new MemoryStore()) (Merges.PreferRemote())
                 let lastAppWrite = Dictionary<string, string>()
                 use stop = new CancellationTokenSource()
+                let mutable written = 0
                 let rnd = Random 11
 
                 // The app writes continuously while the engine syncs and the other device writes too.
@@ -160,6 +161,7 @@ let tests =
                             let value = $"app {i}"
                             notes.AppWrite(key, value)
                             lock lastAppWrite (fun () -> lastAppWrite[key] <- value)
+                            Interlocked.Increment(&written) |> ignore
                             i <- i + 1
                             Thread.Sleep 2)
 
@@ -168,9 +170,14 @@ let tests =
                     other.Sync()
                     engine.SyncNowAsync() |> awaitUnit
 
-                // The other device has stopped writing; the app goes on racing A's passes, so A's last
-                // app write to each key is newer than anything remote and must win.
-                for _ in 1..5 do
+                // The other device has stopped writing. The app goes on racing A's passes until it has
+                // written every key twice more, so its last write to each key is newer than anything
+                // remote and must win (the other device yields).
+                let mark = Volatile.Read(&written)
+                let sw = Diagnostics.Stopwatch.StartNew()
+
+                while Volatile.Read(&written) < mark + 2 * keys.Length
+                      && sw.Elapsed < TimeSpan.FromSeconds 30.0 do
                     engine.SyncNowAsync() |> awaitUnit
                     other.Sync()
 

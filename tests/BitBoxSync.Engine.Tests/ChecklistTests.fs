@@ -34,6 +34,53 @@ let private openEngine (server: TestServer) (label: string) (store: IStore) =
     |> await,
     client
 
+/// Answers 500 to refresh challenges (a fault the real server does not produce on demand).
+type FailRefreshHandler() =
+    inherit Net.Http.DelegatingHandler(new Net.Http.SocketsHttpHandler())
+
+    member private _.Forward(r: Net.Http.HttpRequestMessage, c: Threading.CancellationToken) =
+        base.SendAsync(r, c)
+
+    override this.SendAsync(request, c) =
+        let body =
+            if isNull request.Content then
+                ""
+            else
+                request.Content.ReadAsStringAsync().GetAwaiter().GetResult()
+
+        if
+            request.RequestUri.AbsolutePath = "/v1/auth/challenge"
+            && body.Contains "\"refresh\""
+        then
+            Threading.Tasks.Task.FromResult(
+                new Net.Http.HttpResponseMessage(Net.HttpStatusCode.InternalServerError)
+            )
+        else
+            this.Forward(request, c)
+
+let private openWithSkew
+    (server: TestServer)
+    (label: string)
+    (store: IStore)
+    (skew: TimeSpan)
+    (handler: Net.Http.HttpMessageHandler option)
+    =
+    let client =
+        match handler with
+        | Some h -> new SyncClient(server.BaseAddress, new Net.Http.HttpClient(h))
+        | None -> new SyncClient(server.BaseAddress)
+
+    SyncEngine.OpenAsync(
+        SyncEngineOptions(
+            Client = client,
+            Identity = BitBoxSync.DummyKeystore.FromLabel label,
+            Store = store,
+            RefreshSkew = skew
+        )
+    )
+    |> await,
+    client
+
 let private drain (engine: SyncEngine) =
     [
         let mutable e = Unchecked.defaultof<SyncEvent>
@@ -73,6 +120,69 @@ let tests =
                     "no login-required on success"
 
                 Expect.equal (List.last seen) SyncEventType.SyncFinished "finished"
+                engine.DisposeAsync().AsTask() |> awaitUnit
+                client.Dispose()
+            }
+
+            test "TestSyncNowEmitsAuthEventsForSuccessfulRefresh" {
+                use server = start Sqlite
+                let store = new MemoryStore()
+                // A skew longer than the server's 30-day tokens: every token is inside the refresh window.
+                let engine, client = openWithSkew server "alice" store (TimeSpan.FromDays 40.0) None
+                engine.SyncNowAsync() |> awaitUnit
+                let first = store.LoadIdentityAsync(engine.KeyId).AsTask() |> await
+                drain engine |> ignore
+                engine.SyncNowAsync() |> awaitUnit
+
+                let seen =
+                    drain engine
+                    |> List.filter (fun e ->
+                        e.Type = SyncEventType.RefreshRecommended
+                        || e.Type = SyncEventType.SessionReady)
+
+                Expect.equal
+                    (seen |> List.map (fun e -> e.Type))
+                    [ SyncEventType.RefreshRecommended; SyncEventType.SessionReady ]
+                    "recommended, then ready"
+
+                Expect.equal seen[0].TokenExpiresAt first.TokenExpiry "the old expiry"
+                let refreshed = store.LoadIdentityAsync(engine.KeyId).AsTask() |> await
+                Expect.notEqual refreshed.AccessToken first.AccessToken "a new token"
+                Expect.equal seen[1].TokenExpiresAt refreshed.TokenExpiry "the new expiry"
+                engine.DisposeAsync().AsTask() |> awaitUnit
+                client.Dispose()
+            }
+
+            test "TestSyncNowUsesUnexpiredTokenWhenProactiveRefreshFails" {
+                use server = start Sqlite
+                let store = new MemoryStore()
+
+                let engine, client =
+                    openWithSkew
+                        server
+                        "alice"
+                        store
+                        (TimeSpan.FromDays 40.0)
+                        (Some(new FailRefreshHandler() :> Net.Http.HttpMessageHandler))
+
+                engine.SyncNowAsync() |> awaitUnit
+                let token = (store.LoadIdentityAsync(engine.KeyId).AsTask() |> await).AccessToken
+                drain engine |> ignore
+                engine.SyncNowAsync() |> awaitUnit
+                let types = drain engine |> List.map (fun e -> e.Type)
+                Expect.contains types SyncEventType.RefreshRecommended "recommended"
+                Expect.isFalse (List.contains SyncEventType.SessionReady types) "no new session"
+
+                Expect.equal
+                    (List.last types)
+                    SyncEventType.SyncFinished
+                    "the pass used the still-valid token"
+
+                Expect.equal
+                    (store.LoadIdentityAsync(engine.KeyId).AsTask() |> await).AccessToken
+                    token
+                    "token unchanged"
+
                 engine.DisposeAsync().AsTask() |> awaitUnit
                 client.Dispose()
             }

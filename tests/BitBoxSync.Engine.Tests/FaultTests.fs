@@ -231,7 +231,12 @@ let tests =
                 (server :> IDisposable).Dispose()
                 a.Write("b", "during the outage")
                 a.Engine.ScheduleSync()
-                Thread.Sleep 500
+                let down = Diagnostics.Stopwatch.StartNew()
+
+                while a.Engine.Status.Connected && down.Elapsed < TimeSpan.FromSeconds 10.0 do
+                    a.Engine.ScheduleSync()
+                    Thread.Sleep 50
+
                 Expect.isFalse a.Engine.Status.Connected "the failure is visible"
                 use restarted = startAt ()
                 a.Engine.ScheduleSync()

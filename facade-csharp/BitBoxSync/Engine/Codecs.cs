@@ -49,6 +49,8 @@ public static class Codecs
         public byte[] Encode(string value)
         {
             ArgumentNullException.ThrowIfNull(value);
+            // No surrogates at all: plain UTF-8 (the common case, and the fast one).
+            if (value.AsSpan().IndexOfAnyInRange('\uD800', '\uDFFF') < 0) return Encoding.UTF8.GetBytes(value);
             var output = new List<byte>(value.Length);
             Span<byte> buffer = stackalloc byte[4];
             for (var i = 0; i < value.Length; i++)

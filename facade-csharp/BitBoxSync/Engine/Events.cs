@@ -5,8 +5,10 @@ public enum SyncEventType
 {
     /// <summary>A login failed, or all tokens were revoked: the app should run a foreground <c>LoginAsync</c>.</summary>
     LoginRequired,
-    /// <summary>A login or refresh succeeded.</summary>
+    /// <summary>A login or refresh succeeded (<see cref="SyncEvent.TokenExpiresAt"/> = the new expiry).</summary>
     SessionReady,
+    /// <summary>The token is still valid but expires within the refresh skew; a refresh is attempted (<see cref="SyncEvent.TokenExpiresAt"/> = the current expiry).</summary>
+    RefreshRecommended,
     /// <summary>A sync pass started.</summary>
     SyncStarted,
     /// <summary>A sync pass finished without error.</summary>
@@ -58,4 +60,7 @@ public sealed record SyncEvent
 
     /// <summary>The error, for failures.</summary>
     public Exception? Error { get; init; }
+
+    /// <summary>For auth events: the token expiry the event refers to (null when there was no token).</summary>
+    public DateTimeOffset? TokenExpiresAt { get; init; }
 }

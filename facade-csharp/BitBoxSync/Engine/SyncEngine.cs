@@ -126,8 +126,14 @@ public sealed class SyncEngine : IAsyncDisposable
         if (Volatile.Read(ref _closed) != 0) throw new SyncEngineClosedException();
     }
 
-    private void Emit(SyncEventType type, string? ns = null, string? collection = null, string? key = null, string? itemId = null, Exception? error = null) =>
-        _events.Writer.TryWrite(new SyncEvent { Type = type, At = Now, NamespaceId = ns, Collection = collection, Key = key, ItemId = itemId, Error = error });
+    private void Emit(SyncEventType type, string? ns = null, string? collection = null, string? key = null, string? itemId = null, Exception? error = null,
+        DateTimeOffset? tokenExpiresAt = null) =>
+        _events.Writer.TryWrite(new SyncEvent
+        {
+            Type = type, At = Now, NamespaceId = ns, Collection = collection, Key = key, ItemId = itemId, Error = error, TokenExpiresAt = tokenExpiresAt,
+        });
+
+    private DateTimeOffset? TokenExpiry => _state.TokenExpiry is null ? null : _state.TokenExpiry.Value;
 
     private void Emit(ItemState row, ItemEvent e) =>
         Emit(e.Tag switch
@@ -167,6 +173,7 @@ public sealed class SyncEngine : IAsyncDisposable
                 case AuthDecision.UseToken use:
                     return use.token;
                 case AuthDecision.RefreshThenUse refresh:
+                    Emit(SyncEventType.RefreshRecommended, tokenExpiresAt: refresh.expiry);
                     try
                     {
                         return await RefreshCoreAsync(refresh.token, ct);
@@ -178,7 +185,7 @@ public sealed class SyncEngine : IAsyncDisposable
                 case AuthDecision.Login:
                     return await LoginCoreAsync(ct);
                 default:
-                    Emit(SyncEventType.LoginRequired);
+                    Emit(SyncEventType.LoginRequired, tokenExpiresAt: TokenExpiry);
                     throw new LoginRequiredException();
             }
         }
@@ -190,6 +197,7 @@ public sealed class SyncEngine : IAsyncDisposable
 
     private async Task<string> LoginCoreAsync(CancellationToken ct)
     {
+        var previousExpiry = TokenExpiry;
         try
         {
             var challenge = await _client.ChallengeAsync("login", ct);
@@ -206,12 +214,12 @@ public sealed class SyncEngine : IAsyncDisposable
                 ? FSharpOption<NamespaceId>.None
                 : FSharpOption<NamespaceId>.Some(Bin.parse<NamespaceIdKind>(response.DefaultNamespaceId).ResultValue);
             await SaveIdentityAsync(Auth.afterLogin(_state, response.AccessToken, expiry, defaultNs, Now), ct);
-            Emit(SyncEventType.SessionReady);
+            Emit(SyncEventType.SessionReady, tokenExpiresAt: expiry);
             return response.AccessToken;
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            Emit(SyncEventType.LoginRequired, error: e);
+            Emit(SyncEventType.LoginRequired, error: e, tokenExpiresAt: previousExpiry);
             throw;
         }
     }
@@ -228,7 +236,7 @@ public sealed class SyncEngine : IAsyncDisposable
             Convert.ToHexStringLower(signature), attestation!), ct);
         var expiry = ParseExpiry(response.ExpiresAt);
         await SaveIdentityAsync(Auth.afterLogin(_state, response.AccessToken, expiry, FSharpOption<NamespaceId>.None, Now), ct);
-        Emit(SyncEventType.SessionReady);
+        Emit(SyncEventType.SessionReady, tokenExpiresAt: expiry);
         return response.AccessToken;
     }
 
