@@ -305,6 +305,31 @@ let tests =
                 client.Dispose()
             }
 
+            test "RevokeAllTokensAsync revokes every session and forgets the local token" {
+                use server = start Sqlite
+                let store = new MemoryStore()
+                let engine, client = openEngine server "alice" store
+                engine.SyncNowAsync() |> awaitUnit
+                let other = BitBoxSync.Server.Tests.Flows.login server "alice"
+                engine.RevokeAllTokensAsync() |> awaitUnit
+                let saved = store.LoadIdentityAsync(engine.KeyId).AsTask() |> await
+                Expect.isNull saved.AccessToken "local token cleared"
+
+                Expect.contains
+                    (drain engine |> List.map (fun e -> e.Type))
+                    SyncEventType.LoginRequired
+                    "login required"
+
+                Expect.equal
+                    (statusOf (fun () -> other.Client.ListNamespacesAsync other.Token))
+                    401
+                    "other sessions revoked too"
+
+                engine.SyncNowAsync() |> awaitUnit // a foreground pass logs in again
+                engine.DisposeAsync().AsTask() |> awaitUnit
+                client.Dispose()
+            }
+
             test "TestCreateSharedNamespaceCachesDEK" {
                 use server = start Sqlite
                 let store = new MemoryStore()

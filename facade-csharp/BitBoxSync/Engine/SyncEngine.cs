@@ -432,6 +432,36 @@ public sealed class SyncEngine : IAsyncDisposable
 
     private int _loginSignal;
 
+    /// <summary>
+    /// Revokes every session of this identity on the server (a sensitive action the identity signs),
+    /// then forgets the local token: the next operation needs <see cref="LoginAsync"/>.
+    /// </summary>
+    public async Task RevokeAllTokensAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfClosed();
+        await AuthenticatedAsync(async token =>
+        {
+            var fieldsHash = ActionFields.hash(ActionFields.revokeAllTokens);
+            var challenge = await _client.SensitiveActionChallengeAsync("revoke-all-tokens", fieldsHash.Wire, cancellationToken);
+            if (challenge.SpamControl?.Kind != "none") throw new SyncProtocolException("sensitive action challenge must use spam control none");
+            var signature = await _identity.SignRevokeAllTokensIntentAsync(ChallengeBytes(challenge.Challenge), cancellationToken);
+            await _client.RevokeAllTokensAsync(token, new RevokeAllTokensRequest("keystore", _keyId.Wire, challenge.Challenge,
+                Convert.ToHexStringLower(signature)), cancellationToken);
+            return 0;
+        }, mayPrompt: true, cancellationToken);
+        await _authLock.WaitAsync(cancellationToken);
+        try
+        {
+            await SaveIdentityAsync(Auth.clearToken(_state, Now), cancellationToken);
+        }
+        finally
+        {
+            _authLock.Release();
+        }
+        UpdateStatus(st => st with { LoginRequired = true });
+        Emit(SyncEventType.LoginRequired);
+    }
+
     // ------------------------------------------------------------------ the pass
 
     /// <summary>
