@@ -14,6 +14,7 @@ let main argv =
                 StoreTests.tests
                 EngineTests.tests
                 ChecklistTests.tests
+                ScriptedTests.tests
                 FaultTests.tests
                 AppBackendTests.tests
             ])

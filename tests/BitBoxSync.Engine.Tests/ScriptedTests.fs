@@ -1,0 +1,604 @@
+/// ENGINE.md §11 lines that need exact request counts or answers a real server never gives
+/// (rollbacks, inconsistent maps): a scripted fake API on 127.0.0.1, a pre-seeded store (a default
+/// namespace cached with a known DEK at head 0, a token valid for 48 h), as the upstream tests do.
+module BitBoxSync.Engine.Tests.ScriptedTests
+
+open System
+open System.Collections.Concurrent
+open System.IO
+open System.Security.Cryptography
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Builder
+open Microsoft.AspNetCore.Hosting
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.Logging
+open Expecto
+open BitBoxSync
+open BitBoxSync.Protocol
+open BitBoxSync.Protocol.Wire
+open BitBoxSync.Storage
+open BitBoxSync.Server.Tests.Harness
+
+/// A fake API: answers by (method, path) from a script; counts every request.
+type FakeApi() =
+    let calls = ConcurrentQueue<string * string>()
+    let routes = ConcurrentDictionary<string, HttpContext -> (int * string)>()
+
+    let app =
+        let builder = WebApplication.CreateSlimBuilder()
+        builder.Logging.ClearProviders() |> ignore
+        builder.WebHost.UseUrls("http://127.0.0.1:0") |> ignore
+        let app = builder.Build()
+
+        app.Run(fun http ->
+            task {
+                let key = http.Request.Method + " " + http.Request.Path.Value
+                calls.Enqueue(http.Request.Method, http.Request.Path.Value)
+
+                let status, body =
+                    match routes.TryGetValue key with
+                    | true, f -> f http
+                    | _ -> 404, """{"error":"not scripted"}"""
+
+                http.Response.StatusCode <- status
+                http.Response.ContentType <- "application/json"
+                do! http.Response.WriteAsync body
+            }
+            :> Task)
+
+        app.StartAsync() |> awaitUnit
+        app
+
+    member _.Address = Uri(app.Urls |> Seq.head)
+
+    member _.On(methodName: string, path: string, answer: HttpContext -> int * string) =
+        routes[methodName + " " + path] <- answer
+
+    member this.Always(methodName, path, status: int, body: string) =
+        this.On(methodName, path, (fun _ -> status, body))
+
+    member _.Count(methodName: string, path: string) =
+        calls |> Seq.filter (fun (m, p) -> m = methodName && p = path) |> Seq.length
+
+    member _.Calls = List.ofSeq calls
+
+    interface IDisposable with
+        member _.Dispose() =
+            app.DisposeAsync().AsTask() |> awaitUnit
+
+let private ok what (r: Result<'T, 'E>) =
+    match r with
+    | Ok v -> v
+    | Error e -> failwithf "%s: %A" what e
+
+/// The seeded world: a key, a cached default namespace with a known DEK, a valid token.
+type World =
+    {
+        Api: FakeApi
+        Store: MemoryStore
+        Engine: SyncEngine
+        Client: SyncClient
+        KeyId: string
+        Ns: NamespaceId
+        Dek: Dek
+        Keys: NamespaceKeys
+        Backend: MemoryValueBackend<string>
+    }
+
+    member w.NsWire = w.Ns.Wire
+
+    member w.ItemId(key: string) =
+        (Core.LogicalKey.itemId w.Keys "notes" key).Wire
+
+    member w.KvPath(key: string) =
+        "/v1/kv/" + w.NsWire + "/" + w.ItemId key
+
+    /// The GET answer of an item at a version.
+    member w.ItemJson(key: string, version: uint64, value: string) =
+        let item = Core.LogicalKey.itemId w.Keys "notes" key
+
+        let nonce =
+            Bin.ofBytes<ItemNonceKind>(RandomNumberGenerator.GetBytes 24) |> ok "nonce"
+
+        let s =
+            ItemCrypto.seal
+                w.Keys
+                w.Ns
+                item
+                version
+                nonce
+                (ReadOnlySpan(Text.Encoding.UTF8.GetBytes value))
+            |> ok "seal"
+
+        Json.serialize (
+            {
+                NamespaceId = w.NsWire
+                ItemId = item.Wire
+                Version = version
+                Nonce = s.Nonce.Wire
+                Aad = s.Aad.Wire
+                Ciphertext = s.Ciphertext.Wire
+            }
+            : GetItemResponse
+        )
+
+    member w.List(heads: (string * string * uint64) list) =
+        Json.serialize (
+            {
+                Namespaces =
+                    [|
+                        for id, kind, head in heads ->
+                            { NamespaceId = id; Kind = kind; NamespaceHead = head }
+                    |]
+            }
+            : ListNamespacesResponse
+        )
+
+    member w.Map(head: uint64, items: (string * uint64) list) =
+        let d = Collections.Generic.Dictionary<string, ItemVersion>()
+
+        for key, v in items do
+            d[w.ItemId key] <- { Version = v }
+
+        Json.serialize (
+            { NamespaceId = w.NsWire; NamespaceHead = head; Items = d }: GetNamespaceItemsResponse
+        )
+
+    member w.Seed(rows: ItemRecord list) =
+        w.Store.SaveAsync(StoreWrite(Items = Array.ofList rows)).AsTask() |> awaitUnit
+
+    member w.Row(key: string) =
+        w.Store.GetItemByLogicalKeyAsync(w.KeyId, w.NsWire, "notes", key).AsTask()
+        |> await
+
+    member w.Head() =
+        (w.Store.GetNamespaceAsync(w.KeyId, w.NsWire).AsTask() |> await).Head
+
+    member w.Sync() = w.Engine.SyncNowAsync() |> awaitUnit
+
+    interface IDisposable with
+        member w.Dispose() =
+            w.Engine.DisposeAsync().AsTask() |> awaitUnit
+            w.Client.Dispose()
+            (w.Api :> IDisposable).Dispose()
+
+let private t100 = DateTimeOffset.FromUnixTimeSeconds 100L
+
+let world (keys: string list) (merge: MergeFunction<string>) (initial: (string * string) list) =
+    let api = new FakeApi()
+    let store = new MemoryStore()
+    let id = BitBoxSync.DummyKeystore.FromLabel "scripted"
+    let ns = Bin.ofBytes<NamespaceIdKind>(RandomNumberGenerator.GetBytes 16) |> ok "ns"
+    let dek = Bin.ofBytes<DekKind>(RandomNumberGenerator.GetBytes 32) |> ok "dek"
+
+    store.SaveAsync(
+        StoreWrite(
+            Identity =
+                IdentityRecord(
+                    KeyId = id.KeyId,
+                    AccessToken = "valid-token",
+                    TokenExpiry = Nullable(DateTimeOffset.UtcNow.AddHours 48.0),
+                    DefaultNamespaceId = ns.Wire
+                ),
+            Namespaces =
+                [|
+                    NamespaceRecord(
+                        KeyId = id.KeyId,
+                        NamespaceId = ns.Wire,
+                        Kind = "default",
+                        Head = 0UL,
+                        Dek = Bin.toArray dek
+                    )
+                |]
+        )
+    )
+    |> fun t -> t.AsTask() |> awaitUnit
+
+    let client = new SyncClient(api.Address)
+
+    let engine =
+        SyncEngine.OpenAsync(SyncEngineOptions(Client = client, Identity = id, Store = store))
+        |> await
+
+    let handle = engine.DefaultNamespaceAsync() |> await
+    let values = Collections.Generic.Dictionary<string, string>()
+
+    for k, v in initial do
+        values[k] <- v
+
+    let backend = MemoryValueBackend<string>(Codecs.String, values, keys)
+
+    handle.OpenCollection(
+        "notes",
+        CollectionOptions<string>(Codec = Codecs.String, Merge = merge, Backend = backend)
+    )
+    |> ignore
+
+    {
+        Api = api
+        Store = store
+        Engine = engine
+        Client = client
+        KeyId = id.KeyId
+        Ns = ns
+        Dek = dek
+        Keys = NamespaceKeys.derive dek
+        Backend = backend
+    }
+
+let row (w: World) key version baseVersion (baseValue: string) dirty =
+    ItemRecord(
+        KeyId = w.KeyId,
+        NamespaceId = w.NsWire,
+        Collection = "notes",
+        Key = key,
+        ItemId = w.ItemId key,
+        Version = version,
+        BaseVersion = baseVersion,
+        BaseValue =
+            (if isNull baseValue then
+                 null
+             else
+                 Text.Encoding.UTF8.GetBytes baseValue),
+        Dirty = dirty,
+        UpdatedAt = t100
+    )
+
+let private messageOf (f: unit -> unit) =
+    try
+        f ()
+        ""
+    with e ->
+        e.GetType().Name + ": " + e.Message
+
+let tests =
+    testList
+        "ENGINE.md §11 (scripted server)"
+        [
+            test "TestSyncNamespacesRejectsCachedNamespaceDisappearance" {
+                use w = world [ "k" ] (Merges.NoMerge()) []
+
+                w.Store
+                    .SaveAsync(
+                        StoreWrite(
+                            Namespaces =
+                                [|
+                                    NamespaceRecord(
+                                        KeyId = w.KeyId,
+                                        NamespaceId = w.NsWire,
+                                        Kind = "default",
+                                        Head = 4UL,
+                                        Dek = Bin.toArray w.Dek
+                                    )
+                                |]
+                        )
+                    )
+                    .AsTask()
+                |> awaitUnit
+
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [])
+                Expect.stringStarts (messageOf w.Sync) "RollbackDetectedException" "rollback"
+                Expect.equal (w.Head()) 4UL "cached head unchanged"
+            }
+
+            test "TestSyncNamespacesRejectsMultipleDefaultNamespaces" {
+                use w = world [ "k" ] (Merges.NoMerge()) []
+                let other = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes 16)
+
+                w.Api.Always(
+                    "GET",
+                    "/v1/namespaces/mine",
+                    200,
+                    w.List [ w.NsWire, "default", 0UL; other, "default", 0UL ]
+                )
+
+                Expect.stringContains (messageOf w.Sync) "multiple default namespaces" "refused"
+            }
+
+            test "TestSyncNamespacesRejectsDefaultNamespaceMismatch" {
+                use w = world [ "k" ] (Merges.NoMerge()) []
+                let other = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes 16)
+
+                w.Api.Always(
+                    "GET",
+                    "/v1/namespaces/mine",
+                    200,
+                    w.List [ w.NsWire, "shared", 0UL; other, "default", 0UL ]
+                )
+
+                Expect.stringStarts
+                    (messageOf w.Sync)
+                    "RollbackDetectedException"
+                    "the default changed: rollback"
+            }
+
+            test "TestSyncNamespaceItemsRejectsSnapshotBehindExpectedHead" {
+                use w = world [ "k" ] (Merges.NoMerge()) []
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 5UL ])
+                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(4UL, []))
+
+                Expect.stringStarts
+                    (messageOf w.Sync)
+                    "RollbackDetectedException"
+                    "map head below the listed head"
+
+                Expect.equal (w.Head()) 0UL "head unchanged"
+            }
+
+            test "TestSyncNamespaceItemsDetectsDisappearedKnownItemAsRollback" {
+                use w = world [ "k" ] (Merges.NoMerge()) [ "k", "v" ]
+                w.Seed [ row w "k" 2UL 2UL "v" false ]
+
+                w.Store
+                    .SaveAsync(
+                        StoreWrite(
+                            Namespaces =
+                                [|
+                                    NamespaceRecord(
+                                        KeyId = w.KeyId,
+                                        NamespaceId = w.NsWire,
+                                        Kind = "default",
+                                        Head = 4UL,
+                                        Dek = Bin.toArray w.Dek
+                                    )
+                                |]
+                        )
+                    )
+                    .AsTask()
+                |> awaitUnit
+
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 5UL ])
+                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(5UL, []))
+
+                Expect.stringStarts
+                    (messageOf w.Sync)
+                    "RollbackDetectedException"
+                    "a known item vanished"
+
+                Expect.equal (w.Head(), (w.Row "k").Version) (4UL, 2UL) "head and row unchanged"
+            }
+
+            test "TestFetchAndApplyRemoteItemUsesFetchedVersion" {
+                use w = world [ "k" ] (Merges.NoMerge()) []
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 2UL ])
+
+                w.Api.Always(
+                    "GET",
+                    $"/v1/namespaces/{w.NsWire}/items",
+                    200,
+                    w.Map(2UL, [ "k", 2UL ])
+                )
+
+                w.Api.Always("GET", (w.KvPath "k"), 200, w.ItemJson("k", 3UL, "v3"))
+                w.Sync()
+                let r = w.Row "k"
+                Expect.equal (r.Version, r.BaseVersion) (3UL, 3UL) "stored at the fetched version"
+
+                Expect.equal
+                    ((w.Backend.GetAsync("k", Threading.CancellationToken.None).AsTask() |> await)
+                        .Value)
+                    "v3"
+                    "the v3 value applied"
+            }
+
+            test "TestUploadConflictRejectsFetchedRollbackVersion" {
+                use w = world [ "k" ] (Merges.PreferLocal()) [ "k", "local" ]
+                w.Seed [ row w "k" 2UL 2UL "base" true ]
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
+
+                w.Api.Always(
+                    "GET",
+                    $"/v1/namespaces/{w.NsWire}/items",
+                    200,
+                    w.Map(0UL, [ "k", 2UL ])
+                )
+
+                w.Api.Always("PUT", (w.KvPath "k"), 412, """{"error":"version"}""")
+                w.Api.Always("GET", w.KvPath "k", 200, w.ItemJson("k", 1UL, "old"))
+
+                Expect.stringStarts
+                    (messageOf w.Sync)
+                    "RollbackDetectedException"
+                    "fetched version below the row's"
+
+                let r = w.Row "k"
+                Expect.equal (r.Dirty, r.Version, r.BaseVersion) (true, 2UL, 2UL) "row unchanged"
+            }
+
+            test "TestResolvedUploadConflictRefreshesWhenRetryAlsoConflicts" {
+                use w = world [ "k" ] (Merges.PreferLocal()) [ "k", "local" ]
+                w.Seed [ row w "k" 1UL 1UL "base" true ]
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
+
+                w.Api.Always(
+                    "GET",
+                    $"/v1/namespaces/{w.NsWire}/items",
+                    200,
+                    w.Map(0UL, [ "k", 1UL ])
+                )
+
+                w.Api.Always("PUT", (w.KvPath "k"), 412, """{"error":"version"}""")
+                let mutable gets = 0
+
+                w.Api.On(
+                    "GET",
+                    (w.KvPath "k"),
+                    fun _ ->
+                        gets <- gets + 1
+                        200, w.ItemJson("k", uint64 (gets + 1), $"remote v{gets + 1}")
+                )
+
+                w.Sync()
+                Expect.equal (w.Api.Count("PUT", (w.KvPath "k"))) 2 "no third PUT"
+                Expect.equal gets 2 "two fetches"
+                let r = w.Row "k"
+
+                Expect.equal
+                    (r.Dirty, r.Conflict, r.Version, r.BaseVersion)
+                    (true, false, 3UL, 3UL)
+                    "dirty, no conflict, at the second fetch's version"
+            }
+
+            test "TestSyncNamespacesSkipsInactiveScopedItemsAndAdvancesHead" {
+                use w = world [ "active" ] (Merges.NoMerge()) []
+                w.Seed [ row w "inactive" 1UL 1UL "old" false ]
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 3UL ])
+
+                w.Api.Always(
+                    "GET",
+                    $"/v1/namespaces/{w.NsWire}/items",
+                    200,
+                    w.Map(3UL, [ "inactive", 2UL ])
+                )
+
+                w.Sync()
+
+                Expect.equal
+                    (w.Api.Count("GET", (w.KvPath "inactive")))
+                    0
+                    "no GET of an inactive item"
+
+                Expect.equal
+                    ((w.Row "inactive").Version, w.Head())
+                    (1UL, 3UL)
+                    "row unchanged, head advanced"
+            }
+
+            test "TestSyncNamespacesRejectsInactiveItemDisappearance" {
+                use w = world [ "active" ] (Merges.NoMerge()) []
+                w.Seed [ row w "inactive" 1UL 1UL "old" false ]
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 3UL ])
+                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(3UL, []))
+
+                Expect.stringStarts
+                    (messageOf w.Sync)
+                    "RollbackDetectedException"
+                    "an inactive item still counts"
+
+                Expect.equal
+                    (w.Head(), (w.Row "inactive").Version)
+                    (0UL, 1UL)
+                    "head and row unchanged"
+            }
+
+            test "TestFlushDirtyItemsSkipsInactiveScopedItems" {
+                use w = world [ "active" ] (Merges.NoMerge()) [ "inactive", "changed" ]
+                w.Seed [ row w "inactive" 1UL 1UL "old" true ]
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
+
+                w.Api.Always(
+                    "GET",
+                    $"/v1/namespaces/{w.NsWire}/items",
+                    200,
+                    w.Map(0UL, [ "inactive", 1UL ])
+                )
+
+                w.Sync()
+                Expect.equal (w.Api.Count("PUT", (w.KvPath "inactive"))) 0 "not uploaded"
+
+                Expect.equal
+                    ((w.Row "inactive").Dirty, (w.Row "inactive").Version)
+                    (true, 1UL)
+                    "unchanged"
+            }
+
+            test "TestFlushDirtyItemsSkipsOversizedValueAndContinues" {
+                let big = String('x', 65536)
+                use w = world [ "big"; "small" ] (Merges.NoMerge()) [ "big", big; "small", "s" ]
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
+                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(0UL, []))
+
+                w.Api.On(
+                    "PUT",
+                    (w.KvPath "small"),
+                    fun http ->
+                        let createOnly = not (http.Request.Headers.ContainsKey "If-Match")
+
+                        (if createOnly then 200 else 400),
+                        Json.serialize (
+                            {
+                                NamespaceId = w.NsWire
+                                ItemId = w.ItemId "small"
+                                Version = 1UL
+                            }
+                            : PutItemResponse
+                        )
+                )
+
+                w.Sync()
+
+                Expect.equal
+                    (w.Api.Count("PUT", (w.KvPath "big")))
+                    0
+                    "64 KiB of plaintext is not uploaded"
+
+                let b = w.Row "big"
+                Expect.equal (b.Dirty, b.Version, b.Conflict) (true, 0UL, false) "stays dirty"
+
+                Expect.equal
+                    ((w.Row "small").Version, (w.Row "small").Dirty)
+                    (1UL, false)
+                    "the next item uploaded without If-Match"
+
+                Expect.exists
+                    w.Engine.QuarantinedItems
+                    (fun q -> q.Key = "big")
+                    "and the skip is visible"
+            }
+
+            test "TestListNamespacesRelogsInAfterUnauthorizedToken" {
+                use w = world [ "k" ] (Merges.NoMerge()) []
+                let mutable lists = 0
+
+                w.Api.On(
+                    "GET",
+                    "/v1/namespaces/mine",
+                    fun http ->
+                        lists <- lists + 1
+
+                        if http.Request.Headers.Authorization.ToString() = "Bearer valid-token" then
+                            401, """{"error":"revoked"}"""
+                        else
+                            200, w.List [ w.NsWire, "default", 0UL ]
+                )
+
+                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(0UL, []))
+                let id = BitBoxSync.DummyKeystore.FromLabel "scripted"
+                let challenge = Convert.ToBase64String(RandomNumberGenerator.GetBytes 32)
+
+                w.Api.Always(
+                    "POST",
+                    "/v1/auth/challenge",
+                    200,
+                    sprintf
+                        """{"challenge":"%s","expiresAt":"2030-01-01T00:00:00Z","spamControl":{"kind":"none"}}"""
+                        challenge
+                )
+
+                w.Api.Always(
+                    "POST",
+                    "/v1/auth/login",
+                    200,
+                    sprintf
+                        """{"kind":"keystore","accessToken":"fresh-token","expiresAt":"2030-01-01T00:00:00Z","defaultNamespaceId":"%s"}"""
+                        w.NsWire
+                )
+
+                let listed = w.Engine.ListNamespacesAsync() |> await
+
+                Expect.equal
+                    (listed |> Seq.map (fun n -> n.NamespaceId) |> List.ofSeq)
+                    [ w.NsWire ]
+                    "the namespace"
+
+                Expect.equal
+                    (w.Api.Count("POST", "/v1/auth/login"), lists)
+                    (1, 2)
+                    "one login, the list retried once"
+
+                Expect.equal
+                    (w.Store.LoadIdentityAsync(id.KeyId).AsTask() |> await).AccessToken
+                    "fresh-token"
+                    "new token stored"
+            }
+        ]
