@@ -25,6 +25,14 @@ public sealed record Invite(int Version, string ServerOrigin, string NamespaceId
         return r.IsOk ? r.ResultValue : throw new ArgumentException("invalid invite: " + r.ErrorValue.Message);
     }
 
+    /// <summary>The token for a join request or an approval: the origin must already be canonical (§8.5, §8.6).</summary>
+    internal InviteToken ToCanonicalToken()
+    {
+        if (ServerOriginModule.parseCanonical(ServerOrigin ?? "").IsError)
+            throw new ArgumentException("invite server origin must be canonical");
+        return ToToken();
+    }
+
     internal static Invite Of(InviteToken t) =>
         new(t.Version, t.ServerOrigin.Value, t.NamespaceId.Wire, t.InviteId.Wire, t.ExpiresAt, t.InviteSecret.Wire);
 }

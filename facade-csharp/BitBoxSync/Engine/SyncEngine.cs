@@ -907,7 +907,7 @@ public sealed class SyncEngine : IAsyncDisposable
     {
         ThrowIfClosed();
         ArgumentNullException.ThrowIfNull(invite);
-        var token = invite.ToToken();
+        var token = invite.ToCanonicalToken();
         var expiry = Core.Sharing.joinRequestExpiry(token, options?.ExpiresAt is { } e ? FSharpOption<long>.Some(e) : FSharpOption<long>.None,
             options?.Ttl ?? TimeSpan.Zero, Now);
         if (expiry.IsError) throw new SyncException(expiry.ErrorValue);
@@ -967,7 +967,7 @@ public sealed class SyncEngine : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(invite);
         ArgumentNullException.ThrowIfNull(entry);
         var ns = ParseNamespaceId(namespaceId, nameof(namespaceId));
-        var verified = Core.Sharing.verifyJoinRequest(ns, invite.ToToken(), entry.JoinRequestHash ?? "", entry.JoinRequest, Now);
+        var verified = Core.Sharing.verifyJoinRequest(ns, invite.ToCanonicalToken(), entry.JoinRequestHash ?? "", entry.JoinRequest, Now);
         if (verified.IsError) throw new SyncException("join request refused: " + verified.ErrorValue);
         var v = verified.ResultValue;
         var row = await EnsureReadyAsync(ns, NamespaceKind.Shared, () => TokenAsync(true, ct), ct);
