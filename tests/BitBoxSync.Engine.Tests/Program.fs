@@ -11,6 +11,7 @@ let main argv =
             "BitBoxSync.Engine.Tests"
             [
                 CodecTests.tests
+                CoreChecklistTests.tests
                 StoreTests.tests
                 EngineTests.tests
                 ChecklistTests.tests

@@ -604,23 +604,88 @@ let tests =
 
             test "TestSyncNamespacesReconcilesActiveScopeChangeAtCurrentHead" {
                 use w = world [ "remote-only" ] (Merges.NoMerge()) []
-                w.Store.SaveAsync(StoreWrite(Namespaces = [| NamespaceRecord(KeyId = w.KeyId, NamespaceId = w.NsWire, Kind = "default", Head = 7UL, ActiveScopeHash = "", Dek = Bin.toArray w.Dek) |])).AsTask() |> awaitUnit
+
+                w.Store
+                    .SaveAsync(
+                        StoreWrite(
+                            Namespaces =
+                                [|
+                                    NamespaceRecord(
+                                        KeyId = w.KeyId,
+                                        NamespaceId = w.NsWire,
+                                        Kind = "default",
+                                        Head = 7UL,
+                                        ActiveScopeHash = "",
+                                        Dek = Bin.toArray w.Dek
+                                    )
+                                |]
+                        )
+                    )
+                    .AsTask()
+                |> awaitUnit
+
                 w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 7UL ])
-                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(7UL, [ "remote-only", 1UL ]))
-                w.Api.Always("GET", w.KvPath "remote-only", 200, w.ItemJson("remote-only", 1UL, "from the server"))
+
+                w.Api.Always(
+                    "GET",
+                    $"/v1/namespaces/{w.NsWire}/items",
+                    200,
+                    w.Map(7UL, [ "remote-only", 1UL ])
+                )
+
+                w.Api.Always(
+                    "GET",
+                    w.KvPath "remote-only",
+                    200,
+                    w.ItemJson("remote-only", 1UL, "from the server")
+                )
+
                 w.Sync()
-                Expect.equal ((w.Backend.GetAsync("remote-only", Threading.CancellationToken.None).AsTask() |> await).Value) "from the server" "the scope change fetched the map at the same head"
-                Expect.isFalse (String.IsNullOrEmpty (w.Store.GetNamespaceAsync(w.KeyId, w.NsWire).AsTask() |> await).ActiveScopeHash) "the new scope hash is stored"
+
+                Expect.equal
+                    ((w.Backend.GetAsync("remote-only", Threading.CancellationToken.None).AsTask()
+                      |> await)
+                        .Value)
+                    "from the server"
+                    "the scope change fetched the map at the same head"
+
+                Expect.isFalse
+                    (String.IsNullOrEmpty
+                        (w.Store.GetNamespaceAsync(w.KeyId, w.NsWire).AsTask() |> await)
+                            .ActiveScopeHash)
+                    "the new scope hash is stored"
             }
 
             test "TestSyncNamespacesSkipsUnregisteredCachedItems" {
                 use w = world [ "k" ] (Merges.NoMerge()) []
-                let other = ItemRecord(KeyId = w.KeyId, NamespaceId = w.NsWire, Collection = "not-opened", Key = "x", ItemId = String('e', 64), Version = 1UL, BaseVersion = 1UL, UpdatedAt = t100)
+
+                let other =
+                    ItemRecord(
+                        KeyId = w.KeyId,
+                        NamespaceId = w.NsWire,
+                        Collection = "not-opened",
+                        Key = "x",
+                        ItemId = String('e', 64),
+                        Version = 1UL,
+                        BaseVersion = 1UL,
+                        UpdatedAt = t100
+                    )
+
                 w.Seed [ other ]
                 w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 2UL ])
                 let map = Collections.Generic.Dictionary<string, ItemVersion>()
                 map[String('e', 64)] <- { Version = 2UL }
-                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, Json.serialize ({ NamespaceId = w.NsWire; NamespaceHead = 2UL; Items = map }: GetNamespaceItemsResponse))
+
+                w.Api.Always(
+                    "GET",
+                    $"/v1/namespaces/{w.NsWire}/items",
+                    200,
+                    Json.serialize (
+                        { NamespaceId = w.NsWire; NamespaceHead = 2UL; Items = map }
+                        : GetNamespaceItemsResponse
+                    )
+                )
+
                 let events = Collections.Generic.List<SyncEvent>()
                 w.Sync()
                 let mutable e = Unchecked.defaultof<SyncEvent>
@@ -628,22 +693,55 @@ let tests =
                 while w.Engine.Events.TryRead(&e) do
                     events.Add e
 
-                Expect.equal (w.Api.Count("GET", "/v1/kv/" + w.NsWire + "/" + String('e', 64))) 0 "not downloaded"
-                Expect.isFalse (events |> Seq.exists (fun e -> e.Type = SyncEventType.UnknownRemoteItem)) "not reported unknown"
+                Expect.equal
+                    (w.Api.Count("GET", "/v1/kv/" + w.NsWire + "/" + String('e', 64)))
+                    0
+                    "not downloaded"
+
+                Expect.isFalse
+                    (events |> Seq.exists (fun e -> e.Type = SyncEventType.UnknownRemoteItem))
+                    "not reported unknown"
+
                 Expect.equal (w.Head()) 2UL "head advanced"
             }
 
             test "TestFlushDirtyItemsSkipsUnregisteredCollections" {
                 use w = world [ "k" ] (Merges.NoMerge()) []
-                let other = ItemRecord(KeyId = w.KeyId, NamespaceId = w.NsWire, Collection = "not-opened", Key = "x", ItemId = String('e', 64), Version = 1UL, BaseVersion = 1UL, Dirty = true, UpdatedAt = t100)
+
+                let other =
+                    ItemRecord(
+                        KeyId = w.KeyId,
+                        NamespaceId = w.NsWire,
+                        Collection = "not-opened",
+                        Key = "x",
+                        ItemId = String('e', 64),
+                        Version = 1UL,
+                        BaseVersion = 1UL,
+                        Dirty = true,
+                        UpdatedAt = t100
+                    )
+
                 w.Seed [ other ]
                 w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
                 let map = Collections.Generic.Dictionary<string, ItemVersion>()
                 map[String('e', 64)] <- { Version = 1UL }
-                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, Json.serialize ({ NamespaceId = w.NsWire; NamespaceHead = 0UL; Items = map }: GetNamespaceItemsResponse))
+
+                w.Api.Always(
+                    "GET",
+                    $"/v1/namespaces/{w.NsWire}/items",
+                    200,
+                    Json.serialize (
+                        { NamespaceId = w.NsWire; NamespaceHead = 0UL; Items = map }
+                        : GetNamespaceItemsResponse
+                    )
+                )
+
                 w.Sync()
                 Expect.isEmpty (w.Api.Calls |> List.filter (fun (m, _) -> m = "PUT")) "no upload"
-                let stored = w.Store.GetItemByIdAsync(w.KeyId, w.NsWire, String('e', 64)).AsTask() |> await
+
+                let stored =
+                    w.Store.GetItemByIdAsync(w.KeyId, w.NsWire, String('e', 64)).AsTask() |> await
+
                 Expect.equal (stored.Dirty, stored.Version) (true, 1UL) "left untouched"
             }
 
@@ -656,16 +754,29 @@ let tests =
                     "PUT",
                     w.KvPath "k",
                     fun http ->
-                        Expect.isFalse (http.Request.Headers.ContainsKey "If-Match") "a create has no If-Match"
+                        Expect.isFalse
+                            (http.Request.Headers.ContainsKey "If-Match")
+                            "a create has no If-Match"
+
                         412, """{"error":"exists"}"""
                 )
 
                 w.Api.Always("GET", w.KvPath "k", 200, w.ItemJson("k", 1UL, "remote"))
                 w.Sync()
                 let r = w.Row "k"
-                Expect.equal (r.Conflict, r.ConflictRemoteVersion, r.Version) (true, 1UL, 1UL) "a conflict at remote version 1"
+
+                Expect.equal
+                    (r.Conflict, r.ConflictRemoteVersion, r.Version)
+                    (true, 1UL, 1UL)
+                    "a conflict at remote version 1"
+
                 Expect.isNull r.BaseValue "no base"
-                Expect.equal ((w.Backend.GetAsync("k", Threading.CancellationToken.None).AsTask() |> await).Value) "local" "the local value kept"
+
+                Expect.equal
+                    ((w.Backend.GetAsync("k", Threading.CancellationToken.None).AsTask() |> await)
+                        .Value)
+                    "local"
+                    "the local value kept"
             }
 
             test "TestSubmitJoinRequestAcceptsExistingPendingResponse" {
@@ -674,7 +785,16 @@ let tests =
                 let inviteId = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes 16)
                 let otherInvite = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes 16)
                 let otherHash = String('7', 64)
-                let invite = Invite(1, "https://sync.test", nsId, inviteId, DateTimeOffset.UtcNow.AddMinutes(30.0).ToUnixTimeSeconds(), Base64Url.encode (RandomNumberGenerator.GetBytes 32))
+
+                let invite =
+                    Invite(
+                        1,
+                        "https://sync.test",
+                        nsId,
+                        inviteId,
+                        DateTimeOffset.UtcNow.AddMinutes(30.0).ToUnixTimeSeconds(),
+                        Base64Url.encode (RandomNumberGenerator.GetBytes 32)
+                    )
 
                 let existing: SubmitNamespaceJoinRequestResponse =
                     {
@@ -686,43 +806,115 @@ let tests =
                         Status = "pending"
                     }
 
-                w.Api.Always("POST", $"/v1/namespaces/{nsId}/invites/{inviteId}/join-requests", 200, Json.serialize existing)
+                w.Api.Always(
+                    "POST",
+                    $"/v1/namespaces/{nsId}/invites/{inviteId}/join-requests",
+                    200,
+                    Json.serialize existing
+                )
+
                 let r = w.Engine.SubmitJoinRequestAsync invite |> await
-                Expect.equal (r.InviteId, r.JoinRequestHash) (otherInvite, otherHash) "returned as-is"
-                Expect.equal (w.Api.Count("POST", $"/v1/namespaces/{nsId}/invites/{inviteId}/join-requests")) 1 "one submit"
+
+                Expect.equal
+                    (r.InviteId, r.JoinRequestHash)
+                    (otherInvite, otherHash)
+                    "returned as-is"
+
+                Expect.equal
+                    (w.Api.Count("POST", $"/v1/namespaces/{nsId}/invites/{inviteId}/join-requests"))
+                    1
+                    "one submit"
             }
 
             test "TestSubmitJoinRequestRejectsNonCanonicalInviteOrigin" {
                 use w = world [ "k" ] (Merges.NoMerge()) []
-                let invite = Invite(1, "https://sync.example:443", String('1', 32), String('2', 32), DateTimeOffset.UtcNow.AddMinutes(30.0).ToUnixTimeSeconds(), Base64Url.encode (Array.zeroCreate 32))
-                Expect.stringContains (messageOf (fun () -> w.Engine.SubmitJoinRequestAsync invite |> await |> ignore)) "canonical" "refused"
+
+                let invite =
+                    Invite(
+                        1,
+                        "https://sync.example:443",
+                        String('1', 32),
+                        String('2', 32),
+                        DateTimeOffset.UtcNow.AddMinutes(30.0).ToUnixTimeSeconds(),
+                        Base64Url.encode (Array.zeroCreate 32)
+                    )
+
+                Expect.stringContains
+                    (messageOf (fun () -> w.Engine.SubmitJoinRequestAsync invite |> await |> ignore))
+                    "canonical"
+                    "refused"
+
                 Expect.isEmpty w.Api.Calls "nothing sent"
             }
 
             test "TestCreateInviteRejectsResponseParameterMismatch" {
                 use w = world [ "k" ] (Merges.NoMerge()) []
                 let shared = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes 16)
-                w.Store.SaveAsync(StoreWrite(Namespaces = [| NamespaceRecord(KeyId = w.KeyId, NamespaceId = shared, Kind = "shared", Dek = Bin.toArray w.Dek) |])).AsTask() |> awaitUnit
+
+                w.Store
+                    .SaveAsync(
+                        StoreWrite(
+                            Namespaces =
+                                [|
+                                    NamespaceRecord(
+                                        KeyId = w.KeyId,
+                                        NamespaceId = shared,
+                                        Kind = "shared",
+                                        Dek = Bin.toArray w.Dek
+                                    )
+                                |]
+                        )
+                    )
+                    .AsTask()
+                |> awaitUnit
+
                 let handle = w.Engine.NamespaceAsync shared |> await
                 let challenge = Convert.ToBase64String(RandomNumberGenerator.GetBytes 32)
-                w.Api.Always("POST", "/v1/auth/challenge", 200, sprintf """{"challenge":"%s","expiresAt":"2030-01-01T00:00:00Z","spamControl":{"kind":"none"}}""" challenge)
 
-                for field, message in [ "expiresAt", "expiry mismatch"; "maxAccepted", "maxAccepted mismatch" ] do
+                w.Api.Always(
+                    "POST",
+                    "/v1/auth/challenge",
+                    200,
+                    sprintf
+                        """{"challenge":"%s","expiresAt":"2030-01-01T00:00:00Z","spamControl":{"kind":"none"}}"""
+                        challenge
+                )
+
+                for field, message in
+                    [ "expiresAt", "expiry mismatch"; "maxAccepted", "maxAccepted mismatch" ] do
                     w.Api.On(
                         "POST",
                         $"/v1/namespaces/{shared}/invites",
                         fun http ->
                             use reader = new IO.StreamReader(http.Request.Body)
-                            let body = Text.Json.Nodes.JsonNode.Parse(reader.ReadToEndAsync().GetAwaiter().GetResult())
+
+                            let body =
+                                Text.Json.Nodes.JsonNode.Parse(
+                                    reader.ReadToEndAsync().GetAwaiter().GetResult()
+                                )
 
                             let answer =
                                 Text.Json.Nodes.JsonObject(
                                     dict
                                         [
-                                            "namespaceId", (Text.Json.Nodes.JsonValue.Create shared :> Text.Json.Nodes.JsonNode)
+                                            "namespaceId",
+                                            (Text.Json.Nodes.JsonValue.Create shared
+                                            :> Text.Json.Nodes.JsonNode)
                                             "inviteId", body["inviteId"].DeepClone()
-                                            "expiresAt", (if field = "expiresAt" then Text.Json.Nodes.JsonValue.Create(body["expiresAt"].GetValue<int64>() + 1L) :> Text.Json.Nodes.JsonNode else body["expiresAt"].DeepClone())
-                                            "maxAccepted", (if field = "maxAccepted" then Text.Json.Nodes.JsonValue.Create 9 :> Text.Json.Nodes.JsonNode else body["maxAccepted"].DeepClone())
+                                            "expiresAt",
+                                            (if field = "expiresAt" then
+                                                 Text.Json.Nodes.JsonValue.Create(
+                                                     body["expiresAt"].GetValue<int64>() + 1L
+                                                 )
+                                                 :> Text.Json.Nodes.JsonNode
+                                             else
+                                                 body["expiresAt"].DeepClone())
+                                            "maxAccepted",
+                                            (if field = "maxAccepted" then
+                                                 Text.Json.Nodes.JsonValue.Create 9
+                                                 :> Text.Json.Nodes.JsonNode
+                                             else
+                                                 body["maxAccepted"].DeepClone())
                                         ]
                                 )
 
@@ -730,7 +922,12 @@ let tests =
                     )
 
                     Expect.stringContains
-                        (messageOf (fun () -> handle.CreateInviteAsync(InviteOptions(ServerOrigin = "https://sync.test")) |> await |> ignore))
+                        (messageOf (fun () ->
+                            handle.CreateInviteAsync(
+                                InviteOptions(ServerOrigin = "https://sync.test")
+                            )
+                            |> await
+                            |> ignore))
                         message
                         field
             }
@@ -738,9 +935,34 @@ let tests =
             test "TestCreateInviteRejectsUnknownNamespaceKindBeforeChallenge" {
                 use w = world [ "k" ] (Merges.NoMerge()) []
                 let unknownKind = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes 16)
-                w.Store.SaveAsync(StoreWrite(Namespaces = [| NamespaceRecord(KeyId = w.KeyId, NamespaceId = unknownKind, Kind = null, Dek = Bin.toArray w.Dek) |])).AsTask() |> awaitUnit
+
+                w.Store
+                    .SaveAsync(
+                        StoreWrite(
+                            Namespaces =
+                                [|
+                                    NamespaceRecord(
+                                        KeyId = w.KeyId,
+                                        NamespaceId = unknownKind,
+                                        Kind = null,
+                                        Dek = Bin.toArray w.Dek
+                                    )
+                                |]
+                        )
+                    )
+                    .AsTask()
+                |> awaitUnit
+
                 let handle = w.Engine.NamespaceAsync unknownKind |> await
-                Expect.stringContains (messageOf (fun () -> handle.CreateInviteAsync(InviteOptions(ServerOrigin = "https://sync.test")) |> await |> ignore)) "expected shared" "refused"
+
+                Expect.stringContains
+                    (messageOf (fun () ->
+                        handle.CreateInviteAsync(InviteOptions(ServerOrigin = "https://sync.test"))
+                        |> await
+                        |> ignore))
+                    "expected shared"
+                    "refused"
+
                 Expect.equal (w.Api.Count("POST", "/v1/auth/challenge")) 0 "before any challenge"
             }
         ]
