@@ -81,6 +81,56 @@ let private openWithSkew
     |> await,
     client
 
+/// A backend that lets the "app" write at a chosen moment of a pass.
+type HookedBackend(inner: MemoryValueBackend<string>) =
+    member val AfterSnapshot: (unit -> unit) option = None with get, set
+    member val BeforeConditionalWrite: (unit -> unit) option = None with get, set
+
+    interface IConditionalValueBackend<string> with
+        member _.KeysAsync ct = inner.KeysAsync ct
+
+        member this.SnapshotAsync ct =
+            let snapshot = inner.SnapshotAsync(ct).AsTask().GetAwaiter().GetResult()
+            this.AfterSnapshot |> Option.iter (fun f -> f ())
+            this.AfterSnapshot <- None
+            Threading.Tasks.ValueTask<_>(snapshot)
+
+        member _.GetAsync(key, ct) = inner.GetAsync(key, ct)
+        member _.SetAsync(key, value, ct) = inner.SetAsync(key, value, ct)
+
+        member this.SetIfCurrentAsync(key, current, found, value, ct) =
+            this.BeforeConditionalWrite |> Option.iter (fun f -> f ())
+            this.BeforeConditionalWrite <- None
+            inner.SetIfCurrentAsync(key, current, found, value, ct)
+
+let private hookedDevice (server: TestServer) (backend: HookedBackend) =
+    let client = new SyncClient(server.BaseAddress)
+
+    let engine, _ =
+        (SyncEngine.OpenAsync(
+            SyncEngineOptions(
+                Client = client,
+                Identity = BitBoxSync.DummyKeystore.FromLabel "alice",
+                Store = new MemoryStore()
+            )
+         )
+         |> await),
+        client
+
+    let ns = engine.DefaultNamespaceAsync() |> await
+
+    ns.OpenCollection(
+        "notes",
+        CollectionOptions<string>(
+            Codec = Codecs.String,
+            Merge = Merges.PreferLocal(),
+            Backend = backend
+        )
+    )
+    |> ignore
+
+    engine, client
+
 let private drain (engine: SyncEngine) =
     [
         let mutable e = Unchecked.defaultof<SyncEvent>
@@ -343,6 +393,75 @@ let tests =
                     "kind shared and a 32-byte DEK"
 
                 engine.DisposeAsync().AsTask() |> awaitUnit
+                client.Dispose()
+            }
+
+            test "TestSyncNowDoesNotOverwriteLocalEditAfterSnapshot" {
+                use server = start Sqlite
+                use a = device server "alice" (new MemoryStore()) (Merges.PreferLocal())
+                let inner = MemoryValueBackend<string>(Codecs.String, null, keys)
+                let hooked = HookedBackend inner
+                let b, client = hookedDevice server hooked
+                a.Write("a", "v1")
+                a.Sync()
+                b.SyncNowAsync() |> awaitUnit
+                a.Write("a", "v2")
+                a.Sync()
+
+                hooked.AfterSnapshot <-
+                    Some(fun () ->
+                        inner
+                            .SetAsync("a", "local edit", Threading.CancellationToken.None)
+                            .AsTask()
+                        |> awaitUnit)
+
+                b.SyncNowAsync() |> awaitUnit
+
+                Expect.equal
+                    (inner.GetAsync("a", Threading.CancellationToken.None).AsTask() |> await).Value
+                    "local edit"
+                    "the edit survived the remote apply"
+
+                a.Sync()
+                Expect.equal (a.Read "a") (Some "local edit") "merged (PreferLocal) and uploaded"
+                b.DisposeAsync().AsTask() |> awaitUnit
+                client.Dispose()
+            }
+
+            test "TestSyncNowDoesNotOverwriteLocalEditBetweenRereadAndRemoteApply" {
+                use server = start Sqlite
+                use a = device server "alice" (new MemoryStore()) (Merges.PreferLocal())
+                let inner = MemoryValueBackend<string>(Codecs.String, null, keys)
+                let hooked = HookedBackend inner
+                let b, client = hookedDevice server hooked
+                a.Write("a", "v1")
+                a.Sync()
+                b.SyncNowAsync() |> awaitUnit
+                a.Write("a", "v2")
+                a.Sync()
+
+                hooked.BeforeConditionalWrite <-
+                    Some(fun () ->
+                        inner
+                            .SetAsync("a", "racing edit", Threading.CancellationToken.None)
+                            .AsTask()
+                        |> awaitUnit)
+
+                b.SyncNowAsync() |> awaitUnit
+
+                Expect.equal
+                    (inner.GetAsync("a", Threading.CancellationToken.None).AsTask() |> await).Value
+                    "racing edit"
+                    "the conditional write lost; the app's edit stays"
+
+                a.Sync()
+
+                Expect.equal
+                    (a.Read "a")
+                    (Some "racing edit")
+                    "kept dirty, then merged and uploaded"
+
+                b.DisposeAsync().AsTask() |> awaitUnit
                 client.Dispose()
             }
 

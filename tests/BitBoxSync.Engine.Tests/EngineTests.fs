@@ -260,7 +260,7 @@ let private waitUntil (what: string) (timeout: TimeSpan) (condition: unit -> boo
 
 let private longPoll backend =
     test
-        $"RunAsync: a remote write arrives through the watch long before the poll interval ({backend})" {
+        $"TestRunSyncsAfterNamespaceWatchChange: a remote write arrives through the watch long before the poll interval ({backend})" {
         use server =
             startOn
                 (Database.Create backend)

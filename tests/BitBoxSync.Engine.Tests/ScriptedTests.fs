@@ -965,4 +965,417 @@ let tests =
 
                 Expect.equal (w.Api.Count("POST", "/v1/auth/challenge")) 0 "before any challenge"
             }
+
+            test "TestJoinNamespaceAuthenticatesBeforeFetchingWrappedDEK" {
+                use w = world [ "k" ] (Merges.NoMerge()) []
+                w.Store.ForgetIdentitySecretsAsync(w.KeyId).AsTask() |> awaitUnit // no token
+                let id = BitBoxSync.DummyKeystore.FromLabel "scripted"
+
+                let joined =
+                    Bin.ofBytes<NamespaceIdKind>(RandomNumberGenerator.GetBytes 16) |> ok "ns"
+
+                let wrapKey =
+                    Bin.ofBytes<WrapPublicKeyKind>(id.WrapPublicKey.ToArray()) |> ok "wrap"
+
+                let wrapped =
+                    DekWrap.wrap wrapKey joined w.Dek (RandomNumberGenerator.GetBytes 32)
+                    |> ok "wrapped"
+
+                let challenge = Convert.ToBase64String(RandomNumberGenerator.GetBytes 32)
+
+                w.Api.Always(
+                    "POST",
+                    "/v1/auth/challenge",
+                    200,
+                    sprintf
+                        """{"challenge":"%s","expiresAt":"2030-01-01T00:00:00Z","spamControl":{"kind":"none"}}"""
+                        challenge
+                )
+
+                w.Api.Always(
+                    "POST",
+                    "/v1/auth/login",
+                    200,
+                    """{"kind":"keystore","accessToken":"fresh-token","expiresAt":"2030-01-01T00:00:00Z","defaultNamespaceId":null}"""
+                )
+
+                w.Api.On(
+                    "GET",
+                    $"/v1/namespaces/{joined.Wire}/wrapped-deks/{w.KeyId}",
+                    fun http ->
+                        Expect.equal
+                            (http.Request.Headers.Authorization.ToString())
+                            "Bearer fresh-token"
+                            "the fresh token"
+
+                        200,
+                        Json.serialize (
+                            {
+                                NamespaceId = joined.Wire
+                                KeyId = w.KeyId
+                                WrappedDek = wrapped.Wire
+                            }
+                            : GetWrappedDekResponse
+                        )
+                )
+
+                // A fresh engine over the store without a token (the seeded engine keeps its token in memory).
+                use client = new SyncClient(w.Api.Address)
+
+                let engine =
+                    SyncEngine.OpenAsync(
+                        SyncEngineOptions(Client = client, Identity = id, Store = w.Store)
+                    )
+                    |> await
+
+                let handle = engine.JoinNamespaceAsync joined.Wire |> await
+                Expect.equal handle.Id joined.Wire "the namespace"
+
+                Expect.equal
+                    (w.Api.Calls |> List.map fst |> List.length,
+                     w.Api.Count("POST", "/v1/auth/login"))
+                    (3, 1)
+                    "challenge, login, one DEK fetch"
+
+                let cached = w.Store.GetNamespaceAsync(w.KeyId, joined.Wire).AsTask() |> await
+                Expect.equal cached.Dek (Bin.toArray w.Dek) "the unwrapped DEK is cached"
+            }
+
+            test "TestUnresolvedMergeDoesNotEncodePlaceholderValue" {
+                // A codec that refuses to encode empty strings (the placeholder an unresolved merge carries).
+                let strict =
+                    { new ICodec<string> with
+                        member _.Encode v =
+                            if String.IsNullOrEmpty v then
+                                failwith "encoded a placeholder"
+                            else
+                                Codecs.String.Encode v
+
+                        member _.Decode b = Codecs.String.Decode b
+                    }
+
+                let api = new FakeApi()
+                let store = new MemoryStore()
+                let id = BitBoxSync.DummyKeystore.FromLabel "scripted"
+                let ns = Bin.ofBytes<NamespaceIdKind>(RandomNumberGenerator.GetBytes 16) |> ok "ns"
+                let dek = Bin.ofBytes<DekKind>(RandomNumberGenerator.GetBytes 32) |> ok "dek"
+
+                store
+                    .SaveAsync(
+                        StoreWrite(
+                            Identity =
+                                IdentityRecord(
+                                    KeyId = id.KeyId,
+                                    AccessToken = "valid-token",
+                                    TokenExpiry = Nullable(DateTimeOffset.UtcNow.AddHours 48.0),
+                                    DefaultNamespaceId = ns.Wire
+                                ),
+                            Namespaces =
+                                [|
+                                    NamespaceRecord(
+                                        KeyId = id.KeyId,
+                                        NamespaceId = ns.Wire,
+                                        Kind = "default",
+                                        Dek = Bin.toArray dek
+                                    )
+                                |]
+                        )
+                    )
+                    .AsTask()
+                |> awaitUnit
+
+                use client = new SyncClient(api.Address)
+
+                let engine =
+                    SyncEngine.OpenAsync(
+                        SyncEngineOptions(Client = client, Identity = id, Store = store)
+                    )
+                    |> await
+
+                let handle = engine.DefaultNamespaceAsync() |> await
+                let values = Collections.Generic.Dictionary<string, string>()
+                values["k"] <- "local"
+
+                handle.OpenCollection(
+                    "notes",
+                    CollectionOptions<string>(
+                        Codec = strict,
+                        Merge = Merges.NoMerge(),
+                        Backend = MemoryValueBackend<string>(Codecs.String, values, [ "k" ])
+                    )
+                )
+                |> ignore
+
+                let w =
+                    {
+                        Api = api
+                        Store = store
+                        Engine = engine
+                        Client = client
+                        KeyId = id.KeyId
+                        Ns = ns
+                        Dek = dek
+                        Keys = NamespaceKeys.derive dek
+                        Backend = null
+                    }
+
+                api.Always("GET", "/v1/namespaces/mine", 200, w.List [ ns.Wire, "default", 0UL ])
+                api.Always("GET", $"/v1/namespaces/{ns.Wire}/items", 200, w.Map(0UL, []))
+                api.Always("PUT", w.KvPath "k", 412, """{"error":"exists"}""")
+                api.Always("GET", w.KvPath "k", 200, w.ItemJson("k", 1UL, "remote"))
+                engine.SyncNowAsync() |> awaitUnit
+
+                Expect.isTrue
+                    (w.Row "k").Conflict
+                    "unresolved: a conflict, no encode of the placeholder"
+
+                engine.DisposeAsync().AsTask() |> awaitUnit
+                (api :> IDisposable).Dispose()
+            }
+
+            test "TestCreateInviteReturnsTokenAndSubmitsAction" {
+                use w = world [ "k" ] (Merges.NoMerge()) []
+                let shared = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes 16)
+
+                w.Store
+                    .SaveAsync(
+                        StoreWrite(
+                            Namespaces =
+                                [|
+                                    NamespaceRecord(
+                                        KeyId = w.KeyId,
+                                        NamespaceId = shared,
+                                        Kind = "shared",
+                                        Dek = Bin.toArray w.Dek
+                                    )
+                                |]
+                        )
+                    )
+                    .AsTask()
+                |> awaitUnit
+
+                let handle = w.Engine.NamespaceAsync shared |> await
+                let inviteId = String('a', 32)
+                let secret = Base64Url.encode (Array.init 32 byte)
+                let challenge = Convert.ToBase64String(RandomNumberGenerator.GetBytes 32)
+                let mutable challengeBody = ""
+                let mutable inviteBody = ""
+
+                w.Api.On(
+                    "POST",
+                    "/v1/auth/challenge",
+                    fun http ->
+                        use reader = new IO.StreamReader(http.Request.Body)
+                        challengeBody <- reader.ReadToEndAsync().GetAwaiter().GetResult()
+
+                        200,
+                        sprintf
+                            """{"challenge":"%s","expiresAt":"2030-01-01T00:00:00Z","spamControl":{"kind":"none"}}"""
+                            challenge
+                )
+
+                w.Api.On(
+                    "POST",
+                    $"/v1/namespaces/{shared}/invites",
+                    fun http ->
+                        use reader = new IO.StreamReader(http.Request.Body)
+                        inviteBody <- reader.ReadToEndAsync().GetAwaiter().GetResult()
+                        let b = Text.Json.Nodes.JsonNode.Parse inviteBody
+
+                        200,
+                        sprintf
+                            """{"namespaceId":"%s","inviteId":"%s","expiresAt":%d,"maxAccepted":%d}"""
+                            shared
+                            inviteId
+                            (b["expiresAt"].GetValue<int64>())
+                            (b["maxAccepted"].GetValue<int64>())
+                )
+
+                let invite =
+                    handle.CreateInviteAsync(
+                        InviteOptions(
+                            ServerOrigin = "https://sync.example:443",
+                            InviteId = inviteId,
+                            InviteSecret = secret
+                        )
+                    )
+                    |> await
+
+                Expect.equal (w.Api.Count("POST", "/v1/auth/challenge")) 1 "exactly one challenge"
+                let c = Text.Json.Nodes.JsonNode.Parse challengeBody
+
+                Expect.equal
+                    (c["purpose"].GetValue<string>(), c["action"].GetValue<string>())
+                    ("sensitive-action", "create-namespace-invite")
+                    "purpose and action"
+
+                let serverHash =
+                    InviteSecrets.serverSecretHash (
+                        InviteSecrets.serverSecret (
+                            Bin.parse<InviteSecretKind> secret |> ok "secret"
+                        )
+                    )
+
+                let b = Text.Json.Nodes.JsonNode.Parse inviteBody
+
+                Expect.equal
+                    (b["inviteServerSecretHash"].GetValue<string>(),
+                     b["challenge"].GetValue<string>(),
+                     b["maxAccepted"].GetValue<int>())
+                    (serverHash.Wire, challenge, 10)
+                    "the body"
+
+                let fields =
+                    ActionFields.createInvite
+                        {
+                            NamespaceId = Bin.parse<NamespaceIdKind> shared |> ok "ns"
+                            InviteId = Bin.parse<InviteIdKind> inviteId |> ok "i"
+                            InviteServerSecretHash = serverHash
+                            ExpiresAt = b["expiresAt"].GetValue<int64>()
+                            MaxAccepted = 10
+                        }
+
+                Expect.equal
+                    (c["actionFieldsHash"].GetValue<string>())
+                    (ActionFields.hash fields).Wire
+                    "the action-fields hash"
+
+                Expect.equal
+                    (invite.Version,
+                     invite.ServerOrigin,
+                     invite.NamespaceId,
+                     invite.InviteId,
+                     invite.InviteSecret)
+                    (1, "https://sync.example", shared, inviteId, secret)
+                    "the token (origin canonicalised)"
+            }
+
+            test "TestApproveJoinRequestSubmitsWrappedDEK" {
+                use w = world [ "k" ] (Merges.NoMerge()) []
+
+                let shared =
+                    Bin.ofBytes<NamespaceIdKind>(RandomNumberGenerator.GetBytes 16) |> ok "ns"
+
+                w.Store
+                    .SaveAsync(
+                        StoreWrite(
+                            Namespaces =
+                                [|
+                                    NamespaceRecord(
+                                        KeyId = w.KeyId,
+                                        NamespaceId = shared.Wire,
+                                        Kind = "shared",
+                                        Dek = Bin.toArray w.Dek
+                                    )
+                                |]
+                        )
+                    )
+                    .AsTask()
+                |> awaitUnit
+
+                let handle = w.Engine.NamespaceAsync shared.Wire |> await
+                use bob = Protocol.DummyKeystore.FromLabel "bob"
+                let origin = ServerOrigin.parseCanonical "https://sync.example" |> ok "origin"
+
+                let inviteIdBin =
+                    Bin.ofBytes<InviteIdKind>(RandomNumberGenerator.GetBytes 16) |> ok "i"
+
+                let secret =
+                    Bin.ofBytes<InviteSecretKind>(RandomNumberGenerator.GetBytes 32) |> ok "s"
+
+                let expiresAt = DateTimeOffset.UtcNow.AddMinutes(5.0).ToUnixTimeSeconds()
+
+                let invite =
+                    Invite(
+                        1,
+                        origin.Value,
+                        shared.Wire,
+                        inviteIdBin.Wire,
+                        expiresAt + 60L,
+                        secret.Wire
+                    )
+
+                let fields: JoinRequestFields =
+                    {
+                        NamespaceId = shared
+                        InviteId = inviteIdBin
+                        ServerOrigin = origin
+                        Kind = IdentityKind.Keystore
+                        KeyId = bob.KeyId
+                        AuthPublicKey = bob.AuthPublicKey
+                        WrapPublicKey = bob.WrapPublicKey
+                        ExpiresAt = expiresAt
+                    }
+
+                let payload = JoinRequests.payload fields
+
+                let signature =
+                    bob.SignNamespaceJoinRequestIntent(shared, inviteIdBin, origin, expiresAt)
+                    |> ok "sign"
+
+                let hash = (JoinRequests.hash payload).Wire
+
+                let entry: NamespaceJoinRequestEntry =
+                    {
+                        InviteId = inviteIdBin.Wire
+                        JoinRequestHash = hash
+                        CreatedAt = "2026-11-24T12:00:00Z"
+                        Status = "pending"
+                        JoinRequest =
+                            {
+                                Version = 1L
+                                NamespaceId = shared.Wire
+                                InviteId = inviteIdBin.Wire
+                                ServerOrigin = origin.Value
+                                Kind = "keystore"
+                                KeyId = bob.KeyId.Wire
+                                AuthPublicKey = bob.AuthPublicKey.Wire
+                                WrapPublicKey = bob.WrapPublicKey.Wire
+                                ExpiresAt = expiresAt
+                                Signature = signature.Wire
+                                InviteProof = (InviteSecrets.proof secret payload).Wire
+                            }
+                    }
+
+                let path =
+                    $"/v1/namespaces/{shared.Wire}/join-requests/{bob.KeyId.Wire}/{hash}/approve"
+
+                let mutable body = ""
+
+                w.Api.On(
+                    "PUT",
+                    path,
+                    fun http ->
+                        Expect.equal
+                            (http.Request.Headers.Authorization.ToString())
+                            "Bearer valid-token"
+                            "bearer"
+
+                        use reader = new IO.StreamReader(http.Request.Body)
+                        body <- reader.ReadToEndAsync().GetAwaiter().GetResult()
+
+                        200,
+                        sprintf
+                            """{"namespaceId":"%s","memberKind":"keystore","memberKeyId":"%s","joinRequestHash":"%s"}"""
+                            shared.Wire
+                            bob.KeyId.Wire
+                            hash
+                )
+
+                handle.ApproveJoinRequestAsync(invite, entry) |> awaitUnit
+                let b = Text.Json.Nodes.JsonNode.Parse body
+
+                Expect.equal
+                    (b["inviteServerSecret"].GetValue<string>())
+                    (InviteSecrets.serverSecret secret).Wire
+                    "the derived invite server secret"
+
+                let wrapped =
+                    Bin.parse<WrappedDekKind>(b["wrappedDek"].GetValue<string>()) |> ok "wrapped"
+
+                Expect.equal
+                    (bob.UnwrapNamespaceDek(shared, wrapped) |> ok "unwrap")
+                    w.Dek
+                    "bob unwraps the namespace DEK"
+            }
         ]
