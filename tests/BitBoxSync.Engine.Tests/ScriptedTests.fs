@@ -164,7 +164,12 @@ type World =
 
 let private t100 = DateTimeOffset.FromUnixTimeSeconds 100L
 
-let world (keys: string list) (merge: MergeFunction<string>) (initial: (string * string) list) =
+let worldWith
+    (configure: SyncEngineOptions -> unit)
+    (keys: string list)
+    (merge: MergeFunction<string>)
+    (initial: (string * string) list)
+    =
     let api = new FakeApi()
     let store = new MemoryStore()
     let id = BitBoxSync.DummyKeystore.FromLabel "scripted"
@@ -195,10 +200,10 @@ let world (keys: string list) (merge: MergeFunction<string>) (initial: (string *
     |> fun t -> t.AsTask() |> awaitUnit
 
     let client = new SyncClient(api.Address)
+    let options = SyncEngineOptions(Client = client, Identity = id, Store = store)
+    configure options
 
-    let engine =
-        SyncEngine.OpenAsync(SyncEngineOptions(Client = client, Identity = id, Store = store))
-        |> await
+    let engine = SyncEngine.OpenAsync options |> await
 
     let handle = engine.DefaultNamespaceAsync() |> await
     let values = Collections.Generic.Dictionary<string, string>()
@@ -226,6 +231,8 @@ let world (keys: string list) (merge: MergeFunction<string>) (initial: (string *
         Backend = backend
     }
 
+let world keys merge initial = worldWith ignore keys merge initial
+
 let row (w: World) key version baseVersion (baseValue: string) dirty =
     ItemRecord(
         KeyId = w.KeyId,
@@ -243,6 +250,13 @@ let row (w: World) key version baseVersion (baseValue: string) dirty =
         Dirty = dirty,
         UpdatedAt = t100
     )
+
+/// Waits for a cancelled RunAsync to end (its cancellation is expected).
+let private stopped (run: Task) =
+    try
+        run.Wait(TimeSpan.FromSeconds 10.0) |> ignore
+    with _ ->
+        ()
 
 let private messageOf (f: unit -> unit) =
     try
@@ -1377,5 +1391,198 @@ let tests =
                     (bob.UnwrapNamespaceDek(shared, wrapped) |> ok "unwrap")
                     w.Dek
                     "bob unwraps the namespace DEK"
+            }
+
+            test "TestRunSkipsQueuedWatchSyncForAlreadyObservedHeads" {
+                use w = world [ "k" ] (Merges.NoMerge()) []
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
+                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(0UL, []))
+                let mutable watches = 0
+
+                w.Api.On(
+                    "POST",
+                    "/v1/namespaces/watch",
+                    fun _ ->
+                        watches <- watches + 1
+
+                        if watches = 1 then
+                            200,
+                            sprintf
+                                """{"namespaces":[{"namespaceId":"%s","kind":"default","namespaceHead":0}],"timedOut":false}"""
+                                w.NsWire
+                        else
+                            Threading.Thread.Sleep 1000
+                            200, """{"namespaces":[],"timedOut":true}"""
+                )
+
+                use stop = new Threading.CancellationTokenSource()
+                let run = w.Engine.RunAsync stop.Token
+                Threading.Thread.Sleep 800
+                Expect.isGreaterThanOrEqual watches 2 "the watch answered and reconnected"
+
+                Expect.equal
+                    (w.Api.Count("GET", "/v1/namespaces/mine"))
+                    1
+                    "no pass for a head already reflected locally"
+
+                stop.Cancel()
+                stopped run
+            }
+
+            test "TestRunNamespaceWatchWaitsForTriggeredSyncBeforeRewatch" {
+                use w = world [ "k" ] (Merges.NoMerge()) []
+                let log = ConcurrentQueue<string>()
+                let mutable lists = 0
+
+                w.Api.On(
+                    "GET",
+                    "/v1/namespaces/mine",
+                    fun _ ->
+                        lists <- lists + 1
+                        let head = if lists = 1 then 0UL else 1UL
+
+                        if lists = 2 then
+                            log.Enqueue "pass started"
+                            Threading.Thread.Sleep 300
+                            log.Enqueue "pass list answered"
+
+                        200, w.List [ w.NsWire, "default", head ]
+                )
+
+                w.Api.On(
+                    "GET",
+                    $"/v1/namespaces/{w.NsWire}/items",
+                    fun _ -> 200, w.Map((if lists >= 2 then 1UL else 0UL), [])
+                )
+
+                let mutable watches = 0
+
+                w.Api.On(
+                    "POST",
+                    "/v1/namespaces/watch",
+                    fun _ ->
+                        watches <- watches + 1
+                        log.Enqueue(sprintf "watch %d" watches)
+
+                        if watches = 1 then
+                            200,
+                            sprintf
+                                """{"namespaces":[{"namespaceId":"%s","kind":"default","namespaceHead":1}],"timedOut":false}"""
+                                w.NsWire
+                        else
+                            Threading.Thread.Sleep 1000
+                            200, """{"namespaces":[],"timedOut":true}"""
+                )
+
+                use stop = new Threading.CancellationTokenSource()
+                let run = w.Engine.RunAsync stop.Token
+                Threading.Thread.Sleep 1200
+                stop.Cancel()
+                stopped run
+                let order = List.ofSeq log
+                let index (x: string) = order |> List.findIndex ((=) x)
+
+                Expect.isLessThan
+                    (index "pass list answered")
+                    (index "watch 2")
+                    "the watch re-opened only after its pass"
+
+                Expect.equal lists 2 "exactly two namespace-list calls"
+            }
+
+            test "TestRunLoginResetsFailureBackoff" {
+                use w =
+                    worldWith
+                        (fun o ->
+                            o.PollInterval <- TimeSpan.FromMilliseconds 20.0
+                            o.DisableNamespaceWatch <- true)
+                        [ "k" ]
+                        (Merges.NoMerge())
+                        []
+
+                let mutable failing = true
+                let calls = ConcurrentQueue<DateTime>()
+
+                w.Api.On(
+                    "GET",
+                    "/v1/namespaces/mine",
+                    fun _ ->
+                        calls.Enqueue DateTime.UtcNow
+
+                        if failing then
+                            500, """{"error":"down"}"""
+                        else
+                            200, w.List [ w.NsWire, "default", 0UL ]
+                )
+
+                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(0UL, []))
+                use stop = new Threading.CancellationTokenSource()
+                let run = w.Engine.RunAsync stop.Token
+                Threading.Thread.Sleep 1500 // failures back off: 40, 80, 160, 320, 640 ms …
+                failing <- false
+                let before = calls.Count
+                let loggedIn = DateTime.UtcNow
+                w.Engine.LoginAsync() |> awaitUnit
+                let sw = Diagnostics.Stopwatch.StartNew()
+
+                while calls.Count = before && sw.Elapsed < TimeSpan.FromSeconds 5.0 do
+                    Threading.Thread.Sleep 5
+
+                Expect.isGreaterThan calls.Count before "a pass after the login"
+
+                Expect.isLessThan
+                    ((calls |> Seq.last) - loggedIn)
+                    (TimeSpan.FromMilliseconds 500.0)
+                    "promptly: the backoff was reset"
+
+                stop.Cancel()
+                stopped run
+            }
+
+            test "TestNamespaceWatchLoginReconnectsAfterBackoff" {
+                use w =
+                    worldWith
+                        (fun o -> o.PollInterval <- TimeSpan.FromSeconds 10.0)
+                        [ "k" ]
+                        (Merges.NoMerge())
+                        []
+
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
+                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(0UL, []))
+                let calls = ConcurrentQueue<DateTime>()
+
+                w.Api.On(
+                    "POST",
+                    "/v1/namespaces/watch",
+                    fun _ ->
+                        calls.Enqueue DateTime.UtcNow
+                        500, """{"error":"watch broken"}"""
+                )
+
+                use stop = new Threading.CancellationTokenSource()
+                let run = w.Engine.RunAsync stop.Token
+                let sw = Diagnostics.Stopwatch.StartNew()
+
+                while calls.IsEmpty && sw.Elapsed < TimeSpan.FromSeconds 5.0 do
+                    Threading.Thread.Sleep 10
+
+                Threading.Thread.Sleep 300 // now in a failure backoff of about 20 s
+                let before = calls.Count
+                let loggedIn = DateTime.UtcNow
+                w.Engine.LoginAsync() |> awaitUnit
+                let sw = Diagnostics.Stopwatch.StartNew()
+
+                while calls.Count = before && sw.Elapsed < TimeSpan.FromSeconds 5.0 do
+                    Threading.Thread.Sleep 5
+
+                Expect.isGreaterThan calls.Count before "the watch reconnected"
+
+                Expect.isLessThan
+                    ((calls |> Seq.last) - loggedIn)
+                    (TimeSpan.FromMilliseconds 500.0)
+                    "right after the login"
+
+                stop.Cancel()
+                stopped run
             }
         ]

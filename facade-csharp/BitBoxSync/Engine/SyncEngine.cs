@@ -427,8 +427,12 @@ public sealed class SyncEngine : IAsyncDisposable
             return 0;
         }, mayPrompt: true, cancellationToken);
         Interlocked.Exchange(ref _loginSignal, 1);
+        Interlocked.Exchange(ref _watchLogin, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
         ScheduleSync();
     }
+
+    /// <summary>Completed by a successful <see cref="LoginAsync"/>: ends the watch's failure backoff early.</summary>
+    private TaskCompletionSource _watchLogin = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private int _loginSignal;
 
@@ -526,6 +530,8 @@ public sealed class SyncEngine : IAsyncDisposable
     /// <summary>Item downloads in flight during an item-map reconciliation (applies stay sequential).</summary>
     private const int MaxParallelDownloads = 8;
     private TaskCompletionSource _nextPass = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _runPassesStarted;
+    private int _runPassesCompleted;
 
     /// <summary>One pass's state: the token, the per-namespace scopes computed once, and the effects.</summary>
     private sealed class Pass(SyncEngine e, string token, CancellationToken ct)
@@ -1039,6 +1045,7 @@ public sealed class SyncEngine : IAsyncDisposable
                 {
                     ct.ThrowIfCancellationRequested();
                     var failed = false;
+                    Interlocked.Increment(ref _runPassesStarted);
                     try
                     {
                         await PassAsync(mayPrompt: false, ct);
@@ -1047,6 +1054,7 @@ public sealed class SyncEngine : IAsyncDisposable
                     {
                         failed = true;
                     }
+                    Interlocked.Increment(ref _runPassesCompleted);
                     Interlocked.Exchange(ref _nextPass, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
                     schedule = Schedule.record(settings, _idlePolling, schedule, new PassResult(failed, _lastPassActivity, requested));
                     if (Interlocked.Exchange(ref _loginSignal, 0) == 1) schedule = Schedule.loginSucceeded(settings, schedule);
@@ -1109,9 +1117,16 @@ public sealed class SyncEngine : IAsyncDisposable
                     case WatchOutcome.Failed failed:
                         throw ToException(failed.Item);
                     case var o when o.IsNeedsSync:
-                        var pass = Volatile.Read(ref _nextPass).Task;
+                        // Wait for a pass that starts after this answer (not one already running), so
+                        // the next watch carries the heads that pass reconciled.
+                        var needed = Volatile.Read(ref _runPassesStarted) + 1;
                         ScheduleSync();
-                        await pass.WaitAsync(ct);
+                        while (Volatile.Read(ref _runPassesCompleted) < needed)
+                        {
+                            var next = Volatile.Read(ref _nextPass).Task;
+                            if (Volatile.Read(ref _runPassesCompleted) >= needed) break;
+                            await next.WaitAsync(ct);
+                        }
                         break;
                     case var o when o.IsTimedOut:
                         await Task.Delay(Schedule.watchReconnectDelay(Random.Shared.NextDouble()), ct);
@@ -1133,9 +1148,12 @@ public sealed class SyncEngine : IAsyncDisposable
                 Emit(SyncEventType.NamespaceWatchFailed, error: e);
                 if (Core.Watch.onFailure(settings, failures, FSharpOption<int>.None, Random.Shared.NextDouble()) is WatchFailure.Retry retry)
                 {
+                    var login = Volatile.Read(ref _watchLogin).Task;
                     try
                     {
-                        await Task.Delay(retry.delay, ct);
+                        // A successful login ends the backoff at once (the device is back).
+                        if (await Task.WhenAny(Task.Delay(retry.delay, ct), login) == login) failures = 0;
+                        ct.ThrowIfCancellationRequested();
                     }
                     catch (OperationCanceledException)
                     {
