@@ -131,6 +131,40 @@ let private hookedDevice (server: TestServer) (backend: HookedBackend) =
 
     engine, client
 
+/// An identity that records which typed method the engine used.
+type RecordingIdentity(inner: BitBoxSync.DummyKeystore) =
+    member val Calls = Collections.Generic.List<string>()
+
+    interface IIdentity with
+        member _.Kind = inner.Kind
+        member _.AuthPublicKey = inner.AuthPublicKey
+        member _.WrapPublicKey = inner.WrapPublicKey
+
+        member this.SignLoginIntentAsync(c, ct) =
+            this.Calls.Add "login"
+            inner.SignLoginIntentAsync(c, ct)
+
+        member this.SignRefreshIntentAsync(c, ct) =
+            this.Calls.Add "refresh"
+            inner.SignRefreshIntentAsync(c, ct)
+
+        member this.SignRevokeAllTokensIntentAsync(c, ct) =
+            this.Calls.Add "revoke-all-tokens"
+            inner.SignRevokeAllTokensIntentAsync(c, ct)
+
+        member this.SignCreateNamespaceInviteIntentAsync(c, ns, i, h, e, m, ct) =
+            this.Calls.Add "create-invite"
+            inner.SignCreateNamespaceInviteIntentAsync(c, ns, i, h, e, m, ct)
+
+        member this.SignNamespaceJoinRequestIntentAsync(ns, i, o, e, ct) =
+            this.Calls.Add "join-request"
+            inner.SignNamespaceJoinRequestIntentAsync(ns, i, o, e, ct)
+
+        member _.AttestAsync(c, ct) = inner.AttestAsync(c, ct)
+
+        member _.UnwrapNamespaceDekAsync(ns, w, ct) =
+            inner.UnwrapNamespaceDekAsync(ns, w, ct)
+
 let private drain (engine: SyncEngine) =
     [
         let mutable e = Unchecked.defaultof<SyncEvent>
@@ -143,6 +177,43 @@ let tests =
     testList
         "ENGINE.md §11"
         [
+            test "TestIdentityIntentHelpersUseTypedIntentMethods" {
+                use server = start Sqlite
+                let identity = RecordingIdentity(BitBoxSync.DummyKeystore.FromLabel "alice")
+                let client = new SyncClient(server.BaseAddress)
+
+                let options =
+                    SyncEngineOptions(
+                        Client = client,
+                        Identity = identity,
+                        Store = new MemoryStore(),
+                        RefreshSkew = TimeSpan.FromDays 40.0
+                    )
+
+                let engine = SyncEngine.OpenAsync options |> await
+                engine.SyncNowAsync() |> awaitUnit // login
+                engine.SyncNowAsync() |> awaitUnit // refresh (inside the skew)
+                let shared = engine.CreateSharedNamespaceAsync() |> await
+                let invite = shared.CreateInviteAsync(InviteOptions(ServerOrigin = origin)) |> await
+                // Signing happens before the request; the server then refuses a member's own join request.
+                let _ =
+                    try
+                        engine.SubmitJoinRequestAsync invite |> await |> ignore
+                    with _ ->
+                        ()
+
+                engine.RevokeAllTokensAsync() |> awaitUnit
+                let calls = List.ofSeq identity.Calls
+
+                Expect.equal
+                    (calls |> List.distinct)
+                    [ "login"; "refresh"; "create-invite"; "join-request"; "revoke-all-tokens" ]
+                    "each intent through its typed method, in order"
+
+                engine.DisposeAsync().AsTask() |> awaitUnit
+                client.Dispose()
+            }
+
             test "TestOpenDerivesKeyIDFromIdentityAuthPublicKey" {
                 use server = start Sqlite
                 let engine, client = openEngine server "alice" (new MemoryStore())
