@@ -1418,6 +1418,7 @@ let tests =
                 use stop = new Threading.CancellationTokenSource()
                 let run = w.Engine.RunAsync stop.Token
                 Threading.Thread.Sleep 800
+
                 Expect.isGreaterThanOrEqual watches 2 "the watch answered and reconnected"
 
                 Expect.equal
@@ -1584,5 +1585,40 @@ let tests =
 
                 stop.Cancel()
                 stopped run
+            }
+
+            test
+                "a quarantined item is retried only when the remote version or the local value changes" {
+                let mutable merges = 0
+
+                let throwing =
+                    MergeFunction<string>(fun _ ->
+                        merges <- merges + 1
+                        failwith "merge bug")
+
+                use w = world [ "k" ] throwing [ "k", "local" ]
+                w.Seed [ row w "k" 1UL 1UL "base" true ]
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
+
+                w.Api.Always(
+                    "GET",
+                    $"/v1/namespaces/{w.NsWire}/items",
+                    200,
+                    w.Map(0UL, [ "k", 1UL ])
+                )
+
+                w.Api.Always("PUT", w.KvPath "k", 412, """{"error":"version"}""")
+                w.Api.Always("GET", w.KvPath "k", 200, w.ItemJson("k", 2UL, "remote"))
+                w.Sync()
+                Expect.equal merges 1 "the merge ran and threw"
+                Expect.exists w.Engine.QuarantinedItems (fun q -> q.Key = "k") "quarantined"
+                w.Sync()
+                Expect.equal merges 1 "same remote version, same local value: not retried"
+
+                w.Backend.SetAsync("k", "edited", Threading.CancellationToken.None).AsTask()
+                |> awaitUnit
+
+                w.Sync()
+                Expect.equal merges 2 "the local value changed: retried"
             }
         ]

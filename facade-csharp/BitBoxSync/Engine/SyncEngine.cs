@@ -54,6 +54,7 @@ public sealed class SyncEngine : IAsyncDisposable
     private readonly object _statusGate = new();
     private SyncStatus _status = new();
     private readonly ConcurrentDictionary<(string Namespace, string ItemId), QuarantinedItem> _quarantined = new();
+    private readonly ConcurrentDictionary<(string Namespace, string ItemId), Core.QuarantinedItem> _quarantineState = new();
 
     /// <summary>The current sync status (a snapshot).</summary>
     public SyncStatus Status
@@ -664,6 +665,7 @@ public sealed class SyncEngine : IAsyncDisposable
                     inFlight.Release();
                 }
             }).ToList();
+            _batch = [];
             try
             {
                 for (var i = 0; i < downloads.Count; i++)
@@ -671,13 +673,22 @@ public sealed class SyncEngine : IAsyncDisposable
                     await ApplyRemoteAsync(downloads[i].Item1, FSharpOption<ulong>.Some(downloads[i].Item2), keys, await fetches[i]);
                     e.UpdateStatus(st => st with { Downloaded = st.Downloaded + 1 });
                 }
+                var applied = _batch;
+                _batch = null;
+                // Every applied row and the new head: one transaction.
+                await SaveItemsAsync(applied.Select(o => o.Row), plan.Finish);
+                foreach (var outcome in applied)
+                {
+                    Settled(outcome.Row);
+                    foreach (var ev in outcome.Events) e.Emit(outcome.Row, ev);
+                }
             }
             finally
             {
+                _batch = null;
                 await fetching.CancelAsync();
                 try { await Task.WhenAll(fetches); } catch { /* abandoned prefetches */ }
             }
-            await e.SaveNamespaceAsync(plan.Finish, ct);
             e.Emit(SyncEventType.NamespaceChanged, ns.Wire);
             Activity = true;
         }
@@ -706,6 +717,15 @@ public sealed class SyncEngine : IAsyncDisposable
             }
             var remote = opened.ResultValue;
 
+            // A quarantined item is retried only when the remote version or the local value changed.
+            e._collections.TryGetValue((row.NamespaceId.Wire, row.Collection), out var registered);
+            if (e._quarantineState.TryGetValue((row.NamespaceId.Wire, row.ItemId.Wire), out var parked))
+            {
+                var localNow = registered is null ? null : await registered.GetAsync(row.Key, ct);
+                if (!Quarantine.shouldRetry(parked, response.Version, localNow is null ? LocalValue.Absent : LocalValue.NewPresent(localNow)))
+                    return;
+            }
+
             var current = await e._store.GetItemByIdAsync(e._keyId.Wire, row.NamespaceId.Wire, row.ItemId.Wire, ct);
             var target = Download.rowToApply(current is null ? FSharpOption<ItemState>.None : FSharpOption<ItemState>.Some(ToCore(current)), row, response.Version);
             if (target is null) return;
@@ -732,6 +752,7 @@ public sealed class SyncEngine : IAsyncDisposable
                     }
                     catch (Exception ex) when (ex is not OperationCanceledException)
                     {
+                        await ParkAsync(item, QuarantineReason.NewUnreadableRemote(ex.Message), response.Version);
                         Quarantined(item, "the app's backend refused the value: " + ex.Message);
                         return;
                     }
@@ -746,16 +767,40 @@ public sealed class SyncEngine : IAsyncDisposable
                     await SaveOutcomeAsync(save.Item);
                     break;
                 case ApplyDecision.Quarantine q:
+                    await ParkAsync(item, q.Item, response.Version);
                     Quarantined(item, q.Item.ToString());
                     break;
             }
         }
 
+        /// <summary>Outcomes of the item map being applied, saved with its head in one transaction (§12.13).</summary>
+        private List<Outcome>? _batch;
+
         private async Task SaveOutcomeAsync(Outcome outcome)
         {
-            e._quarantined.TryRemove((outcome.Row.NamespaceId.Wire, outcome.Row.ItemId.Wire), out _);
+            if (_batch is not null)
+            {
+                _batch.Add(outcome);
+                return;
+            }
+            Settled(outcome.Row);
             await SaveItemsAsync([outcome.Row]);
             foreach (var ev in outcome.Events) e.Emit(outcome.Row, ev);
+        }
+
+        /// <summary>Remembers what a quarantined apply saw (remote version, local value) for the retry rule.</summary>
+        private async Task ParkAsync(ItemState row, QuarantineReason reason, ulong remoteVersion)
+        {
+            e._collections.TryGetValue((row.NamespaceId.Wire, row.Collection), out var adapter);
+            var local = adapter is null ? null : await adapter.GetAsync(row.Key, ct);
+            e._quarantineState[(row.NamespaceId.Wire, row.ItemId.Wire)] =
+                Quarantine.create(row, reason, remoteVersion, local is null ? LocalValue.Absent : LocalValue.NewPresent(local));
+        }
+
+        private void Settled(ItemState row)
+        {
+            e._quarantined.TryRemove((row.NamespaceId.Wire, row.ItemId.Wire), out _);
+            e._quarantineState.TryRemove((row.NamespaceId.Wire, row.ItemId.Wire), out _);
         }
 
         private void Quarantined(ItemState row, string why)
@@ -809,7 +854,7 @@ public sealed class SyncEngine : IAsyncDisposable
                         if (nsRow is null) await SaveItemsAsync([outcome.Row]);
                         else await SaveItemsAsync([outcome.Row], Namespaces.afterUpload(nsRow, Now));
                         foreach (var ev in outcome.Events) e.Emit(outcome.Row, ev);
-                        e._quarantined.TryRemove((row.NamespaceId.Wire, row.ItemId.Wire), out _);
+                        Settled(row);
                         e.UpdateStatus(st => st with { Uploaded = st.Uploaded + 1 });
                         Activity = true;
                         break;
