@@ -266,4 +266,83 @@ let tests =
 
                 ()
             }
+
+            test
+                "the server stopped mid-pass (after the snapshot, before pull and push) and restarted: converges, nothing lost" {
+                let db = Database.Create Sqlite
+                let clock = ManualClock DateTimeOffset.UtcNow
+
+                let port =
+                    let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
+                    l.Start()
+                    let p = (l.LocalEndpoint :?> Net.IPEndPoint).Port
+                    l.Stop()
+                    p
+
+                let startAt () =
+                    let o = options db clock (TimeSpan.FromSeconds 5.0)
+                    o.Urls <- [| $"http://127.0.0.1:{port}" |]
+                    new TestServer(db, clock, BitBoxSyncServer.StartAsync(o) |> await)
+
+                let mutable server = startAt ()
+                use other = device server "alice" (new MemoryStore()) (Merges.NoMerge())
+                other.Write("b", "remote before the outage")
+                other.Sync()
+                let inner = MemoryValueBackend<string>(Codecs.String, null, keys)
+                let hooked = ChecklistTests.HookedBackend inner
+                let client = new SyncClient(server.BaseAddress)
+                let store = new MemoryStore()
+
+                let engine =
+                    SyncEngine.OpenAsync(
+                        SyncEngineOptions(
+                            Client = client,
+                            Identity = BitBoxSync.DummyKeystore.FromLabel "alice",
+                            Store = store
+                        )
+                    )
+                    |> await
+
+                let ns = engine.DefaultNamespaceAsync() |> await
+
+                ns.OpenCollection(
+                    "notes",
+                    CollectionOptions<string>(Codec = Codecs.String, Backend = hooked)
+                )
+                |> ignore
+
+                inner.SetAsync("a", "local during the outage", CancellationToken.None).AsTask()
+                |> awaitUnit
+
+                hooked.AfterSnapshot <- Some(fun () -> (server :> IDisposable).Dispose())
+
+                Expect.throwsT<SyncTransportException>
+                    (fun () -> engine.SyncNowAsync() |> awaitUnit)
+                    "the pass fails half-way"
+
+                Expect.isTrue
+                    (store.GetItemByLogicalKeyAsync(engine.KeyId, ns.Id, "notes", "a").AsTask()
+                     |> await)
+                        .Dirty
+                    "the local change is queued, not lost"
+
+                server <- startAt ()
+                engine.SyncNowAsync() |> awaitUnit
+
+                Expect.equal
+                    (inner.GetAsync("b", CancellationToken.None).AsTask() |> await).Value
+                    "remote before the outage"
+                    "pulled after the restart"
+
+                other.Sync()
+
+                Expect.equal
+                    (other.Read "a")
+                    (Some "local during the outage")
+                    "pushed after the restart"
+
+                engine.DisposeAsync().AsTask() |> awaitUnit
+                client.Dispose()
+                (server :> IDisposable).Dispose()
+            }
         ]
