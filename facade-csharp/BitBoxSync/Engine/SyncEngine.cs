@@ -55,6 +55,7 @@ public sealed class SyncEngine : IAsyncDisposable
     private SyncStatus _status = new();
     private readonly ConcurrentDictionary<(string Namespace, string ItemId), QuarantinedItem> _quarantined = new();
     private readonly ConcurrentDictionary<(string Namespace, string ItemId), Core.QuarantinedItem> _quarantineState = new();
+    private readonly ConcurrentDictionary<string, (Dek Dek, List<(string Collection, string[] Keys)> Keys, ActiveScope Scope)> _scopeCache = new(StringComparer.Ordinal);
 
     /// <summary>The current sync status (a snapshot).</summary>
     public SyncStatus Status
@@ -558,11 +559,29 @@ public sealed class SyncEngine : IAsyncDisposable
             var keys = NamespaceKeysModule.derive(row.Dek!.Value);
             var collections = e._collections.Where(c => c.Key.Namespace == ns.Wire).Select(c => c.Value)
                 .OrderBy(c => c.Name, StringComparer.Ordinal).ToList();
-            var lists = new List<CollectionKeys>();
+            var keyLists = new List<(string Collection, string[] Keys)>();
             foreach (var c in collections)
-                lists.Add(new CollectionKeys(c.Name, ListModule.OfSeq((await c.KeysAsync(ct)).Distinct())));
-            var scope = Scope.build(keys, ListModule.OfSeq(lists));
+                keyLists.Add((c.Name, (await c.KeysAsync(ct)).ToArray()));
+            // The scope (one HMAC per key) is reused while the DEK and every collection's keys are unchanged.
+            ActiveScope scope;
+            if (e._scopeCache.TryGetValue(ns.Wire, out var cached) && cached.Dek.Equals(row.Dek.Value) && SameKeys(cached.Keys, keyLists))
+            {
+                scope = cached.Scope;
+            }
+            else
+            {
+                scope = Scope.build(keys, ListModule.OfSeq(keyLists.Select(k => new CollectionKeys(k.Collection, ListModule.OfSeq(k.Keys.Distinct())))));
+                e._scopeCache[ns.Wire] = (row.Dek.Value, keyLists, scope);
+            }
             return _scopes[ns.Wire] = (keys, scope, collections);
+        }
+
+        private static bool SameKeys(List<(string Collection, string[] Keys)> a, List<(string Collection, string[] Keys)> b)
+        {
+            if (a.Count != b.Count) return false;
+            for (var i = 0; i < a.Count; i++)
+                if (a[i].Collection != b[i].Collection || !a[i].Keys.AsSpan().SequenceEqual(b[i].Keys)) return false;
+            return true;
         }
 
         private async Task SaveItemsAsync(IEnumerable<ItemState> rows, params NamespaceState[] namespaces) =>
