@@ -165,6 +165,41 @@ type RecordingIdentity(inner: BitBoxSync.DummyKeystore) =
         member _.UnwrapNamespaceDekAsync(ns, w, ct) =
             inner.UnwrapNamespaceDekAsync(ns, w, ct)
 
+/// B is clean at v1, A uploads v2; B's app writes `value` at the moment `arm` chooses during B's
+/// pass. The edit must survive on B and reach A (PreferLocal on both).
+let private appEditDuringApply
+    (arm: HookedBackend -> (unit -> unit) -> unit)
+    (value: string)
+    (survives: string)
+    (reaches: string)
+    =
+    use server = start Sqlite
+    use a = device server "alice" (new MemoryStore()) (Merges.PreferLocal())
+    let inner = MemoryValueBackend<string>(Codecs.String, null, keys)
+    let hooked = HookedBackend inner
+    let b, client = hookedDevice server hooked
+    a.Write("a", "v1")
+    a.Sync()
+    b.SyncNowAsync() |> awaitUnit
+    a.Write("a", "v2")
+    a.Sync()
+
+    arm hooked (fun () ->
+        inner.SetAsync("a", value, Threading.CancellationToken.None).AsTask()
+        |> awaitUnit)
+
+    b.SyncNowAsync() |> awaitUnit
+
+    Expect.equal
+        (inner.GetAsync("a", Threading.CancellationToken.None).AsTask() |> await).Value
+        value
+        survives
+
+    a.Sync()
+    Expect.equal (a.Read "a") (Some value) reaches
+    b.DisposeAsync().AsTask() |> awaitUnit
+    client.Dispose()
+
 let private drain (engine: SyncEngine) =
     [
         let mutable e = Unchecked.defaultof<SyncEvent>
@@ -468,72 +503,19 @@ let tests =
             }
 
             test "TestSyncNowDoesNotOverwriteLocalEditAfterSnapshot" {
-                use server = start Sqlite
-                use a = device server "alice" (new MemoryStore()) (Merges.PreferLocal())
-                let inner = MemoryValueBackend<string>(Codecs.String, null, keys)
-                let hooked = HookedBackend inner
-                let b, client = hookedDevice server hooked
-                a.Write("a", "v1")
-                a.Sync()
-                b.SyncNowAsync() |> awaitUnit
-                a.Write("a", "v2")
-                a.Sync()
-
-                hooked.AfterSnapshot <-
-                    Some(fun () ->
-                        inner
-                            .SetAsync("a", "local edit", Threading.CancellationToken.None)
-                            .AsTask()
-                        |> awaitUnit)
-
-                b.SyncNowAsync() |> awaitUnit
-
-                Expect.equal
-                    (inner.GetAsync("a", Threading.CancellationToken.None).AsTask() |> await).Value
+                appEditDuringApply
+                    (fun hooked edit -> hooked.AfterSnapshot <- Some edit)
                     "local edit"
                     "the edit survived the remote apply"
-
-                a.Sync()
-                Expect.equal (a.Read "a") (Some "local edit") "merged (PreferLocal) and uploaded"
-                b.DisposeAsync().AsTask() |> awaitUnit
-                client.Dispose()
+                    "merged (PreferLocal) and uploaded"
             }
 
             test "TestSyncNowDoesNotOverwriteLocalEditBetweenRereadAndRemoteApply" {
-                use server = start Sqlite
-                use a = device server "alice" (new MemoryStore()) (Merges.PreferLocal())
-                let inner = MemoryValueBackend<string>(Codecs.String, null, keys)
-                let hooked = HookedBackend inner
-                let b, client = hookedDevice server hooked
-                a.Write("a", "v1")
-                a.Sync()
-                b.SyncNowAsync() |> awaitUnit
-                a.Write("a", "v2")
-                a.Sync()
-
-                hooked.BeforeConditionalWrite <-
-                    Some(fun () ->
-                        inner
-                            .SetAsync("a", "racing edit", Threading.CancellationToken.None)
-                            .AsTask()
-                        |> awaitUnit)
-
-                b.SyncNowAsync() |> awaitUnit
-
-                Expect.equal
-                    (inner.GetAsync("a", Threading.CancellationToken.None).AsTask() |> await).Value
+                appEditDuringApply
+                    (fun hooked edit -> hooked.BeforeConditionalWrite <- Some edit)
                     "racing edit"
                     "the conditional write lost; the app's edit stays"
-
-                a.Sync()
-
-                Expect.equal
-                    (a.Read "a")
-                    (Some "racing edit")
                     "kept dirty, then merged and uploaded"
-
-                b.DisposeAsync().AsTask() |> awaitUnit
-                client.Dispose()
             }
 
             test "TestSyncNowReconcilesSnapshotBeforeUpload" {

@@ -69,6 +69,17 @@ let private serverHead (server: TestServer) (ns: string) =
     let map = probe.GetNamespaceItemsAsync(session.Token, ns) |> await
     map.NamespaceHead
 
+/// Starts a server on a fixed loopback port and SQLite file: each call (re)starts it at the same address.
+let private restartableServer () =
+    let db = Database.Create Sqlite
+    let clock = ManualClock DateTimeOffset.UtcNow
+    let port = freePort ()
+
+    fun () ->
+        let o = options db clock (TimeSpan.FromSeconds 5.0)
+        o.Urls <- [| $"http://127.0.0.1:{port}" |]
+        new TestServer(db, clock, BitBoxSyncServer.StartAsync(o) |> await)
+
 let tests =
     testList
         "faults"
@@ -206,20 +217,7 @@ let tests =
             }
 
             test "the server stopped and restarted under RunAsync: writes made meanwhile arrive" {
-                let db = Database.Create Sqlite
-                let clock = ManualClock DateTimeOffset.UtcNow
-
-                let port =
-                    let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
-                    l.Start()
-                    let p = (l.LocalEndpoint :?> Net.IPEndPoint).Port
-                    l.Stop()
-                    p
-
-                let startAt () =
-                    let o = options db clock (TimeSpan.FromSeconds 5.0)
-                    o.Urls <- [| $"http://127.0.0.1:{port}" |]
-                    new TestServer(db, clock, BitBoxSyncServer.StartAsync(o) |> await)
+                let startAt = restartableServer ()
 
                 let server = startAt ()
                 use a = device server "alice" (new MemoryStore()) (Merges.NoMerge())
@@ -269,20 +267,7 @@ let tests =
 
             test
                 "the server stopped mid-pass (after the snapshot, before pull and push) and restarted: converges, nothing lost" {
-                let db = Database.Create Sqlite
-                let clock = ManualClock DateTimeOffset.UtcNow
-
-                let port =
-                    let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
-                    l.Start()
-                    let p = (l.LocalEndpoint :?> Net.IPEndPoint).Port
-                    l.Stop()
-                    p
-
-                let startAt () =
-                    let o = options db clock (TimeSpan.FromSeconds 5.0)
-                    o.Urls <- [| $"http://127.0.0.1:{port}" |]
-                    new TestServer(db, clock, BitBoxSyncServer.StartAsync(o) |> await)
+                let startAt = restartableServer ()
 
                 let mutable server = startAt ()
                 use other = device server "alice" (new MemoryStore()) (Merges.NoMerge())

@@ -156,6 +156,26 @@ type World =
 
     member w.Sync() = w.Engine.SyncNowAsync() |> awaitUnit
 
+    /// Caches a namespace with the world's DEK (kind may be null: not yet known).
+    member w.Cache(ns: string, kind: string, head: uint64) =
+        w.Store
+            .SaveAsync(
+                StoreWrite(
+                    Namespaces =
+                        [|
+                            NamespaceRecord(
+                                KeyId = w.KeyId,
+                                NamespaceId = ns,
+                                Kind = kind,
+                                Head = head,
+                                Dek = Bin.toArray w.Dek
+                            )
+                        |]
+                )
+            )
+            .AsTask()
+        |> awaitUnit
+
     interface IDisposable with
         member w.Dispose() =
             w.Engine.DisposeAsync().AsTask() |> awaitUnit
@@ -163,6 +183,12 @@ type World =
             (w.Api :> IDisposable).Dispose()
 
 let private t100 = DateTimeOffset.FromUnixTimeSeconds 100L
+
+/// A challenge answer (spam control none).
+let challengeJson (challenge: string) =
+    sprintf
+        """{"challenge":"%s","expiresAt":"2030-01-01T00:00:00Z","spamControl":{"kind":"none"}}"""
+        challenge
 
 let worldWith
     (configure: SyncEngineOptions -> unit)
@@ -272,23 +298,7 @@ let tests =
             test "TestSyncNamespacesRejectsCachedNamespaceDisappearance" {
                 use w = world [ "k" ] (Merges.NoMerge()) []
 
-                w.Store
-                    .SaveAsync(
-                        StoreWrite(
-                            Namespaces =
-                                [|
-                                    NamespaceRecord(
-                                        KeyId = w.KeyId,
-                                        NamespaceId = w.NsWire,
-                                        Kind = "default",
-                                        Head = 4UL,
-                                        Dek = Bin.toArray w.Dek
-                                    )
-                                |]
-                        )
-                    )
-                    .AsTask()
-                |> awaitUnit
+                w.Cache(w.NsWire, "default", 4UL)
 
                 w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [])
                 Expect.stringStarts (messageOf w.Sync) "RollbackDetectedException" "rollback"
@@ -343,23 +353,7 @@ let tests =
                 use w = world [ "k" ] (Merges.NoMerge()) [ "k", "v" ]
                 w.Seed [ row w "k" 2UL 2UL "v" false ]
 
-                w.Store
-                    .SaveAsync(
-                        StoreWrite(
-                            Namespaces =
-                                [|
-                                    NamespaceRecord(
-                                        KeyId = w.KeyId,
-                                        NamespaceId = w.NsWire,
-                                        Kind = "default",
-                                        Head = 4UL,
-                                        Dek = Bin.toArray w.Dek
-                                    )
-                                |]
-                        )
-                    )
-                    .AsTask()
-                |> awaitUnit
+                w.Cache(w.NsWire, "default", 4UL)
 
                 w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 5UL ])
                 w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(5UL, []))
@@ -580,14 +574,7 @@ let tests =
                 let id = BitBoxSync.DummyKeystore.FromLabel "scripted"
                 let challenge = Convert.ToBase64String(RandomNumberGenerator.GetBytes 32)
 
-                w.Api.Always(
-                    "POST",
-                    "/v1/auth/challenge",
-                    200,
-                    sprintf
-                        """{"challenge":"%s","expiresAt":"2030-01-01T00:00:00Z","spamControl":{"kind":"none"}}"""
-                        challenge
-                )
+                w.Api.Always("POST", "/v1/auth/challenge", 200, challengeJson challenge)
 
                 w.Api.Always(
                     "POST",
@@ -619,24 +606,7 @@ let tests =
             test "TestSyncNamespacesReconcilesActiveScopeChangeAtCurrentHead" {
                 use w = world [ "remote-only" ] (Merges.NoMerge()) []
 
-                w.Store
-                    .SaveAsync(
-                        StoreWrite(
-                            Namespaces =
-                                [|
-                                    NamespaceRecord(
-                                        KeyId = w.KeyId,
-                                        NamespaceId = w.NsWire,
-                                        Kind = "default",
-                                        Head = 7UL,
-                                        ActiveScopeHash = "",
-                                        Dek = Bin.toArray w.Dek
-                                    )
-                                |]
-                        )
-                    )
-                    .AsTask()
-                |> awaitUnit
+                w.Cache(w.NsWire, "default", 7UL)
 
                 w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 7UL ])
 
@@ -865,34 +835,12 @@ let tests =
                 use w = world [ "k" ] (Merges.NoMerge()) []
                 let shared = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes 16)
 
-                w.Store
-                    .SaveAsync(
-                        StoreWrite(
-                            Namespaces =
-                                [|
-                                    NamespaceRecord(
-                                        KeyId = w.KeyId,
-                                        NamespaceId = shared,
-                                        Kind = "shared",
-                                        Dek = Bin.toArray w.Dek
-                                    )
-                                |]
-                        )
-                    )
-                    .AsTask()
-                |> awaitUnit
+                w.Cache(shared, "shared", 0UL)
 
                 let handle = w.Engine.NamespaceAsync shared |> await
                 let challenge = Convert.ToBase64String(RandomNumberGenerator.GetBytes 32)
 
-                w.Api.Always(
-                    "POST",
-                    "/v1/auth/challenge",
-                    200,
-                    sprintf
-                        """{"challenge":"%s","expiresAt":"2030-01-01T00:00:00Z","spamControl":{"kind":"none"}}"""
-                        challenge
-                )
+                w.Api.Always("POST", "/v1/auth/challenge", 200, challengeJson challenge)
 
                 for field, message in
                     [ "expiresAt", "expiry mismatch"; "maxAccepted", "maxAccepted mismatch" ] do
@@ -950,22 +898,7 @@ let tests =
                 use w = world [ "k" ] (Merges.NoMerge()) []
                 let unknownKind = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes 16)
 
-                w.Store
-                    .SaveAsync(
-                        StoreWrite(
-                            Namespaces =
-                                [|
-                                    NamespaceRecord(
-                                        KeyId = w.KeyId,
-                                        NamespaceId = unknownKind,
-                                        Kind = null,
-                                        Dek = Bin.toArray w.Dek
-                                    )
-                                |]
-                        )
-                    )
-                    .AsTask()
-                |> awaitUnit
+                w.Cache(unknownKind, null, 0UL)
 
                 let handle = w.Engine.NamespaceAsync unknownKind |> await
 
@@ -997,14 +930,7 @@ let tests =
 
                 let challenge = Convert.ToBase64String(RandomNumberGenerator.GetBytes 32)
 
-                w.Api.Always(
-                    "POST",
-                    "/v1/auth/challenge",
-                    200,
-                    sprintf
-                        """{"challenge":"%s","expiresAt":"2030-01-01T00:00:00Z","spamControl":{"kind":"none"}}"""
-                        challenge
-                )
+                w.Api.Always("POST", "/v1/auth/challenge", 200, challengeJson challenge)
 
                 w.Api.Always(
                     "POST",
@@ -1151,22 +1077,7 @@ let tests =
                 use w = world [ "k" ] (Merges.NoMerge()) []
                 let shared = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes 16)
 
-                w.Store
-                    .SaveAsync(
-                        StoreWrite(
-                            Namespaces =
-                                [|
-                                    NamespaceRecord(
-                                        KeyId = w.KeyId,
-                                        NamespaceId = shared,
-                                        Kind = "shared",
-                                        Dek = Bin.toArray w.Dek
-                                    )
-                                |]
-                        )
-                    )
-                    .AsTask()
-                |> awaitUnit
+                w.Cache(shared, "shared", 0UL)
 
                 let handle = w.Engine.NamespaceAsync shared |> await
                 let inviteId = String('a', 32)
@@ -1182,10 +1093,7 @@ let tests =
                         use reader = new IO.StreamReader(http.Request.Body)
                         challengeBody <- reader.ReadToEndAsync().GetAwaiter().GetResult()
 
-                        200,
-                        sprintf
-                            """{"challenge":"%s","expiresAt":"2030-01-01T00:00:00Z","spamControl":{"kind":"none"}}"""
-                            challenge
+                        200, challengeJson challenge
                 )
 
                 w.Api.On(
@@ -1270,22 +1178,7 @@ let tests =
                 let shared =
                     Bin.ofBytes<NamespaceIdKind>(RandomNumberGenerator.GetBytes 16) |> ok "ns"
 
-                w.Store
-                    .SaveAsync(
-                        StoreWrite(
-                            Namespaces =
-                                [|
-                                    NamespaceRecord(
-                                        KeyId = w.KeyId,
-                                        NamespaceId = shared.Wire,
-                                        Kind = "shared",
-                                        Dek = Bin.toArray w.Dek
-                                    )
-                                |]
-                        )
-                    )
-                    .AsTask()
-                |> awaitUnit
+                w.Cache(shared.Wire, "shared", 0UL)
 
                 let handle = w.Engine.NamespaceAsync shared.Wire |> await
                 use bob = Protocol.DummyKeystore.FromLabel "bob"

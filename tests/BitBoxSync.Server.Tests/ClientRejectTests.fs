@@ -385,12 +385,7 @@ let private behaviour =
         }
 
         test "a closed port is a transport error" {
-            let port =
-                let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
-                l.Start()
-                let p = (l.LocalEndpoint :?> Net.IPEndPoint).Port
-                l.Stop()
-                p
+            let port = freePort ()
 
             use client = new SyncClient(Uri($"http://127.0.0.1:{port}"))
 

@@ -145,6 +145,14 @@ let start (backend: Backend) =
         (ManualClock(DateTimeOffset.UtcNow))
         (TimeSpan.FromSeconds 2.0)
 
+/// A loopback port that was free a moment ago.
+let freePort () =
+    let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
+    l.Start()
+    let p = (l.LocalEndpoint :?> Net.IPEndPoint).Port
+    l.Stop()
+    p
+
 /// Awaits a task from synchronous test code.
 let await (t: Task<'T>) = t.GetAwaiter().GetResult()
 
@@ -165,12 +173,7 @@ let statusOf (f: unit -> Task<'T>) : int =
 /// operator would: listen URL and origin on the command line, the store through environment
 /// variables. Disposing kills it.
 type ServerProcess(db: Database, watchTimeout: TimeSpan) =
-    let port =
-        let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
-        l.Start()
-        let p = (l.LocalEndpoint :?> Net.IPEndPoint).Port
-        l.Stop()
-        p
+    let port = freePort ()
 
     let baseAddress = Uri($"http://127.0.0.1:{port}")
     let output = Text.StringBuilder()

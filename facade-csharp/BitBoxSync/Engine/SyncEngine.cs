@@ -202,15 +202,10 @@ public sealed class SyncEngine : IAsyncDisposable
         var previousExpiry = TokenExpiry;
         try
         {
-            var challenge = await _client.ChallengeAsync("login", ct);
-            var challengeBytes = ChallengeBytes(challenge.Challenge);
-            var signature = await _identity.SignLoginIntentAsync(challengeBytes, ct);
-            string? attestation = null;
-            if (challenge.SpamControl?.Kind == "attestation")
-                attestation = Convert.ToBase64String(await _identity.AttestAsync(challengeBytes, ct));
+            var (challenge, signature, attestation) = await SignedChallengeAsync("login", _identity.SignLoginIntentAsync, ct);
             var response = await _client.LoginAsync(new LoginRequest(
                 "keystore", _keyId.Wire, Convert.ToHexStringLower(_identity.AuthPublicKey.Span), Convert.ToHexStringLower(_identity.WrapPublicKey.Span),
-                challenge.Challenge, Convert.ToHexStringLower(signature), attestation!), ct);
+                challenge, signature, attestation!), ct);
             var expiry = ParseExpiry(response.ExpiresAt);
             var defaultNs = response.DefaultNamespaceId is null
                 ? FSharpOption<NamespaceId>.None
@@ -228,18 +223,31 @@ public sealed class SyncEngine : IAsyncDisposable
 
     private async Task<string> RefreshCoreAsync(string token, CancellationToken ct)
     {
-        var challenge = await _client.ChallengeAsync("refresh", ct);
-        var challengeBytes = ChallengeBytes(challenge.Challenge);
-        var signature = await _identity.SignRefreshIntentAsync(challengeBytes, ct);
-        string? attestation = null;
-        if (challenge.SpamControl?.Kind == "attestation")
-            attestation = Convert.ToBase64String(await _identity.AttestAsync(challengeBytes, ct));
-        var response = await _client.RefreshAsync(token, new RefreshRequest("keystore", _keyId.Wire, challenge.Challenge,
-            Convert.ToHexStringLower(signature), attestation!), ct);
+        var (challenge, signature, attestation) = await SignedChallengeAsync("refresh", _identity.SignRefreshIntentAsync, ct);
+        var response = await _client.RefreshAsync(token, new RefreshRequest("keystore", _keyId.Wire, challenge, signature, attestation!), ct);
         var expiry = ParseExpiry(response.ExpiresAt);
         await SaveIdentityAsync(Auth.afterLogin(_state, response.AccessToken, expiry, FSharpOption<NamespaceId>.None, Now), ct);
         Emit(SyncEventType.SessionReady, tokenExpiresAt: expiry);
         return response.AccessToken;
+    }
+
+    /// <summary>A login or refresh challenge, the identity's signature (hex) and, when demanded, its attestation (base64).</summary>
+    private async Task<(string Challenge, string Signature, string? Attestation)> SignedChallengeAsync(
+        string purpose, Func<ReadOnlyMemory<byte>, CancellationToken, ValueTask<byte[]>> sign, CancellationToken ct)
+    {
+        var challenge = await _client.ChallengeAsync(purpose, ct);
+        var bytes = ChallengeBytes(challenge.Challenge);
+        var signature = Convert.ToHexStringLower(await sign(bytes, ct));
+        var attestation = challenge.SpamControl?.Kind == "attestation" ? Convert.ToBase64String(await _identity.AttestAsync(bytes, ct)) : null;
+        return (challenge.Challenge, signature, attestation);
+    }
+
+    /// <summary>A sensitive-action challenge bound to an action and its fields hash; spam control must be none (§7.4).</summary>
+    private async Task<(string Challenge, byte[] Bytes)> SensitiveChallengeAsync(string action, Bin<ActionFieldsHashKind> fieldsHash, CancellationToken ct)
+    {
+        var challenge = await _client.SensitiveActionChallengeAsync(action, fieldsHash.Wire, ct);
+        if (challenge.SpamControl?.Kind != "none") throw new SyncProtocolException("sensitive action challenge must use spam control none");
+        return (challenge.Challenge, ChallengeBytes(challenge.Challenge));
     }
 
     private static byte[] ChallengeBytes(string challenge)
@@ -447,11 +455,9 @@ public sealed class SyncEngine : IAsyncDisposable
         ThrowIfClosed();
         await AuthenticatedAsync(async token =>
         {
-            var fieldsHash = ActionFields.hash(ActionFields.revokeAllTokens);
-            var challenge = await _client.SensitiveActionChallengeAsync("revoke-all-tokens", fieldsHash.Wire, cancellationToken);
-            if (challenge.SpamControl?.Kind != "none") throw new SyncProtocolException("sensitive action challenge must use spam control none");
-            var signature = await _identity.SignRevokeAllTokensIntentAsync(ChallengeBytes(challenge.Challenge), cancellationToken);
-            await _client.RevokeAllTokensAsync(token, new RevokeAllTokensRequest("keystore", _keyId.Wire, challenge.Challenge,
+            var (challenge, bytes) = await SensitiveChallengeAsync("revoke-all-tokens", ActionFields.hash(ActionFields.revokeAllTokens), cancellationToken);
+            var signature = await _identity.SignRevokeAllTokensIntentAsync(bytes, cancellationToken);
+            await _client.RevokeAllTokensAsync(token, new RevokeAllTokensRequest("keystore", _keyId.Wire, challenge,
                 Convert.ToHexStringLower(signature)), cancellationToken);
             return 0;
         }, mayPrompt: true, cancellationToken);
@@ -1018,12 +1024,11 @@ public sealed class SyncEngine : IAsyncDisposable
         var fieldsHash = ActionFields.hash(ActionFields.createInvite(new CreateInviteFields(ns, inviteId, serverHash, p.ExpiresAt, p.MaxAccepted)));
         await AuthenticatedAsync(async token =>
         {
-            var challenge = await _client.SensitiveActionChallengeAsync("create-namespace-invite", fieldsHash.Wire, ct);
-            if (challenge.SpamControl?.Kind != "none") throw new SyncProtocolException("sensitive action challenge must use spam control none");
-            var signature = await _identity.SignCreateNamespaceInviteIntentAsync(ChallengeBytes(challenge.Challenge), Bin.toArray(ns), Bin.toArray(inviteId),
+            var (challenge, bytes) = await SensitiveChallengeAsync("create-namespace-invite", fieldsHash, ct);
+            var signature = await _identity.SignCreateNamespaceInviteIntentAsync(bytes, Bin.toArray(ns), Bin.toArray(inviteId),
                 Bin.toArray(serverHash), p.ExpiresAt, p.MaxAccepted, ct);
             var response = await _client.CreateNamespaceInviteAsync(token, ns.Wire, new CreateNamespaceInviteRequest("keystore", _keyId.Wire, inviteId.Wire,
-                serverHash.Wire, challenge.Challenge, Convert.ToHexStringLower(signature), p.ExpiresAt, p.MaxAccepted), ct);
+                serverHash.Wire, challenge, Convert.ToHexStringLower(signature), p.ExpiresAt, p.MaxAccepted), ct);
             if (response.ExpiresAt != p.ExpiresAt) throw new SyncProtocolException("create invite response expiry mismatch");
             if (response.MaxAccepted != p.MaxAccepted) throw new SyncProtocolException("create invite response maxAccepted mismatch");
             return 0;
