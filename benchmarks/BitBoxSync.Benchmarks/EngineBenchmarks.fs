@@ -18,18 +18,35 @@ open BitBoxSync.Server
 let private await (t: Task<'T>) = t.GetAwaiter().GetResult()
 let private awaitUnit (t: Task) = t.GetAwaiter().GetResult()
 
-/// Counts HTTP requests.
+/// Counts HTTP requests and the time spent waiting for their responses.
 type CountingHandler() =
     inherit DelegatingHandler(new SocketsHttpHandler())
     member val Count = 0 with get, set
+    member val HttpTicks = 0L with get, set
+
+    member private this.BaseSend(request, ct) = base.SendAsync(request, ct)
 
     override this.SendAsync(request, ct) =
         this.Count <- this.Count + 1
-        base.SendAsync(request, ct)
+        let started = Diagnostics.Stopwatch.GetTimestamp()
+
+        task {
+            let! response = this.BaseSend(request, ct)
+            this.HttpTicks <- this.HttpTicks + Diagnostics.Stopwatch.GetElapsedTime(started).Ticks
+            return response
+        }
 
 let private items = 10_000
 let private keys = [ for i in 0 .. items - 1 -> $"item-{i:D5}" ]
 let private value = String('v', 1000)
+
+/// The same values without change tracking: every pass snapshots and compares every value.
+type UntrackedBackend(inner: MemoryValueBackend<string>) =
+    interface IValueBackend<string> with
+        member _.KeysAsync ct = inner.KeysAsync ct
+        member _.SnapshotAsync ct = inner.SnapshotAsync ct
+        member _.GetAsync(key, ct) = inner.GetAsync(key, ct)
+        member _.SetAsync(key, v, ct) = inner.SetAsync(key, v, ct)
 
 /// A device: engine, backend and request counter.
 type Device =
@@ -39,7 +56,11 @@ type Device =
         Requests: CountingHandler
     }
 
-let openDevice (server: BitBoxSyncServer) (initial: IReadOnlyDictionary<string, string>) =
+let openDeviceWith
+    (server: BitBoxSyncServer)
+    (initial: IReadOnlyDictionary<string, string>)
+    (tracked: bool)
+    =
     let counter = new CountingHandler()
     let client = new SyncClient(server.BaseAddress, new HttpClient(counter))
 
@@ -56,10 +77,15 @@ let openDevice (server: BitBoxSyncServer) (initial: IReadOnlyDictionary<string, 
     let ns = engine.DefaultNamespaceAsync() |> await
     let backend = MemoryValueBackend<string>(Codecs.String, initial, keys)
 
-    ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = backend))
+    let visible: IValueBackend<string> =
+        if tracked then backend else UntrackedBackend backend
+
+    ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = visible))
     |> ignore
 
     { Engine = engine; Backend = backend; Requests = counter }
+
+let openDevice server initial = openDeviceWith server initial true
 
 let startServer () =
     let dir =
@@ -91,21 +117,51 @@ type EnginePassBenchmarks() =
     let mutable synced = Unchecked.defaultof<Device>
     let mutable fresh = Unchecked.defaultof<Device>
     let mutable uploader = Unchecked.defaultof<Device>
+    let mutable untracked = Unchecked.defaultof<Device>
+    let mutable edits = 0
 
     /// HTTP requests of the last no-change pass (printed after the run).
     static member val LastRequests = 0 with get, set
+
+    /// No-change passes run and their time outside HTTP calls (printed after the run).
+    static member val Passes = 0 with get, set
+
+    static member val EngineTicks = 0L with get, set
 
     [<GlobalSetup>]
     member _.Setup() =
         server <- startServer ()
         synced <- openDevice server (filled ())
         synced.Engine.SyncNowAsync() |> awaitUnit // uploads the 10 000 items once
+        untracked <- openDeviceWith server (filled ()) false
+        untracked.Engine.SyncNowAsync() |> awaitUnit // downloads them (same values) once
 
     [<Benchmark(Description = "pass with no changes, 10 000 items")>]
     member _.NoChangePass() =
         let before = synced.Requests.Count
+        let httpBefore = synced.Requests.HttpTicks
+        let started = Diagnostics.Stopwatch.GetTimestamp()
         synced.Engine.SyncNowAsync() |> awaitUnit
+        let total = Diagnostics.Stopwatch.GetElapsedTime(started).Ticks
         EnginePassBenchmarks.LastRequests <- synced.Requests.Count - before
+        EnginePassBenchmarks.Passes <- EnginePassBenchmarks.Passes + 1
+
+        EnginePassBenchmarks.EngineTicks <-
+            EnginePassBenchmarks.EngineTicks + total
+            - (synced.Requests.HttpTicks - httpBefore)
+
+    [<Benchmark(Description = "pass with no changes, 10 000 items, backend without change tracking")>]
+    member _.NoChangePassUntracked() =
+        untracked.Engine.SyncNowAsync() |> awaitUnit
+
+    [<Benchmark(Description = "pass after one local edit (one upload), 10 000 items")>]
+    member _.OneEditPass() =
+        edits <- edits + 1
+
+        synced.Backend.SetAsync("item-00042", value + string edits, CancellationToken.None).AsTask()
+        |> awaitUnit
+
+        synced.Engine.SyncNowAsync() |> awaitUnit
 
     [<IterationSetup(Target = "ColdSync")>]
     member _.NewDevice() =
@@ -143,5 +199,14 @@ type EnginePassBenchmarks() =
             $"// HTTP requests in a no-change pass: {EnginePassBenchmarks.LastRequests}"
         )
 
+        if EnginePassBenchmarks.Passes > 0 then
+            let perPass =
+                TimeSpan(EnginePassBenchmarks.EngineTicks / int64 EnginePassBenchmarks.Passes)
+
+            Console.WriteLine(
+                $"// engine time (outside HTTP) of a no-change pass: {perPass.TotalMilliseconds:F3} ms over {EnginePassBenchmarks.Passes} passes"
+            )
+
         synced.Engine.DisposeAsync().AsTask() |> awaitUnit
+        untracked.Engine.DisposeAsync().AsTask() |> awaitUnit
         server.DisposeAsync().AsTask() |> awaitUnit

@@ -17,6 +17,8 @@ type ActiveScope =
         /// Active keys per collection, for O(1) membership while diffing snapshots. Built once by
         /// `Scope.build` and never mutated afterwards.
         Keys: Map<string, Collections.Generic.HashSet<string>>
+        /// The scope hash (`Scope.hash` of the collections and item IDs), computed once by `Scope.build`.
+        Hash: string
     }
 
 /// Computing and querying active scopes.
@@ -27,29 +29,6 @@ module Scope =
     let compareUtf8 (a: string) (b: string) : int =
         ReadOnlySpan(Text.Encoding.UTF8.GetBytes a)
             .SequenceCompareTo(ReadOnlySpan(Text.Encoding.UTF8.GetBytes b))
-
-    /// Builds the scope from every registered collection's keys (duplicates tolerated).
-    let build (keys: NamespaceKeys) (collections: CollectionKeys list) : ActiveScope =
-        {
-            Collections = collections |> List.map (fun c -> c.Collection) |> Set.ofList
-            Items =
-                collections
-                |> List.collect (fun c ->
-                    c.Keys
-                    |> List.distinct
-                    |> List.map (fun k -> LogicalKey.itemId keys c.Collection k, (c.Collection, k)))
-                |> Map.ofList
-            Keys =
-                collections
-                |> List.groupBy (fun c -> c.Collection)
-                |> List.map (fun (name, cs) ->
-                    name,
-                    Collections.Generic.HashSet<string>(
-                        cs |> Seq.collect (fun c -> c.Keys),
-                        StringComparer.Ordinal
-                    ))
-                |> Map.ofList
-        }
 
     /// The scope hash: "" when no collection is registered; otherwise lowercase hex of
     /// SHA-256("bitboxsync-active-scope-v1" ‖ (0x00 ‖ name)* ‖ (0x01 ‖ itemIdHex)*), names sorted by
@@ -81,9 +60,36 @@ module Scope =
 
             Hex.ofBytes (sha.GetHashAndReset())
 
+    /// Builds the scope from every registered collection's keys (duplicates tolerated).
+    let build (keys: NamespaceKeys) (collections: CollectionKeys list) : ActiveScope =
+        let names = collections |> List.map (fun c -> c.Collection) |> Set.ofList
+
+        let items =
+            collections
+            |> List.collect (fun c ->
+                c.Keys
+                |> List.distinct
+                |> List.map (fun k -> LogicalKey.itemId keys c.Collection k, (c.Collection, k)))
+            |> Map.ofList
+
+        {
+            Collections = names
+            Items = items
+            Hash = hash names (Map.keys items)
+            Keys =
+                collections
+                |> List.groupBy (fun c -> c.Collection)
+                |> List.map (fun (name, cs) ->
+                    name,
+                    Collections.Generic.HashSet<string>(
+                        cs |> Seq.collect (fun c -> c.Keys),
+                        StringComparer.Ordinal
+                    ))
+                |> Map.ofList
+        }
+
     /// The hash of a built scope.
-    let hashOf (scope: ActiveScope) : string =
-        hash scope.Collections (scope.Items |> Map.keys)
+    let hashOf (scope: ActiveScope) : string = scope.Hash
 
     /// Whether `key` of `collection` is in the active scope (no item ID needed).
     let isActiveKey (scope: ActiveScope) (collection: string) (key: string) : bool =

@@ -88,6 +88,58 @@ let tests =
                 Expect.equal (back.Name, back.Count, back.Tags["z"]) ("x", 2, "1") "round trip"
             }
 
+            test "floating-point numbers as Go's encoding/json writes float64 and float32" {
+                let cases =
+                    [
+                        0.0, "0"
+                        -0.0, "-0"
+                        1.0, "1"
+                        -2.5, "-2.5"
+                        0.1 + 0.2, "0.30000000000000004"
+                        123456789.123, "123456789.123"
+                        1e-6, "0.000001"
+                        1e15, "1000000000000000"
+                        1e20, "100000000000000000000"
+                        123456789012345680000.0, "123456789012345680000"
+                        1e21, "1e+21"
+                        -2.5e300, "-2.5e+300"
+                        1e-7, "1e-7"
+                        1.5e-7, "1.5e-7"
+                        1.23e-18, "1.23e-18"
+                        5e-324, "5e-324"
+                        Double.MaxValue, "1.7976931348623157e+308"
+                    ]
+
+                for (v, expected) in cases do
+                    Expect.equal (json v) expected $"float64 {v:R}"
+
+                    Expect.equal
+                        (Codecs
+                            .Json<float>()
+                            .Decode(ReadOnlySpan(Text.Encoding.UTF8.GetBytes expected)))
+                        v
+                        "reads back"
+
+                let singles =
+                    [
+                        0.1f, "0.1"
+                        1e-7f, "1e-7"
+                        16777216.0f, "16777216"
+                        3.4028235e38f, "3.4028235e+38"
+                        1e21f, "1e+21"
+                    ]
+
+                for (v, expected) in singles do
+                    Expect.equal (json v) expected $"float32 {v:R}"
+
+                Expect.equal (json [| 1e21; 0.5 |]) "[1e+21,0.5]" "inside arrays"
+                Expect.equal (json (Nullable 1e-9)) "1e-9" "nullable"
+
+                Expect.throws
+                    (fun () -> Codecs.Json<float>().Encode Double.NaN |> ignore)
+                    "NaN has no JSON form (Go refuses it too)"
+            }
+
             test "the string codec round-trips any bytes (invalid UTF-8 included)" {
                 let rnd = Random 7
 

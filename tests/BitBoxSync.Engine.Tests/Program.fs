@@ -20,4 +20,5 @@ let main argv =
                 ScriptedTests.tests
                 FaultTests.tests
                 AppBackendTests.tests
+                ChangeTrackingTests.tests
             ])

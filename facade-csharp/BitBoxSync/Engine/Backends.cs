@@ -48,13 +48,43 @@ public interface IConditionalValueBackend<T> : IValueBackend<T>
 }
 
 /// <summary>
+/// Optional for a backend (implement it next to <see cref="IValueBackend{T}"/>): tells the engine
+/// which keys were written since it last looked, so a pass over an unchanged collection reads no
+/// values at all and a pass after a few edits reads only those keys. Without it every pass takes a
+/// full <see cref="IValueBackend{T}.SnapshotAsync"/> and compares every value with its base.
+/// </summary>
+/// <remarks>
+/// A typical implementation keeps a counter that every write increments and remembers, per key,
+/// the counter of its last write (in SQLite: a sequence column updated in the same transaction as
+/// the value). Reporting too many keys is always safe; reporting too few loses local edits until
+/// the engine restarts (a fresh engine always starts with a full snapshot).
+/// </remarks>
+public interface IChangeTrackingBackend
+{
+    /// <summary>
+    /// The current change stamp. It must change whenever a value is written (by the app or the
+    /// engine) and whenever <see cref="IValueBackend{T}.KeysAsync"/> would return different keys.
+    /// </summary>
+    ValueTask<long> GetChangeStampAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Every key written after the stamp was <paramref name="stamp"/> (a superset is fine), or null
+    /// when the backend cannot tell (for example the stamp is older than its history): the engine
+    /// then takes a full snapshot.
+    /// </summary>
+    ValueTask<IReadOnlyCollection<string>?> GetChangedKeysAsync(long stamp, CancellationToken cancellationToken);
+}
+
+/// <summary>
 /// A backend in memory, for tests, demos and short-lived tools. <see cref="SetIfCurrentAsync"/>
 /// compares <b>encoded</b> values (so collections and records compare by content).
 /// </summary>
-public sealed class MemoryValueBackend<T> : IConditionalValueBackend<T>
+public sealed class MemoryValueBackend<T> : IConditionalValueBackend<T>, IChangeTrackingBackend
 {
     private readonly object _gate = new();
     private readonly Dictionary<string, T> _values;
+    private readonly Dictionary<string, long> _writtenAt = new(StringComparer.Ordinal);
+    private long _stamp;
     private readonly ICodec<T> _codec;
     private readonly IReadOnlyCollection<string>? _scope;
 
@@ -93,7 +123,7 @@ public sealed class MemoryValueBackend<T> : IConditionalValueBackend<T>
     /// <inheritdoc />
     public ValueTask SetAsync(string key, T value, CancellationToken cancellationToken)
     {
-        lock (_gate) _values[key] = value;
+        lock (_gate) Write(key, value);
         return ValueTask.CompletedTask;
     }
 
@@ -106,8 +136,33 @@ public sealed class MemoryValueBackend<T> : IConditionalValueBackend<T>
             if (found != currentFound) return ValueTask.FromResult(false);
             if (found && !_codec.Encode(stored!).AsSpan().SequenceEqual(_codec.Encode(current!)))
                 return ValueTask.FromResult(false);
-            _values[key] = value;
+            Write(key, value);
             return ValueTask.FromResult(true);
+        }
+    }
+
+    private void Write(string key, T value)
+    {
+        _values[key] = value;
+        _writtenAt[key] = ++_stamp;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<long> GetChangeStampAsync(CancellationToken cancellationToken)
+    {
+        lock (_gate) return ValueTask.FromResult(_stamp);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyCollection<string>?> GetChangedKeysAsync(long stamp, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            if (stamp > _stamp || stamp < 0) return ValueTask.FromResult<IReadOnlyCollection<string>?>(null);
+            var changed = new List<string>();
+            foreach (var (key, at) in _writtenAt)
+                if (at > stamp) changed.Add(key);
+            return ValueTask.FromResult<IReadOnlyCollection<string>?>(changed);
         }
     }
 }

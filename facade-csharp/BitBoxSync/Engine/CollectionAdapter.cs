@@ -18,6 +18,24 @@ internal interface ICollectionAdapter
     ValueTask SetAsync(string key, byte[] value, CancellationToken ct);
 
     FSharpFunc<FSharpOption<byte[]>, FSharpFunc<byte[], FSharpFunc<byte[], FSharpResult<MergeOutcome, string>>>> Merge { get; }
+
+    /// <summary>The backend's change stamp, or null when it does not track changes.</summary>
+    ValueTask<long?> ChangeStampAsync(CancellationToken ct);
+
+    /// <summary>
+    /// The present values of the keys written after <paramref name="stamp"/> and of <paramref name="alsoKeys"/>,
+    /// or null (take a full snapshot).
+    /// </summary>
+    ValueTask<List<KeyValuePair<string, byte[]>>?> ChangedSinceAsync(long stamp, IEnumerable<string> alsoKeys, CancellationToken ct);
+
+    /// <summary>Engine state: keys that entered the scope since the last saved reconciliation.</summary>
+    HashSet<string> EnteredScope { get; }
+
+    /// <summary>Engine state: the stamp read before the last snapshot reconciliation that was saved completely.</summary>
+    long? ReconciledStamp { get; set; }
+
+    /// <summary>Engine state: the keys returned at a change stamp (reused while the stamp is unchanged).</summary>
+    (long Stamp, string[] Keys)? KeysAtStamp { get; set; }
 }
 
 /// <summary>A typed collection adapted to bytes with its codec, merge and backend.</summary>
@@ -35,6 +53,26 @@ internal sealed class CollectionAdapter<T>(string name, ICodec<T> codec, MergeFu
     {
         var values = await backend.SnapshotAsync(ct) ?? new Dictionary<string, T>();
         return values.Select(kv => KeyValuePair.Create(kv.Key, codec.Encode(kv.Value))).ToList();
+    }
+
+    public long? ReconciledStamp { get; set; }
+
+    public (long Stamp, string[] Keys)? KeysAtStamp { get; set; }
+
+    public async ValueTask<long?> ChangeStampAsync(CancellationToken ct) =>
+        backend is IChangeTrackingBackend tracking ? await tracking.GetChangeStampAsync(ct) : null;
+
+    public HashSet<string> EnteredScope { get; } = new(StringComparer.Ordinal);
+
+    public async ValueTask<List<KeyValuePair<string, byte[]>>?> ChangedSinceAsync(long stamp, IEnumerable<string> alsoKeys, CancellationToken ct)
+    {
+        if (backend is not IChangeTrackingBackend tracking) return null;
+        var keys = await tracking.GetChangedKeysAsync(stamp, ct);
+        if (keys is null) return null;
+        var values = new List<KeyValuePair<string, byte[]>>(keys.Count);
+        foreach (var key in keys.Concat(alsoKeys).Distinct(StringComparer.Ordinal))
+            if (await GetAsync(key, ct) is { } encoded) values.Add(KeyValuePair.Create(key, encoded));
+        return values;
     }
 
     public async ValueTask<byte[]?> GetAsync(string key, CancellationToken ct)

@@ -12,7 +12,8 @@ namespace BitBoxSync;
 /// detection compares bytes, so equal values written by a Go client and by this codec stay clean.
 /// Properties are written in declaration order (as Go writes struct fields); name them with
 /// <see cref="JsonPropertyNameAttribute"/> to match a Go struct's tags. Floating-point numbers
-/// outside 1e-6…1e21 may be formatted differently from Go.
+/// use Go's shortest round-trip digits: plain decimals for magnitudes in [1e-6, 1e21), exponent
+/// form (<c>1e+21</c>, <c>1.5e-7</c>) outside it; <c>float</c> as Go's <c>float32</c>.
 /// </summary>
 internal sealed class JsonCodec<T> : ICodec<T>
 {
@@ -24,6 +25,8 @@ internal sealed class JsonCodec<T> : ICodec<T>
         o.Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping;
         o.WriteIndented = false;
         o.Converters.Insert(0, new GoJson.SortedMapConverterFactory());
+        o.Converters.Insert(0, new GoJson.DoubleConverter());
+        o.Converters.Insert(0, new GoJson.SingleConverter());
         o.MakeReadOnly(populateMissingResolver: true);
         _options = o;
     }
@@ -126,6 +129,59 @@ internal static class GoJson
             }
             writer.WriteEndObject();
         }
+    }
+
+    /// <summary><c>double</c> as Go writes a <c>float64</c>.</summary>
+    internal sealed class DoubleConverter : JsonConverter<double>
+    {
+        public override double Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => reader.GetDouble();
+
+        public override void Write(Utf8JsonWriter writer, double value, JsonSerializerOptions options) =>
+            writer.WriteRawValue(FormatFloat(value.ToString("R", System.Globalization.CultureInfo.InvariantCulture), Math.Abs(value) is var a && a != 0 && (a < 1e-6 || a >= 1e21), value), skipInputValidation: true);
+    }
+
+    /// <summary><c>float</c> as Go writes a <c>float32</c>.</summary>
+    internal sealed class SingleConverter : JsonConverter<float>
+    {
+        public override float Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => reader.GetSingle();
+
+        public override void Write(Utf8JsonWriter writer, float value, JsonSerializerOptions options) =>
+            writer.WriteRawValue(FormatFloat(value.ToString("R", System.Globalization.CultureInfo.InvariantCulture), MathF.Abs(value) is var a && a != 0 && (a < 1e-6f || a >= 1e21f), value), skipInputValidation: true);
+    }
+
+    /// <summary>
+    /// Go's <c>encoding/json</c> float text from .NET's shortest round-trip text <paramref name="roundTrip"/>
+    /// (same digits): <c>strconv</c>'s 'f' or 'e' format, exponents without a leading zero when negative.
+    /// </summary>
+    internal static string FormatFloat(string roundTrip, bool exponent, double value)
+    {
+        if (double.IsNaN(value) || double.IsInfinity(value))
+            throw new JsonException($"JSON cannot represent {roundTrip} (Go's encoder refuses it too)");
+        var negative = roundTrip.StartsWith('-');
+        var text = negative ? roundTrip[1..] : roundTrip;
+        var e = text.IndexOfAny(['E', 'e']);
+        var power = e < 0 ? 0 : int.Parse(text.AsSpan(e + 1), System.Globalization.CultureInfo.InvariantCulture);
+        var mantissa = e < 0 ? text : text[..e];
+        var point = mantissa.IndexOf('.');
+        var digits = point < 0 ? mantissa : mantissa.Remove(point, 1);
+        // value = 0.digits × 10^position
+        var position = (point < 0 ? mantissa.Length : point) + power;
+        var trimmed = digits.TrimStart('0');
+        position -= digits.Length - trimmed.Length;
+        digits = trimmed.TrimEnd('0');
+        var sign = negative ? "-" : "";
+        if (digits.Length == 0) return sign + "0";
+        if (exponent)
+        {
+            var x = position - 1;
+            var mant = digits.Length == 1 ? digits : digits[..1] + "." + digits[1..];
+            var exp = x < 0 ? "-" + (-x).ToString(System.Globalization.CultureInfo.InvariantCulture)
+                : "+" + x.ToString("00", System.Globalization.CultureInfo.InvariantCulture);
+            return sign + mant + "e" + exp;
+        }
+        if (position <= 0) return sign + "0." + new string('0', -position) + digits;
+        if (position >= digits.Length) return sign + digits + new string('0', position - digits.Length);
+        return sign + digits[..position] + "." + digits[position..];
     }
 
     private sealed class Utf8Order : IComparer<byte[]>

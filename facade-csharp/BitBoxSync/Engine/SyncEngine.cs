@@ -545,6 +545,7 @@ public sealed class SyncEngine : IAsyncDisposable
     private sealed class Pass(SyncEngine e, string token, CancellationToken ct)
     {
         private readonly Dictionary<string, (NamespaceKeys Keys, ActiveScope Scope, List<ICollectionAdapter> Collections)> _scopes = new(StringComparer.Ordinal);
+        private readonly Dictionary<ICollectionAdapter, long?> _stamps = new();
 
         public bool Activity { get; private set; }
 
@@ -567,7 +568,25 @@ public sealed class SyncEngine : IAsyncDisposable
                 .OrderBy(c => c.Name, StringComparer.Ordinal).ToList();
             var keyLists = new List<(string Collection, string[] Keys)>();
             foreach (var c in collections)
-                keyLists.Add((c.Name, (await c.KeysAsync(ct)).ToArray()));
+            {
+                // The change stamp is read before the keys and the snapshot: a write after it is seen again next pass.
+                var stamp = await c.ChangeStampAsync(ct);
+                _stamps[c] = stamp;
+                string[] collectionKeys;
+                if (stamp is { } now && c.KeysAtStamp is { } atStamp && atStamp.Stamp == now)
+                {
+                    collectionKeys = atStamp.Keys;
+                }
+                else
+                {
+                    collectionKeys = (await c.KeysAsync(ct)).ToArray();
+                    // A key that enters the scope is compared with its base even if it was not written.
+                    if (c.KeysAtStamp is { } previous && c.ReconciledStamp is not null)
+                        c.EnteredScope.UnionWith(collectionKeys.Except(previous.Keys, StringComparer.Ordinal));
+                    c.KeysAtStamp = stamp is { } at ? (at, collectionKeys) : null;
+                }
+                keyLists.Add((c.Name, collectionKeys));
+            }
             // The scope (one HMAC per key) is reused while the DEK and every collection's keys are unchanged.
             ActiveScope scope;
             if (e._scopeCache.TryGetValue(ns.Wire, out var cached) && cached.Dek.Equals(row.Dek.Value) && SameKeys(cached.Keys, keyLists))
@@ -586,32 +605,57 @@ public sealed class SyncEngine : IAsyncDisposable
         {
             if (a.Count != b.Count) return false;
             for (var i = 0; i < a.Count; i++)
-                if (a[i].Collection != b[i].Collection || !a[i].Keys.AsSpan().SequenceEqual(b[i].Keys)) return false;
+                if (a[i].Collection != b[i].Collection || (!ReferenceEquals(a[i].Keys, b[i].Keys) && !a[i].Keys.AsSpan().SequenceEqual(b[i].Keys)))
+                    return false;
             return true;
         }
 
         private async Task SaveItemsAsync(IEnumerable<ItemState> rows, params NamespaceState[] namespaces) =>
             await e._store.SaveAsync(new StoreWrite { Items = rows.Select(ToRecord).ToList(), Namespaces = namespaces.Select(ToRecord).ToList() }, ct);
 
-        // §4.3: local change detection, one batch per collection.
+        /// <summary>Above this many changed keys, the namespace's rows are read in one query instead of one by one.</summary>
+        private const int ChangedKeysReadOneByOne = 64;
+
+        // §4.3: local change detection, one batch per collection. A change-tracking backend whose
+        // stamp has not moved since the last saved reconciliation is skipped without reading a value;
+        // after a few writes only the written keys are compared with their bases.
         private async Task ReconcileSnapshotsAsync()
         {
             foreach (var ns in e._collections.Keys.Select(k => k.Namespace).Distinct().Order(StringComparer.Ordinal))
             {
                 var nsId = Bin.parse<NamespaceIdKind>(ns).ResultValue;
                 var (keys, scope, collections) = await ScopeOfAsync(nsId);
-                var rows = (await e._store.ListNamespaceItemsAsync(e._keyId.Wire, ns, ct)).Select(ToCore).ToList();
+                List<ItemState>? rows = null;
                 foreach (var c in collections)
                 {
-                    var byKey = rows.Where(r => r.Collection == c.Name).ToDictionary(r => r.Key, StringComparer.Ordinal);
-                    var snapshot = await c.SnapshotAsync(ct);
+                    var stamp = _stamps[c];
+                    if (stamp is { } current && c.ReconciledStamp == current) continue;
+                    var changed = stamp is not null && c.ReconciledStamp is { } last ? await c.ChangedSinceAsync(last, c.EnteredScope, ct) : null;
+                    Dictionary<string, ItemState> byKey;
+                    if (changed is not null && changed.Count <= ChangedKeysReadOneByOne)
+                    {
+                        byKey = new(StringComparer.Ordinal);
+                        foreach (var (key, _) in changed)
+                            if (await e._store.GetItemByLogicalKeyAsync(e._keyId.Wire, ns, c.Name, key, ct) is { } row)
+                                byKey[key] = ToCore(row);
+                    }
+                    else
+                    {
+                        rows ??= (await e._store.ListNamespaceItemsAsync(e._keyId.Wire, ns, ct)).Select(ToCore).ToList();
+                        byKey = rows.Where(r => r.Collection == c.Name).ToDictionary(r => r.Key, StringComparer.Ordinal);
+                    }
+                    var snapshot = changed ?? await c.SnapshotAsync(ct);
                     var effects = Snapshot.reconcile(new SnapshotInput(e._keyId, nsId, c.Name, scope, byKey,
                         ListModule.OfSeq(snapshot.Select(kv => Tuple.Create(kv.Key, kv.Value))),
                         FuncConvert.FromFunc<string, ItemId>(key => LogicalKey.itemId(keys, c.Name, key)), Now));
                     var queued = effects.OfType<SnapshotEffect.Queue>().Select(q => q.Item).ToList();
-                    if (queued.Count == 0) continue;
-                    await SaveItemsAsync(queued);
-                    foreach (var row in queued) e.Emit(row, ItemEvent.ItemQueued);
+                    if (queued.Count > 0)
+                    {
+                        await SaveItemsAsync(queued);
+                        foreach (var row in queued) e.Emit(row, ItemEvent.ItemQueued);
+                    }
+                    c.ReconciledStamp = stamp;
+                    c.EnteredScope.Clear();
                 }
             }
         }
