@@ -274,8 +274,27 @@ let private keyEntersScope =
         backend.Write("late", "written while out of scope")
         let engine = openEngine server "widening" (new MemoryStore()) backend
 
+        let outside () =
+            let mutable e = Unchecked.defaultof<SyncEvent>
+            let keys = List<string>()
+
+            while engine.Events.TryRead(&e) do
+                if e.Type = SyncEventType.KeyOutsideScope then
+                    keys.Add e.Key
+
+            List.ofSeq keys
+
         try
             sync engine
+
+            Expect.equal
+                (outside ())
+                [ "late" ]
+                "the snapshot key outside the scope is reported (§12.18)"
+
+            backend.Write("late", "written again while out of scope")
+            sync engine
+            Expect.equal (outside ()) [] "once per key"
             backend.Widen "late"
             sync engine
             let other = RecordingBackend [ "a"; "late" ]
@@ -286,7 +305,7 @@ let private keyEntersScope =
 
                 Expect.equal
                     (other.Value "late")
-                    (Some "written while out of scope")
+                    (Some "written again while out of scope")
                     "uploaded once in scope"
             finally
                 second.DisposeAsync().AsTask() |> awaitUnit

@@ -228,7 +228,9 @@ let private resolveConflicts backend =
             (true, "base a", "B a", "A a")
             "base, local, remote"
 
+        Expect.equal b.Engine.Status.Conflicts 3 "three conflicts in the status"
         b.Collection.TakeRemoteAsync "a" |> awaitUnit
+        Expect.equal b.Engine.Status.Conflicts 2 "the status follows a resolution at once"
         b.Collection.KeepLocalAsync "b" |> awaitUnit
         b.Collection.ResolveWithValueAsync("c", "merged c") |> awaitUnit
         Expect.isEmpty (b.Collection.ConflictsAsync() |> await) "nothing left"
@@ -395,6 +397,13 @@ let private sharing backend =
         Expect.equal (shared.JoinRequestsAsync() |> await).Count 1 "still pending"
         shared.ApproveJoinRequestAsync(invite, entry) |> awaitUnit
         let bobsShared = bob.Engine.JoinNamespaceAsync shared.Id |> await
+        Expect.equal bobsShared.Kind "shared" "a joined namespace knows its kind (ENGINE.md §12.20)"
+        // Bob can invite at once, before any pass.
+        let bobsInvite =
+            bobsShared.CreateInviteAsync(InviteOptions(ServerOrigin = origin)) |> await
+
+        bobsShared.RevokeInviteAsync bobsInvite.InviteId |> awaitUnit
+
         let bobNotes = MemoryValueBackend<string>(Codecs.String, null, keys)
 
         bobsShared.OpenCollection(
@@ -434,8 +443,16 @@ let private sharing backend =
         shared.RejectJoinRequestAsync carols |> awaitUnit
         Expect.isEmpty (shared.JoinRequestsAsync() |> await) "rejected"
         shared.RevokeInviteAsync invite.InviteId |> awaitUnit
-        let summary = (shared.InvitesAsync() |> await) |> Seq.exactlyOne
-        Expect.isNotNull summary.RevokedAt "revoked"
+        let summaries = shared.InvitesAsync() |> await
+        Expect.equal summaries.Count 2 "alice's and bob's invites"
+
+        Expect.equal
+            (summaries
+             |> Seq.filter (fun s -> isNull s.RevokedAt)
+             |> Seq.map (fun s -> s.InviteId)
+             |> List.ofSeq)
+            []
+            $"both revoked (alice's {invite.InviteId}, bob's {bobsInvite.InviteId})"
     }
 
 let private statusAndQuarantine =
@@ -490,6 +507,31 @@ let private apiChecks =
         Expect.throwsT<ArgumentException>
             (fun () -> SyncEngine.OpenAsync(SyncEngineOptions(Store = store)) |> await |> ignore)
             "client required"
+
+        let invalid (configure: SyncEngineOptions -> unit) (why: string) =
+            use client = new SyncClient(Uri "http://127.0.0.1:9")
+
+            let options =
+                SyncEngineOptions(
+                    Client = client,
+                    Identity = BitBoxSync.DummyKeystore.FromLabel "x",
+                    Store = store
+                )
+
+            configure options
+
+            Expect.throwsT<ArgumentException>
+                (fun () -> SyncEngine.OpenAsync options |> await |> ignore)
+                why
+
+        invalid (fun o -> o.PollInterval <- TimeSpan.Zero) "zero poll interval"
+        invalid (fun o -> o.RefreshSkew <- TimeSpan.FromSeconds -1.0) "negative refresh skew"
+
+        invalid
+            (fun o ->
+                o.PollInterval <- TimeSpan.FromMinutes 10.0
+                o.MaxPollInterval <- Nullable(TimeSpan.FromMinutes 5.0))
+            "maximum below the poll interval"
 
         use server = start Sqlite
         use a = device server "alice" (new MemoryStore()) (Merges.NoMerge())

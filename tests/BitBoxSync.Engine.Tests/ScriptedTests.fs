@@ -548,10 +548,35 @@ let tests =
                     (1UL, false)
                     "the next item uploaded without If-Match"
 
-                Expect.exists
-                    w.Engine.QuarantinedItems
-                    (fun q -> q.Key = "big")
-                    "and the skip is visible"
+                let q = w.Engine.QuarantinedItems |> Seq.find (fun q -> q.Key = "big")
+
+                Expect.stringContains
+                    q.Error
+                    "over the 65520-byte item limit"
+                    "and the skip is visible, readably"
+
+                let quarantinedEvents () =
+                    let mutable e = Unchecked.defaultof<SyncEvent>
+                    let mutable n = 0
+
+                    while w.Engine.Events.TryRead(&e) do
+                        if e.Type = SyncEventType.ItemQuarantined then
+                            n <- n + 1
+
+                    n
+
+                Expect.equal (quarantinedEvents ()) 1 "one event"
+                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 1UL ])
+
+                w.Api.Always(
+                    "GET",
+                    $"/v1/namespaces/{w.NsWire}/items",
+                    200,
+                    w.Map(1UL, [ "small", 1UL ])
+                )
+
+                w.Sync()
+                Expect.equal (quarantinedEvents ()) 0 "not repeated while the error is the same"
             }
 
             test "TestListNamespacesRelogsInAfterUnauthorizedToken" {
@@ -939,6 +964,13 @@ let tests =
                     """{"kind":"keystore","accessToken":"fresh-token","expiresAt":"2030-01-01T00:00:00Z","defaultNamespaceId":null}"""
                 )
 
+                w.Api.Always(
+                    "GET",
+                    "/v1/namespaces/mine",
+                    200,
+                    w.List [ joined.Wire, "shared", 3UL ]
+                )
+
                 w.Api.On(
                     "GET",
                     $"/v1/namespaces/{joined.Wire}/wrapped-deks/{w.KeyId}",
@@ -972,10 +1004,15 @@ let tests =
                 Expect.equal handle.Id joined.Wire "the namespace"
 
                 Expect.equal
+                    handle.Kind
+                    "shared"
+                    "the kind is known at once (from the namespace list)"
+
+                Expect.equal
                     (w.Api.Calls |> List.map fst |> List.length,
                      w.Api.Count("POST", "/v1/auth/login"))
-                    (3, 1)
-                    "challenge, login, one DEK fetch"
+                    (4, 1)
+                    "challenge, login, the namespace list, one DEK fetch"
 
                 let cached = w.Store.GetNamespaceAsync(w.KeyId, joined.Wire).AsTask() |> await
                 Expect.equal cached.Dek (Bin.toArray w.Dek) "the unwrapped DEK is cached"

@@ -35,6 +35,11 @@ public enum SyncEventType
     ConflictResolved,
     /// <summary>The long-poll watch failed (<see cref="SyncEvent.Error"/>); it backs off and retries, polling continues.</summary>
     NamespaceWatchFailed,
+    /// <summary>
+    /// The backend's snapshot holds a key its <c>KeysAsync</c> did not return (an app bug, ENGINE.md
+    /// §12.18): the key is neither uploaded nor downloaded. Reported once per key while the engine is open.
+    /// </summary>
+    KeyOutsideScope,
 }
 
 /// <summary>One engine event.</summary>

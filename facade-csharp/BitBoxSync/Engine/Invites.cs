@@ -16,7 +16,7 @@ namespace BitBoxSync;
 /// <param name="InviteSecret">The invite secret (unpadded base64url of 32 bytes). A secret: never log it.</param>
 public sealed record Invite(int Version, string ServerOrigin, string NamespaceId, string InviteId, long ExpiresAt, string InviteSecret)
 {
-    /// <summary>The invite as a <c>bitboxsync://join-namespace</c> URI (the secret goes in the fragment).</summary>
+    /// <summary>A summary without the secret (safe to log); <see cref="InviteUri.Format"/> gives the shareable URI.</summary>
     public override string ToString() => $"Invite {{ NamespaceId = {NamespaceId}, InviteId = {InviteId}, ExpiresAt = {ExpiresAt} }}";
 
     internal InviteToken ToToken()

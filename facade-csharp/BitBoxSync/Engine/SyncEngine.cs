@@ -55,6 +55,7 @@ public sealed class SyncEngine : IAsyncDisposable
     private SyncStatus _status = new();
     private readonly ConcurrentDictionary<(string Namespace, string ItemId), QuarantinedItem> _quarantined = new();
     private readonly ConcurrentDictionary<(string Namespace, string ItemId), Core.QuarantinedItem> _quarantineState = new();
+    private readonly ConcurrentDictionary<(string Namespace, string Collection, string Key), byte> _reportedOutsideScope = new();
     private readonly ConcurrentDictionary<string, (Dek Dek, List<(string Collection, string[] Keys)> Keys, ActiveScope Scope)> _scopeCache = new(StringComparer.Ordinal);
 
     /// <summary>The current sync status (a snapshot).</summary>
@@ -106,8 +107,8 @@ public sealed class SyncEngine : IAsyncDisposable
         if (options.Store is null) throw new ArgumentException("sync store is required", nameof(options));
         if (options.PollInterval <= TimeSpan.Zero) throw new ArgumentException("the poll interval must be positive", nameof(options));
         if (options.RefreshSkew < TimeSpan.Zero) throw new ArgumentException("the refresh skew must not be negative", nameof(options));
-        if (options.MaxPollInterval is { } max && max <= TimeSpan.Zero)
-            throw new ArgumentException("the maximum poll interval must be positive", nameof(options));
+        if (options.MaxPollInterval is { } max && max < options.PollInterval)
+            throw new ArgumentException("the maximum poll interval must not be below the poll interval", nameof(options));
         if (options.Identity.Kind != "keystore") throw new ArgumentException("only keystore identities are supported", nameof(options));
 
         var authKey = Bin.ofBytes<AuthPublicKeyKind>(options.Identity.AuthPublicKey.ToArray());
@@ -648,6 +649,9 @@ public sealed class SyncEngine : IAsyncDisposable
                     var effects = Snapshot.reconcile(new SnapshotInput(e._keyId, nsId, c.Name, scope, byKey,
                         ListModule.OfSeq(snapshot.Select(kv => Tuple.Create(kv.Key, kv.Value))),
                         FuncConvert.FromFunc<string, ItemId>(key => LogicalKey.itemId(keys, c.Name, key)), Now));
+                    foreach (var outside in effects.OfType<SnapshotEffect.OutsideScope>())
+                        if (e._reportedOutsideScope.TryAdd((ns, outside.collection, outside.key), 0))
+                            e.Emit(SyncEventType.KeyOutsideScope, ns, outside.collection, outside.key);
                     var queued = effects.OfType<SnapshotEffect.Queue>().Select(q => q.Item).ToList();
                     if (queued.Count > 0)
                     {
@@ -837,7 +841,7 @@ public sealed class SyncEngine : IAsyncDisposable
                     break;
                 case ApplyDecision.Quarantine q:
                     await ParkAsync(item, q.Item, response.Version);
-                    Quarantined(item, q.Item.ToString());
+                    Quarantined(item, q.Item.Message);
                     break;
             }
         }
@@ -872,9 +876,12 @@ public sealed class SyncEngine : IAsyncDisposable
             e._quarantineState.TryRemove((row.NamespaceId.Wire, row.ItemId.Wire), out _);
         }
 
+        /// <summary>Lists the item as quarantined; the event is emitted when it is new or its error changed.</summary>
         private void Quarantined(ItemState row, string why)
         {
-            e._quarantined.AddOrUpdate((row.NamespaceId.Wire, row.ItemId.Wire),
+            var id = (row.NamespaceId.Wire, row.ItemId.Wire);
+            if (e._quarantined.TryGetValue(id, out var known) && known.Error == why) return;
+            e._quarantined.AddOrUpdate(id,
                 _ => new QuarantinedItem(row.NamespaceId.Wire, row.Collection, row.Key, row.ItemId.Wire, why, Now),
                 (_, old) => old with { Error = why });
             e.Emit(SyncEventType.ItemQuarantined, row.NamespaceId.Wire, row.Collection, row.Key, row.ItemId.Wire, new SyncException(why));
@@ -901,7 +908,7 @@ public sealed class SyncEngine : IAsyncDisposable
                     if (step is FlushStep.Skip skip)
                     {
                         if (skip.Item.IsValueMissing || skip.Item.IsTooLarge)
-                            Quarantined(row, "not uploaded: " + skip.Item);
+                            Quarantined(row, "not uploaded: " + Quarantine.ofFlushSkip(skip.Item).Value.Message);
                         break;
                     }
                     var intent = ((FlushStep.Upload)step).Item;
@@ -991,6 +998,8 @@ public sealed class SyncEngine : IAsyncDisposable
                     return; // not in conflict
             }
             Emit(SyncEventType.ConflictResolved, ns, adapter.Name, key, row.ItemId.Wire);
+            var dirty = await _store.ListDirtyItemsAsync(_keyId.Wire, linked.Token);
+            UpdateStatus(st => st with { PendingUploads = dirty.Count(i => !i.Conflict), Conflicts = dirty.Count(i => i.Conflict) });
         }
         finally
         {
@@ -1011,7 +1020,12 @@ public sealed class SyncEngine : IAsyncDisposable
         var ns = ParseNamespaceId(namespaceId, nameof(namespaceId));
         return AuthenticatedAsync(async token =>
         {
-            var row = await JoinAsync(token, ns, null, cancellationToken);
+            // The kind comes from the namespace list, so the handle can create invites at once (§12.20).
+            var listed = await _client.ListNamespacesAsync(token, cancellationToken);
+            var parsed = Namespaces.parseListed(ListModule.OfSeq(listed.Namespaces));
+            if (parsed.IsError) throw ToException(parsed.ErrorValue);
+            var kind = parsed.ResultValue.FirstOrDefault(l => l.NamespaceId.Equals(ns))?.Kind;
+            var row = await JoinAsync(token, ns, kind, cancellationToken);
             return new SyncNamespace(this, ns.Wire, row.Kind is null ? null : row.Kind.Value.Wire);
         }, mayPrompt: true, cancellationToken);
     }
@@ -1147,7 +1161,7 @@ public sealed class SyncEngine : IAsyncDisposable
         {
             using var linked = Linked(cancellationToken);
             var ct = linked.Token;
-            var max = _options.MaxPollInterval is { } m && m >= _options.PollInterval ? m : TimeSpan.FromTicks(Math.Max(TimeSpan.FromMinutes(60).Ticks, _options.PollInterval.Ticks));
+            var max = _options.MaxPollInterval is { } m ? m : TimeSpan.FromTicks(Math.Max(TimeSpan.FromMinutes(60).Ticks, _options.PollInterval.Ticks));
             var settings = Schedule.settings(_options.PollInterval, max);
             var schedule = Schedule.initial(settings);
             var requested = true;
