@@ -1,0 +1,111 @@
+using BitBoxSync.Storage.Sqlite;
+
+namespace BitBoxSync.Notes;
+
+/// <summary>
+/// One instance of the notes app: its own database (<c>notes.sqlite</c>) plus a sync engine whose
+/// metadata lives in <c>sync.sqlite</c>, both in <c>directory</c>. Two instances with the same identity
+/// (one person, two devices) share the identity's default namespace.
+/// </summary>
+public sealed class NotesApp : IAsyncDisposable
+{
+    private readonly NotesDatabase _db;
+
+    private NotesApp(NotesDatabase db, SyncEngine engine, Collection<Note> notes)
+    {
+        _db = db;
+        Engine = engine;
+        Notes = notes;
+    }
+
+    /// <summary>The sync engine (for <see cref="SyncEngine.RunAsync"/>, status and events).</summary>
+    public SyncEngine Engine { get; }
+
+    /// <summary>The synced notes collection (conflicts are listed and resolved here).</summary>
+    public Collection<Note> Notes { get; }
+
+    /// <summary>The app database.</summary>
+    public NotesDatabase Database => _db;
+
+    /// <summary>Opens the instance kept in <paramref name="directory"/>, syncing with <paramref name="server"/> as <paramref name="identity"/>.</summary>
+    public static async Task<NotesApp> OpenAsync(string directory, Uri server, IIdentity identity, CancellationToken ct = default)
+    {
+        Directory.CreateDirectory(directory);
+        var db = NotesDatabase.Open(Path.Combine(directory, "notes.sqlite"));
+        SyncEngine? engine = null;
+        try
+        {
+            var store = await SqliteStore.OpenAsync(Path.Combine(directory, "sync.sqlite"), ct);
+            engine = await SyncEngine.OpenAsync(new SyncEngineOptions
+            {
+                Client = new SyncClient(server), Identity = identity, Store = store, PollInterval = TimeSpan.FromMinutes(1),
+            }, ct);
+            var ns = await engine.DefaultNamespaceAsync(ct);
+            ns.OpenCollection("note-index", new CollectionOptions<string[]>
+            {
+                Codec = Codecs.Json<string[]>(), Merge = NoteMerges.Union, Backend = db.Index,
+            });
+            var notes = ns.OpenCollection("notes", new CollectionOptions<Note>
+            {
+                Codec = Codecs.Json<Note>(), Merge = NoteMerges.ThreeWay, Backend = db.Notes,
+            });
+            return new NotesApp(db, engine, notes);
+        }
+        catch
+        {
+            if (engine is not null) await engine.DisposeAsync();
+            db.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Adds a note; returns its key.</summary>
+    public async Task<string> AddAsync(string title, string body, CancellationToken ct = default)
+    {
+        var key = "note:" + Guid.NewGuid().ToString("N");
+        await _db.PutAsync(key, new Note(title, body), ct);
+        Engine.ScheduleSync();
+        return key;
+    }
+
+    /// <summary>Replaces a note's body.</summary>
+    public async Task EditAsync(string key, string body, CancellationToken ct = default)
+    {
+        var note = await _db.GetAsync(key, ct) ?? throw new KeyNotFoundException($"no note '{key}'");
+        await _db.PutAsync(key, note with { Body = body }, ct);
+        Engine.ScheduleSync();
+    }
+
+    /// <summary>Deletes a note (a tombstone that syncs).</summary>
+    public async Task DeleteAsync(string key, CancellationToken ct = default)
+    {
+        var note = await _db.GetAsync(key, ct) ?? throw new KeyNotFoundException($"no note '{key}'");
+        await _db.PutAsync(key, note with { Deleted = true }, ct);
+        Engine.ScheduleSync();
+    }
+
+    /// <summary>The notes that are not deleted.</summary>
+    public async Task<IReadOnlyList<(string Key, Note Note)>> ListAsync(CancellationToken ct = default) =>
+        (await _db.AllAsync(ct)).Where(n => !n.Note.Deleted).ToList();
+
+    /// <summary>
+    /// Syncs now. A pass that learns new note keys (through the index) widens the notes scope, so
+    /// passes repeat (at most three) until the set of keys is stable.
+    /// </summary>
+    public async Task SyncAsync(CancellationToken ct = default)
+    {
+        for (var pass = 0; pass < 3; pass++)
+        {
+            var before = await _db.KeysAsync(ct);
+            await Engine.SyncNowAsync(ct);
+            if ((await _db.KeysAsync(ct)).SequenceEqual(before)) return;
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        await Engine.DisposeAsync();
+        _db.Dispose();
+    }
+}
