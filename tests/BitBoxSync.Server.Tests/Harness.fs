@@ -172,7 +172,7 @@ let statusOf (f: unit -> Task<'T>) : int =
 /// The server command (`BitBoxSync.Server`) in a process of its own, configured the way an
 /// operator would: listen URL and origin on the command line, the store through environment
 /// variables. Disposing kills it.
-type ServerProcess(db: Database, watchTimeout: TimeSpan) =
+type ServerProcess(db: Database, watchTimeout: TimeSpan, logLevel: string) =
     let port = freePort ()
 
     let baseAddress = Uri($"http://127.0.0.1:{port}")
@@ -185,7 +185,7 @@ type ServerProcess(db: Database, watchTimeout: TimeSpan) =
         let psi =
             Diagnostics.ProcessStartInfo(
                 "dotnet",
-                $"\"{dll}\" --urls {baseAddress} --public-origin {origin} --watch-timeout {timeout} --log-level Warning",
+                $"\"{dll}\" --urls {baseAddress} --public-origin {origin} --watch-timeout {timeout} --log-level {logLevel}",
                 RedirectStandardOutput = true,
                 RedirectStandardError = true
             )
@@ -229,8 +229,18 @@ type ServerProcess(db: Database, watchTimeout: TimeSpan) =
                 "the server process did not start:\n%s"
                 (lock output (fun () -> output.ToString()))
 
+    new(db, watchTimeout) = new ServerProcess(db, watchTimeout, "Warning")
     member _.BaseAddress = baseAddress
     member _.Output = lock output (fun () -> output.ToString())
+    member _.ProcessId = proc.Id
+
+    /// The exit code, or None when the process is still running after the timeout.
+    member _.WaitForExit(timeout: TimeSpan) =
+        if proc.WaitForExit(int timeout.TotalMilliseconds) then
+            proc.WaitForExit() // drains the output readers
+            Some proc.ExitCode
+        else
+            None
 
     interface IDisposable with
         member _.Dispose() =

@@ -23,6 +23,7 @@ let main argv =
                         ConcurrencyTests.tests
                         ClientRejectTests.tests
                         MutationTests.tests
+                        CommandTests.tests
                     ])
 
         if not MutationTests.statuses.IsEmpty then
