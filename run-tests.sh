@@ -70,5 +70,18 @@ for runner in "${runners[@]}"; do
     rm -f "$log"
 done
 
+# The README's first command (the demo), as a user runs it: the demo binary built above.
+echo "== README demo command (samples/BitBoxSync.Demo)"
+demo_log=$(mktemp)
+if timeout 300 dotnet run --no-build -c Release --project samples/BitBoxSync.Demo -- --watch-writes 3 >"$demo_log" 2>&1; then
+    passed=$((passed + 1))
+    tail -n 1 "$demo_log"
+else
+    failed=$((failed + 1))
+    echo "the demo failed:"
+    tail -n 40 "$demo_log"
+fi
+rm -f "$demo_log"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

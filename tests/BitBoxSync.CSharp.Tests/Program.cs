@@ -8,23 +8,29 @@ using BitBoxSync.Storage;
 using BitBoxSync.Storage.Sqlite;
 using Microsoft.Extensions.Logging;
 
-var tests = new (string Name, Func<Task> Run)[]
+var minute = TimeSpan.FromMinutes(1);
+var tests = new (string Name, Func<Task> Run, TimeSpan Timeout)[]
 {
-    ("README: two devices sync labels through the server", ReadmeFlow),
-    ("conflicts: listed and resolved from C#", ConflictsFromCSharp),
-    ("sharing: invite URI, join request, approval, shared collection", SharingFromCSharp),
-    ("events: read with await foreach; the engine never waits for readers", EventsFromCSharp),
-    ("options are validated at OpenAsync with clear errors", OptionsValidated),
+    ("README: two devices sync labels through the server", ReadmeFlow, minute),
+    ("conflicts: listed and resolved from C#", ConflictsFromCSharp, minute),
+    ("sharing: invite URI, join request, approval, shared collection", SharingFromCSharp, minute),
+    ("events: read with await foreach; the engine never waits for readers", EventsFromCSharp, minute),
+    ("options are validated at OpenAsync with clear errors", OptionsValidated, minute),
+    ("demo: the whole flow (ENGINE.md §10.1 + §10.2) against the embedded server, exit code 0", SampleTests.DemoRunsWholeFlow, minute),
+    ("demo: --keep keeps the databases; an unreachable --server and bad options fail with a message", SampleTests.DemoKeepAndFailures, minute),
+    ("notes sample: two instances sync through their own SQLite databases; merge, conflict, deletion, restart", SampleTests.NotesTwoInstances, minute),
+    ("notes sample: app writes racing remote applies are never lost (SetIfCurrent in the app's transaction)", SampleTests.NotesRacingAppWrites, 3 * minute),
+    ("packages: packed to a folder feed, a fresh console app references them by name, builds and syncs", SampleTests.PackagesWorkOutsideTheSolution, 10 * minute),
 };
 
 var passed = 0;
 var failed = 0;
-foreach (var (name, run) in tests)
+foreach (var (name, run, timeout) in tests)
 {
     var sw = Stopwatch.StartNew();
     try
     {
-        await run().WaitAsync(TimeSpan.FromSeconds(60));
+        await run().WaitAsync(timeout);
         passed++;
         Console.WriteLine($"passed  {name} ({sw.ElapsedMilliseconds} ms)");
     }
