@@ -21,6 +21,9 @@ type Bounds =
         /// Passes in total (each may carry a fault while faults remain).
         Passes: int
         Faults: int
+        /// The value an app write racing the conditional backend write stores (a valid encoding for
+        /// the merge's codec, distinct from Values so the race is visible).
+        RacingValue: string
     }
 
 type private State =
@@ -78,7 +81,7 @@ let explore (merge: ByteMerge) (b: Bounds) : Result<int, string * string list> =
                         SyncPass(i, CrashAfterBackendWrite),
                         { s with Passes = s.Passes - 1; Faults = s.Faults - 1 }
 
-                        SyncPass(i, RacingAppWrite "z"),
+                        SyncPass(i, RacingAppWrite b.RacingValue),
                         { s with Passes = s.Passes - 1; Faults = s.Faults - 1 }
         ]
 
@@ -128,6 +131,7 @@ let smallConflict =
         Writes = 2
         Passes = 4
         Faults = 1
+        RacingValue = "z"
     }
 
 let tests =
@@ -145,6 +149,7 @@ let tests =
                     Writes = 3
                     Passes = 3
                     Faults = 0
+                    RacingValue = "z"
                 }
             check
                 "max merge, 3 clients, 1 key, 3 writes, 3 passes, 1 fault"
@@ -156,6 +161,7 @@ let tests =
                     Writes = 3
                     Passes = 3
                     Faults = 1
+                    RacingValue = "z"
                 }
             check
                 "PreferLocal, 2 clients, 1 key, 2 writes, 4 passes, 1 fault"

@@ -25,4 +25,5 @@ let main argv =
                 ServerProperties.tests
                 Simulation.tests
                 ModelCheck.tests
+                SampleMerges.tests
             ])

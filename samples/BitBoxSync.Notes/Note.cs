@@ -7,9 +7,10 @@ public sealed record Note(string Title, string Body, bool Deleted = false);
 public static class NoteMerges
 {
     /// <summary>
-    /// Field by field: a field changed on one side only takes that side; the same change on both sides
-    /// is kept; different changes to the same field are a conflict the user resolves. Without a base,
-    /// equal notes merge and different ones conflict. A deletion wins over an edit of the other fields.
+    /// Field by field (title, body, deleted): a field changed on one side only takes that side; the
+    /// same change on both sides is kept; different changes to the same text field are a conflict the
+    /// user resolves, unless one side deleted the note (the deletion wins). Without a base, equal notes
+    /// merge and different ones conflict. Symmetric in local and remote, so devices converge.
     /// </summary>
     public static MergeResult<Note> ThreeWay(MergeInput<Note> input)
     {
@@ -17,12 +18,21 @@ public static class NoteMerges
         if (local == remote) return MergeResult<Note>.Resolved(local);
         if (!input.HasBase || input.Base is null) return MergeResult<Note>.Unresolved;
         var b = input.Base;
-        if (!Field(b.Title, local.Title, remote.Title, out var title) || !Field(b.Body, local.Body, remote.Body, out var body))
-            return local.Deleted || remote.Deleted
-                ? MergeResult<Note>.Resolved(local.Deleted ? local : remote)
-                : MergeResult<Note>.Unresolved;
-        return MergeResult<Note>.Resolved(new Note(title, body, local.Deleted || remote.Deleted));
+        var deleted = local.Deleted == b.Deleted ? remote.Deleted : local.Deleted;
+        if (Field(b.Title, local.Title, remote.Title, out var title) && Field(b.Body, local.Body, remote.Body, out var body))
+            return MergeResult<Note>.Resolved(new Note(title, body, deleted));
+        return (local.Deleted, remote.Deleted) switch
+        {
+            (true, false) => MergeResult<Note>.Resolved(local),
+            (false, true) => MergeResult<Note>.Resolved(remote),
+            (true, true) => MergeResult<Note>.Resolved(Order(local, remote)),
+            _ => MergeResult<Note>.Unresolved,
+        };
     }
+
+    /// <summary>Of two deleted notes, the one whose text sorts last (any fixed choice keeps merges symmetric).</summary>
+    private static Note Order(Note x, Note y) =>
+        string.CompareOrdinal(x.Title + "\n" + x.Body, y.Title + "\n" + y.Body) >= 0 ? x : y;
 
     /// <summary>
     /// The list of note keys: a grow-only set (keys are never removed, deletions are tombstones), so the
