@@ -122,15 +122,7 @@ let tests =
                 let notes = SqliteNotes(IO.Path.Combine(dir, "app.sqlite"), keys)
                 let client = new SyncClient(server.BaseAddress)
 
-                let engine =
-                    SyncEngine.OpenAsync(
-                        SyncEngineOptions(
-                            Client = client,
-                            Identity = BitBoxSync.DummyKeystore.FromLabel "alice",
-                            Store = new MemoryStore()
-                        )
-                    )
-                    |> await
+                let engine = openWith client "alice" (new MemoryStore())
 
                 let ns = engine.DefaultNamespaceAsync() |> await
 

@@ -120,15 +120,7 @@ let private openEngine
     =
     let client = new SyncClient(server.BaseAddress)
 
-    let engine =
-        SyncEngine.OpenAsync(
-            SyncEngineOptions(
-                Client = client,
-                Identity = BitBoxSync.DummyKeystore.FromLabel label,
-                Store = store
-            )
-        )
-        |> await
+    let engine = EngineTests.openWith client label store
 
     let ns = engine.DefaultNamespaceAsync() |> await
 

@@ -24,15 +24,7 @@ let private events (d: Device) = d.Seen() |> List.map (fun e -> e.Type)
 let private openEngine (server: TestServer) (label: string) (store: IStore) =
     let client = new SyncClient(server.BaseAddress)
 
-    SyncEngine.OpenAsync(
-        SyncEngineOptions(
-            Client = client,
-            Identity = BitBoxSync.DummyKeystore.FromLabel label,
-            Store = store
-        )
-    )
-    |> await,
-    client
+    openWith client label store, client
 
 /// Answers 500 to refresh challenges (a fault the real server does not produce on demand).
 type FailRefreshHandler() =
@@ -106,16 +98,7 @@ type HookedBackend(inner: MemoryValueBackend<string>) =
 let private hookedDevice (server: TestServer) (backend: HookedBackend) =
     let client = new SyncClient(server.BaseAddress)
 
-    let engine, _ =
-        (SyncEngine.OpenAsync(
-            SyncEngineOptions(
-                Client = client,
-                Identity = BitBoxSync.DummyKeystore.FromLabel "alice",
-                Store = new MemoryStore()
-            )
-         )
-         |> await),
-        client
+    let engine = openWith client "alice" (new MemoryStore())
 
     let ns = engine.DefaultNamespaceAsync() |> await
 

@@ -47,6 +47,17 @@ type Device =
 
 let keys = [ "a"; "b"; "c" ]
 
+/// Opens an engine for an identity label (dummy keystore) through a client, on a store.
+let openWith (client: SyncClient) (label: string) (store: IStore) =
+    SyncEngine.OpenAsync(
+        SyncEngineOptions(
+            Client = client,
+            Identity = BitBoxSync.DummyKeystore.FromLabel label,
+            Store = store
+        )
+    )
+    |> await
+
 /// Opens a device with extra engine options.
 let deviceWith
     (server: TestServer)

@@ -89,15 +89,7 @@ let tests =
                 let store = new MemoryStore()
                 let client = new SyncClient(server.BaseAddress, new HttpClient(new LosingHandler()))
 
-                let engine =
-                    SyncEngine.OpenAsync(
-                        SyncEngineOptions(
-                            Client = client,
-                            Identity = BitBoxSync.DummyKeystore.FromLabel "alice",
-                            Store = store
-                        )
-                    )
-                    |> await
+                let engine = openWith client "alice" store
 
                 let ns = engine.DefaultNamespaceAsync() |> await
                 let notes = MemoryValueBackend<string>(Codecs.String, null, keys)
@@ -144,15 +136,7 @@ let tests =
                     let client = new SyncClient(server.BaseAddress)
                     let store = SqliteStore.OpenAsync path |> await
 
-                    let engine =
-                        SyncEngine.OpenAsync(
-                            SyncEngineOptions(
-                                Client = client,
-                                Identity = BitBoxSync.DummyKeystore.FromLabel "alice",
-                                Store = store
-                            )
-                        )
-                        |> await
+                    let engine = openWith client "alice" store
 
                     engine, client
 
@@ -278,15 +262,7 @@ let tests =
                 let client = new SyncClient(server.BaseAddress)
                 let store = new MemoryStore()
 
-                let engine =
-                    SyncEngine.OpenAsync(
-                        SyncEngineOptions(
-                            Client = client,
-                            Identity = BitBoxSync.DummyKeystore.FromLabel "alice",
-                            Store = store
-                        )
-                    )
-                    |> await
+                let engine = openWith client "alice" store
 
                 let ns = engine.DefaultNamespaceAsync() |> await
 

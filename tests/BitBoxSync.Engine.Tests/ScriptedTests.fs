@@ -144,6 +144,14 @@ type World =
             { NamespaceId = w.NsWire; NamespaceHead = head; Items = d }: GetNamespaceItemsResponse
         )
 
+    /// Scripts the server's view of the world's namespace: its listed head and its item map.
+    member w.Serve(listedHead: uint64, mapHead: uint64, items: (string * uint64) list) =
+        w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", listedHead ])
+        w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(mapHead, items))
+
+    /// Scripts a listed head equal to the item map's head.
+    member w.Serve(head: uint64, items: (string * uint64) list) = w.Serve(head, head, items)
+
     member w.Seed(rows: ItemRecord list) =
         w.Store.SaveAsync(StoreWrite(Items = Array.ofList rows)).AsTask() |> awaitUnit
 
@@ -338,8 +346,7 @@ let tests =
 
             test "TestSyncNamespaceItemsRejectsSnapshotBehindExpectedHead" {
                 use w = world [ "k" ] (Merges.NoMerge()) []
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 5UL ])
-                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(4UL, []))
+                w.Serve(5UL, 4UL, [])
 
                 Expect.stringStarts
                     (messageOf w.Sync)
@@ -355,8 +362,7 @@ let tests =
 
                 w.Cache(w.NsWire, "default", 4UL)
 
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 5UL ])
-                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(5UL, []))
+                w.Serve(5UL, [])
 
                 Expect.stringStarts
                     (messageOf w.Sync)
@@ -368,14 +374,7 @@ let tests =
 
             test "TestFetchAndApplyRemoteItemUsesFetchedVersion" {
                 use w = world [ "k" ] (Merges.NoMerge()) []
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 2UL ])
-
-                w.Api.Always(
-                    "GET",
-                    $"/v1/namespaces/{w.NsWire}/items",
-                    200,
-                    w.Map(2UL, [ "k", 2UL ])
-                )
+                w.Serve(2UL, [ "k", 2UL ])
 
                 w.Api.Always("GET", (w.KvPath "k"), 200, w.ItemJson("k", 3UL, "v3"))
                 w.Sync()
@@ -392,14 +391,7 @@ let tests =
             test "TestUploadConflictRejectsFetchedRollbackVersion" {
                 use w = world [ "k" ] (Merges.PreferLocal()) [ "k", "local" ]
                 w.Seed [ row w "k" 2UL 2UL "base" true ]
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
-
-                w.Api.Always(
-                    "GET",
-                    $"/v1/namespaces/{w.NsWire}/items",
-                    200,
-                    w.Map(0UL, [ "k", 2UL ])
-                )
+                w.Serve(0UL, [ "k", 2UL ])
 
                 w.Api.Always("PUT", (w.KvPath "k"), 412, """{"error":"version"}""")
                 w.Api.Always("GET", w.KvPath "k", 200, w.ItemJson("k", 1UL, "old"))
@@ -416,14 +408,7 @@ let tests =
             test "TestResolvedUploadConflictRefreshesWhenRetryAlsoConflicts" {
                 use w = world [ "k" ] (Merges.PreferLocal()) [ "k", "local" ]
                 w.Seed [ row w "k" 1UL 1UL "base" true ]
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
-
-                w.Api.Always(
-                    "GET",
-                    $"/v1/namespaces/{w.NsWire}/items",
-                    200,
-                    w.Map(0UL, [ "k", 1UL ])
-                )
+                w.Serve(0UL, [ "k", 1UL ])
 
                 w.Api.Always("PUT", (w.KvPath "k"), 412, """{"error":"version"}""")
                 let mutable gets = 0
@@ -450,14 +435,7 @@ let tests =
             test "TestSyncNamespacesSkipsInactiveScopedItemsAndAdvancesHead" {
                 use w = world [ "active" ] (Merges.NoMerge()) []
                 w.Seed [ row w "inactive" 1UL 1UL "old" false ]
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 3UL ])
-
-                w.Api.Always(
-                    "GET",
-                    $"/v1/namespaces/{w.NsWire}/items",
-                    200,
-                    w.Map(3UL, [ "inactive", 2UL ])
-                )
+                w.Serve(3UL, [ "inactive", 2UL ])
 
                 w.Sync()
 
@@ -475,8 +453,7 @@ let tests =
             test "TestSyncNamespacesRejectsInactiveItemDisappearance" {
                 use w = world [ "active" ] (Merges.NoMerge()) []
                 w.Seed [ row w "inactive" 1UL 1UL "old" false ]
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 3UL ])
-                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(3UL, []))
+                w.Serve(3UL, [])
 
                 Expect.stringStarts
                     (messageOf w.Sync)
@@ -492,14 +469,7 @@ let tests =
             test "TestFlushDirtyItemsSkipsInactiveScopedItems" {
                 use w = world [ "active" ] (Merges.NoMerge()) [ "inactive", "changed" ]
                 w.Seed [ row w "inactive" 1UL 1UL "old" true ]
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
-
-                w.Api.Always(
-                    "GET",
-                    $"/v1/namespaces/{w.NsWire}/items",
-                    200,
-                    w.Map(0UL, [ "inactive", 1UL ])
-                )
+                w.Serve(0UL, [ "inactive", 1UL ])
 
                 w.Sync()
                 Expect.equal (w.Api.Count("PUT", (w.KvPath "inactive"))) 0 "not uploaded"
@@ -513,8 +483,7 @@ let tests =
             test "TestFlushDirtyItemsSkipsOversizedValueAndContinues" {
                 let big = String('x', 65536)
                 use w = world [ "big"; "small" ] (Merges.NoMerge()) [ "big", big; "small", "s" ]
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
-                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(0UL, []))
+                w.Serve(0UL, [])
 
                 w.Api.On(
                     "PUT",
@@ -566,14 +535,7 @@ let tests =
                     n
 
                 Expect.equal (quarantinedEvents ()) 1 "one event"
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 1UL ])
-
-                w.Api.Always(
-                    "GET",
-                    $"/v1/namespaces/{w.NsWire}/items",
-                    200,
-                    w.Map(1UL, [ "small", 1UL ])
-                )
+                w.Serve(1UL, [ "small", 1UL ])
 
                 w.Sync()
                 Expect.equal (quarantinedEvents ()) 0 "not repeated while the error is the same"
@@ -633,14 +595,7 @@ let tests =
 
                 w.Cache(w.NsWire, "default", 7UL)
 
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 7UL ])
-
-                w.Api.Always(
-                    "GET",
-                    $"/v1/namespaces/{w.NsWire}/items",
-                    200,
-                    w.Map(7UL, [ "remote-only", 1UL ])
-                )
+                w.Serve(7UL, [ "remote-only", 1UL ])
 
                 w.Api.Always(
                     "GET",
@@ -756,8 +711,7 @@ let tests =
 
             test "TestConcurrentCreateWithoutMergeBaseRecordsConflictForStrictCodec" {
                 use w = world [ "k" ] (Merges.NoMerge()) [ "k", "local" ]
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
-                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(0UL, []))
+                w.Serve(0UL, [])
 
                 w.Api.On(
                     "PUT",
@@ -1325,8 +1279,7 @@ let tests =
 
             test "TestRunSkipsQueuedWatchSyncForAlreadyObservedHeads" {
                 use w = world [ "k" ] (Merges.NoMerge()) []
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
-                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(0UL, []))
+                w.Serve(0UL, [])
                 let mutable watches = 0
 
                 w.Api.On(
@@ -1478,8 +1431,7 @@ let tests =
                         (Merges.NoMerge())
                         []
 
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
-                w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(0UL, []))
+                w.Serve(0UL, [])
                 let calls = ConcurrentQueue<DateTime>()
 
                 w.Api.On(
@@ -1528,14 +1480,7 @@ let tests =
 
                 use w = world [ "k" ] throwing [ "k", "local" ]
                 w.Seed [ row w "k" 1UL 1UL "base" true ]
-                w.Api.Always("GET", "/v1/namespaces/mine", 200, w.List [ w.NsWire, "default", 0UL ])
-
-                w.Api.Always(
-                    "GET",
-                    $"/v1/namespaces/{w.NsWire}/items",
-                    200,
-                    w.Map(0UL, [ "k", 1UL ])
-                )
+                w.Serve(0UL, [ "k", 1UL ])
 
                 w.Api.Always("PUT", w.KvPath "k", 412, """{"error":"version"}""")
                 w.Api.Always("GET", w.KvPath "k", 200, w.ItemJson("k", 2UL, "remote"))
