@@ -79,10 +79,10 @@ public sealed class NotesDatabase : IDisposable
     }
 
     /// <summary>The known note keys (the notes collection's scope).</summary>
-    public async Task<string[]> KeysAsync(CancellationToken ct = default)
+    public Task<string[]> KeysAsync(CancellationToken ct = default)
     {
-        await using var c = Open();
-        return await KeysAsync(c, null, ct);
+        using var c = Open();
+        return Task.FromResult(ReadKeys(c, null));
     }
 
     internal async Task<long> StampAsync(CancellationToken ct)
@@ -114,8 +114,9 @@ public sealed class NotesDatabase : IDisposable
         {
             await using var c = Open();
             await using var tx = c.BeginTransaction(deferred: false); // BEGIN IMMEDIATE
-            Exec(c, tx, "UPDATE counter SET value = value + 1");
-            var seq = (long)Command(c, tx, "SELECT value FROM counter").ExecuteScalar()!;
+            long seq;
+            using (var next = Command(c, tx, "UPDATE counter SET value = value + 1 RETURNING value"))
+                seq = (long)next.ExecuteScalar()!;
             if (!write(c, tx, seq))
             {
                 await tx.RollbackAsync(ct);
@@ -130,12 +131,13 @@ public sealed class NotesDatabase : IDisposable
         }
     }
 
-    internal static async Task<string[]> KeysAsync(SqliteConnection c, SqliteTransaction? tx, CancellationToken ct)
+    /// <summary>The known note keys, in key order, inside a connection (and transaction).</summary>
+    internal static string[] ReadKeys(SqliteConnection c, SqliteTransaction? tx)
     {
-        await using var cmd = Command(c, tx, "SELECT key FROM note_keys ORDER BY key");
-        await using var r = await cmd.ExecuteReaderAsync(ct);
+        using var cmd = Command(c, tx, "SELECT key FROM note_keys ORDER BY key");
+        using var r = cmd.ExecuteReader();
         var keys = new List<string>();
-        while (await r.ReadAsync(ct)) keys.Add(r.GetString(0));
+        while (r.Read()) keys.Add(r.GetString(0));
         return keys.ToArray();
     }
 
@@ -254,7 +256,7 @@ public sealed class IndexBackend(NotesDatabase db) : IConditionalValueBackend<st
     public async ValueTask<bool> SetIfCurrentAsync(string key, string[]? current, bool currentFound, string[] value, CancellationToken cancellationToken) =>
         await db.WriteAsync((c, tx, seq) =>
         {
-            var now = NotesDatabase.KeysAsync(c, tx, CancellationToken.None).GetAwaiter().GetResult();
+            var now = NotesDatabase.ReadKeys(c, tx);
             var same = currentFound ? current is not null && now.SequenceEqual(current) : now.Length == 0;
             return same && Replace(c, tx, key, value, seq);
         }, cancellationToken);
@@ -271,7 +273,7 @@ public sealed class IndexBackend(NotesDatabase db) : IConditionalValueBackend<st
     {
         if (key != NotesDatabase.IndexKey) throw new ArgumentException($"the index has one key, '{NotesDatabase.IndexKey}'", nameof(key));
         var wanted = keys.ToHashSet(StringComparer.Ordinal);
-        foreach (var old in NotesDatabase.KeysAsync(c, tx, CancellationToken.None).GetAwaiter().GetResult())
+        foreach (var old in NotesDatabase.ReadKeys(c, tx))
             if (!wanted.Contains(old))
                 NotesDatabase.Exec(c, tx, "DELETE FROM note_keys WHERE key = $k", ("$k", old));
         foreach (var k in wanted)

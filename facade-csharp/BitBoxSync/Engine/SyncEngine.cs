@@ -251,6 +251,22 @@ public sealed class SyncEngine : IAsyncDisposable
         return (challenge.Challenge, ChallengeBytes(challenge.Challenge));
     }
 
+    /// <summary>The server's namespace list, parsed (a malformed answer is a protocol error).</summary>
+    private async Task<FSharpList<ListedNamespace>> ListedNamespacesAsync(string token, CancellationToken ct)
+    {
+        var listed = await _client.ListNamespacesAsync(token, ct);
+        var parsed = Namespaces.parseListed(ListModule.OfSeq(listed.Namespaces));
+        return parsed.IsError ? throw ToException(parsed.ErrorValue) : parsed.ResultValue;
+    }
+
+    /// <summary>Dirty rows waiting for upload, and rows in conflict (for <see cref="Status"/>).</summary>
+    private async Task<(int Pending, int Conflicts)> DirtyCountsAsync(CancellationToken ct)
+    {
+        var dirty = await _store.ListDirtyItemsAsync(_keyId.Wire, ct);
+        var conflicts = dirty.Count(i => i.Conflict);
+        return (dirty.Count - conflicts, conflicts);
+    }
+
     private static byte[] ChallengeBytes(string challenge)
     {
         var parsed = Bin.parse<ChallengeKind>(challenge);
@@ -504,11 +520,11 @@ public sealed class SyncEngine : IAsyncDisposable
                     await pass.RunAsync();
                     return pass.Activity;
                 }, mayPrompt, ct);
-                var dirty = await _store.ListDirtyItemsAsync(_keyId.Wire, ct);
+                var (pending, conflicts) = await DirtyCountsAsync(ct);
                 UpdateStatus(st => st with
                 {
                     Syncing = false, Connected = true, LoginRequired = false, LastSyncedAt = Now, LastError = null,
-                    PendingUploads = dirty.Count(i => !i.Conflict), Conflicts = dirty.Count(i => i.Conflict),
+                    PendingUploads = pending, Conflicts = conflicts,
                 });
                 Emit(SyncEventType.SyncFinished);
             }
@@ -667,11 +683,9 @@ public sealed class SyncEngine : IAsyncDisposable
         // §4.4–§4.7: the namespace list, then each namespace's item map and downloads.
         private async Task ReconcileNamespacesAsync()
         {
-            var listed = await e._client.ListNamespacesAsync(token, ct);
-            var parsed = Namespaces.parseListed(ListModule.OfSeq(listed.Namespaces));
-            if (parsed.IsError) throw ToException(parsed.ErrorValue);
+            var listed = await e.ListedNamespacesAsync(token, ct);
             var cached = (await e._store.ListNamespacesAsync(e._keyId.Wire, ct)).Select(ToCore);
-            var checkedPlan = Namespaces.check(e._state, ListModule.OfSeq(cached), parsed.ResultValue, Now);
+            var checkedPlan = Namespaces.check(e._state, ListModule.OfSeq(cached), listed, Now);
             if (checkedPlan.IsError) throw ToException(checkedPlan.ErrorValue);
             var plan = checkedPlan.ResultValue;
             if (plan.AdoptDefault is { } adopt)
@@ -998,8 +1012,8 @@ public sealed class SyncEngine : IAsyncDisposable
                     return; // not in conflict
             }
             Emit(SyncEventType.ConflictResolved, ns, adapter.Name, key, row.ItemId.Wire);
-            var dirty = await _store.ListDirtyItemsAsync(_keyId.Wire, linked.Token);
-            UpdateStatus(st => st with { PendingUploads = dirty.Count(i => !i.Conflict), Conflicts = dirty.Count(i => i.Conflict) });
+            var (pending, conflicts) = await DirtyCountsAsync(linked.Token);
+            UpdateStatus(st => st with { PendingUploads = pending, Conflicts = conflicts });
         }
         finally
         {
@@ -1021,10 +1035,7 @@ public sealed class SyncEngine : IAsyncDisposable
         return AuthenticatedAsync(async token =>
         {
             // The kind comes from the namespace list, so the handle can create invites at once (§12.20).
-            var listed = await _client.ListNamespacesAsync(token, cancellationToken);
-            var parsed = Namespaces.parseListed(ListModule.OfSeq(listed.Namespaces));
-            if (parsed.IsError) throw ToException(parsed.ErrorValue);
-            var kind = parsed.ResultValue.FirstOrDefault(l => l.NamespaceId.Equals(ns))?.Kind;
+            var kind = (await ListedNamespacesAsync(token, cancellationToken)).FirstOrDefault(l => l.NamespaceId.Equals(ns))?.Kind;
             var row = await JoinAsync(token, ns, kind, cancellationToken);
             return new SyncNamespace(this, ns.Wire, row.Kind is null ? null : row.Kind.Value.Wire);
         }, mayPrompt: true, cancellationToken);
