@@ -19,6 +19,7 @@ var tests = new (string Name, Func<Task> Run, TimeSpan Timeout)[]
     ("demo: the whole flow (ENGINE.md §10.1 + §10.2) against the embedded server, exit code 0", SampleTests.DemoRunsWholeFlow, minute),
     ("demo: --keep keeps the databases; an unreachable --server and bad options fail with a message", SampleTests.DemoKeepAndFailures, minute),
     ("notes sample: two instances sync through their own SQLite databases; merge, conflict, deletion, restart", SampleTests.NotesTwoInstances, minute),
+    ("notes sample: the command line (add, list) and its refusals (missing note, no conflict, bad --server)", SampleTests.NotesCommandLine, minute),
     ("notes sample: app writes racing remote applies are never lost (SetIfCurrent in the app's transaction)", SampleTests.NotesRacingAppWrites, 3 * minute),
     ("packages: packed to a folder feed, a fresh console app references them by name, builds and syncs", SampleTests.PackagesWorkOutsideTheSolution, 10 * minute),
 };

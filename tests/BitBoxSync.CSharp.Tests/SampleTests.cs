@@ -150,6 +150,40 @@ internal static class SampleTests
         Check((await reopened.Database.GetAsync(key))?.Deleted == true, "the tombstone is in the app database");
     }
 
+    public static async Task NotesCommandLine()
+    {
+        await using var server = await ServerAsync();
+        var dir = Directory.CreateTempSubdirectory("bbs-notes-cli-").FullName;
+        async Task<(int Code, string Output)> Notes(params string[] args)
+        {
+            using var output = new StringWriter();
+            var code = await NotesCommand.Build(output)
+                .Parse(["--dir", dir, "--server", server.BaseAddress.ToString(), "--user", "cli-user", .. args])
+                .InvokeAsync(new System.CommandLine.InvocationConfiguration { Output = output, Error = output });
+            return (code, output.ToString());
+        }
+
+        var (code, text) = await Notes("add", "Groceries", "milk");
+        Check(code == 0 && text.StartsWith("added note:", StringComparison.Ordinal), "add: " + text);
+        var key = text.Trim()["added ".Length..];
+        (code, text) = await Notes("list");
+        Check(code == 0 && text.Contains($"{key}  Groceries: milk", StringComparison.Ordinal), "list: " + text);
+
+        // Bad input: a clear message, exit code 1, nothing changed.
+        (code, text) = await Notes("edit", "note:missing", "x");
+        Check(code == 1 && text.Contains("no note 'note:missing'", StringComparison.Ordinal), "edit of a missing note: " + text);
+        (code, text) = await Notes("resolve", key, "some text");
+        Check(code == 1 && text.Contains($"no conflict on '{key}'", StringComparison.Ordinal), "resolve without a conflict: " + text);
+        using (var output = new StringWriter())
+        {
+            code = await NotesCommand.Build(output).Parse(["--dir", dir, "--server", "not a url", "list"])
+                .InvokeAsync(new System.CommandLine.InvocationConfiguration { Output = output, Error = output });
+            Check(code == 1 && output.ToString().Contains("is not an absolute URL", StringComparison.Ordinal), "a bad --server: " + output);
+        }
+        (code, text) = await Notes("list", "--offline");
+        Check(code == 0 && text.Trim() == $"{key}  Groceries: milk", "nothing changed: " + text);
+    }
+
     public static async Task NotesRacingAppWrites()
     {
         await using var server = await ServerAsync();
