@@ -1,6 +1,6 @@
 /// Applying one downloaded remote value: clean apply, converge, merge, conflict, and the
 /// conditional backend write that never overwrites a newer app write. Implements
-/// spec/ENGINE.md §4.7 (A–G), §4.8, §4.9 and transitions 5–15 of §5.2, with per-item
+/// docs/engine.md §4.7 (A–G), §4.8, §4.9 and transitions 5–15 of §5.2, with per-item
 /// quarantine instead of aborting the pass (§12.2, §12.3).
 namespace BitBoxSync.Core
 
@@ -21,6 +21,24 @@ type MergeOutcome =
 /// The byte-level merge a collection provides: base (may be absent), local, remote → outcome,
 /// or an error text (codec or merge failure).
 type ByteMerge = byte[] option -> byte[] -> byte[] -> Result<MergeOutcome, string>
+
+/// This device's bytes for a downloaded value: the collection's codec decodes the remote bytes
+/// and encodes the value again, or an error text. A peer's encoder may write the same value in
+/// other bytes (spacing, escapes); keeping this device's bytes as the base means an untouched value
+/// still compares equal to its base, so it is never re-uploaded because of its encoding
+/// (docs/protocol.md, "JSON values written by Codecs.Json").
+type Canonicalize = byte[] -> Result<byte[], string>
+
+/// What a registered collection gives the apply step: its byte-level merge and canonical form.
+type CollectionFunctions =
+    {
+        Merge: ByteMerge
+        Canonical: Canonicalize
+    }
+
+    /// A collection whose codec writes exactly the bytes it reads (no re-encoding needed).
+    static member ofMerge(merge: ByteMerge) =
+        { Merge = merge; Canonical = Ok }
 
 /// Item events the shell emits (it adds namespace, collection, key and item ID).
 [<RequireQualifiedAccess>]
@@ -51,16 +69,16 @@ type ConditionalWrite =
         OnLostRace: Outcome
     }
 
-/// Why one item is set aside while the pass continues (§12.2).
+/// Why one item is set aside while the pass continues (docs/engine.md §12.2).
 [<RequireQualifiedAccess>]
 type QuarantineReason =
     /// The app's merge (or its codec) failed.
     | MergeFailed of string
-    /// A dirty item's local value vanished from the backend (§12.3).
+    /// A dirty item's local value vanished from the backend (docs/engine.md §12.3).
     | LocalValueMissing
     /// The downloaded item could not be read: AAD mismatch, decryption or decoding failure.
     | UnreadableRemote of string
-    /// The encoded local value exceeds the 65 520-byte item limit (§12.4).
+    /// The encoded local value exceeds the 65 520-byte item limit (docs/engine.md §12.4).
     | ValueTooLarge of size: int
 
     /// A readable description.
@@ -94,7 +112,7 @@ module Apply =
 
     let private cleanAt = ItemState.cleanAt
 
-    /// Conflict state (§4.9): the remote side refreshed, base and backend untouched.
+    /// Conflict state (docs/engine.md §4.9): remote side refreshed, base and backend untouched.
     let private conflictAt
         (row: ItemState)
         (remoteVersion: uint64)
@@ -134,21 +152,34 @@ module Apply =
                 OnLostRace = keepDirty row now
             }
 
-    /// Step A, before any backend read: a conflicted item only refreshes its conflict data.
-    let start
-        (row: ItemState)
-        (remoteVersion: uint64)
-        (remote: byte[])
-        (now: DateTimeOffset)
-        : ApplyDecision =
+    /// The remote value in this device's bytes; an unregistered collection keeps the remote bytes.
+    let private canonical (fns: CollectionFunctions option) (remote: byte[]) =
+        match fns with
+        | None -> Ok remote
+        | Some f ->
+            f.Canonical remote
+            |> Result.mapError (fun e -> QuarantineReason.UnreadableRemote e)
+
+    let private startWith row remoteVersion remote now =
         if row.Conflict then
             conflictAt row remoteVersion remote now
         else
             ApplyDecision.ReadLocal
 
-    /// Steps B–G with the app's current value. `merge` is None for an unregistered collection
-    /// (treated as unresolved).
-    let decide
+    /// Step A, before any backend read: a conflicted item only refreshes its conflict data (in
+    /// this device's bytes). `fns` is None for an unregistered collection.
+    let start
+        (row: ItemState)
+        (remoteVersion: uint64)
+        (remote: byte[])
+        (fns: CollectionFunctions option)
+        (now: DateTimeOffset)
+        : ApplyDecision =
+        match canonical fns remote with
+        | Error reason -> ApplyDecision.Quarantine reason
+        | Ok remote -> startWith row remoteVersion remote now
+
+    let private decideCanonical
         (row: ItemState)
         (remoteVersion: uint64)
         (remote: byte[])
@@ -156,7 +187,7 @@ module Apply =
         (merge: ByteMerge option)
         (now: DateTimeOffset)
         : ApplyDecision =
-        match start row remoteVersion remote now with
+        match startWith row remoteVersion remote now with
         | ApplyDecision.ReadLocal ->
             let localBytes =
                 match local, row.Dirty with
@@ -202,3 +233,18 @@ module Apply =
                             OnLostRace = keepDirty { row with Dirty = true } now
                         }
         | decided -> decided
+
+    /// Steps B–G with the app's current value, on the remote value in this device's bytes. `fns`
+    /// is None for an unregistered collection (its merges are treated as unresolved).
+    let decide
+        (row: ItemState)
+        (remoteVersion: uint64)
+        (remote: byte[])
+        (local: LocalValue)
+        (fns: CollectionFunctions option)
+        (now: DateTimeOffset)
+        : ApplyDecision =
+        match canonical fns remote with
+        | Error reason -> ApplyDecision.Quarantine reason
+        | Ok remote ->
+            decideCanonical row remoteVersion remote local (fns |> Option.map (fun f -> f.Merge)) now

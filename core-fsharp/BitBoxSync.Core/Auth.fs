@@ -1,5 +1,5 @@
 /// Authentication decisions: which token to use before an operation and what a 401 means.
-/// Implements spec/ENGINE.md §7.2–§7.3, with §12.24 (background work never prompts the identity).
+/// Implements docs/engine.md §7.2–§7.3, with §12.24 (background work never prompts the identity).
 namespace BitBoxSync.Core
 
 open System
@@ -30,9 +30,9 @@ type UnauthorizedDecision =
 
 /// The auth decisions.
 module Auth =
-    /// §7.2: no token or an expired (or unknown-expiry) token → login; inside the skew → refresh
-    /// first; otherwise use it. `mayPrompt` = false turns logins (and the optional refresh, which
-    /// also needs a signature) into "needs login" / "use token" (§12.24).
+    /// docs/engine.md §7.2: no token or an expired (or unknown-expiry) token → login; inside the
+    /// skew → refresh first; otherwise use it. `mayPrompt` = false turns logins (and the optional
+    /// refresh, which also needs a signature) into "needs login" / "use token" (§12.24).
     let decide
         (state: IdentityState)
         (now: DateTimeOffset)
@@ -54,7 +54,8 @@ module Auth =
             AuthDecision.RefreshThenUse(token, expiry)
         | Some token, Some _ -> AuthDecision.UseToken token
 
-    /// §7.3: after a 401 with `failedToken`, either someone already replaced it, or clear and log in.
+    /// docs/engine.md §7.3: after a 401 with `failedToken`, either someone already replaced it,
+    /// or clear and log in.
     let onUnauthorized
         (state: IdentityState)
         (failedToken: string)
@@ -75,7 +76,7 @@ module Auth =
         }
 
     /// The identity state after a successful login. Unlike the reference engine, a login response
-    /// without a default namespace never erases a known one (§12.6).
+    /// without a default namespace never erases a known one (docs/engine.md §12.6).
     let afterLogin
         (state: IdentityState)
         (token: string)

@@ -1,5 +1,5 @@
 /// Resolving a recorded conflict: with a value, keeping the local value, or taking the remote one.
-/// Implements spec/ENGINE.md §2.7 (ResolveConflict*) and transitions 20–23 of §5.2.
+/// Implements docs/engine.md §2.7 (ResolveConflict*) and transitions 20–23 of §5.2.
 namespace BitBoxSync.Core
 
 open System
@@ -17,7 +17,8 @@ type Resolution =
     | LocalValueMissing
 
 /// Conflict resolution decisions. After any of them the shell emits an event and schedules a
-/// sync (§12.1); the dirty row uploads with If-Match at the conflict's remote version.
+/// sync (docs/engine.md §12.1); the dirty row uploads with If-Match at the conflict's remote
+/// version.
 module Conflicts =
     let private cleared (row: ItemState) (now: DateTimeOffset) =
         { row with

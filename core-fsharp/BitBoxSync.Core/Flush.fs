@@ -1,5 +1,5 @@
 /// The upload flush: order, per-item upload intent, and the fold of PUT results including the
-/// 412 → fetch → merge → one retry rule. Implements spec/ENGINE.md §4.10 and transitions 16–19
+/// 412 → fetch → merge → one retry rule. Implements docs/engine.md §4.10 and transitions 16–19
 /// of §5.2; surfaces skipped items instead of hiding them (§12.3, §12.4).
 namespace BitBoxSync.Core
 
@@ -15,9 +15,10 @@ type FlushSkip =
     | InConflict
     /// Another path already made it clean.
     | NotDirty
-    /// Dirty, but the backend has no value for it: reported, retried every pass (§12.3).
+    /// Dirty, but the backend has no value: reported, retried every pass (docs/engine.md §12.3).
     | ValueMissing
-    /// The encoded value exceeds 65 520 bytes: reported, retried when it changes (§12.4).
+    /// The encoded value exceeds 65 520 bytes: reported, retried when it changes
+    /// (docs/engine.md §12.4).
     | TooLarge of size: int
 
 /// One PUT to perform.
@@ -44,7 +45,8 @@ type RetryDecision =
 
 /// The flush decisions.
 module Flush =
-    /// Upload order: oldest local write first, ties by namespace and item ID (deterministic, §12.16).
+    /// Upload order: oldest local write first, ties by namespace and item ID (deterministic,
+    /// docs/engine.md §12.16).
     let order (dirty: ItemState list) : ItemState list =
         dirty |> List.sortBy (fun i -> i.UpdatedAt, i.NamespaceId, i.ItemId)
 

@@ -1,6 +1,6 @@
 /// Item-map reconciliation: rollback checks over every cached item, then which items to
 /// download (deterministically, by item ID) and which IDs are unknown. Implements
-/// spec/ENGINE.md §4.6, §4.12 and the item-map rows of §4.11.
+/// docs/engine.md §4.6, §4.12 and the item-map rows of §4.11.
 namespace BitBoxSync.Core
 
 open System
@@ -32,7 +32,7 @@ type ItemMapPlan =
 
 /// The item-map decision.
 module ItemMap =
-    /// Plans §4.6 steps 2–6; Error on any rollback, before anything is written.
+    /// Plans docs/engine.md §4.6 steps 2–6; Error on any rollback, before anything is written.
     let plan (input: ItemMapInput) : Result<ItemMapPlan, SyncError> =
         let ns = input.Row.NamespaceId
         let rollback r = Error(SyncError.Rollback r)
@@ -79,7 +79,7 @@ module ItemMap =
 
                 let downloads, unknown =
                     input.MapItems
-                    |> Map.toList // sorted by item ID: deterministic order (§12.16)
+                    |> Map.toList // sorted by item ID: deterministic (docs/engine.md §12.16)
                     |> List.fold
                         (fun (downloads, unknown) (id, version) ->
                             match known id with
@@ -102,7 +102,7 @@ module ItemMap =
                             }
                     }
 
-/// Checks on one downloaded item (§4.7 steps 2, 4, 5).
+/// Checks on one downloaded item (docs/engine.md §4.7 steps 2, 4, 5).
 module Download =
     /// The response version must not be below the cached version nor the version the map announced.
     let checkVersion

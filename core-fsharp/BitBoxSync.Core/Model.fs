@@ -1,5 +1,5 @@
 /// The persisted sync records and the item state model they encode.
-/// Implements spec/ENGINE.md §2.3 (records), §3.2–§3.3 (logical keys) and §5.1 (states).
+/// Implements docs/engine.md §2.3 (records), §3.2–§3.3 (logical keys) and §5.1 (states).
 namespace BitBoxSync.Core
 
 open System
@@ -61,7 +61,7 @@ type ItemState =
         UpdatedAt: DateTimeOffset
     }
 
-/// The states of §5.1, derived from an item row's fields.
+/// The states of docs/engine.md §5.1, derived from an item row's fields.
 [<RequireQualifiedAccess>]
 type ItemStatus =
     /// Local value never uploaded; the next upload has no If-Match.
@@ -75,7 +75,8 @@ type ItemStatus =
 
 /// Logical keys and their derived identifiers.
 module LogicalKey =
-    /// The length-delimited join of §3.3: for each part, u64be(UTF-8 length) then the UTF-8 bytes.
+    /// The length-delimited join of docs/engine.md §3.3: for each part, u64be(UTF-8 length)
+    /// then the UTF-8 bytes.
     let join (parts: string list) : byte[] =
         let encoded = parts |> List.map Text.Encoding.UTF8.GetBytes
         let out = Array.zeroCreate (encoded |> List.sumBy (fun b -> 8 + b.Length))
@@ -101,7 +102,7 @@ module ItemState =
             | Some b -> b.Length > 0
             | None -> false)
 
-    /// The §5.1 state of a row.
+    /// The state of a row (docs/engine.md §5.1).
     let status (item: ItemState) : ItemStatus =
         if item.Conflict then
             ItemStatus.Conflict
@@ -156,14 +157,15 @@ module ItemState =
             UpdatedAt = now
         }
 
-    /// Byte equality of an encoded value with the base (the only change detection, §4.3 f).
+    /// Byte equality of an encoded value with the base (the only change detection,
+    /// docs/engine.md §4.3 step 4e).
     let equalsBase (item: ItemState) (encoded: byte[]) =
         match item.BaseValue with
         | Some b -> hasMergeBase item && ReadOnlySpan(b).SequenceEqual(ReadOnlySpan encoded)
         | None -> false
 
-/// Why the server's answer contradicts what this client has already seen (§4.11). Every case
-/// names the namespace and, where there is one, the item.
+/// Why the server's answer contradicts what this client has already seen (docs/engine.md
+/// §4.11). Every case names the namespace and, where there is one, the item.
 [<RequireQualifiedAccess>]
 type RollbackReason =
     | NamespaceHeadDecreased of ns: NamespaceId * cached: uint64 * listed: uint64
@@ -194,7 +196,8 @@ type RollbackReason =
         | WatchHeadDecreased(ns, c, r) ->
             sprintf "watch reported namespace %s at head %d below the cached %d" ns.Wire r c
 
-/// Why a sync step stops. Rollback and namespace removal are distinct outcomes (§12.5).
+/// Why a sync step stops. Rollback and namespace removal are distinct outcomes
+/// (docs/engine.md §12.5).
 [<RequireQualifiedAccess>]
 type SyncError =
     /// The server contradicts monotonic state: data considered tampered; no state was written.

@@ -1,5 +1,5 @@
 /// Namespace reconciliation: validate the server's namespace list against the cache, with every
-/// rollback check, before anything is written. Implements spec/ENGINE.md §4.4 and §4.11 (list rows).
+/// rollback check, before anything is written. Implements docs/engine.md §4.4 and §4.11 (list rows).
 namespace BitBoxSync.Core
 
 open System
@@ -38,7 +38,7 @@ type NamespacesPlan =
 /// After the scope is known: fetch the item map, or just advance the checkpoint.
 [<RequireQualifiedAccess>]
 type NamespaceAction =
-    /// Reconcile the item map (§4.6) expecting at least this head.
+    /// Reconcile the item map (docs/engine.md §4.6) expecting at least this head.
     | FetchItemMap of expectedHead: uint64
     /// Nothing moved: save the row (head, scope hash, kind) without an item-map request.
     | Save of NamespaceState
@@ -72,9 +72,9 @@ module Namespaces =
             (Ok [])
         |> Result.map List.rev
 
-    /// §4.4 steps 3–7c for every listed namespace, all checked before any write: default kind,
-    /// single default, default unchanged and still listed, every cached namespace still listed,
-    /// no head below the cached head.
+    /// docs/engine.md §4.4 steps 3–7c for every listed namespace, all checked before any write:
+    /// default kind, single default, default unchanged and still listed, every cached namespace
+    /// still listed, no head below the cached head.
     let check
         (identity: IdentityState)
         (cached: NamespaceState list)
@@ -172,9 +172,9 @@ module Namespaces =
                              None)
                 }
 
-    /// §4.4 7e–7g: fetch the item map when the head moved or the scope changed; else save the
-    /// row if it is new or its kind changed; else nothing (the reference engine rewrites the row
-    /// on every pass; a quiet pass here writes nothing).
+    /// docs/engine.md §4.4 steps 7e–7g: fetch the item map when the head moved or the scope
+    /// changed; else save the row if it is new or its kind changed; else nothing (the reference
+    /// engine rewrites the row on every pass; a quiet pass here writes nothing).
     let decide (plan: NamespacePlan) (scopeHash: string) (now: DateTimeOffset) : NamespaceAction =
         if plan.RemoteChanged || scopeHash <> plan.Row.ActiveScopeHash then
             NamespaceAction.FetchItemMap plan.Listed.Head
@@ -188,8 +188,8 @@ module Namespaces =
                     UpdatedAt = now
                 }
 
-    /// The watch's check of reported heads against the cache (§6.3): a head below the cached one
-    /// is a rollback; an unknown namespace or a higher head needs a pass.
+    /// The watch's check of reported heads against the cache (docs/engine.md §6.3): a head below
+    /// the cached one is a rollback; an unknown namespace or a higher head needs a pass.
     let needsSync
         (cached: NamespaceState list)
         (reported: ListedNamespace list)
@@ -216,7 +216,7 @@ module Namespaces =
     let afterUpload (row: NamespaceState) (now: DateTimeOffset) : NamespaceState =
         { row with Head = row.Head + 1UL; UpdatedAt = now }
 
-/// Whether a namespace can be used without the network (§4.2 "ensure namespace ready").
+/// Whether a namespace can be used without the network (docs/engine.md §4.2).
 [<RequireQualifiedAccess>]
 type Readiness =
     /// Cached with its DEK (and of the expected kind, when one was asked for).
@@ -228,8 +228,8 @@ type Readiness =
 
 /// The DEK-availability decision.
 module Readiness =
-    /// §4.2 steps 1 and 3: a cached row with a DEK is ready unless its kind differs from
-    /// `expected`; otherwise the namespace must be joined first.
+    /// docs/engine.md §4.2 steps 1 and 2: a cached row with a DEK is ready unless its kind
+    /// differs from `expected`; otherwise the namespace must be joined first.
     let decide
         (row: NamespaceState option)
         (expected: NamespaceKind option)

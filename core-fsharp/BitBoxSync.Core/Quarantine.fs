@@ -1,6 +1,6 @@
 /// Quarantined items: one bad item (merge or codec error, unreadable remote value, vanished
 /// local value) is set aside with its error while the pass goes on, listed to the app, and
-/// retried when its input changes. Implements spec/ENGINE.md §12.2–§12.3 (our improvement).
+/// retried when its input changes. Implements docs/engine.md §12.2–§12.3 (our improvement).
 namespace BitBoxSync.Core
 
 open System

@@ -1,10 +1,10 @@
 /// The Run-loop schedule: capped doubling, failure backoff, idle polling and jitter, with the
-/// random sample passed in. Implements spec/ENGINE.md §6.1 and the result recording of §6.2.
+/// random sample passed in. Implements docs/engine.md §6.1 and the result recording of §6.2.
 namespace BitBoxSync.Core
 
 open System
 
-/// Poll settings after validation (§2.2 defaults applied).
+/// Poll settings after validation (docs/engine.md §2.2 defaults applied).
 type PollSettings =
     {
         /// Base fallback poll period (default 5 min).
@@ -28,7 +28,8 @@ type PassResult =
 
 /// Timing helpers and the schedule transitions.
 module Schedule =
-    /// Applies the §2.2 defaults: base ≤ 0 → 5 min; max below base → max(60 min, base).
+    /// Applies the defaults of docs/engine.md §2.2: base ≤ 0 → 5 min; max below base →
+    /// max(60 min, base).
     let settings (pollInterval: TimeSpan) (maxPollInterval: TimeSpan) : PollSettings =
         let b =
             if pollInterval <= TimeSpan.Zero then
@@ -104,8 +105,8 @@ module Schedule =
     let initial (s: PollSettings) : RunSchedule =
         { Interval = s.Base; Failures = 0; IdlePolls = 0 }
 
-    /// §6.2 result recording: a failure backs off; a success with activity, an explicit request, or
-    /// foreground mode resets to the base; an idle quiet success slows down.
+    /// docs/engine.md §6.2 result recording: a failure backs off; a success with activity, an
+    /// explicit request, or foreground mode resets to the base; an idle quiet success slows down.
     let record
         (s: PollSettings)
         (idleMode: bool)

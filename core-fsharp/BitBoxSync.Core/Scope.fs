@@ -1,5 +1,5 @@
 /// The active key scope of a namespace and its bit-exact hash.
-/// Implements spec/ENGINE.md §3.4 and §4.5 (taken once per pass: §12.17).
+/// Implements docs/engine.md §3.4 and §4.5 (taken once per pass: §12.17).
 namespace BitBoxSync.Core
 
 open System

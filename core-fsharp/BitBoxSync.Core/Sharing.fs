@@ -1,6 +1,6 @@
 /// Invite and join-request decisions of the engine: invite parameters, join-request expiry, and
 /// the local verification of a join request before the DEK is wrapped to the requester.
-/// Implements spec/ENGINE.md §8.4–§8.6.
+/// Implements docs/engine.md §8.4–§8.6.
 namespace BitBoxSync.Core
 
 open System
@@ -20,11 +20,11 @@ type VerifiedJoinRequest =
 
 /// The sharing decisions.
 module Sharing =
-    /// Default invite lifetime (ENGINE.md §2.2 `InviteTTL`).
+    /// Default invite lifetime (docs/engine.md §8.4 step 1).
     let DefaultInviteTtl = TimeSpan.FromMinutes 10.0
 
-    /// §8.4 steps 1, 2, 7, 8: TTL ≤ 0 → the default, above 1 h refused; maxAccepted ≤ 0 → 10,
-    /// above 10 refused; expiry = now + TTL in Unix seconds.
+    /// docs/engine.md §8.4 steps 1, 2, 7: TTL ≤ 0 → the default, above 1 h refused;
+    /// maxAccepted ≤ 0 → 10, above 10 refused; expiry = now + TTL in Unix seconds.
     let inviteParameters
         (ttl: TimeSpan)
         (maxAccepted: int)
@@ -52,8 +52,9 @@ module Sharing =
                         MaxAccepted = maxAccepted
                     }
 
-    /// §8.5 step 5: an explicit expiry, or now + TTL (≤ 0 or above 10 min → 10 min) capped at
-    /// the invite's expiry; refused when negative, too far, after the invite, or not in the future.
+    /// docs/engine.md §8.5 step 5: an explicit expiry, or now + TTL (≤ 0 or above 10 min →
+    /// 10 min) capped at the invite's expiry; refused when negative, too far, after the invite,
+    /// or not in the future.
     let joinRequestExpiry
         (invite: InviteToken)
         (explicitExpiresAt: int64 option)
@@ -82,8 +83,9 @@ module Sharing =
         else
             Ok expiry
 
-    /// §8.6 steps 1–15: every local check of a pending join request against the invite the
-    /// approver kept, first failure wins (messages as the reference engine's tests expect).
+    /// docs/engine.md §8.6 steps 1–15: every local check of a pending join request against the
+    /// invite the approver kept, first failure wins (messages as the reference engine's tests
+    /// expect).
     let verifyJoinRequest
         (ns: NamespaceId)
         (invite: InviteToken)

@@ -1,5 +1,5 @@
 /// Snapshot reconciliation: which local values became dirty since the last clean base.
-/// Implements spec/ENGINE.md §4.3 (transitions 1–4 of §5.2) and reports §12.18 diagnostics.
+/// Implements docs/engine.md §4.3 (transitions 1–4 of §5.2) and reports §12.18 diagnostics.
 namespace BitBoxSync.Core
 
 open System
@@ -11,7 +11,7 @@ type SnapshotEffect =
     /// Save this row (marked dirty), then emit `item-queued` for it.
     | Queue of ItemState
     /// A snapshot key the collection's `Keys` did not return: ignored, reported so the app bug
-    /// is visible (§12.18).
+    /// is visible (docs/engine.md §12.18).
     | OutsideScope of collection: string * key: string
 
 /// The inputs of one collection's reconciliation.

@@ -1,5 +1,5 @@
 /// Namespace watch (advisory long poll) decisions: what a watch answer means and how the watch
-/// loop backs off. Implements spec/ENGINE.md §6.3.
+/// loop backs off. Implements docs/engine.md §6.3.
 namespace BitBoxSync.Core
 
 open System

@@ -1,5 +1,6 @@
 /// Cryptographic primitives used by the protocol: SHA-256, HMAC, HKDF (BCL), Ed25519 and X25519
-/// (NSec/libsodium), XChaCha20-Poly1305 (HChaCha20 here + BCL ChaCha20-Poly1305). PROTOCOL.md §3.
+/// (NSec/libsodium), XChaCha20-Poly1305 (HChaCha20 here + BCL ChaCha20-Poly1305).
+/// docs/protocol.md §3.
 namespace BitBoxSync.Protocol
 
 open System
@@ -205,7 +206,7 @@ module X25519 =
             Key.Import(algorithm, ReadOnlySpan scalar, KeyBlobFormat.RawPrivateKey)
 
     /// True for the low-order (small-subgroup) points that make every DH output all-zero.
-    /// Our server rejects these at registration (PROTOCOL.md §3.1 [R]).
+    /// Our server rejects these at registration (docs/protocol.md §3.1).
     let isLowOrder (publicKey: WrapPublicKey) : bool =
         match agree probe.Value publicKey.Span with
         | Ok _ -> false

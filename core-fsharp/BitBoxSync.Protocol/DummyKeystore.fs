@@ -1,5 +1,6 @@
 /// The deterministic dummy keystore: a software identity derived from a label.
-/// TEST / DEMO ONLY — anyone who knows the label has the private keys. PROTOCOL.md §3.10, §8.2, §8.3.
+/// TEST / DEMO ONLY — anyone who knows the label has the private keys.
+/// docs/protocol.md §8, §9.2, §9.3.
 namespace BitBoxSync.Protocol
 
 open System
@@ -24,7 +25,7 @@ type DummyKeyMaterial =
 [<Sealed>]
 type DummyKeystore private (material: DummyKeyMaterial, signingKey: NSec.Cryptography.Key) =
 
-    /// Derives the key material of a label (§8.3 steps 1–4).
+    /// Derives the key material of a label (docs/protocol.md §9.3).
     static member Derive(label: string) : DummyKeyMaterial =
         if isNull label then
             nullArg "label"

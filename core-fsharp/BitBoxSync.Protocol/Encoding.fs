@@ -1,12 +1,13 @@
 /// Wire encodings: strict lowercase hex, canonical base64 / base64url, RFC 3339 and
-/// Unix-seconds times, canonical decimals and the If-Match header. Implements PROTOCOL.md §1, §5.2.
+/// Unix-seconds times, canonical decimals and the If-Match header. Implements docs/protocol.md
+/// §1 and §6.2.
 namespace BitBoxSync.Protocol
 
 open System
 open System.Globalization
 
-/// A rejected input value: the field it came from and the rule it broke, in PROTOCOL.md's words.
-/// `Message` reads like "namespaceId must be lowercase hex".
+/// A rejected input value: the field it came from and the rule it broke, in the words of
+/// docs/protocol.md. `Message` reads like "namespaceId must be lowercase hex".
 type FieldError =
     {
         Field: string
@@ -188,7 +189,7 @@ module Decimal =
             | true, v when v.ToString(CultureInfo.InvariantCulture) = s -> ValueSome v
             | _ -> ValueNone
 
-/// RFC 3339 timestamps as the Go client writes and reads them (§1, §5.3).
+/// RFC 3339 timestamps as the Go client writes and reads them (docs/protocol.md §1.3, §6.4).
 module Rfc3339 =
     /// Formats as UTC with `Z` and up to 7 fractional digits, trailing zeros dropped
     /// (Go's `time.RFC3339Nano` shape; .NET time has 100 ns resolution).
@@ -310,7 +311,7 @@ module UnixTime =
         else
             Ok(DateTimeOffset.FromUnixTimeSeconds seconds)
 
-/// The `If-Match` precondition of `PUT /v1/kv/...` (§5.2).
+/// The `If-Match` precondition of `PUT /v1/kv/...` (docs/protocol.md §6.2).
 [<RequireQualifiedAccess>]
 type IfMatch =
     /// No header, or an empty / whitespace-only one: create the item (must not exist).

@@ -1,5 +1,5 @@
 /// HPKE (RFC 9180) base mode for the single suite of the protocol: DHKEM(X25519, HKDF-SHA256),
-/// HKDF-SHA256, ChaCha20-Poly1305. Implements PROTOCOL.md §3.5 ("HPKE computation spelled out").
+/// HKDF-SHA256, ChaCha20-Poly1305. Implements docs/protocol.md §3.6 (computation: §3.6.1).
 module BitBoxSync.Protocol.Hpke
 
 open System

@@ -1,5 +1,6 @@
 /// Constrained types for every identifier and binary value on the wire: parse once at the edge,
-/// after that the type proves validity. Implements PROTOCOL.md §2.1 (+ §3.5 wrapped-DEK format check).
+/// after that the type proves validity. Implements docs/protocol.md §2.1 (and the wrapped-DEK
+/// format check of §3.6.2).
 namespace BitBoxSync.Protocol
 
 #nowarn "3535" // static abstract interface members are the point of IBinaryKind
@@ -179,7 +180,7 @@ module private Specs =
             Check = noCheck
         }
 
-    /// PROTOCOL.md §3.5 steps 2–4 (`ValidateWrappedDEK`).
+    /// docs/protocol.md §3.6.2 checks 2–4 (`ValidateWrappedDEK`).
     let wrappedDekCheck (b: byte[]) =
         if b.Length = 0 then
             Some "invalid wrapped dek"

@@ -1,5 +1,5 @@
 /// Enumerations, code bytes and the signed intents (login, refresh, sensitive actions) with their
-/// action fields and hash. Implements PROTOCOL.md §2.2, §2.3, §3.1, §3.6.
+/// action fields and hash. Implements docs/protocol.md §2.2, §2.3, §3.1, §4.
 namespace BitBoxSync.Protocol
 
 open System
@@ -140,7 +140,7 @@ type CreateInviteFields =
         MaxAccepted: int
     }
 
-/// Sensitive-action fields (§3.6.4).
+/// Sensitive-action fields (docs/protocol.md §4.5; legacy create-invite layout: §13).
 module ActionFields =
     /// revoke-all-tokens: empty.
     let revokeAllTokens: byte[] = [||]
@@ -184,8 +184,8 @@ module ActionFields =
         | SensitiveAction.CreateNamespaceInvite, Some f -> Ok(createInvite f)
         | SensitiveAction.CreateNamespaceInvite, None -> FieldError.missing "actionFields"
 
-/// The signed intent byte layouts (§3.6). Every builder takes validated values, so the length
-/// rules of the reference builders hold by construction.
+/// The signed intent byte layouts (docs/protocol.md §4). Every builder takes validated values, so
+/// the length rules of the reference builders hold by construction.
 module Intents =
     let private prefix = Bytes.ascii Limits.Labels.Intent
 

@@ -1,12 +1,12 @@
 /// Server origins, invite secrets and proofs, join-request payloads, invite tokens and the
-/// `bitboxsync://` URI. Implements PROTOCOL.md §3.7, §3.8, §3.9 and §4.
+/// `bitboxsync://` URI. Implements docs/protocol.md §5.1–§5.6.
 namespace BitBoxSync.Protocol
 
 open System
 open System.Text
 open FsToolkit.ErrorHandling
 
-/// Why a server origin was rejected (§3.8).
+/// Why a server origin was rejected (docs/protocol.md §5.3).
 [<RequireQualifiedAccess>]
 type OriginError =
     | Empty
@@ -154,7 +154,7 @@ module ServerOrigin =
     let hashOf (input: string) : Result<ServerOriginHash, OriginError> =
         parseCanonical input |> Result.map hash
 
-/// Invite secret derivations (§3.7).
+/// Invite secret derivations (docs/protocol.md §5.2).
 module InviteSecrets =
     let private serverSecretLabel =
         Encoding.ASCII.GetBytes Limits.Labels.InviteServerSecret
@@ -198,7 +198,7 @@ module InviteSecrets =
         else
             Error "invalid invite proof"
 
-/// The values a join request signs (§3.9).
+/// The values a join request signs (docs/protocol.md §5.6).
 type JoinRequestFields =
     {
         NamespaceId: NamespaceId
@@ -236,7 +236,7 @@ module JoinRequests =
     let hash (payload: byte[]) : JoinRequestHash =
         Bin.trusted<JoinRequestHashKind>(Hashing.sha256 (ReadOnlySpan payload))
 
-/// Why an invite token or URI was rejected (§4.2, §4.3).
+/// Why an invite token or URI was rejected (docs/protocol.md §5.4, §5.5).
 [<RequireQualifiedAccess>]
 type InviteUriError =
     | Unsupported
@@ -277,7 +277,8 @@ type InviteUriError =
 
     override e.ToString() = e.Message
 
-/// Everything a QR code carries (§4.1). Never contains the DEK; holds the invite secret.
+/// Everything a QR code carries (docs/protocol.md §5.1). Never contains the DEK; holds the
+/// invite secret.
 type InviteToken =
     {
         Version: int
@@ -489,7 +490,7 @@ module InviteUri =
             Error InviteUriError.NonCanonicalExpiry
         | true, v -> Ok v
 
-    /// Parses an invite URI following §4.3 (first failure wins). Never throws.
+    /// Parses an invite URI following docs/protocol.md §5.5 (first failure wins). Never throws.
     let parse (uri: string) : Result<InviteToken, InviteUriError> =
         result {
             do!

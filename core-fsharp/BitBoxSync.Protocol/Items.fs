@@ -1,5 +1,5 @@
 /// Namespace key derivations, item IDs, the item AAD, item sealing and DEK wrapping.
-/// Implements PROTOCOL.md §3.2–§3.5.
+/// Implements docs/protocol.md §3.2–§3.6.
 namespace BitBoxSync.Protocol
 
 open System

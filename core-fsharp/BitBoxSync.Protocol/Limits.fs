@@ -1,5 +1,5 @@
 /// Protocol constants: lengths, quotas and time limits shared by client and server.
-/// Implements spec/PROTOCOL.md §2.3, §2.4 and §9.
+/// Implements docs/protocol.md §2.3, §2.4 and §12.
 module BitBoxSync.Protocol.Limits
 
 /// Raw key ID length (SHA-256 of the auth public key).
@@ -103,7 +103,7 @@ let JoinRequestPayloadLength = 193
 [<Literal>]
 let JoinRequestVersion = 1
 
-/// Server quotas (§9).
+/// Server quotas (docs/protocol.md §12).
 [<Literal>]
 let MaxItemsPerNamespace = 10000
 
@@ -159,7 +159,7 @@ let RefreshSkewSeconds = 86400L
 [<Literal>]
 let WatchReconnectJitterMaxSeconds = 5
 
-/// Label strings (§2.4), exact ASCII.
+/// Label strings (docs/protocol.md §2.4), exact ASCII.
 module Labels =
     [<Literal>]
     let Intent = "bitboxsync-intent"

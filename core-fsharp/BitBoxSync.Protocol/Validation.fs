@@ -1,12 +1,13 @@
 /// Request paths, validation of request DTOs into constrained commands (what a server checks
-/// about format), and the response checks of the Go raw client. PROTOCOL.md §5.1, §6, §10.
+/// about format), and the response checks of the Go raw client. docs/protocol.md §6.1, §7,
+/// §10, §11.
 namespace BitBoxSync.Protocol
 
 open System
 open FsToolkit.ErrorHandling
 open BitBoxSync.Protocol.Wire
 
-/// Request paths, relative to the base URL (§6).
+/// Request paths, relative to the base URL (docs/protocol.md §7).
 module Paths =
     /// `/v1/auth/challenge`
     [<Literal>]
@@ -127,6 +128,8 @@ type CreateInviteCommand =
         Signature: Signature
         ExpiresAt: int64
         MaxAccepted: int
+        /// Set only by the legacy layout: the signed pending-request limit of the invite.
+        MaxPending: int option
     }
 
 /// A join request with every field parsed; `Fields` rebuild the signed payload.
@@ -153,7 +156,7 @@ type ApproveJoinRequestCommand =
 
 /// Validation of request DTOs into commands: the first broken rule, named by field.
 module Requests =
-    /// Upper bound on `knownHeads` entries in one watch request (PROTOCOL.md §13.10 [R]).
+    /// Upper bound on `knownHeads` entries in one watch request (ours: docs/protocol.md §7.9).
     [<Literal>]
     let MaxWatchEntries = 1000
 
@@ -356,7 +359,41 @@ module Requests =
                     Signature = signature
                     ExpiresAt = r.ExpiresAt
                     MaxAccepted = int r.MaxAccepted
+                    MaxPending = None
                 }
+        }
+
+    /// Validates a create-invite request in the legacy layout: the current fields, and
+    /// `maxPending` in 1…`MaxPendingJoinRequestsPerInvite`.
+    let createInviteLegacy
+        (r: LegacyCreateNamespaceInviteRequest)
+        : Result<CreateInviteCommand, FieldError> =
+        result {
+            let! cmd =
+                createInvite
+                    {
+                        Kind = r.Kind
+                        KeyId = r.KeyId
+                        InviteId = r.InviteId
+                        InviteServerSecretHash = r.InviteServerSecretHash
+                        Challenge = r.Challenge
+                        IntentSignature = r.IntentSignature
+                        ExpiresAt = r.ExpiresAt
+                        MaxAccepted = r.MaxAccepted
+                    }
+
+            do!
+                if
+                    r.MaxPending < 1L
+                    || r.MaxPending > int64 Limits.MaxPendingJoinRequestsPerInvite
+                then
+                    FieldError.fail
+                        "maxPending"
+                        (sprintf "must be between 1 and %d" Limits.MaxPendingJoinRequestsPerInvite)
+                else
+                    Ok()
+
+            return { cmd with MaxPending = Some(int r.MaxPending) }
         }
 
     /// Strict parsing of every field of a join request (the approver's and the server's checks):
@@ -448,7 +485,8 @@ module Requests =
             return { Nonce = nonce; Aad = aad; Ciphertext = ciphertext }
         }
 
-/// What the Go raw client rejects in a server answer (§10.1). `Message` holds its words.
+/// What the Go raw client rejects in a server answer (docs/protocol.md §11.1). `Message` holds
+/// its words.
 [<RequireQualifiedAccess>]
 type ResponseViolation =
     /// An echoed value differs from the request: "namespace mismatch", "key mismatch", …

@@ -1,5 +1,5 @@
 /// Wire DTOs of every request and response (exact JSON names, Go struct order, omission rules)
-/// and the JSON settings that read and write them. Implements PROTOCOL.md §5.3, §6 and §12.
+/// and the JSON settings that read and write them. Implements docs/protocol.md §6.4 and §7.
 /// Wire format — change only with a protocol version bump.
 namespace BitBoxSync.Protocol.Wire
 
@@ -245,6 +245,31 @@ type CreateNamespaceInviteRequest =
         MaxAccepted: int64
     }
 
+/// `POST /v1/namespaces/{ns}/invites` request in the legacy layout older Go clients send: the
+/// current fields plus `maxPending` (docs/protocol.md, "Legacy create-invite layout").
+/// Wire format — change only with a version bump.
+type LegacyCreateNamespaceInviteRequest =
+    {
+        [<JsonPropertyName "kind">]
+        Kind: string
+        [<JsonPropertyName "keyId">]
+        KeyId: string
+        [<JsonPropertyName "inviteId">]
+        InviteId: string
+        [<JsonPropertyName "inviteServerSecretHash">]
+        InviteServerSecretHash: string
+        [<JsonPropertyName "challenge">]
+        Challenge: string
+        [<JsonPropertyName "intentSignature">]
+        IntentSignature: string
+        [<JsonPropertyName "expiresAt">]
+        ExpiresAt: int64
+        [<JsonPropertyName "maxPending">]
+        MaxPending: int64
+        [<JsonPropertyName "maxAccepted">]
+        MaxAccepted: int64
+    }
+
 /// `POST /v1/namespaces/{ns}/invites` response.
 type CreateNamespaceInviteResponse =
     {
@@ -254,6 +279,10 @@ type CreateNamespaceInviteResponse =
         InviteId: string
         [<JsonPropertyName "expiresAt">]
         ExpiresAt: int64
+        /// Only for an invite created in the legacy layout (absent otherwise).
+        [<JsonPropertyName "maxPending";
+          JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)>]
+        MaxPending: Nullable<int64>
         [<JsonPropertyName "maxAccepted">]
         MaxAccepted: int64
     }
@@ -269,6 +298,10 @@ type NamespaceInviteSummary =
         CreatedAt: string
         [<JsonPropertyName "expiresAt">]
         ExpiresAt: int64
+        /// Only for an invite created in the legacy layout (absent otherwise).
+        [<JsonPropertyName "maxPending";
+          JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)>]
+        MaxPending: Nullable<int64>
         [<JsonPropertyName "maxAccepted">]
         MaxAccepted: int64
         [<JsonPropertyName "activeRequestCount">]

@@ -1,6 +1,6 @@
 /// Auth rules: challenges (purpose, kind, action fields hash, single use, expiry), login and
 /// refresh verification, bearer tokens (stored hashed, 32 active per key, oldest evicted).
-/// Implements PROTOCOL.md §6.1–§6.4, §10.2 ("Authentication") and §13.2–§13.5.
+/// Implements docs/protocol.md §7.2–§7.5 and §10.2 (with our choices).
 namespace BitBoxSync.Server.Core
 
 open System

@@ -1,5 +1,5 @@
 /// The server's refusals: an HTTP status and a message for the `{"error": …}` body.
-/// Implements the status mapping of PROTOCOL.md §5.5–§5.6 (our [R] choices, documented per case).
+/// Implements the status mapping of docs/protocol.md §6.6–§6.7 (our choices, documented per case).
 namespace BitBoxSync.Server.Core
 
 open BitBoxSync.Protocol
@@ -7,7 +7,7 @@ open BitBoxSync.Protocol
 /// A refused request. Every refusal leaves the server state unchanged.
 type ApiError = { Status: int; Message: string }
 
-/// Constructors, one per row of the §5.6 mapping.
+/// Constructors, one per row of the mapping in docs/protocol.md §6.7.
 module ApiError =
     /// 400: malformed input (encoding, length, enum, JSON).
     let badRequest message = { Status = 400; Message = message }

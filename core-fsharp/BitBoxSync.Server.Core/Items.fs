@@ -1,6 +1,6 @@
 /// Item rules: compare-and-set PUT with the namespace head moving by exactly one per accepted
-/// write, GET, the item map, and the per-namespace quotas. Implements PROTOCOL.md §6.19–§6.21,
-/// §10.2 ("Heads, versions, items") and §13.15.
+/// write, GET, the item map, and the per-namespace quotas. Implements docs/protocol.md
+/// §7.20–§7.22 and §10.4.
 namespace BitBoxSync.Server.Core
 
 open System
@@ -23,7 +23,7 @@ type NamespaceUsage =
         NamespaceId: NamespaceId
         Head: uint64
         ItemCount: int
-        /// Nonce + AAD + ciphertext bytes of every current item (§13.15).
+        /// Nonce + AAD + ciphertext bytes of every current item (docs/protocol.md §10.4).
         StoredBytes: int64
     }
 

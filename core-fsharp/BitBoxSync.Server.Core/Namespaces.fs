@@ -1,6 +1,6 @@
 /// Namespace rules: the immutable default namespace (create-or-get), shared namespaces,
 /// membership, member lists, wrapped-DEK fetch and the caller's namespace list. Implements
-/// PROTOCOL.md §6.5–§6.7, §6.9, §6.10, §6.18 and §13.7, §13.8, §13.14, §13.18.
+/// docs/protocol.md §7.6–§7.8, §7.10, §7.11, §7.19 and §10.3.
 namespace BitBoxSync.Server.Core
 
 open System
@@ -118,7 +118,8 @@ module Namespaces =
         | Some m -> Ok m
         | None -> Error(ApiError.forbidden "not a member of this namespace")
 
-    /// `GET …/wrapped-deks/{keyId}`: members may fetch only their own wrapped DEK (§13.14).
+    /// `GET …/wrapped-deks/{keyId}`: members may fetch only their own wrapped DEK
+    /// (docs/protocol.md §7.19).
     let wrappedDek
         (caller: Membership option)
         (keyId: KeyId)
@@ -135,7 +136,7 @@ module Namespaces =
                         WrappedDek = m.WrappedDek.Wire
                     })
 
-    /// `GET …/members`: every member, caller included, in join order (§13.18).
+    /// `GET …/members`: every member, caller included, in join order (docs/protocol.md §7.11).
     let members (ns: NamespaceId) (all: Membership list) : Wire.GetNamespaceMembersResponse =
         {
             NamespaceId = ns.Wire

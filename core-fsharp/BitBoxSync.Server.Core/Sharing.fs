@@ -1,7 +1,6 @@
 /// Invite and join-request rules: sensitive-action invite creation, listing and revocation; join
 /// request submission (server secret, origin, signature, expiry, limits), listing, approval with
-/// the accepted-count re-check, rejection. Implements PROTOCOL.md §6.11–§6.17, §10.2 ("Invites and
-/// join requests") and §13.11–§13.13.
+/// the accepted-count re-check, rejection. Implements docs/protocol.md §7.12–§7.18 and §10.6.
 namespace BitBoxSync.Server.Core
 
 open System
@@ -26,6 +25,8 @@ type StoredInvite =
         /// Unix seconds.
         ExpiresAt: int64
         MaxAccepted: int
+        /// The legacy layout's signed limit on pending join requests (None: current layout).
+        MaxPending: int option
         ServerSecretHash: InviteServerSecretHash
         AcceptedCount: int
         RevokedAt: DateTimeOffset option
@@ -90,12 +91,19 @@ module Sharing =
             MaxAccepted = cmd.MaxAccepted
         }
 
+    /// The signed action fields rebuilt from the path namespace and the body: 76 bytes, or the
+    /// legacy 80 bytes when the request carried `maxPending`.
+    let private actionFieldsOf (ns: NamespaceId) (cmd: CreateInviteCommand) =
+        match cmd.MaxPending with
+        | None -> ActionFields.createInvite (fieldsOf ns cmd)
+        | Some maxPending -> ActionFields.createInviteLegacy (fieldsOf ns cmd) maxPending
+
     /// The purpose the create-invite challenge must have been minted for: bound to the hash of
     /// the action fields rebuilt from the path namespace and the body.
     let createInvitePurpose (ns: NamespaceId) (cmd: CreateInviteCommand) : ChallengePurpose =
         ChallengePurpose.SensitiveAction(
             SensitiveAction.CreateNamespaceInvite,
-            ActionFields.hash (ActionFields.createInvite (fieldsOf ns cmd))
+            ActionFields.hash (actionFieldsOf ns cmd)
         )
 
     /// Whether an invite can still be used: not revoked, not expired.
@@ -121,7 +129,7 @@ module Sharing =
                 cmd.Challenge
                 cmd.Kind
                 cmd.KeyId
-                (ActionFields.createInvite (fieldsOf ns.NamespaceId cmd))
+                (actionFieldsOf ns.NamespaceId cmd)
 
         let maxExpiry = unix (now + settings.ClockSkew) + Limits.MaxInviteTtlSeconds
 
@@ -161,10 +169,16 @@ module Sharing =
                 CreatedAt = now
                 ExpiresAt = cmd.ExpiresAt
                 MaxAccepted = cmd.MaxAccepted
+                MaxPending = cmd.MaxPending
                 ServerSecretHash = cmd.InviteServerSecretHash
                 AcceptedCount = 0
                 RevokedAt = None
             })
+
+    let private pendingLimitOnWire (invite: StoredInvite) =
+        match invite.MaxPending with
+        | Some p -> Nullable(int64 p)
+        | None -> Nullable()
 
     /// The create-invite answer: the stored values exactly (the client checks the echoes).
     let createInviteResponse (invite: StoredInvite) : Wire.CreateNamespaceInviteResponse =
@@ -172,6 +186,7 @@ module Sharing =
             NamespaceId = invite.NamespaceId.Wire
             InviteId = invite.InviteId.Wire
             ExpiresAt = invite.ExpiresAt
+            MaxPending = pendingLimitOnWire invite
             MaxAccepted = int64 invite.MaxAccepted
         }
 
@@ -219,6 +234,7 @@ module Sharing =
                         CreatedByKeyId = i.CreatedBy.Wire
                         CreatedAt = Rfc3339.format i.CreatedAt
                         ExpiresAt = i.ExpiresAt
+                        MaxPending = pendingLimitOnWire i
                         MaxAccepted = int64 i.MaxAccepted
                         ActiveRequestCount =
                             pending
@@ -315,7 +331,12 @@ module Sharing =
                     let replaced = live |> List.tryFind (fun r -> r.NamespaceId = pathNamespace)
                     let requesterPending = live.Length - (if replaced.IsSome then 1 else 0)
 
-                    if pendingForInvite >= Limits.MaxPendingJoinRequestsPerInvite then
+                    let inviteLimit =
+                        min
+                            (i.MaxPending |> Option.defaultValue Limits.MaxPendingJoinRequestsPerInvite)
+                            Limits.MaxPendingJoinRequestsPerInvite
+
+                    if pendingForInvite >= inviteLimit then
                         Error(ApiError.conflict "invite has too many pending join requests")
                     elif requesterPending >= Limits.MaxPendingJoinRequestsPerRequester then
                         Error(ApiError.conflict "requester has too many pending join requests")

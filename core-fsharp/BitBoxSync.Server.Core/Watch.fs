@@ -1,5 +1,5 @@
 /// The long-poll watch rule: which visible namespaces differ from the caller's known heads.
-/// Implements PROTOCOL.md §6.8 and §13.10.
+/// Implements docs/protocol.md §7.9 and §10.5.
 namespace BitBoxSync.Server.Core
 
 open BitBoxSync.Protocol

@@ -4,7 +4,7 @@ using Microsoft.Data.Sqlite;
 namespace BitBoxSync.Storage.Sqlite;
 
 /// <summary>
-/// The bundled metadata store (ENGINE.md §9.2, improved): one SQLite file in WAL mode with
+/// The bundled metadata store (docs/engine.md §9.2, improved): one SQLite file in WAL mode with
 /// full-sync commits, schema versions in <c>PRAGMA user_version</c> with ordered migrations,
 /// integer timestamps (Unix milliseconds, UTC), and one transaction per <see cref="StoreWrite"/>.
 /// Holds DEKs and the bearer token: protect the file like a credential.

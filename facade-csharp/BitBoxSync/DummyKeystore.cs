@@ -4,7 +4,7 @@ using Keys = BitBoxSync.Protocol.DummyKeystore;
 namespace BitBoxSync;
 
 /// <summary>
-/// A software identity derived deterministically from a label (PROTOCOL.md §8.3).
+/// A software identity derived deterministically from a label (docs/protocol.md §9.3).
 /// <b>TEST AND DEMO ONLY</b>: anyone who knows the label has the private keys. Never use it for
 /// real data; production identities live on a hardware device.
 /// </summary>

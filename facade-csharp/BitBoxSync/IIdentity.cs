@@ -1,7 +1,7 @@
 namespace BitBoxSync;
 
 /// <summary>
-/// The holder of an identity's private keys (PROTOCOL.md §8.1). Every signing method receives the
+/// The holder of an identity's private keys (docs/protocol.md §9.1). Every signing method receives the
 /// meaning of what is signed and builds the canonical payload itself, so that a hardware device
 /// can show the user what is being approved. Methods may prompt the user or a device and may fail
 /// (user abort, device absent): the current operation then fails.

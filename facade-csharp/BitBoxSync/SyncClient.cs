@@ -10,7 +10,7 @@ namespace BitBoxSync;
 
 /// <summary>
 /// The raw BitBoxSync API client: one method per endpoint, exactly the requests the reference Go
-/// client sends, and the same checks on every answer (PROTOCOL.md §10.1). No retries: callers
+/// client sends, and the same checks on every answer (docs/protocol.md §11.1). No retries: callers
 /// (the sync engine) decide what to do with each failure.
 /// </summary>
 /// <remarks>
@@ -60,6 +60,41 @@ public sealed class SyncClient : IDisposable
 
     /// <summary>The base URL (without trailing slash).</summary>
     public Uri BaseAddress { get; }
+
+    /// <summary>
+    /// <c>BitBoxSync.NET/&lt;package version&gt;</c>: the <c>User-Agent</c> this client sends by default.
+    /// </summary>
+    public static string DefaultUserAgent { get; } = "BitBoxSync.NET/" + PackageVersion();
+
+    /// <summary>
+    /// The <c>User-Agent</c> header sent with every request (default <see cref="DefaultUserAgent"/>);
+    /// apps may prepend their own product, for example <c>"NotesApp/2.1 " + SyncClient.DefaultUserAgent</c>.
+    /// </summary>
+    /// <exception cref="ArgumentException">The value is not a valid <c>User-Agent</c> header value.</exception>
+    public string UserAgent
+    {
+        get => _userAgent;
+        init
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(value);
+            using var probe = new HttpRequestMessage();
+            if (!probe.Headers.UserAgent.TryParseAdd(value))
+                throw new ArgumentException($"\"{value}\" is not a valid User-Agent value (product/version tokens and comments)", nameof(value));
+            _userAgent = value;
+        }
+    }
+
+    private readonly string _userAgent = DefaultUserAgent;
+
+    private static string PackageVersion()
+    {
+        var informational = typeof(SyncClient).Assembly
+            .GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+            .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion;
+        var version = informational ?? typeof(SyncClient).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+        var plus = version.IndexOf('+');
+        return plus < 0 ? version : version[..plus];
+    }
 
     // ------------------------------------------------------------------ auth
 
@@ -331,6 +366,7 @@ public sealed class SyncClient : IDisposable
             request.Content = new ByteArrayContent(Json.serializeToUtf8(body));
             request.Content.Headers.ContentType = JsonContentType;
         }
+        request.Headers.TryAddWithoutValidation("User-Agent", _userAgent);
         if (accessToken is not null) request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + accessToken);
         if (ifMatch is not null) request.Headers.TryAddWithoutValidation("If-Match", ifMatch);
 

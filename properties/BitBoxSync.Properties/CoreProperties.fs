@@ -160,7 +160,7 @@ let tests =
                         merge (if ItemState.hasMergeBase row then row.BaseValue else None) l remote
                     | LocalValue.Absent -> Error "no local"
 
-                match Apply.decide row remoteVersion remote local (Some merge) t1 with
+                match Apply.decide row remoteVersion remote local (Some(CollectionFunctions.ofMerge merge)) t1 with
                 | ApplyDecision.Write w when isLocalEdit row local ->
                     // Only the converge case (local = remote) or the merge's own answer may be written.
                     (match local with
@@ -179,7 +179,7 @@ let tests =
                 config
                 "a lost race keeps the item dirty without advancing its version or base"
             <| forAll applyCase (fun (row, remoteVersion, remote, local, merge) ->
-                match Apply.decide row remoteVersion remote local (Some merge) t1 with
+                match Apply.decide row remoteVersion remote local (Some(CollectionFunctions.ofMerge merge)) t1 with
                 | ApplyDecision.Write w ->
                     w.OnLostRace.Row.Dirty
                     && w.OnLostRace.Row.Version = row.Version
@@ -192,7 +192,7 @@ let tests =
                 "applying the same remote version twice changes nothing the second time"
             <| forAll applyCase (fun (row, remoteVersion, remote, local, merge) ->
                 let saved =
-                    match Apply.decide row remoteVersion remote local (Some merge) t1 with
+                    match Apply.decide row remoteVersion remote local (Some(CollectionFunctions.ofMerge merge)) t1 with
                     | ApplyDecision.Write w -> Some w.OnWritten.Row
                     | ApplyDecision.Save o -> Some o.Row
                     | _ -> None

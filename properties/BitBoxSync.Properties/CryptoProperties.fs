@@ -1,5 +1,6 @@
 /// Laws of the crypto constructions: sealing and wrapping round-trip, any tampering is detected,
-/// our XChaCha20-Poly1305 agrees with libsodium's, and every signed layout has its §9 length.
+/// our XChaCha20-Poly1305 agrees with libsodium's, and every signed layout has its length
+/// (docs/protocol.md §12).
 module BitBoxSync.Properties.CryptoProperties
 
 open System

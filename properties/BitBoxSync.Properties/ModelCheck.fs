@@ -120,9 +120,9 @@ let check (name: string) (merge: ByteMerge) (b: Bounds) =
         | Error(violation, trace) -> failtestf "%s\n  %s" violation (String.Join("\n  ", trace))
     }
 
-/// Two clients, one key, two writes (concurrent creates without a base: ENGINE.md §11.7), four
-/// passes and one fault (lost response, crash, duplicated PUT, or an app write racing the
-/// conditional backend write: §11.5).
+/// Two clients, one key, two writes (concurrent creates without a base: docs/engine.md §11.7),
+/// four passes and one fault (lost response, crash, duplicated PUT, or an app write racing the
+/// conditional backend write: docs/engine.md §11.5).
 let smallConflict =
     {
         Clients = 2

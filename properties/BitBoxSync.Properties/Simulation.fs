@@ -34,17 +34,36 @@ type Server =
         History: Map<ItemId, byte[] list>
     }
 
-/// One client: its app values, its metadata rows and namespace row, its last app write per key.
+/// How a client's codec writes a value. Every client decodes what any client writes (surrounding
+/// spaces are not part of a value), as a JSON decoder reads another encoder's JSON.
+type ValueEncoding =
+    /// The value's UTF-8 bytes.
+    | Plain
+    /// A foreign encoder: the same value with a space on each side (as another JSON encoder may
+    /// add whitespace or escape differently).
+    | Spaced
+
+module ValueEncoding =
+    let encode (e: ValueEncoding) (value: string) =
+        match e with
+        | Plain -> Text.Encoding.UTF8.GetBytes value
+        | Spaced -> Text.Encoding.UTF8.GetBytes(" " + value + " ")
+
+    let decode (bytes: byte[]) = (Text.Encoding.UTF8.GetString bytes).Trim(' ')
+
+/// One client: its app values (typed: the backend holds decoded values, as an app does), its
+/// metadata rows and namespace row, its last app write per key.
 type Client =
     {
         Name: string
         KeyId: KeyId
-        Backend: Map<string, byte[]>
+        Encoding: ValueEncoding
+        Backend: Map<string, string>
         Rows: Map<string, ItemState>
         Namespace: NamespaceState
-        LastWrites: Map<string, byte[]>
+        LastWrites: Map<string, string>
         /// Local values this client handed to a merge that resolved (the app's merge decided).
-        Merged: Set<byte[]>
+        Merged: Set<string>
         Clock: int64
     }
 
@@ -84,7 +103,7 @@ let maxMerge: ByteMerge =
             )
         )
 
-let newClient (i: int) =
+let newClientWith (encoding: ValueEncoding) (i: int) =
     let keyId =
         Bin.ofBytes<KeyIdKind>(Array.create 32 (byte i))
         |> Result.defaultWith (fun _ -> failwith "key")
@@ -92,6 +111,7 @@ let newClient (i: int) =
     {
         Name = sprintf "client%d" i
         KeyId = keyId
+        Encoding = encoding
         Backend = Map.empty
         Rows = Map.empty
         Namespace =
@@ -109,22 +129,35 @@ let newClient (i: int) =
         Clock = 0L
     }
 
+/// A client with the plain encoding.
+let newClient (i: int) = newClientWith Plain i
+
 /// Mutable pass context: the client's state as the pass goes, the server, and the fault budget.
 type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMerge) =
     let mutable c = client
     let mutable s = server
     let mutable faultLeft = fault <> NoFault
 
-    /// The app's merge, recording the local values it resolved.
+    let encode value = ValueEncoding.encode c.Encoding value
+    let plain bytes = ValueEncoding.decode bytes |> ValueEncoding.encode Plain
+
+    /// The app's merge through the client's codec (it sees decoded values, and its result is
+    /// encoded by the client), recording the local values it resolved.
     let merge: ByteMerge =
         fun mergeBase local remote ->
-            let result = appMerge mergeBase local remote
+            let result = appMerge (Option.map plain mergeBase) (plain local) (plain remote)
 
             match result with
-            | Ok(MergeOutcome.Merged _) -> c <- { c with Merged = c.Merged.Add(Array.copy local) }
-            | _ -> ()
+            | Ok(MergeOutcome.Merged merged) ->
+                c <- { c with Merged = c.Merged.Add(ValueEncoding.decode local) }
+                Ok(MergeOutcome.Merged(encode (ValueEncoding.decode merged)))
+            | other -> other
 
-            result
+    let functions =
+        {
+            Merge = merge
+            Canonical = fun remote -> Ok(encode (ValueEncoding.decode remote))
+        }
 
     member _.Client = c
     member _.Server = s
@@ -137,7 +170,7 @@ type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMe
 
     member _.Local(key: string) =
         match c.Backend.TryFind key with
-        | Some v -> LocalValue.Present v
+        | Some v -> LocalValue.Present(encode v)
         | None -> LocalValue.Absent
 
     member _.SaveRow(row: ItemState) =
@@ -150,12 +183,11 @@ type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMe
         match fault with
         | RacingAppWrite value when faultLeft ->
             faultLeft <- false
-            let bytes = Text.Encoding.UTF8.GetBytes value
 
             c <-
                 { c with
-                    Backend = c.Backend.Add(key, bytes)
-                    LastWrites = c.LastWrites.Add(key, bytes)
+                    Backend = c.Backend.Add(key, value)
+                    LastWrites = c.LastWrites.Add(key, value)
                 }
         | _ -> ()
 
@@ -168,7 +200,7 @@ type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMe
             | _ -> false
 
         if matches then
-            c <- { c with Backend = c.Backend.Add(key, w.Value) }
+            c <- { c with Backend = c.Backend.Add(key, ValueEncoding.decode w.Value) }
 
             if faultLeft && fault = CrashAfterBackendWrite then
                 faultLeft <- false
@@ -198,7 +230,7 @@ type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMe
                 | Some target ->
                     let now = this.Now
 
-                    match Apply.start target version value now with
+                    match Apply.start target version value (Some functions) now with
                     | ApplyDecision.Save o -> this.SaveRow o.Row
                     | ApplyDecision.ReadLocal ->
                         match
@@ -207,7 +239,7 @@ type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMe
                                 version
                                 value
                                 (this.Local target.Key)
-                                (Some merge)
+                                (Some functions)
                                 now
                         with
                         | ApplyDecision.Save o -> this.SaveRow o.Row
@@ -299,7 +331,7 @@ type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMe
                 Collection = collection
                 Scope = scope
                 Rows = c.Rows
-                Snapshot = c.Backend |> Map.toList
+                Snapshot = c.Backend |> Map.toList |> List.map (fun (k, v) -> k, encode v)
                 ItemIdOf = itemIdOf
                 Now = this.Now
             }
@@ -455,29 +487,36 @@ let checkStep (clients: Client[]) (server: Server) : string option =
 /// conflict whose remote side is the server's value; and no client's last write was lost — it
 /// was accepted by the server, handed to a merge that resolved, or kept in a conflict.
 let checkConverged (clients: Client[]) (server: Server) : string option =
-    let text (v: byte[] option) =
-        v |> Option.map Text.Encoding.UTF8.GetString
-
     clients
     |> Array.tryPick (fun c ->
         keyNames
         |> List.tryPick (fun key ->
             let id = itemIdOf key
-            let serverValue = server.History.TryFind id |> Option.map List.head
-            let history = server.History.TryFind id |> Option.defaultValue []
+
+            let serverValue =
+                server.History.TryFind id |> Option.map (List.head >> ValueEncoding.decode)
+
+            let history =
+                server.History.TryFind id
+                |> Option.defaultValue []
+                |> List.map ValueEncoding.decode
+
             let row = c.Rows.TryFind key
             let inConflict = row |> Option.exists (fun r -> r.Conflict)
 
             if
                 inConflict
-                && (row |> Option.bind (fun r -> r.ConflictRemoteValue)) <> serverValue
+                && (row
+                    |> Option.bind (fun r -> r.ConflictRemoteValue)
+                    |> Option.map ValueEncoding.decode)
+                   <> serverValue
             then
                 Some(
                     sprintf
                         "%s/%s: the conflict does not hold the server's value %A"
                         c.Name
                         key
-                        (text serverValue)
+                        serverValue
                 )
             elif not inConflict && c.Backend.TryFind key <> serverValue then
                 Some(
@@ -485,8 +524,8 @@ let checkConverged (clients: Client[]) (server: Server) : string option =
                         "%s/%s = %A but the server has %A"
                         c.Name
                         key
-                        (text (c.Backend.TryFind key))
-                        (text serverValue)
+                        (c.Backend.TryFind key)
+                        serverValue
                 )
             elif not inConflict && row |> Option.exists (fun r -> r.Dirty) then
                 Some(sprintf "%s/%s is still dirty at quiescence" c.Name key)
@@ -499,13 +538,7 @@ let checkConverged (clients: Client[]) (server: Server) : string option =
                         || (inConflict && c.Backend.TryFind key = Some w)
                     )
                     ->
-                    Some(
-                        sprintf
-                            "%s's write %s to %s was lost"
-                            c.Name
-                            (Text.Encoding.UTF8.GetString w)
-                            key
-                    )
+                    Some(sprintf "%s's write %s to %s was lost" c.Name w key)
                 | _ -> None))
 
 /// What a client's state means, without clocks and timestamps (for "nothing changed" and hashing).
@@ -534,12 +567,11 @@ let exec
     match step with
     | AppWrite(i, key, value) ->
         let c = clients[i]
-        let bytes = Text.Encoding.UTF8.GetBytes value
 
         clients[i] <-
             { c with
-                Backend = c.Backend.Add(key, bytes)
-                LastWrites = c.LastWrites.Add(key, bytes)
+                Backend = c.Backend.Add(key, value)
+                LastWrites = c.LastWrites.Add(key, value)
             }
 
         clients, server, sprintf "%s writes %s=%s" c.Name key value
@@ -605,13 +637,23 @@ let schedule (seed: int) (clientCount: int) (steps: int) : Step list =
             | _ -> SyncPass(i, NoFault)
     ]
 
-/// Runs explicit steps, checking the step invariants after each one, then a quiet period and
-/// the convergence invariants. Error carries the violation and the trace.
-let runSteps
+/// Per item, the versions whose value equals the previous version's (uploads that changed nothing).
+let repeats (server: Server) : Map<ItemId, int> =
+    server.History
+    |> Map.map (fun _ history ->
+        history
+        |> List.map ValueEncoding.decode
+        |> List.pairwise
+        |> List.filter (fun (newer, older) -> newer = older)
+        |> List.length)
+
+/// Runs explicit steps with one client per encoding, checking the step invariants after each
+/// one, then a quiet period and the convergence invariants. Ok carries the final server and trace.
+let private runOnce
+    (encodings: ValueEncoding[])
     (merge: ByteMerge)
-    (clientCount: int)
     (steps: Step list)
-    : Result<unit, string * string list> =
+    : Result<Server * string list, string * string list> =
     let trace = Collections.Generic.List<string>()
 
     let rec go steps clients server =
@@ -625,7 +667,9 @@ let runSteps
             | Some violation -> Error violation
             | None -> go rest clients server
 
-    match go steps (Array.init clientCount newClient) emptyServer with
+    let start = encodings |> Array.mapi (fun i e -> newClientWith e i)
+
+    match go steps start emptyServer with
     | Error v -> Error(v, List.ofSeq trace)
     | Ok(clients, server) ->
         let clients, server = settle merge 4 clients server
@@ -637,19 +681,61 @@ let runSteps
             else
                 Some "a pass with no change anywhere still changed state"
 
+        let trace = List.ofSeq trace @ [ "(then every client syncs until quiet)" ]
+
         match
             checkStep clients server
             |> Option.orElse (checkConverged clients server)
             |> Option.orElse quiet
         with
-        | Some v -> Error(v, List.ofSeq trace @ [ "(then every client syncs until quiet)" ])
-        | None -> Ok()
+        | Some v -> Error(v, trace)
+        | None -> Ok(server, trace)
+
+/// Runs explicit steps with one client per encoding (see `runOnce`). With a foreign encoding the
+/// same steps also run with plain clients, and each item may repeat its previous value at most
+/// once more than there (a foreign encoding costs at most one extra version per key, never a
+/// ping-pong). Error carries the violation and the trace.
+let runStepsWith
+    (encodings: ValueEncoding[])
+    (merge: ByteMerge)
+    (steps: Step list)
+    : Result<unit, string * string list> =
+    match runOnce encodings merge steps with
+    | Error e -> Error e
+    | Ok _ when Array.forall ((=) Plain) encodings -> Ok()
+    | Ok(server, trace) ->
+        match runOnce (Array.map (fun _ -> Plain) encodings) merge steps with
+        | Error(v, t) -> Error("with plain clients only: " + v, t)
+        | Ok(baseline, _) ->
+            let plain = repeats baseline
+
+            repeats server
+            |> Map.tryPick (fun id n ->
+                let allowed = (plain.TryFind id |> Option.defaultValue 0) + 1
+
+                if n > allowed then
+                    Some(
+                        sprintf
+                            "item %s repeats its previous value in %d versions, %d with plain clients only (churn)"
+                            id.Wire
+                            n
+                            (allowed - 1)
+                    )
+                else
+                    None)
+            |> function
+                | Some v -> Error(v, trace)
+                | None -> Ok()
+
+/// `runStepsWith` with plain clients.
+let runSteps merge (clientCount: int) steps =
+    runStepsWith (Array.create clientCount Plain) merge steps
 
 /// Shrinks a failing step list: drops steps one at a time while the run still fails (with any
 /// violation), until no single step can be dropped. The result is a 1-minimal counterexample.
-let shrink (merge: ByteMerge) (clientCount: int) (steps: Step list) : Step list =
+let shrinkWith (encodings: ValueEncoding[]) (merge: ByteMerge) (steps: Step list) : Step list =
     let fails s =
-        runSteps merge clientCount s |> Result.isError
+        runStepsWith encodings merge s |> Result.isError
 
     let rec pass (kept: Step list) (i: int) =
         if i >= kept.Length then
@@ -668,41 +754,60 @@ let shrink (merge: ByteMerge) (clientCount: int) (steps: Step list) : Step list 
 
     fixpoint steps
 
-/// Runs one seed; on failure the trace is the shrunk (minimal) one.
-let run (seed: int) (clientCount: int) (steps: int) : Result<unit, string * string list> =
-    let steps = schedule seed clientCount steps
+/// Runs one seed with one client per encoding; on failure the trace is the shrunk (minimal) one.
+let runWith
+    (encodings: ValueEncoding[])
+    (seed: int)
+    (steps: int)
+    : Result<unit, string * string list> =
+    let steps = schedule seed encodings.Length steps
 
-    match runSteps maxMerge clientCount steps with
+    match runStepsWith encodings maxMerge steps with
     | Ok() -> Ok()
-    | Error _ -> runSteps maxMerge clientCount (shrink maxMerge clientCount steps)
+    | Error _ -> runStepsWith encodings maxMerge (shrinkWith encodings maxMerge steps)
+
+/// Runs one seed with plain clients.
+let run (seed: int) (clientCount: int) (steps: int) =
+    runWith (Array.create clientCount Plain) seed steps
 
 /// The seed given on the command line (`--sim-seed N`), if any.
 let mutable replaySeed: int option = None
+
+let private seedsTest (name: string) (seeds: int list) (encodings: ValueEncoding[]) =
+    test name {
+        let seeds =
+            match replaySeed with
+            | Some s -> [ s ]
+            | None -> seeds
+
+        for seed in seeds do
+            match runWith encodings seed 40 with
+            | Ok() -> ()
+            | Error(violation, trace) ->
+                failtestf
+                    "seed %d (replay: dotnet run --project properties/BitBoxSync.Properties -- --sim-seed %d): %s\n  %s"
+                    seed
+                    seed
+                    violation
+                    (String.Join("\n  ", trace))
+    }
 
 let tests =
     testList
         "simulation"
         [
             for clients in [ 2; 3 ] do
-                test (
-                    sprintf
+                seedsTest
+                    (sprintf
                         "%d clients converge with a resolving merge and never lose a write, under lost responses and crashes"
-                        clients
-                ) {
-                    let seeds =
-                        match replaySeed with
-                        | Some s -> [ s ]
-                        | None -> [ 1..5000 ]
+                        clients)
+                    [ 1..5000 ]
+                    (Array.create clients Plain)
 
-                    for seed in seeds do
-                        match run seed clients 40 with
-                        | Ok() -> ()
-                        | Error(violation, trace) ->
-                            failtestf
-                                "seed %d (replay: dotnet run --project properties/BitBoxSync.Properties -- --sim-seed %d): %s\n  %s"
-                                seed
-                                seed
-                                violation
-                                (String.Join("\n  ", trace))
-                }
+                seedsTest
+                    (sprintf
+                        "%d clients, one with a foreign encoder, converge with at most one repeated version per key and quiet passes upload nothing"
+                        clients)
+                    [ 1..2000 ]
+                    (Array.init clients (fun i -> if i = 0 then Spaced else Plain))
         ]

@@ -31,7 +31,7 @@ public sealed class DemoSettings
     public string? DataDirectory { get; init; }
 }
 
-/// <summary>Runs the demo: ENGINE.md §10.1 (two devices, sharing, a conflict) then §10.2 (the long poll).</summary>
+/// <summary>Runs the demo: docs/engine.md §10.1 (two devices, sharing, a conflict) then §10.2 (the long poll).</summary>
 public static class DemoRun
 {
     /// <summary>Runs the whole demo; returns the process exit code (0 success, 1 failure, 130 cancelled).</summary>

@@ -56,18 +56,17 @@ internal sealed class Api(ServerStore store, WatchHub hub, ServerOptions options
     private static ApiFailure TooLarge() =>
         new(ApiErrorModule.tooLarge($"request body exceeds {MaxBodyBytes} bytes"));
 
-    /// <summary>Rejects a JSON body that carries a field this server refuses by name.</summary>
-    public static void RefuseField(ReadOnlySpan<byte> body, string field, string message)
+    /// <summary>Whether a JSON object body carries <paramref name="field"/> (false for malformed JSON, which the strict decoder reports).</summary>
+    public static bool HasField(ReadOnlySpan<byte> body, string field)
     {
         try
         {
             using var doc = JsonDocument.Parse(body.ToArray());
-            if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty(field, out _))
-                throw ApiFailure.BadRequest(message);
+            return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty(field, out _);
         }
         catch (JsonException)
         {
-            // Malformed JSON is reported by the strict decoder.
+            return false;
         }
     }
 
@@ -90,7 +89,7 @@ internal sealed class Api(ServerStore store, WatchHub hub, ServerOptions options
 
     /// <summary>
     /// Presents a challenge: it is consumed in a transaction of its own, so that it stays used
-    /// whether or not the rest of the request succeeds (single use, PROTOCOL.md §10.2).
+    /// whether or not the rest of the request succeeds (single use, docs/protocol.md §10.2).
     /// </summary>
     public async Task ConsumeChallengeAsync(HttpContext http, Challenge challenge, ChallengePurpose purpose, IdentityKind kind)
     {

@@ -1,4 +1,4 @@
-// The C# API used exactly as README.md and DESIGN.md show it, against an embedded server on
+// The C# API used exactly as README.md shows it, against an embedded server on
 // 127.0.0.1. A minimal runner prints the same summary line as Expecto ("N passed, N ignored,
 // N failed, N errored"), which the test command sums.
 using System.Diagnostics;
@@ -16,7 +16,7 @@ var tests = new (string Name, Func<Task> Run, TimeSpan Timeout)[]
     ("sharing: invite URI, join request, approval, shared collection", SharingFromCSharp, minute),
     ("events: read with await foreach; the engine never waits for readers", EventsFromCSharp, minute),
     ("options are validated at OpenAsync with clear errors", OptionsValidated, minute),
-    ("demo: the whole flow (ENGINE.md §10.1 + §10.2) against the embedded server, exit code 0", SampleTests.DemoRunsWholeFlow, minute),
+    ("demo: the whole flow (docs/engine.md §10.1 + §10.2) against the embedded server, exit code 0", SampleTests.DemoRunsWholeFlow, minute),
     ("demo: --keep keeps the databases; an unreachable --server and bad options fail with a message", SampleTests.DemoKeepAndFailures, minute),
     ("notes sample: two instances sync through their own SQLite databases; merge, conflict, deletion, restart", SampleTests.NotesTwoInstances, minute),
     ("notes sample: the command line (add, list) and its refusals (missing note, no conflict, bad --server)", SampleTests.NotesCommandLine, minute),

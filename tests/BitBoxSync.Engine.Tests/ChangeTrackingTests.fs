@@ -282,7 +282,7 @@ let private keyEntersScope =
             Expect.equal
                 (outside ())
                 [ "late" ]
-                "the snapshot key outside the scope is reported (§12.18)"
+                "the snapshot key outside the scope is reported (docs/engine.md §12.18)"
 
             backend.Write("late", "written again while out of scope")
             sync engine

@@ -1,4 +1,4 @@
-/// ENGINE.md §11 checklist lines ported so far, each named after its upstream test, on real
+/// docs/engine.md §11 checklist lines ported so far, each named after its upstream test, on real
 /// parts (a server on 127.0.0.1, real stores). Lines that need a scripted fake server (exact
 /// request counts, injected 500s) are ported as the engine issue continues.
 module BitBoxSync.Engine.Tests.ChecklistTests
@@ -193,7 +193,7 @@ let private drain (engine: SyncEngine) =
 
 let tests =
     testList
-        "ENGINE.md §11"
+        "checklist docs/engine.md §11"
         [
             test "TestIdentityIntentHelpersUseTypedIntentMethods" {
                 use server = start Sqlite

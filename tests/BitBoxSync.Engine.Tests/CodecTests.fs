@@ -1,4 +1,5 @@
-/// Codecs (ENGINE.md §2.8, §12.26–§12.29) and the memory backend's encoded comparison.
+/// Codecs (docs/engine.md §2.8, §12.26–§12.29; docs/protocol.md §14) and the memory backend's
+/// encoded comparison.
 module BitBoxSync.Engine.Tests.CodecTests
 
 open System

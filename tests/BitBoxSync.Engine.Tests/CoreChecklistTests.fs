@@ -1,4 +1,5 @@
-/// ENGINE.md §11.8 verification lines, against the pure decision (`Core.Sharing.verifyJoinRequest`).
+/// docs/engine.md §11.8 verification lines, against the pure decision
+/// (`Core.Sharing.verifyJoinRequest`).
 module BitBoxSync.Engine.Tests.CoreChecklistTests
 
 open System
@@ -78,7 +79,7 @@ let private verify (i: InviteToken) (r: NamespaceJoinRequest) (hash: string) =
 
 let tests =
     testList
-        "ENGINE.md §11.8 (verification)"
+        "checklist docs/engine.md §11.8 (verification)"
         [
             test "TestVerifyJoinRequestForApproval" {
                 let request, hash, wrap = entry 300L

@@ -408,7 +408,10 @@ let private sharing backend =
         Expect.equal (shared.JoinRequestsAsync() |> await).Count 1 "still pending"
         shared.ApproveJoinRequestAsync(invite, entry) |> awaitUnit
         let bobsShared = bob.Engine.JoinNamespaceAsync shared.Id |> await
-        Expect.equal bobsShared.Kind "shared" "a joined namespace knows its kind (ENGINE.md §12.20)"
+        Expect.equal
+            bobsShared.Kind
+            "shared"
+            "a joined namespace knows its kind (docs/engine.md §12.20)"
         // Bob can invite at once, before any pass.
         let bobsInvite =
             bobsShared.CreateInviteAsync(InviteOptions(ServerOrigin = origin)) |> await

@@ -16,6 +16,7 @@ let main argv =
                 CoreChecklistTests.tests
                 StoreTests.tests
                 EngineTests.tests
+                GoJsonTests.tests
                 ChecklistTests.tests
                 ScriptedTests.tests
                 FaultTests.tests

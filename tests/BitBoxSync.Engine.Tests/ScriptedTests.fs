@@ -1,4 +1,4 @@
-/// ENGINE.md §11 lines that need exact request counts or answers a real server never gives
+/// docs/engine.md §11 lines that need exact request counts or answers a real server never gives
 /// (rollbacks, inconsistent maps): a scripted fake API on 127.0.0.1, a pre-seeded store (a default
 /// namespace cached with a known DEK at head 0, a token valid for 48 h), as the upstream tests do.
 module BitBoxSync.Engine.Tests.ScriptedTests
@@ -301,7 +301,7 @@ let private messageOf (f: unit -> unit) =
 
 let tests =
     testList
-        "ENGINE.md §11 (scripted server)"
+        "checklist docs/engine.md §11 (scripted server)"
         [
             test "TestSyncNamespacesRejectsCachedNamespaceDisappearance" {
                 use w = world [ "k" ] (Merges.NoMerge()) []

@@ -1,5 +1,6 @@
-/// The IStore contract (ENGINE.md §2.11, §9) run against every store: MemoryStore, SqliteStore in
-/// memory and SqliteStore on a real file; the §11.9 checklist; SQLite migrations and reopening.
+/// The IStore contract (docs/engine.md §9) run against every store: MemoryStore, SqliteStore in
+/// memory and SqliteStore on a real file; the checklist of docs/engine.md §11.9; SQLite migrations
+/// and reopening.
 module BitBoxSync.Engine.Tests.StoreTests
 
 open System

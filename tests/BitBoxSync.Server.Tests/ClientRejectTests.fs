@@ -1,5 +1,5 @@
 /// The raw client against a loopback fake server: every `client_rejects_*` vector of
-/// spec/vectors.json (the answer must be refused, the request path exact), error bodies,
+/// tests/data/vectors.json (the answer must be refused, the request path exact), error bodies,
 /// decoding like the Go client, base paths, headers, argument checks and timeouts.
 module BitBoxSync.Server.Tests.ClientRejectTests
 
@@ -309,6 +309,29 @@ let private behaviour =
                 "path under the base path"
 
             Expect.equal seen.Headers["If-Match"] "\"3\"" "quoted version"
+
+            Expect.equal
+                seen.Headers["User-Agent"]
+                ("BitBoxSync.NET/" + typeof<SyncClient>.Assembly.GetName().Version.ToString 3)
+                "User-Agent names the library and its package version"
+
+            Expect.isTrue
+                (Text.RegularExpressions.Regex.IsMatch(SyncClient.DefaultUserAgent, @"^BitBoxSync\.NET/\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$"))
+                $"default {SyncClient.DefaultUserAgent}"
+
+            use custom =
+                new SyncClient(fake.Address, UserAgent = "NotesApp/2.1 " + SyncClient.DefaultUserAgent)
+
+            custom.PutItemAsync(token, ns, item, seal, Nullable 3UL) |> await |> ignore
+
+            Expect.equal
+                fake.Last.Headers["User-Agent"]
+                ("NotesApp/2.1 " + SyncClient.DefaultUserAgent)
+                "the app's User-Agent"
+
+            Expect.throwsT<ArgumentException>
+                (fun () -> new SyncClient(fake.Address, UserAgent = "bad\nvalue") |> ignore)
+                "an invalid User-Agent is refused"
             Expect.equal seen.Headers["Authorization"] "Bearer test-token" "bearer"
             Expect.equal seen.Headers["Content-Type"] "application/json" "JSON"
             fake.Answer(200, $$"""{"namespaceId":"{{ns}}","itemId":"{{item}}","version":1}""")

@@ -184,6 +184,74 @@ let createInviteRequestFor
         MaxAccepted = maxAccepted
     }
 
+/// A create-invite body in the legacy layout of older Go clients (`maxPending`, 80-byte action
+/// fields), signed by the dummy keystore of `label` (the session's identity); `tamper` changes the
+/// request after signing.
+let legacyCreateInviteBody
+    (s: Session)
+    (label: string)
+    (ns: Ns)
+    (expiresAt: int64)
+    (maxPending: int)
+    (maxAccepted: int)
+    (tamper: LegacyCreateNamespaceInviteRequest -> LegacyCreateNamespaceInviteRequest)
+    =
+    let inviteId = bin<InviteIdKind>(random 16)
+    let secret = bin<InviteSecretKind>(random 32)
+    let serverHash = InviteSecrets.serverSecretHash (InviteSecrets.serverSecret secret)
+
+    let fields =
+        ActionFields.createInviteLegacy
+            {
+                NamespaceId = ns.Id
+                InviteId = inviteId
+                InviteServerSecretHash = serverHash
+                ExpiresAt = expiresAt
+                MaxAccepted = maxAccepted
+            }
+            maxPending
+
+    let challenge =
+        s.Client.SensitiveActionChallengeAsync(
+            "create-namespace-invite",
+            (ActionFields.hash fields).Wire
+        )
+        |> await
+
+    let material = BitBoxSync.Protocol.DummyKeystore.Derive label
+
+    let intent =
+        Intents.sensitiveAction
+            SensitiveAction.CreateNamespaceInvite
+            (bin<ChallengeKind>(Convert.FromBase64String challenge.Challenge))
+            IdentityKind.Keystore
+            material.KeyId
+            fields
+
+    use key = Ed25519.importSeed (ReadOnlySpan material.AuthSeed)
+
+    let request: LegacyCreateNamespaceInviteRequest =
+        {
+            Kind = "keystore"
+            KeyId = s.KeyId
+            InviteId = inviteId.Wire
+            InviteServerSecretHash = serverHash.Wire
+            Challenge = challenge.Challenge
+            IntentSignature = (Ed25519.sign key (ReadOnlySpan intent)).Wire
+            ExpiresAt = expiresAt
+            MaxPending = int64 maxPending
+            MaxAccepted = int64 maxAccepted
+        }
+
+    Json.serialize (tamper request),
+    {
+        Namespace = ns
+        InviteId = inviteId
+        Secret = secret
+        ExpiresAt = expiresAt
+        MaxAccepted = maxAccepted
+    }
+
 /// The signed create-invite request for a fresh invite ID.
 let createInviteRequest (s: Session) (ns: Ns) (expiresAt: int64) (maxAccepted: int) =
     createInviteRequestFor s ns (bin<InviteIdKind>(random 16)) expiresAt maxAccepted

@@ -1,4 +1,4 @@
-/// Every server rule of PROTOCOL.md §10.2 broken on purpose: the documented 4xx, and no state
+/// Every server rule of docs/protocol.md §10 broken on purpose: the documented 4xx, and no state
 /// change (a full dump of the durable rows before and after is identical). Plus the
 /// authorization matrix over every namespace-scoped endpoint.
 module BitBoxSync.Server.Tests.RuleTests
@@ -436,11 +436,36 @@ let private cases: Case list =
             let request, _ = createInviteRequest f.Alice f.Shared (unix f 600L) 10
             let body = json { request with MaxAccepted = 11L }
             rawStatus f "POST" (Paths.invites f.Shared.Id) f.Alice.Token (body.ToJsonString()) [])
-        case "invite in the legacy layout (maxPending)" 400 (fun f ->
+        case "invite in the current layout with a maxPending added after signing" 403 (fun f ->
             let request, _ = createInviteRequest f.Alice f.Shared (unix f 600L) 3
             let body = json request
             body["maxPending"] <- JsonValue.Create 20
             rawStatus f "POST" (Paths.invites f.Shared.Id) f.Alice.Token (body.ToJsonString()) [])
+        case "legacy invite with a bad signature" 403 (fun f ->
+            let body, _ =
+                legacyCreateInviteBody f.Alice "alice" f.Shared (unix f 600L) 20 3 (fun r ->
+                    { r with
+                        IntentSignature = String('0', 128)
+                    })
+
+            rawStatus f "POST" (Paths.invites f.Shared.Id) f.Alice.Token body [])
+        case "legacy invite whose maxPending differs from the signed one" 403 (fun f ->
+            let body, _ =
+                legacyCreateInviteBody f.Alice "alice" f.Shared (unix f 600L) 20 3 (fun r ->
+                    { r with MaxPending = 19L })
+
+            rawStatus f "POST" (Paths.invites f.Shared.Id) f.Alice.Token body [])
+        case "legacy invite with maxPending 21" 400 (fun f ->
+            let body, _ = legacyCreateInviteBody f.Alice "alice" f.Shared (unix f 600L) 21 3 id
+            rawStatus f "POST" (Paths.invites f.Shared.Id) f.Alice.Token body [])
+        case "legacy invite with maxPending 0" 400 (fun f ->
+            let body, _ = legacyCreateInviteBody f.Alice "alice" f.Shared (unix f 600L) 0 3 id
+            rawStatus f "POST" (Paths.invites f.Shared.Id) f.Alice.Token body [])
+        case "legacy invite with a string maxPending" 400 (fun f ->
+            let body, _ = legacyCreateInviteBody f.Alice "alice" f.Shared (unix f 600L) 20 3 id
+            let node = JsonNode.Parse(body).AsObject()
+            node["maxPending"] <- JsonValue.Create "20"
+            rawStatus f "POST" (Paths.invites f.Shared.Id) f.Alice.Token (node.ToJsonString()) [])
         case "invite ID already taken" 409 (fun f ->
             let request, _ =
                 createInviteRequestFor f.Alice f.Shared f.Invite.InviteId (unix f 600L) 3
@@ -711,10 +736,63 @@ let private matrix (fixture: Lazy<Fixture>) =
             }
     ]
 
+/// Older Go clients (the create-invite layout with `maxPending`) create invites; the limit is
+/// stored, echoed, listed and enforced; current-layout invites stay without it.
+let private legacyInvites backend =
+    test $"an invite in the legacy layout is accepted, listed with maxPending and its pending limit enforced ({backend})" {
+        use server = start backend
+        let alice = login server "alice"
+        let bob = login server "bob"
+        let carol = login server "carol"
+        let shared = createShared alice
+        let current = createInvite alice shared
+        use http = new HttpClient(BaseAddress = server.BaseAddress)
+        let expiresAt = server.Clock.Now.ToUnixTimeSeconds() + 600L
+        let body, invite = legacyCreateInviteBody alice "alice" shared expiresAt 1 3 id
+        use request = new HttpRequestMessage(HttpMethod.Post, Paths.invites shared.Id)
+        request.Content <- new StringContent(body, Encoding.UTF8, "application/json")
+        request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + alice.Token) |> ignore
+        use response = http.SendAsync request |> await
+        let answer = response.Content.ReadAsStringAsync() |> await
+        Expect.equal (int response.StatusCode) 200 $"accepted: {answer}"
+        let created = JsonNode.Parse(answer).AsObject()
+        Expect.equal (created["maxPending"].GetValue<int64>()) 1L "maxPending echoed"
+        Expect.equal (created["maxAccepted"].GetValue<int64>()) 3L "maxAccepted echoed"
+        Expect.equal (created["inviteId"].GetValue<string>()) invite.InviteId.Wire "invite echoed"
+
+        let listed =
+            alice.Client.ListNamespaceInvitesAsync(alice.Token, shared.Id.Wire) |> await
+
+        let byId id =
+            listed.Invites |> Array.find (fun i -> i.InviteId = id)
+
+        Expect.equal (byId invite.InviteId.Wire).MaxPending (Nullable 1L) "listed with maxPending"
+        Expect.isFalse (byId current.InviteId.Wire).MaxPending.HasValue "current layout: none"
+
+        submit bob invite |> ignore
+        let before = server.Dump()
+
+        let refused =
+            statusOf (fun () ->
+                carol.Client.SubmitNamespaceJoinRequestAsync(
+                    carol.Token,
+                    shared.Id.Wire,
+                    invite.InviteId.Wire,
+                    joinRequest carol invite (expiresAt - 60L)
+                ))
+
+        Expect.equal refused 409 "the signed pending limit of 1 is enforced"
+        Expect.equal (server.Dump()) before "no state change"
+        submit carol current |> ignore
+    }
+
 let tests =
     testList
         "rules"
         [
+            for backend in backends do
+                legacyInvites backend
+
             for backend in backends do
                 let f = lazy (fixtureOf backend)
 

@@ -1,5 +1,6 @@
-/// Example tests of the pure sync core's decisions (ENGINE.md §3, §4.3, §6.1, §7.2). The
-/// engine-level checklist tests of ENGINE.md §11 are ported with the shell (issue "The engine").
+/// Example tests of the pure sync core's decisions (docs/engine.md §3, §4.3, §6.1, §7.2). The
+/// engine-level checklist tests of docs/engine.md §11 are ported with the shell (issue "The
+/// engine").
 module BitBoxSync.Tests.CoreTests
 
 open System
@@ -622,7 +623,7 @@ let applyTests =
                 let clean = row "k" 1UL (Some "v1"B) false false
                 Download.checkVersion clean (Some 2UL) 3UL |> ok "v3 ≥ map v2"
 
-                match Apply.decide clean 3UL "v3"B (LocalValue.Present "v1"B) (Some noMerge) t1 with
+                match Apply.decide clean 3UL "v3"B (LocalValue.Present "v1"B) (Some(CollectionFunctions.ofMerge noMerge)) t1 with
                 | ApplyDecision.Write w ->
                     Expect.equal w.Expected (Expected.Present "v1"B) "expects the clean value"
 
@@ -653,7 +654,7 @@ let applyTests =
                         2UL
                         "remote edit"B
                         (LocalValue.Present "local edit"B)
-                        (Some noMerge)
+                        (Some(CollectionFunctions.ofMerge noMerge))
                         t1
                 with
                 | ApplyDecision.Save o ->
@@ -679,7 +680,7 @@ let applyTests =
 
                 let conflicted = { dirty with Conflict = true; Version = 2UL }
 
-                match Apply.start conflicted 3UL "newer"B t1 with
+                match Apply.start conflicted 3UL "newer"B None t1 with
                 | ApplyDecision.Save o ->
                     Expect.equal
                         (o.Row.Version, o.Row.ConflictRemoteValue, o.Row.BaseValue)
@@ -703,7 +704,7 @@ let applyTests =
                         1UL
                         "remote create"B
                         (LocalValue.Present "local create"B)
-                        (Some spy)
+                        (Some(CollectionFunctions.ofMerge spy))
                         t1
                 with
                 | ApplyDecision.Save o ->
@@ -725,7 +726,7 @@ let applyTests =
                         2UL
                         "remote"B
                         (LocalValue.Present "local"B)
-                        (Some preferLocal)
+                        (Some(CollectionFunctions.ofMerge preferLocal))
                         t1
                 with
                 | ApplyDecision.Write w ->
@@ -764,7 +765,7 @@ let applyTests =
                         2UL
                         "remote"B
                         (LocalValue.Present "local"B)
-                        (Some preferRemote)
+                        (Some(CollectionFunctions.ofMerge preferRemote))
                         t1
                 with
                 | ApplyDecision.Write w ->
@@ -790,20 +791,20 @@ let applyTests =
                 let failing: ByteMerge = fun _ _ _ -> failtest "merge must not run"
 
                 match
-                    Apply.decide dirty 2UL "same"B (LocalValue.Present "same"B) (Some failing) t1
+                    Apply.decide dirty 2UL "same"B (LocalValue.Present "same"B) (Some(CollectionFunctions.ofMerge failing)) t1
                 with
                 | ApplyDecision.Write w -> Expect.isFalse w.OnWritten.Row.Dirty "converged clean"
                 | other -> failtestf "%A" other
 
                 Expect.equal
-                    (Apply.decide dirty 2UL "x"B LocalValue.Absent (Some failing) t1)
+                    (Apply.decide dirty 2UL "x"B LocalValue.Absent (Some(CollectionFunctions.ofMerge failing)) t1)
                     (ApplyDecision.Quarantine QuarantineReason.LocalValueMissing)
                     "quarantined"
 
                 let broken: ByteMerge = fun _ _ _ -> Error "decode merge local: bad json"
 
                 Expect.equal
-                    (Apply.decide dirty 2UL "x"B (LocalValue.Present "y"B) (Some broken) t1)
+                    (Apply.decide dirty 2UL "x"B (LocalValue.Present "y"B) (Some(CollectionFunctions.ofMerge broken)) t1)
                     (ApplyDecision.Quarantine(
                         QuarantineReason.MergeFailed "decode merge local: bad json"
                     ))

@@ -1,5 +1,6 @@
 /// Example tests of the protocol layer's edges: every parser rejects bad input with the field and
-/// the rule, never an exception; operations fail in the documented order; JSON follows §5.3/§12.
+/// the rule, never an exception; operations fail in the documented order; JSON follows
+/// docs/protocol.md §6.4.
 module BitBoxSync.Tests.ProtocolTests
 
 open System
@@ -732,6 +733,35 @@ let validationTests =
 
                 Requests.createInvite { r with ExpiresAt = 0L }
                 |> rejects "expiresAt" "positive"
+
+                let legacy: LegacyCreateNamespaceInviteRequest =
+                    {
+                        Kind = r.Kind
+                        KeyId = r.KeyId
+                        InviteId = r.InviteId
+                        InviteServerSecretHash = r.InviteServerSecretHash
+                        Challenge = r.Challenge
+                        IntentSignature = r.IntentSignature
+                        ExpiresAt = r.ExpiresAt
+                        MaxPending = 20L
+                        MaxAccepted = r.MaxAccepted
+                    }
+
+                Expect.equal
+                    (Requests.createInviteLegacy legacy |> ok "legacy").MaxPending
+                    (Some 20)
+                    "legacy maxPending kept"
+
+                Expect.isNone (Requests.createInvite r |> ok "current").MaxPending "current: none"
+
+                Requests.createInviteLegacy { legacy with MaxPending = 0L }
+                |> rejects "maxPending" "between 1 and 20"
+
+                Requests.createInviteLegacy { legacy with MaxPending = 21L }
+                |> rejects "maxPending" "between 1 and 20"
+
+                Requests.createInviteLegacy { legacy with MaxAccepted = 11L }
+                |> rejects "maxAccepted" "between 1 and 10"
             }
             test "join requests: version, canonical origin and nested fields are named" {
                 let jr: NamespaceJoinRequest =

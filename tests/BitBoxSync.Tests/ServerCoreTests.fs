@@ -1,4 +1,4 @@
-/// Example tests of the server rules (PROTOCOL.md §6, §10.2): item compare-and-set and heads,
+/// Example tests of the server rules (docs/protocol.md §7, §10): item compare-and-set and heads,
 /// quotas, watch, challenges, login, tokens. Every refusal carries the documented status.
 module BitBoxSync.Tests.ServerCoreTests
 

@@ -1,5 +1,5 @@
-/// Example tests of the server's invite and join-request rules (PROTOCOL.md §6.11–§6.17): the whole
-/// rendezvous with real signatures, and every refusal with its status.
+/// Example tests of the server's invite and join-request rules (docs/protocol.md §7.12–§7.18): the
+/// whole rendezvous with real signatures, and every refusal with its status.
 module BitBoxSync.Tests.SharingTests
 
 open System
@@ -104,6 +104,7 @@ let private setup () =
                 Signature = alice.SignCreateNamespaceInviteIntent(challenge, fields) |> ok "sign"
                 ExpiresAt = fields.ExpiresAt
                 MaxAccepted = 2
+                MaxPending = None
             }
     }
 

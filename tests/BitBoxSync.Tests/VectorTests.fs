@@ -1,4 +1,5 @@
-/// Every vector of spec/vectors.json and the RFC 9180 A.2.1 vector, checked byte for byte and
+/// Every vector of tests/data/vectors.json (docs/protocol.md §15) and the RFC 9180 A.2.1 vector,
+/// checked byte for byte and
 /// driven by the files: a vector without a handler, or an expected value no assertion reads,
 /// fails the suite.
 module BitBoxSync.Tests.VectorTests
@@ -436,6 +437,101 @@ let private createInviteIntentLegacy: Handler =
         use key = Ed25519.importSeed (ReadOnlySpan material.AuthSeed)
         let signature = Ed25519.sign key (ReadOnlySpan intent)
         Expect.equal signature.Wire (expected.Str "signature") "legacy signature"
+
+        // The server accepts the legacy request: challenge purpose over the 80-byte fields, the
+        // vector's signature verified, maxPending stored and echoed.
+        let request: LegacyCreateNamespaceInviteRequest =
+            {
+                Kind = "keystore"
+                KeyId = material.KeyId.Wire
+                InviteId = f.InviteId.Wire
+                InviteServerSecretHash = f.InviteServerSecretHash.Wire
+                Challenge = challenge.Wire
+                IntentSignature = expected.Str "signature"
+                ExpiresAt = f.ExpiresAt
+                MaxPending = int64Of inputs "maxPending"
+                MaxAccepted = int64 f.MaxAccepted
+            }
+
+        let cmd = Requests.createInviteLegacy request |> ok "legacy request"
+
+        Expect.equal
+            (BitBoxSync.Server.Core.Sharing.createInvitePurpose f.NamespaceId cmd)
+            (ChallengePurpose.SensitiveAction(
+                SensitiveAction.CreateNamespaceInvite,
+                parsed<ActionFieldsHashKind> (expected.Str "actionFieldsHash")
+            ))
+            "the server binds the challenge to the legacy fields hash"
+
+        use ks = keystoreNamed (str inputs "identity")
+        let now = DateTimeOffset.FromUnixTimeSeconds(f.ExpiresAt - 600L)
+
+        let login: LoginCommand =
+            {
+                Kind = IdentityKind.Keystore
+                KeyId = ks.KeyId
+                AuthPublicKey = ks.AuthPublicKey
+                WrapPublicKey = ks.WrapPublicKey
+                Challenge = challenge
+                Signature = ks.SignLoginIntent challenge
+                Attestation = None
+            }
+
+        let caller =
+            BitBoxSync.Server.Core.Auth.login BitBoxSync.Server.Core.Auth.defaults login None now
+            |> ok "login"
+
+        let shared: BitBoxSync.Server.Core.StoredNamespace =
+            {
+                NamespaceId = f.NamespaceId
+                Kind = NamespaceKind.Shared
+                Head = 0UL
+                CreatedBy = ks.KeyId
+                CreatedAt = now
+            }
+
+        let membership: BitBoxSync.Server.Core.Membership =
+            {
+                NamespaceId = f.NamespaceId
+                KeyId = ks.KeyId
+                Kind = IdentityKind.Keystore
+                WrappedDek =
+                    Bin.ofBytes<WrappedDekKind>(Array.init 97 (fun i -> if i = 0 then 1uy else 5uy))
+                    |> ok "wrapped"
+                JoinedAt = now
+            }
+
+        let settings =
+            BitBoxSync.Server.Core.Sharing.settings (
+                ServerOrigin.parseCanonical "https://sync.example" |> ok "origin"
+            )
+
+        let create (c: CreateInviteCommand) =
+            BitBoxSync.Server.Core.Sharing.createInvite
+                settings
+                caller
+                shared
+                (Some membership)
+                c
+                false
+                0
+                now
+
+        let invite = create cmd |> ok "the vector's legacy invite is accepted"
+        Expect.equal invite.MaxPending (Some 20) "maxPending stored"
+
+        Expect.equal
+            (BitBoxSync.Server.Core.Sharing.createInviteResponse invite).MaxPending
+            (Nullable 20L)
+            "maxPending echoed"
+
+        match create { cmd with MaxPending = Some 19 } with
+        | Error e -> Expect.equal e.Status 403 "a signature over another maxPending is refused"
+        | Ok _ -> failtest "a legacy invite with a changed maxPending was accepted"
+
+        match create { cmd with MaxPending = None } with
+        | Error e -> Expect.equal e.Status 403 "the legacy signature does not verify as the current layout"
+        | Ok _ -> failtest "a legacy signature verified over the current layout"
 
 let private inviteSecretDerivations: Handler =
     fun inputs expected ->

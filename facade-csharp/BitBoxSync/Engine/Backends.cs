@@ -11,7 +11,7 @@ public readonly record struct BackendValue<T>(bool Found, T? Value)
 }
 
 /// <summary>
-/// The app's own storage of a collection's current values (ENGINE.md §2.9). The engine never
+/// The app's own storage of a collection's current values (docs/engine.md §2.9). The engine never
 /// stores values itself. Implementations must be safe for concurrent use.
 /// </summary>
 public interface IValueBackend<T>

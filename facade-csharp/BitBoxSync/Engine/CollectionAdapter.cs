@@ -3,7 +3,7 @@ using Microsoft.FSharp.Core;
 
 namespace BitBoxSync;
 
-/// <summary>The byte-level view of a collection the engine works with (ENGINE.md §2.7.1).</summary>
+/// <summary>The byte-level view of a collection the engine works with (docs/engine.md §2.7.1).</summary>
 internal interface ICollectionAdapter
 {
     string Name { get; }
@@ -18,6 +18,9 @@ internal interface ICollectionAdapter
     ValueTask SetAsync(string key, byte[] value, CancellationToken ct);
 
     FSharpFunc<FSharpOption<byte[]>, FSharpFunc<byte[], FSharpFunc<byte[], FSharpResult<MergeOutcome, string>>>> Merge { get; }
+
+    /// <summary>The merge and the canonical form (this device's bytes for a downloaded value) the apply step uses.</summary>
+    CollectionFunctions Functions { get; }
 
     /// <summary>The backend's change stamp, or null when it does not track changes.</summary>
     ValueTask<long?> ChangeStampAsync(CancellationToken ct);
@@ -94,6 +97,23 @@ internal sealed class CollectionAdapter<T>(string name, ICodec<T> codec, MergeFu
 
     public FSharpFunc<FSharpOption<byte[]>, FSharpFunc<byte[], FSharpFunc<byte[], FSharpResult<MergeOutcome, string>>>> Merge =>
         FuncConvert.FromFunc<FSharpOption<byte[]>, byte[], byte[], FSharpResult<MergeOutcome, string>>(MergeBytes);
+
+    private CollectionFunctions? _functions;
+
+    public CollectionFunctions Functions => _functions ??= new CollectionFunctions(Merge,
+        codec is IByteExactCodec
+            ? FuncConvert.FromFunc<byte[], FSharpResult<byte[], string>>(FSharpResult<byte[], string>.NewOk)
+            : FuncConvert.FromFunc<byte[], FSharpResult<byte[], string>>(Canonical));
+
+    /// <summary>encode(decode(remote)): the bytes this device's codec writes for the value a peer wrote.</summary>
+    private FSharpResult<byte[], string> Canonical(byte[] remote)
+    {
+        T value;
+        try { value = codec.Decode(remote); }
+        catch (Exception e) { return FSharpResult<byte[], string>.NewError("decode: " + e.Message); }
+        try { return FSharpResult<byte[], string>.NewOk(codec.Encode(value)); }
+        catch (Exception e) { return FSharpResult<byte[], string>.NewError("encode the decoded value: " + e.Message); }
+    }
 
     private FSharpResult<MergeOutcome, string> MergeBytes(FSharpOption<byte[]>? mergeBase, byte[] local, byte[] remote)
     {

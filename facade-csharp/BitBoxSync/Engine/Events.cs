@@ -1,6 +1,6 @@
 namespace BitBoxSync;
 
-/// <summary>What happened (ENGINE.md §2.4).</summary>
+/// <summary>What happened (docs/engine.md §2.4).</summary>
 public enum SyncEventType
 {
     /// <summary>A login failed, or all tokens were revoked: the app should run a foreground <c>LoginAsync</c>.</summary>
@@ -36,7 +36,7 @@ public enum SyncEventType
     /// <summary>The long-poll watch failed (<see cref="SyncEvent.Error"/>); it backs off and retries, polling continues.</summary>
     NamespaceWatchFailed,
     /// <summary>
-    /// The backend's snapshot holds a key its <c>KeysAsync</c> did not return (an app bug, ENGINE.md
+    /// The backend's snapshot holds a key its <c>KeysAsync</c> did not return (an app bug, docs/engine.md
     /// §12.18): the key is neither uploaded nor downloaded. Reported once per key while the engine is open.
     /// </summary>
     KeyOutsideScope,

@@ -4,7 +4,7 @@ using Microsoft.FSharp.Core;
 namespace BitBoxSync;
 
 /// <summary>
-/// An invite to a shared namespace, as shown in a QR code (PROTOCOL.md §4). Holds the invite
+/// An invite to a shared namespace, as shown in a QR code (docs/protocol.md §5.1, §5.4). Holds the invite
 /// secret: the inviter must keep it to approve join requests; anyone holding it can ask to join
 /// until it expires. Never contains the namespace key.
 /// </summary>
@@ -25,7 +25,7 @@ public sealed record Invite(int Version, string ServerOrigin, string NamespaceId
         return r.IsOk ? r.ResultValue : throw new ArgumentException("invalid invite: " + r.ErrorValue.Message);
     }
 
-    /// <summary>The token for a join request or an approval: the origin must already be canonical (§8.5, §8.6).</summary>
+    /// <summary>The token for a join request or an approval: the origin must already be canonical (docs/engine.md §8.5, §8.6).</summary>
     internal InviteToken ToCanonicalToken()
     {
         if (ServerOriginModule.parseCanonical(ServerOrigin ?? "").IsError)

@@ -243,7 +243,7 @@ public sealed class SyncEngine : IAsyncDisposable
         return (challenge.Challenge, signature, attestation);
     }
 
-    /// <summary>A sensitive-action challenge bound to an action and its fields hash; spam control must be none (§7.4).</summary>
+    /// <summary>A sensitive-action challenge bound to an action and its fields hash; spam control must be none (docs/protocol.md §8).</summary>
     private async Task<(string Challenge, byte[] Bytes)> SensitiveChallengeAsync(string action, Bin<ActionFieldsHashKind> fieldsHash, CancellationToken ct)
     {
         var challenge = await _client.SensitiveActionChallengeAsync(action, fieldsHash.Wire, ct);
@@ -338,7 +338,7 @@ public sealed class SyncEngine : IAsyncDisposable
         return row;
     }
 
-    /// <summary>§4.2: the cached row with its DEK, joining first when needed.</summary>
+    /// <summary>docs/engine.md §4.2: the cached row with its DEK, joining first when needed.</summary>
     private async Task<NamespaceState> EnsureReadyAsync(NamespaceId ns, NamespaceKind? expected, Func<Task<string>> token, CancellationToken ct)
     {
         for (var attempt = 0; ; attempt++)
@@ -368,13 +368,13 @@ public sealed class SyncEngine : IAsyncDisposable
     }
 
     /// <summary>
-    /// The identity's default namespace, created on the server the first time (§8.1): may log in
+    /// The identity's default namespace, created on the server the first time (docs/engine.md §8.1): may log in
     /// (and prompt the identity). Later calls use the cache.
     /// </summary>
     public async Task<SyncNamespace> DefaultNamespaceAsync(CancellationToken cancellationToken = default)
     {
         ThrowIfClosed();
-        // Cached with its DEK: a handle offline, without a token or the identity (§12.21).
+        // Cached with its DEK: a handle offline, without a token or the identity (docs/engine.md §12.21).
         if (_state.DefaultNamespaceId is { } known && await LoadNamespaceAsync(known.Value, cancellationToken) is { Dek: not null } row
             && row.Kind is { } kind && kind.Value.IsDefault)
             return new SyncNamespace(this, row.NamespaceId.Wire, "default");
@@ -405,7 +405,7 @@ public sealed class SyncEngine : IAsyncDisposable
             dek = Bin.ofBytes<DekKind>(bytes).ResultValue;
         }
 
-        // Unlike the reference, an existing row keeps its head and scope hash (§12.6).
+        // Unlike the reference, an existing row keeps its head and scope hash (docs/engine.md §12.6).
         var row = ReadinessModule.afterJoin(Opt(await LoadNamespaceAsync(ns, ct)), _keyId, ns, FSharpOption<NamespaceKind>.Some(NamespaceKind.Default), dek, Now);
         var identity = new IdentityState(_state.KeyId, _state.Kind, _state.AccessToken, _state.TokenExpiry, FSharpOption<NamespaceId>.Some(ns), Now);
         await _store.SaveAsync(new StoreWrite { Identity = ToRecord(identity), Namespaces = [ToRecord(row)] }, ct);
@@ -429,7 +429,7 @@ public sealed class SyncEngine : IAsyncDisposable
         return new SyncNamespace(this, ns.Wire, row.Kind is null ? null : row.Kind.Value.Wire);
     }
 
-    /// <summary>Creates a shared namespace with this identity as its first member (§8.2).</summary>
+    /// <summary>Creates a shared namespace with this identity as its first member (docs/engine.md §8.2).</summary>
     public Task<SyncNamespace> CreateSharedNamespaceAsync(CancellationToken cancellationToken = default)
     {
         ThrowIfClosed();
@@ -633,7 +633,7 @@ public sealed class SyncEngine : IAsyncDisposable
         /// <summary>Above this many changed keys, the namespace's rows are read in one query instead of one by one.</summary>
         private const int ChangedKeysReadOneByOne = 64;
 
-        // §4.3: local change detection, one batch per collection. A change-tracking backend whose
+        // docs/engine.md §4.3: local change detection, one batch per collection. A change-tracking backend whose
         // stamp has not moved since the last saved reconciliation is skipped without reading a value;
         // after a few writes only the written keys are compared with their bases.
         private async Task ReconcileSnapshotsAsync()
@@ -680,7 +680,7 @@ public sealed class SyncEngine : IAsyncDisposable
             }
         }
 
-        // §4.4–§4.7: the namespace list, then each namespace's item map and downloads.
+        // docs/engine.md §4.4–§4.7: the namespace list, then each namespace's item map and downloads.
         private async Task ReconcileNamespacesAsync()
         {
             var listed = await e.ListedNamespacesAsync(token, ct);
@@ -780,7 +780,7 @@ public sealed class SyncEngine : IAsyncDisposable
             Activity = true;
         }
 
-        // §4.7: download one item and apply it through the core's decisions.
+        // docs/engine.md §4.7: download one item and apply it through the core's decisions.
         private async Task ApplyRemoteAsync(ItemState row, FSharpOption<ulong> mapVersion, NamespaceKeys keys, GetItemResponse? fetched = null)
         {
             var response = fetched ?? await e._client.GetItemAsync(token, row.NamespaceId.Wire, row.ItemId.Wire, ct);
@@ -819,16 +819,15 @@ public sealed class SyncEngine : IAsyncDisposable
             var item = target.Value;
             Activity = true;
 
-            var decision = Apply.start(item, response.Version, remote, Now);
+            e._collections.TryGetValue((item.NamespaceId.Wire, item.Collection), out var adapter);
+            var functions = adapter is null ? null : FSharpOption<CollectionFunctions>.Some(adapter.Functions);
+            var decision = Apply.start(item, response.Version, remote, functions, Now);
             if (decision.IsReadLocal)
             {
-                e._collections.TryGetValue((item.NamespaceId.Wire, item.Collection), out var adapter);
                 var local = adapter is null ? null : await adapter.GetAsync(item.Key, ct);
                 MergeContext.Key = item.Key;
                 decision = Apply.decide(item, response.Version, remote,
-                    local is null ? LocalValue.Absent : LocalValue.NewPresent(local),
-                    adapter is null ? null : FSharpOption<FSharpFunc<FSharpOption<byte[]>, FSharpFunc<byte[], FSharpFunc<byte[], FSharpResult<MergeOutcome, string>>>>>.Some(adapter.Merge),
-                    Now);
+                    local is null ? LocalValue.Absent : LocalValue.NewPresent(local), functions, Now);
                 if (decision is ApplyDecision.Write write)
                 {
                     var w = write.Item;
@@ -860,7 +859,7 @@ public sealed class SyncEngine : IAsyncDisposable
             }
         }
 
-        /// <summary>Outcomes of the item map being applied, saved with its head in one transaction (§12.13).</summary>
+        /// <summary>Outcomes of the item map being applied, saved with its head in one transaction (docs/engine.md §12.13).</summary>
         private List<Outcome>? _batch;
 
         private async Task SaveOutcomeAsync(Outcome outcome)
@@ -901,7 +900,7 @@ public sealed class SyncEngine : IAsyncDisposable
             e.Emit(SyncEventType.ItemQuarantined, row.NamespaceId.Wire, row.Collection, row.Key, row.ItemId.Wire, new SyncException(why));
         }
 
-        // §4.10: upload dirty items, oldest first; a 412 fetches, merges and retries once.
+        // docs/engine.md §4.10: upload dirty items, oldest first; a 412 fetches, merges and retries once.
         private async Task FlushAsync()
         {
             var dirty = (await e._store.ListDirtyItemsAsync(e._keyId.Wire, ct)).Select(ToCore).ToList();
@@ -940,7 +939,7 @@ public sealed class SyncEngine : IAsyncDisposable
                             new PutItemRequest(s.Nonce.Wire, s.Aad.Wire, s.Ciphertext.Wire), intent.IfMatch.IsAbsent ? null : row.Version, ct);
                         var outcome = Flush.accepted(intent, accepted.Version, Now);
                         var nsRow = await e.LoadNamespaceAsync(row.NamespaceId, ct);
-                        // One transaction: the clean item and the namespace head it moved (§12.13).
+                        // One transaction: the clean item and the namespace head it moved (docs/engine.md §12.13).
                         if (nsRow is null) await SaveItemsAsync([outcome.Row]);
                         else await SaveItemsAsync([outcome.Row], Namespaces.afterUpload(nsRow, Now));
                         foreach (var ev in outcome.Events) e.Emit(outcome.Row, ev);
@@ -1034,7 +1033,7 @@ public sealed class SyncEngine : IAsyncDisposable
         var ns = ParseNamespaceId(namespaceId, nameof(namespaceId));
         return AuthenticatedAsync(async token =>
         {
-            // The kind comes from the namespace list, so the handle can create invites at once (§12.20).
+            // The kind comes from the namespace list, so the handle can create invites at once (docs/engine.md §12.20).
             var kind = (await ListedNamespacesAsync(token, cancellationToken)).FirstOrDefault(l => l.NamespaceId.Equals(ns))?.Kind;
             var row = await JoinAsync(token, ns, kind, cancellationToken);
             return new SyncNamespace(this, ns.Wire, row.Kind is null ? null : row.Kind.Value.Wire);
@@ -1042,7 +1041,7 @@ public sealed class SyncEngine : IAsyncDisposable
     }
 
     /// <summary>
-    /// Asks to join the namespace of a scanned invite (§8.5): signs a join request bound to the
+    /// Asks to join the namespace of a scanned invite (docs/engine.md §8.5): signs a join request bound to the
     /// invite, the server origin and an expiry, with a proof that it holds the invite secret. After
     /// a member approves, call <see cref="JoinNamespaceAsync"/> (or let a pass join it).
     /// </summary>
@@ -1225,9 +1224,10 @@ public sealed class SyncEngine : IAsyncDisposable
     }
 
     /// <summary>
-    /// The advisory long poll (§6.3): waits on the server for a namespace change, then asks Run for
-    /// a pass and waits for it. 404/405/501 from the watch request itself switch watching off for
-    /// this run (§12.15); other failures back off. Never prompts the identity.
+    /// The advisory long poll (docs/engine.md §6.3): waits on the server for a namespace change,
+    /// then asks Run for a pass and waits for it. 404/405/501 from the watch request itself switch
+    /// watching off for this run (docs/engine.md §12.15); other failures back off. Never prompts
+    /// the identity.
     /// </summary>
     private async Task WatchLoopAsync(PollSettings settings, CancellationToken ct)
     {

@@ -25,7 +25,7 @@ public sealed class SyncNamespace
         (await _engine.WithTokenAsync((c, t) => c.GetMembersAsync(t, Id, cancellationToken), cancellationToken)).Members;
 
     /// <summary>
-    /// Creates an invite to this shared namespace (§8.4): nothing is stored locally: keep the
+    /// Creates an invite to this shared namespace (docs/engine.md §8.4): nothing is stored locally: keep the
     /// returned invite (it holds the secret) until its join requests are approved or it is revoked.
     /// </summary>
     /// <exception cref="ArgumentException">The options are invalid (origin, lifetime above 1 hour, more than 10 approvals).</exception>
@@ -46,7 +46,7 @@ public sealed class SyncNamespace
         (await _engine.WithTokenAsync((c, t) => c.ListNamespaceJoinRequestsAsync(t, Id, cancellationToken), cancellationToken)).Requests;
 
     /// <summary>
-    /// Approves a join request after verifying it locally against the invite (§8.6: namespace,
+    /// Approves a join request after verifying it locally against the invite (docs/engine.md §8.6: namespace,
     /// invite, origin, expiries, hash, signature and the proof that the requester holds the invite
     /// secret), then wraps the namespace key to the requester.
     /// </summary>
@@ -65,7 +65,8 @@ public sealed class SyncNamespace
     /// Opens a collection: registers its codec, merge and backend with the engine. No network; works
     /// offline. Open collections before <see cref="SyncEngine.RunAsync"/> so passes can apply and upload them.
     /// </summary>
-    /// <exception cref="ArgumentException">The name is empty, or the codec or backend is missing.</exception>
+    /// <exception cref="ArgumentException">The name is empty, the codec or backend is missing, or the codec
+    /// cannot encode the value type (for example <see cref="Codecs.Json{T}"/> of a type Go writes differently).</exception>
     /// <exception cref="CollectionAlreadyRegisteredException">The namespace already has a collection of that name.</exception>
     public Collection<T> OpenCollection<T>(string name, CollectionOptions<T> options)
     {
@@ -73,6 +74,7 @@ public sealed class SyncNamespace
         ArgumentNullException.ThrowIfNull(options);
         if (options.Codec is null) throw new ArgumentException($"collection \"{name}\" needs a codec", nameof(options));
         if (options.Backend is null) throw new ArgumentException($"bitboxsync: collection value backend required for collection \"{name}\"", nameof(options));
+        if (options.Codec is ICheckedCodec checkedCodec) checkedCodec.Check();
         var adapter = new CollectionAdapter<T>(name, options.Codec, options.Merge ?? Merges.NoMerge<T>(), options.Backend);
         _engine.Register(Id, adapter);
         return new Collection<T>(_engine, this, adapter);

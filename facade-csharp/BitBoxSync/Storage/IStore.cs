@@ -1,7 +1,7 @@
 namespace BitBoxSync.Storage;
 
 /// <summary>
-/// Where the engine keeps sync metadata (ENGINE.md §2.11): identities, cached namespaces and item
+/// Where the engine keeps sync metadata (docs/engine.md §9.1): identities, cached namespaces and item
 /// rows, partitioned by key ID. Apps keep their values in their own storage; this holds only what
 /// syncing needs. Implementations: <see cref="MemoryStore"/>, and <c>SqliteStore</c> in the
 /// BitBoxSync.Storage.Sqlite package.

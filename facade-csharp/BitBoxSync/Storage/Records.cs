@@ -1,7 +1,7 @@
 namespace BitBoxSync.Storage;
 
 /// <summary>
-/// One identity's session state (ENGINE.md §2.3), one per key ID. Stored by an <see cref="IStore"/>.
+/// One identity's session state (docs/engine.md §2.3), one per key ID. Stored by an <see cref="IStore"/>.
 /// The access token is a secret: stores must not log it.
 /// </summary>
 public sealed record IdentityRecord
@@ -25,7 +25,7 @@ public sealed record IdentityRecord
     public DateTimeOffset UpdatedAt { get; init; }
 }
 
-/// <summary>One cached namespace of one identity (ENGINE.md §2.3).</summary>
+/// <summary>One cached namespace of one identity (docs/engine.md §2.3).</summary>
 public sealed record NamespaceRecord
 {
     /// <summary>The identity's key ID.</summary>
@@ -50,7 +50,7 @@ public sealed record NamespaceRecord
     public DateTimeOffset UpdatedAt { get; init; }
 }
 
-/// <summary>Sync metadata of one item (ENGINE.md §2.3): never the app's value itself, only the last clean base.</summary>
+/// <summary>Sync metadata of one item (docs/engine.md §2.3): never the app's value itself, only the last clean base.</summary>
 public sealed record ItemRecord
 {
     /// <summary>The identity's key ID.</summary>

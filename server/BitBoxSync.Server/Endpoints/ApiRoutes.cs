@@ -9,7 +9,7 @@ using static BitBoxSync.Server.Interop;
 namespace BitBoxSync.Server.Endpoints;
 
 /// <summary>
-/// Every endpoint of PROTOCOL.md §6. Each parses and validates its request, loads what the rule
+/// Every endpoint of docs/protocol.md §7. Each parses and validates its request, loads what the rule
 /// needs, calls the pure rule in BitBoxSync.Server.Core and writes the outcome in one transaction.
 /// </summary>
 internal static class ApiRoutes

@@ -5,7 +5,7 @@ using static BitBoxSync.Server.Endpoints.ApiRoutes;
 
 namespace BitBoxSync.Server.Endpoints;
 
-/// <summary>Item map, item read and compare-and-set write (PROTOCOL.md §6.19–§6.21).</summary>
+/// <summary>Item map, item read and compare-and-set write (docs/protocol.md §7.20–§7.22).</summary>
 internal static class ItemRoutes
 {
     public static Task<object> Map(Api api, HttpContext http) =>

@@ -5,7 +5,7 @@ using static BitBoxSync.Server.Endpoints.ApiRoutes;
 
 namespace BitBoxSync.Server.Endpoints;
 
-/// <summary>Invites and join requests (PROTOCOL.md §6.11–§6.17).</summary>
+/// <summary>Invites and join requests (docs/protocol.md §7.12–§7.18).</summary>
 internal static class SharingRoutes
 {
     public static async Task<object> CreateInvite(Api api, HttpContext http)
@@ -13,9 +13,11 @@ internal static class SharingRoutes
         var caller = await api.AuthenticateAsync(http);
         var ns = Route<NamespaceIdKind>(http, "namespaceId");
         var body = await Api.RawBodyAsync(http);
-        Api.RefuseField(body, "maxPending",
-            "maxPending belongs to the legacy invite layout, which this server does not accept: send expiresAt and maxAccepted only");
-        var cmd = Requests.createInvite(Decode<CreateNamespaceInviteRequest>(body)).OrBadRequest();
+        // Older Go clients send maxPending and sign the legacy 80-byte action fields
+        // (docs/protocol.md, "Legacy create-invite layout").
+        var cmd = Api.HasField(body, "maxPending")
+            ? Requests.createInviteLegacy(Decode<LegacyCreateNamespaceInviteRequest>(body)).OrBadRequest()
+            : Requests.createInvite(Decode<CreateNamespaceInviteRequest>(body)).OrBadRequest();
         await api.ConsumeChallengeAsync(http, cmd.Challenge, Sharing.createInvitePurpose(ns, cmd), cmd.Kind);
         return await api.Store.WriteAsync<object>(async tx =>
         {

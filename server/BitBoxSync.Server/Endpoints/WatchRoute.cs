@@ -8,7 +8,7 @@ using BitBoxSync.Server.Store;
 namespace BitBoxSync.Server.Endpoints;
 
 /// <summary>
-/// The long poll (PROTOCOL.md §6.8): answers at once when a visible namespace differs from the
+/// The long poll (docs/protocol.md §7.9): answers at once when a visible namespace differs from the
 /// caller's known heads, otherwise parks the request in the <see cref="WatchHub"/> (no thread)
 /// until a commit touches one of its namespaces or the timeout passes.
 /// </summary>

@@ -103,6 +103,10 @@ internal static class Schema
                 PRIMARY KEY (namespace_id, item_id))
             """,
         ],
+        // 2: the legacy create-invite layout's signed pending-request limit (null: current layout).
+        [
+            "ALTER TABLE invites ADD COLUMN max_pending {INT} NULL",
+        ],
     ];
 
     /// <summary>The schema version this build writes.</summary>

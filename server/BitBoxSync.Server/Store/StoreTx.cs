@@ -243,12 +243,12 @@ internal sealed class StoreTx(DbConnection connection, DbTransaction transaction
     // ------------------------------------------------------------------ invites
 
     private const string InviteColumns =
-        "invite_id, namespace_id, created_by, created_at, expires_at, max_accepted, server_secret_hash, accepted_count, revoked_at";
+        "invite_id, namespace_id, created_by, created_at, expires_at, max_accepted, max_pending, server_secret_hash, accepted_count, revoked_at";
 
     private static StoredInvite ReadInvite(DbDataReader r) =>
         new(StoredWire<InviteIdKind>(r.GetString(0)), StoredWire<NamespaceIdKind>(r.GetString(1)), StoredWire<KeyIdKind>(r.GetString(2)),
-            Time(r, 3), r.GetInt64(4), (int)r.GetInt64(5), Stored<InviteServerSecretHashKind>(Blob(r, 6)), (int)r.GetInt64(7),
-            r.IsDBNull(8) ? null : Some(Time(r, 8)));
+            Time(r, 3), r.GetInt64(4), (int)r.GetInt64(5), r.IsDBNull(6) ? null : Some((int)r.GetInt64(6)),
+            Stored<InviteServerSecretHashKind>(Blob(r, 7)), (int)r.GetInt64(8), r.IsDBNull(9) ? null : Some(Time(r, 9)));
 
     public Task<StoredInvite?> GetInviteAsync(InviteId invite, CancellationToken ct) =>
         SingleAsync($"SELECT {InviteColumns} FROM invites WHERE invite_id = @i", ReadInvite, ct, ("i", invite.Wire));
@@ -257,9 +257,9 @@ internal sealed class StoreTx(DbConnection connection, DbTransaction transaction
         QueryAsync($"SELECT {InviteColumns} FROM invites WHERE namespace_id = @n", ReadInvite, ct, ("n", ns.Wire));
 
     public Task InsertInviteAsync(StoredInvite i, CancellationToken ct) =>
-        ExecuteAsync($"INSERT INTO invites ({InviteColumns}) VALUES (@i, @n, @c, @t, @e, @m, @h, @a, @r)",
+        ExecuteAsync($"INSERT INTO invites ({InviteColumns}) VALUES (@i, @n, @c, @t, @e, @m, @p, @h, @a, @r)",
             ct, ("i", i.InviteId.Wire), ("n", i.NamespaceId.Wire), ("c", i.CreatedBy.Wire), ("t", Ms(i.CreatedAt)), ("e", i.ExpiresAt),
-            ("m", (long)i.MaxAccepted), ("h", i.ServerSecretHash.Bytes()), ("a", (long)i.AcceptedCount), ("r", RevokedAt(i)));
+            ("m", (long)i.MaxAccepted), ("p", i.MaxPending is null ? null : (object)(long)i.MaxPending.Value), ("h", i.ServerSecretHash.Bytes()), ("a", (long)i.AcceptedCount), ("r", RevokedAt(i)));
 
     public Task UpdateInviteAsync(StoredInvite i, CancellationToken ct) =>
         ExecuteAsync("UPDATE invites SET accepted_count = @a, revoked_at = @r WHERE invite_id = @i",
