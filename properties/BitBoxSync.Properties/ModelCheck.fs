@@ -46,11 +46,16 @@ let private project (s: State) =
     s.Passes,
     s.Faults
 
-/// Explores every reachable state; returns the number of distinct states or the first violation.
-let explore (merge: ByteMerge) (b: Bounds) : Result<int, string * string list> =
+/// Explores every reachable state with client i using `encodingOf i`; returns the number of
+/// distinct states or the first violation.
+let exploreWith
+    (encodingOf: int -> ValueEncoding)
+    (merge: ByteMerge)
+    (b: Bounds)
+    : Result<int, string * string list> =
     let start =
         {
-            Clients = Array.init b.Clients newClient
+            Clients = Array.init b.Clients (fun i -> newClientWith (encodingOf i) i)
             Server = emptyServer
             Writes = b.Writes
             Passes = b.Passes
@@ -110,15 +115,21 @@ let explore (merge: ByteMerge) (b: Bounds) : Result<int, string * string list> =
     | Some f -> Error f
     | None -> Ok visited.Count
 
-/// A model-checking test of `merge` over the scenario `b`.
-let check (name: string) (merge: ByteMerge) (b: Bounds) =
+/// Explores every reachable state with plain clients.
+let explore (merge: ByteMerge) (b: Bounds) = exploreWith (fun _ -> Plain) merge b
+
+/// A model-checking test of `merge` over the scenario `b`, client i using `encodingOf i`.
+let checkWith (encodingOf: int -> ValueEncoding) (name: string) (merge: ByteMerge) (b: Bounds) =
     test name {
-        match explore merge b with
+        match exploreWith encodingOf merge b with
         | Ok states ->
             printfn "model checker: %s — %d distinct states" name states
             Expect.isGreaterThan states 10 "the scenario explores real interleavings"
         | Error(violation, trace) -> failtestf "%s\n  %s" violation (String.Join("\n  ", trace))
     }
+
+/// A model-checking test of `merge` over the scenario `b` with plain clients.
+let check (name: string) (merge: ByteMerge) (b: Bounds) = checkWith (fun _ -> Plain) name merge b
 
 /// Two clients, one key, two writes (concurrent creates without a base: docs/engine.md §11.7),
 /// four passes and one fault (lost response, crash, duplicated PUT, or an app write racing the
@@ -163,6 +174,16 @@ let tests =
                     Faults = 1
                     RacingValue = "z"
                 }
+            checkWith
+                (fun i -> if i = 0 then Spaced else Plain)
+                "max merge, 2 clients (one with a foreign encoder), 1 key, 2 writes, 4 passes, 1 fault"
+                maxMerge
+                smallConflict
+            checkWith
+                (fun i -> if i = 0 then Spaced else Plain)
+                "NoMerge, 2 clients (one with a foreign encoder), 1 key, 2 writes, 4 passes, 1 fault"
+                noMerge
+                smallConflict
             check
                 "PreferLocal, 2 clients, 1 key, 2 writes, 4 passes, 1 fault"
                 preferLocal
