@@ -102,6 +102,18 @@ module ItemMap =
                             }
                     }
 
+/// What an item-map reconciliation saves at its end.
+module ItemMapFinish =
+    /// `plan.Finish`, unless a download must be retried (a transient failure, such as the app's
+    /// backend refusing a write): then the cached head stays at `previous`, so the next pass sees
+    /// the listed head ahead of it, fetches the item map again and retries the download. Without
+    /// this an item that failed once would wait for some other write to move the head.
+    let decide (plan: ItemMapPlan) (previous: NamespaceState) (retryLater: bool) : NamespaceState =
+        if retryLater then
+            { plan.Finish with Head = previous.Head }
+        else
+            plan.Finish
+
 /// Checks on one downloaded item (docs/engine.md §4.7 steps 2, 4, 5).
 module Download =
     /// The response version must not be below the cached version nor the version the map announced.

@@ -37,13 +37,24 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
     public string StoreDescription => _api.Store.Describe;
 
     internal ServerStore Store => _api.Store;
+
+    /// <summary>The host's services (tests reach an in-process test server through them).</summary>
+    internal IServiceProvider Services => _app.Services;
     internal WatchHub Hub => _api.Hub;
 
     /// <summary>
     /// Validates the options, opens (and migrates) the store, and starts listening.
     /// </summary>
     /// <exception cref="ArgumentException">An option is invalid.</exception>
-    public static async Task<BitBoxSyncServer> StartAsync(ServerOptions options, CancellationToken cancellationToken = default)
+    public static Task<BitBoxSyncServer> StartAsync(ServerOptions options, CancellationToken cancellationToken = default) =>
+        StartWithAsync(options, null, cancellationToken);
+
+    /// <summary>
+    /// <see cref="StartAsync(ServerOptions, CancellationToken)"/> with a last say on the host
+    /// builder (tests host the server in process on a test server instead of Kestrel).
+    /// </summary>
+    internal static async Task<BitBoxSyncServer> StartWithAsync(ServerOptions options, Action<WebApplicationBuilder>? configure,
+        CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -65,6 +76,7 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
         });
         builder.WebHost.UseUrls(options.Urls);
         builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(10));
+        configure?.Invoke(builder);
 
         var app = builder.Build();
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("BitBoxSync.Server");
@@ -121,8 +133,8 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
             throw;
         }
 
-        var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses
-            .Select(a => new Uri(a)).ToList();
+        var addresses = (app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [])
+            .Select(a => new Uri(a)).DefaultIfEmpty(new Uri("http://localhost/")).ToList();
         logger.LogInformation("BitBoxSync server listening on {Addresses} with {Store}; public origin {Origin}",
             string.Join(", ", addresses), store.Describe, options.PublicOrigin);
         return new BitBoxSyncServer(app, api, addresses);

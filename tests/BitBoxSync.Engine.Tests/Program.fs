@@ -4,6 +4,14 @@ open Expecto
 
 [<EntryPoint>]
 let main argv =
+    // `--shell-seed N` replays one seed of the shell simulation (printed by a failing run).
+    let argv =
+        match Array.tryFindIndex ((=) "--shell-seed") argv with
+        | Some i when i + 1 < argv.Length ->
+            ShellSimulation.replaySeed <- Some(int argv[i + 1])
+            Array.append argv[.. i - 1] argv[i + 2 ..]
+        | _ -> argv
+
     // Sequenced: many tests block on real servers and timers; in parallel they starve the
     // thread pool on 2 cores and time-based checks (watch, backoff) become flaky.
     runTestsWithCLIArgs
@@ -20,6 +28,7 @@ let main argv =
                 ChecklistTests.tests
                 ScriptedTests.tests
                 FaultTests.tests
+                ShellSimulation.tests
                 AppBackendTests.tests
                 ChangeTrackingTests.tests
             ])

@@ -392,8 +392,8 @@ public sealed class SyncEngine : IAsyncDisposable
             return new SyncNamespace(this, ready.NamespaceId.Wire, "default");
         }
 
-        var proposed = Bin.ofBytes<NamespaceIdKind>(RandomNumberGenerator.GetBytes(16)).ResultValue;
-        var dek = Bin.ofBytes<DekKind>(RandomNumberGenerator.GetBytes(32)).ResultValue;
+        var proposed = Bin.ofBytes<NamespaceIdKind>(_options.RandomBytes(16)).ResultValue;
+        var dek = Bin.ofBytes<DekKind>(_options.RandomBytes(32)).ResultValue;
         var wrapped = WrapToSelf(proposed, dek);
         var response = await _client.EnsureDefaultNamespaceAsync(token, new EnsureDefaultNamespaceRequest(proposed.Wire, wrapped), ct);
         var ns = ParseNamespaceId(response.NamespaceId, nameof(response));
@@ -416,7 +416,7 @@ public sealed class SyncEngine : IAsyncDisposable
     private string WrapToSelf(NamespaceId ns, Dek dek)
     {
         var pk = Bin.ofBytes<WrapPublicKeyKind>(_identity.WrapPublicKey.ToArray()).ResultValue;
-        var wrapped = DekWrap.wrap(pk, ns, dek, RandomNumberGenerator.GetBytes(32));
+        var wrapped = DekWrap.wrap(pk, ns, dek, _options.RandomBytes(32));
         return wrapped.IsOk ? wrapped.ResultValue.Wire : throw new SyncException("wrap DEK: " + wrapped.ErrorValue.Message);
     }
 
@@ -435,8 +435,8 @@ public sealed class SyncEngine : IAsyncDisposable
         ThrowIfClosed();
         return AuthenticatedAsync(async token =>
         {
-            var ns = Bin.ofBytes<NamespaceIdKind>(RandomNumberGenerator.GetBytes(16)).ResultValue;
-            var dek = Bin.ofBytes<DekKind>(RandomNumberGenerator.GetBytes(32)).ResultValue;
+            var ns = Bin.ofBytes<NamespaceIdKind>(_options.RandomBytes(16)).ResultValue;
+            var dek = Bin.ofBytes<DekKind>(_options.RandomBytes(32)).ResultValue;
             await _client.CreateSharedNamespaceAsync(token, new CreateSharedNamespaceRequest(ns.Wire, WrapToSelf(ns, dek)), cancellationToken);
             var row = ReadinessModule.afterJoin(FSharpOption<NamespaceState>.None, _keyId, ns, FSharpOption<NamespaceKind>.Some(NamespaceKind.Shared), dek, Now);
             await SaveNamespaceAsync(row, cancellationToken);
@@ -763,7 +763,7 @@ public sealed class SyncEngine : IAsyncDisposable
                 var applied = _batch;
                 _batch = null;
                 // Every applied row and the new head: one transaction.
-                await SaveItemsAsync(applied.Select(o => o.Row), plan.Finish);
+                await SaveItemsAsync(applied.Select(o => o.Row), ItemMapFinish.decide(plan, p.Row, _retryLater));
                 foreach (var outcome in applied)
                 {
                     Settled(outcome.Row);
@@ -838,7 +838,8 @@ public sealed class SyncEngine : IAsyncDisposable
                     }
                     catch (Exception ex) when (ex is not OperationCanceledException)
                     {
-                        await ParkAsync(item, QuarantineReason.NewUnreadableRemote(ex.Message), response.Version);
+                        // Transient (the app's storage failed): not parked, retried by the next pass.
+                        _retryLater = true;
                         Quarantined(item, "the app's backend refused the value: " + ex.Message);
                         return;
                     }
@@ -861,6 +862,9 @@ public sealed class SyncEngine : IAsyncDisposable
 
         /// <summary>Outcomes of the item map being applied, saved with its head in one transaction (docs/engine.md §12.13).</summary>
         private List<Outcome>? _batch;
+
+        /// <summary>A download failed transiently in this pass: the namespace head must not move past it.</summary>
+        private bool _retryLater;
 
         private async Task SaveOutcomeAsync(Outcome outcome)
         {
@@ -925,7 +929,7 @@ public sealed class SyncEngine : IAsyncDisposable
                         break;
                     }
                     var intent = ((FlushStep.Upload)step).Item;
-                    var nonce = Bin.ofBytes<ItemNonceKind>(RandomNumberGenerator.GetBytes(24)).ResultValue;
+                    var nonce = Bin.ofBytes<ItemNonceKind>(e._options.RandomBytes(24)).ResultValue;
                     var sealedItem = ItemCrypto.seal(keys, row.NamespaceId, row.ItemId, intent.TargetVersion, nonce, intent.Plaintext);
                     if (sealedItem.IsError)
                     {
@@ -1082,10 +1086,10 @@ public sealed class SyncEngine : IAsyncDisposable
         // A default namespace (or one of unknown kind) fails here, before any challenge.
         await EnsureReadyAsync(ns, NamespaceKind.Shared, () => TokenAsync(true, ct), ct);
         var inviteId = options.InviteId is null
-            ? Bin.ofBytes<InviteIdKind>(RandomNumberGenerator.GetBytes(16)).ResultValue
+            ? Bin.ofBytes<InviteIdKind>(_options.RandomBytes(16)).ResultValue
             : Bin.parse<InviteIdKind>(options.InviteId) is { IsOk: true } id ? id.ResultValue : throw new ArgumentException("invalid invite ID", nameof(options));
         var secret = options.InviteSecret is null
-            ? Bin.ofBytes<InviteSecretKind>(RandomNumberGenerator.GetBytes(32)).ResultValue
+            ? Bin.ofBytes<InviteSecretKind>(_options.RandomBytes(32)).ResultValue
             : Bin.parse<InviteSecretKind>(options.InviteSecret) is { IsOk: true } sec ? sec.ResultValue : throw new ArgumentException("invalid invite secret", nameof(options));
         var p = parameters.ResultValue;
         var serverHash = InviteSecrets.serverSecretHash(InviteSecrets.serverSecret(secret));
@@ -1114,7 +1118,7 @@ public sealed class SyncEngine : IAsyncDisposable
         if (verified.IsError) throw new SyncException("join request refused: " + verified.ErrorValue);
         var v = verified.ResultValue;
         var row = await EnsureReadyAsync(ns, NamespaceKind.Shared, () => TokenAsync(true, ct), ct);
-        var wrapped = DekWrap.wrap(v.WrapPublicKey, ns, row.Dek!.Value, RandomNumberGenerator.GetBytes(32));
+        var wrapped = DekWrap.wrap(v.WrapPublicKey, ns, row.Dek!.Value, _options.RandomBytes(32));
         if (wrapped.IsError) throw new SyncException("wrap DEK: " + wrapped.ErrorValue.Message);
         await AuthenticatedAsync(token => _client.ApproveNamespaceJoinRequestAsync(token, ns.Wire, v.RequesterKeyId.Wire, v.Hash.Wire,
             new ApproveNamespaceJoinRequestRequest(v.ServerSecret.Wire, wrapped.ResultValue.Wire), ct), mayPrompt: true, ct);
@@ -1195,7 +1199,7 @@ public sealed class SyncEngine : IAsyncDisposable
                     Interlocked.Exchange(ref _nextPass, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
                     schedule = Schedule.record(settings, _idlePolling, schedule, new PassResult(failed, _lastPassActivity, requested));
                     if (Interlocked.Exchange(ref _loginSignal, 0) == 1) schedule = Schedule.loginSucceeded(settings, schedule);
-                    var delay = Schedule.jitter(schedule.Interval, Random.Shared.NextDouble());
+                    var delay = Schedule.jitter(schedule.Interval, _options.RandomSample());
                     using var timer = CancellationTokenSource.CreateLinkedTokenSource(ct);
                     timer.CancelAfter(delay);
                     try
@@ -1267,7 +1271,7 @@ public sealed class SyncEngine : IAsyncDisposable
                         }
                         break;
                     case var o when o.IsTimedOut:
-                        await Task.Delay(Schedule.watchReconnectDelay(Random.Shared.NextDouble()), ct);
+                        await Task.Delay(Schedule.watchReconnectDelay(_options.RandomSample()), ct);
                         break;
                 }
                 failures = 0;
@@ -1284,7 +1288,7 @@ public sealed class SyncEngine : IAsyncDisposable
             {
                 failures++;
                 Emit(SyncEventType.NamespaceWatchFailed, error: e);
-                if (Core.Watch.onFailure(settings, failures, FSharpOption<int>.None, Random.Shared.NextDouble()) is WatchFailure.Retry retry)
+                if (Core.Watch.onFailure(settings, failures, FSharpOption<int>.None, _options.RandomSample()) is WatchFailure.Retry retry)
                 {
                     var login = Volatile.Read(ref _watchLogin).Task;
                     try

@@ -31,6 +31,12 @@ public sealed class SyncEngineOptions
 
     /// <summary>The clock (tests substitute one).</summary>
     internal TimeProvider Clock { get; set; } = TimeProvider.System;
+
+    /// <summary>Random bytes for namespace IDs, keys, nonces and invites (the simulation seeds it).</summary>
+    internal Func<int, byte[]> RandomBytes { get; set; } = System.Security.Cryptography.RandomNumberGenerator.GetBytes;
+
+    /// <summary>Uniform samples in [0, 1) for jitter (the simulation seeds it).</summary>
+    internal Func<double> RandomSample { get; set; } = Random.Shared.NextDouble;
 }
 
 /// <summary>How a collection is opened.</summary>
