@@ -1281,34 +1281,44 @@ let tests =
                 use w = world [ "k" ] (Merges.NoMerge()) []
                 w.Serve(0UL, [])
                 let mutable watches = 0
+                use firstPass = new Threading.ManualResetEventSlim()
+                use rewatched = new Threading.ManualResetEventSlim()
+                let mutable listsAtRewatch = -1
+
+                w.Api.On(
+                    "GET",
+                    "/v1/namespaces/mine",
+                    fun _ ->
+                        firstPass.Set()
+                        200, w.List [ w.NsWire, "default", 0UL ]
+                )
 
                 w.Api.On(
                     "POST",
                     "/v1/namespaces/watch",
-                    fun _ ->
+                    fun http ->
                         watches <- watches + 1
 
                         if watches = 1 then
+                            // Answer only once the run's first pass listed (head 0 is then known).
+                            firstPass.Wait(TimeSpan.FromSeconds 10.0) |> ignore
+
                             200,
                             sprintf
                                 """{"namespaces":[{"namespaceId":"%s","kind":"default","namespaceHead":0}],"timedOut":false}"""
                                 w.NsWire
                         else
-                            Threading.Thread.Sleep 1000
+                            // A pass the answer triggered would run before this re-watch.
+                            listsAtRewatch <- w.Api.Count("GET", "/v1/namespaces/mine")
+                            rewatched.Set()
+                            http.RequestAborted.WaitHandle.WaitOne(TimeSpan.FromSeconds 10.0) |> ignore
                             200, """{"namespaces":[],"timedOut":true}"""
                 )
 
                 use stop = new Threading.CancellationTokenSource()
                 let run = w.Engine.RunAsync stop.Token
-                Threading.Thread.Sleep 800
-
-                Expect.isGreaterThanOrEqual watches 2 "the watch answered and reconnected"
-
-                Expect.equal
-                    (w.Api.Count("GET", "/v1/namespaces/mine"))
-                    1
-                    "no pass for a head already reflected locally"
-
+                Expect.isTrue (rewatched.Wait(TimeSpan.FromSeconds 10.0)) "the watch answered and reconnected"
+                Expect.equal listsAtRewatch 1 "no pass for a head already reflected locally"
                 stop.Cancel()
                 stopped run
             }
@@ -1360,7 +1370,12 @@ let tests =
 
                 use stop = new Threading.CancellationTokenSource()
                 let run = w.Engine.RunAsync stop.Token
-                Threading.Thread.Sleep 1200
+                let sw = Diagnostics.Stopwatch.StartNew()
+
+                // Bounded wait for the second watch (signals, not a guess at timing).
+                while not (Seq.contains "watch 2" log) && sw.Elapsed < TimeSpan.FromSeconds 10.0 do
+                    Threading.Thread.Sleep 5
+
                 stop.Cancel()
                 stopped run
                 let order = List.ofSeq log
@@ -1375,23 +1390,27 @@ let tests =
             }
 
             test "TestRunLoginResetsFailureBackoff" {
+                // The engine waits on a fake clock: time moves only when the test advances it.
+                let clock = Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow)
+
                 use w =
                     worldWith
                         (fun o ->
-                            o.PollInterval <- TimeSpan.FromMilliseconds 20.0
-                            o.DisableNamespaceWatch <- true)
+                            o.PollInterval <- TimeSpan.FromSeconds 20.0
+                            o.DisableNamespaceWatch <- true
+                            o.Clock <- clock)
                         [ "k" ]
                         (Merges.NoMerge())
                         []
 
                 let mutable failing = true
-                let calls = ConcurrentQueue<DateTime>()
+                let calls = ConcurrentQueue<int>()
 
                 w.Api.On(
                     "GET",
                     "/v1/namespaces/mine",
                     fun _ ->
-                        calls.Enqueue DateTime.UtcNow
+                        calls.Enqueue calls.Count
 
                         if failing then
                             500, """{"error":"down"}"""
@@ -1400,33 +1419,48 @@ let tests =
                 )
 
                 w.Api.Always("GET", $"/v1/namespaces/{w.NsWire}/items", 200, w.Map(0UL, []))
+
+                let waitForCalls n =
+                    let sw = Diagnostics.Stopwatch.StartNew()
+
+                    while calls.Count < n && sw.Elapsed < TimeSpan.FromSeconds 10.0 do
+                        Threading.Thread.Sleep 5
+
+                    Expect.isGreaterThanOrEqual calls.Count n $"{n} passes"
+
                 use stop = new Threading.CancellationTokenSource()
                 let run = w.Engine.RunAsync stop.Token
-                Threading.Thread.Sleep 1500 // failures back off: 40, 80, 160, 320, 640 ms …
+
+                // Three failed passes, each after the test moved the clock past the backoff (at
+                // most an hour: the cap).
+                waitForCalls 1
+
+                for n in 2..3 do
+                    let sw = Diagnostics.Stopwatch.StartNew()
+
+                    while calls.Count < n && sw.Elapsed < TimeSpan.FromSeconds 10.0 do
+                        clock.Advance(TimeSpan.FromMinutes 61.0)
+                        Threading.Thread.Sleep 5
+
+                    waitForCalls n
+
                 failing <- false
                 let before = calls.Count
-                let loggedIn = DateTime.UtcNow
                 w.Engine.LoginAsync() |> awaitUnit
-                let sw = Diagnostics.Stopwatch.StartNew()
-
-                while calls.Count = before && sw.Elapsed < TimeSpan.FromSeconds 5.0 do
-                    Threading.Thread.Sleep 5
-
-                Expect.isGreaterThan calls.Count before "a pass after the login"
-
-                Expect.isLessThan
-                    ((calls |> Seq.last) - loggedIn)
-                    (TimeSpan.FromMilliseconds 500.0)
-                    "promptly: the backoff was reset"
-
+                // No clock advance: only a reset backoff lets the next pass run.
+                waitForCalls (before + 1)
                 stop.Cancel()
                 stopped run
             }
 
             test "TestNamespaceWatchLoginReconnectsAfterBackoff" {
+                let clock = Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow)
+
                 use w =
                     worldWith
-                        (fun o -> o.PollInterval <- TimeSpan.FromSeconds 10.0)
+                        (fun o ->
+                            o.PollInterval <- TimeSpan.FromSeconds 10.0
+                            o.Clock <- clock)
                         [ "k" ]
                         (Merges.NoMerge())
                         []
@@ -1449,21 +1483,15 @@ let tests =
                 while calls.IsEmpty && sw.Elapsed < TimeSpan.FromSeconds 5.0 do
                     Threading.Thread.Sleep 10
 
-                Threading.Thread.Sleep 300 // now in a failure backoff of about 20 s
+                // Now in a failure backoff on the fake clock, which the test does not advance.
                 let before = calls.Count
-                let loggedIn = DateTime.UtcNow
                 w.Engine.LoginAsync() |> awaitUnit
                 let sw = Diagnostics.Stopwatch.StartNew()
 
-                while calls.Count = before && sw.Elapsed < TimeSpan.FromSeconds 5.0 do
+                while calls.Count = before && sw.Elapsed < TimeSpan.FromSeconds 10.0 do
                     Threading.Thread.Sleep 5
 
-                Expect.isGreaterThan calls.Count before "the watch reconnected"
-
-                Expect.isLessThan
-                    ((calls |> Seq.last) - loggedIn)
-                    (TimeSpan.FromMilliseconds 500.0)
-                    "right after the login"
+                Expect.isGreaterThan calls.Count before "the watch reconnected right after the login"
 
                 stop.Cancel()
                 stopped run

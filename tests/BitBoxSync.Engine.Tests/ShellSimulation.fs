@@ -1012,6 +1012,13 @@ let shrink (mode: Mode) (resolving: bool) (deviceCount: int) (steps: Step list) 
 /// The seed given on the command line (`--shell-seed N`), if any.
 let mutable replaySeed: int option = None
 
+/// Soak mode: `BITBOXSYNC_SHELL_SEEDS=N` runs seeds 1…N in each random test (CI runs 150 and 60).
+let private soakSeeds =
+    match Environment.GetEnvironmentVariable "BITBOXSYNC_SHELL_SEEDS" with
+    | null
+    | "" -> None
+    | text -> Some(int text)
+
 /// The systematic scenario: creation, download, a collision resolved by the merge, a lost upload
 /// answer followed by the 412 path, a conflicting write racing a download. Its baseline run
 /// enumerates the effect boundaries; each is then crashed before and after, once.
@@ -1048,9 +1055,10 @@ let tests =
                 for deviceCount in [ 2; 3 ] do
                     test $"{deviceCount} devices, {name}: random faults at every effect keep every invariant" {
                         let seeds =
-                            match replaySeed with
-                            | Some s -> [ s ]
-                            | None -> [ 1..(if deviceCount = 2 then 150 else 60) ]
+                            match replaySeed, soakSeeds with
+                            | Some s, _ -> [ s ]
+                            | None, Some n -> [ 1..n ]
+                            | None, None -> [ 1..(if deviceCount = 2 then 150 else 60) ]
 
                         for seed in seeds do
                             let steps = schedule seed deviceCount 24

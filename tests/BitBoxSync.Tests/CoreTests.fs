@@ -519,6 +519,28 @@ let namespaceTests =
                 Expect.equal plan.Finish.Head 2UL "head advanced"
                 Expect.equal plan.Finish.ActiveScopeHash (Scope.hashOf scope) "scope hash stored"
             }
+            test "a transient download failure keeps the cached head, so the next pass fetches the map again" {
+                let previous = nsRow ns 1UL "" (Some dek)
+                let scope = Scope.build keys [ { Collection = "notes"; Keys = [ "k" ] } ]
+
+                let plan =
+                    ItemMap.plan
+                        {
+                            Row = previous
+                            ExpectedHead = 3UL
+                            MapHead = 3UL
+                            MapItems = Map.empty
+                            Cached = []
+                            Scope = scope
+                            Now = t1
+                        }
+                    |> ok "plan"
+
+                Expect.equal (ItemMapFinish.decide plan previous false) plan.Finish "all applied: the new head"
+                let held = ItemMapFinish.decide plan previous true
+                Expect.equal held.Head 1UL "a download to retry: the head stays"
+                Expect.equal held.ActiveScopeHash plan.Finish.ActiveScopeHash "the scope is still recorded"
+            }
             test
                 "TestSyncNamespacesRejectsInactiveItemDisappearance and TestSyncNamespaceItemsDetectsDisappearedKnownItemAsRollback (decision)" {
                 let cached = row "k" 2UL (Some "v"B) false false

@@ -156,6 +156,50 @@ let itemTests =
                     200
                     "update at the item limit"
             }
+            test "quotas at their exact boundaries: the 10 000th item and the last byte are accepted, one more is refused" {
+                let size = Items.storedBytes (sealedAt 1UL)
+
+                Expect.equal
+                    (status (Items.put (usage 0UL 9999 0L) item None IfMatch.Absent (sealedAt 1UL) now))
+                    200
+                    "the 10 000th item"
+
+                Expect.equal
+                    (status (Items.put (usage 0UL 10000 0L) item None IfMatch.Absent (sealedAt 1UL) now))
+                    409
+                    "the 10 001st item"
+
+                let filled = Limits.MaxNamespaceStoredBytes - size
+
+                Expect.equal
+                    (status (Items.put (usage 0UL 0 filled) item None IfMatch.Absent (sealedAt 1UL) now))
+                    200
+                    "a write that reaches the byte quota exactly"
+
+                Expect.equal
+                    (status (
+                        Items.put (usage 0UL 0 (filled + 1L)) item None IfMatch.Absent (sealedAt 1UL) now
+                    ))
+                    409
+                    "one byte more"
+            }
+            test "a token is refused at exactly its expiry instant, accepted a tick before" {
+                let token: StoredToken =
+                    {
+                        TokenHash = Array.zeroCreate 32
+                        KeyId = Bin.parse<KeyIdKind>(String('b', 64)) |> ok "key"
+                        IssuedAt = now
+                        ExpiresAt = now.AddHours 1.0
+                        Revoked = false
+                    }
+
+                Expect.isOk (Auth.authenticate (Some token) (token.ExpiresAt.AddTicks -1L)) "a tick before"
+
+                Expect.equal
+                    (Auth.authenticate (Some token) token.ExpiresAt |> Result.mapError (fun e -> e.Status))
+                    (Error 401)
+                    "at the expiry instant"
+            }
             test "GET and the item map answer exactly what is stored" {
                 let v1 =
                     Items.put (usage 0UL 0 0L) item None IfMatch.Absent (sealedAt 1UL) now

@@ -1200,8 +1200,9 @@ public sealed class SyncEngine : IAsyncDisposable
                     schedule = Schedule.record(settings, _idlePolling, schedule, new PassResult(failed, _lastPassActivity, requested));
                     if (Interlocked.Exchange(ref _loginSignal, 0) == 1) schedule = Schedule.loginSucceeded(settings, schedule);
                     var delay = Schedule.jitter(schedule.Interval, _options.RandomSample());
-                    using var timer = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                    timer.CancelAfter(delay);
+                    // The wait runs on the engine's clock (tests drive it with a fake TimeProvider).
+                    using var elapsed = new CancellationTokenSource(delay, _clock);
+                    using var timer = CancellationTokenSource.CreateLinkedTokenSource(ct, elapsed.Token);
                     try
                     {
                         requested = await _wake.Reader.WaitToReadAsync(timer.Token) && _wake.Reader.TryRead(out _);
@@ -1238,6 +1239,8 @@ public sealed class SyncEngine : IAsyncDisposable
         var failures = 0;
         while (!ct.IsCancellationRequested)
         {
+            // Taken before the request: a login while it fails still ends the backoff that follows.
+            var login = Volatile.Read(ref _watchLogin).Task;
             try
             {
                 var cached = (await _store.ListNamespacesAsync(_keyId.Wire, ct)).ToList();
@@ -1271,7 +1274,7 @@ public sealed class SyncEngine : IAsyncDisposable
                         }
                         break;
                     case var o when o.IsTimedOut:
-                        await Task.Delay(Schedule.watchReconnectDelay(_options.RandomSample()), ct);
+                        await Task.Delay(Schedule.watchReconnectDelay(_options.RandomSample()), _clock, ct);
                         break;
                 }
                 failures = 0;
@@ -1290,11 +1293,10 @@ public sealed class SyncEngine : IAsyncDisposable
                 Emit(SyncEventType.NamespaceWatchFailed, error: e);
                 if (Core.Watch.onFailure(settings, failures, FSharpOption<int>.None, _options.RandomSample()) is WatchFailure.Retry retry)
                 {
-                    var login = Volatile.Read(ref _watchLogin).Task;
                     try
                     {
                         // A successful login ends the backoff at once (the device is back).
-                        if (await Task.WhenAny(Task.Delay(retry.delay, ct), login) == login) failures = 0;
+                        if (await Task.WhenAny(Task.Delay(retry.delay, _clock, ct), login) == login) failures = 0;
                         ct.ThrowIfCancellationRequested();
                     }
                     catch (OperationCanceledException)
