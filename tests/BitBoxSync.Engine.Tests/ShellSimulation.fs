@@ -94,12 +94,13 @@ let private collection = "notes"
 // ---------------------------------------------------------------------------------------------
 // The server, hosted in process once for all runs (each run uses identities of its own).
 
-let private serverClock = ManualClock(DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero))
+/// One manual clock for the server and every device (advanced a second per pass).
+let private clock = ManualClock(DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero))
 
 let private hosted =
     lazy
         (let db = Database.Create Sqlite
-         let o = options db serverClock (TimeSpan.FromSeconds 2.0)
+         let o = options db clock (TimeSpan.FromSeconds 2.0)
          o.MinimumLogLevel <- LogLevel.Warning
 
          let server =
@@ -210,6 +211,9 @@ type World(mode: Mode, runId: string, devices: int) =
 
     /// A fault the current step forces (label, action), used once.
     member val Forced: (string * Action) option = None with get, set
+
+    /// The namespace the collection syncs in (the identity's default one, or a shared one).
+    member val NamespaceId = "" with get, set
 
     /// While set (opening a device), every effect is delivered.
     member val Calm = false with get, set
@@ -367,6 +371,8 @@ type Device =
     {
         Index: int
         Label: string
+        /// The dummy keystore label of the device's identity.
+        Identity: string
         App: AppValues
         Store: MemoryStore
         mutable Incarnation: Incarnation
@@ -621,11 +627,8 @@ type private SimHttp
 // ---------------------------------------------------------------------------------------------
 // Devices
 
-let private deviceClock = ManualClock(DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero))
-let private identityOf (world: World) = $"{world.RunId}-alice"
-
-let private keyIdOf (world: World) =
-    (BitBoxSync.Protocol.DummyKeystore.Derive(identityOf world)).KeyId.Wire
+let private keyIdOf (d: Device) =
+    (BitBoxSync.Protocol.DummyKeystore.Derive d.Identity).KeyId.Wire
 
 /// A resolving merge (the larger value wins: commutative, so devices converge), recording the
 /// local values it resolved; or no merge at all (every collision is a recorded conflict).
@@ -648,9 +651,13 @@ let private mergeFor (world: World) (resolving: bool) (d: Device) : MergeFunctio
 /// The persisted namespace row and item rows of a device (what survives a crash).
 let private persisted (world: World) (d: Device) =
     let store = d.Store :> IStore
-    let keyId = keyIdOf world
-    let namespaces = store.ListNamespacesAsync(keyId).AsTask().Result
-    let ns = namespaces |> Seq.tryHead
+    let keyId = keyIdOf d
+
+    let ns =
+        if world.NamespaceId = "" then
+            None
+        else
+            store.GetNamespaceAsync(keyId, world.NamespaceId).AsTask().Result |> Option.ofObj
 
     let items =
         match ns with
@@ -659,8 +666,8 @@ let private persisted (world: World) (d: Device) =
 
     ns, items
 
-/// Opens (or reopens after a crash) a device's engine; opening itself is never faulted.
-let private openDevice (world: World) (resolving: bool) (d: Device) (incarnations: int) =
+/// Opens (or reopens after a crash) a device's engine behind the seams; never faulted itself.
+let private openEngine (world: World) (d: Device) (incarnations: int) =
     let inc = Incarnation()
     d.Incarnation <- inc
     let _, testServer = hosted.Force()
@@ -685,11 +692,11 @@ let private openDevice (world: World) (resolving: bool) (d: Device) (incarnation
     let options =
         SyncEngineOptions(
             Client = client,
-            Identity = BitBoxSync.DummyKeystore.FromLabel(identityOf world),
+            Identity = BitBoxSync.DummyKeystore.FromLabel d.Identity,
             Store = new SimStore(world, d, inc)
         )
 
-    options.Clock <- deviceClock
+    options.Clock <- clock
 
     options.RandomBytes <-
         Func<int, byte[]>(fun n ->
@@ -698,11 +705,28 @@ let private openDevice (world: World) (resolving: bool) (d: Device) (incarnation
             b)
 
     options.RandomSample <- Func<double>(fun () -> lock rng (fun () -> rng.NextDouble()))
+    let calm = world.Calm
     world.Calm <- true
 
     try
-        let engine = SyncEngine.OpenAsync(options).GetAwaiter().GetResult()
-        let ns = engine.DefaultNamespaceAsync().GetAwaiter().GetResult()
+        SyncEngine.OpenAsync(options).GetAwaiter().GetResult(), client
+    finally
+        world.Calm <- calm
+
+/// Opens a device and its collection in the run's namespace (the default one when none is set yet).
+let private openDevice (world: World) (resolving: bool) (d: Device) (incarnations: int) =
+    let engine, client = openEngine world d incarnations
+    let inc = d.Incarnation
+    world.Calm <- true
+
+    try
+        let ns =
+            if world.NamespaceId = "" then
+                let ns = engine.DefaultNamespaceAsync().GetAwaiter().GetResult()
+                world.NamespaceId <- ns.Id
+                ns
+            else
+                engine.NamespaceAsync(world.NamespaceId).GetAwaiter().GetResult()
 
         ns.OpenCollection(
             collection,
@@ -838,7 +862,7 @@ let private runCounter = ref 0
 
 /// Runs steps on `deviceCount` devices of one identity, checking the invariants after every step,
 /// then lets every device sync without faults until quiet and checks convergence.
-let run (mode: Mode) (resolving: bool) (deviceCount: int) (steps: Step list) : Outcome =
+let runWith (shared: bool) (mode: Mode) (resolving: bool) (deviceCount: int) (steps: Step list) : Outcome =
     let runId = $"r{Interlocked.Increment(&runCounter.contents)}-{Guid.NewGuid():N}"
     let world = World(mode, runId, deviceCount)
 
@@ -846,7 +870,8 @@ let run (mode: Mode) (resolving: bool) (deviceCount: int) (steps: Step list) : O
         Array.init deviceCount (fun i ->
             {
                 Index = i
-                Label = $"device{i}"
+                Label = if shared && i = deviceCount - 1 then $"device{i} (bob)" else $"device{i}"
+                Identity = if shared && i = deviceCount - 1 then $"{runId}-bob" else $"{runId}-alice"
                 App = AppValues()
                 Store = new MemoryStore()
                 Incarnation = Incarnation()
@@ -877,7 +902,7 @@ let run (mode: Mode) (resolving: bool) (deviceCount: int) (steps: Step list) : O
 
     let pass (d: Device) (expectComplete: bool) =
         world.RollbackFaked <- false
-        deviceClock.Advance(TimeSpan.FromSeconds 1.0)
+        clock.Advance(TimeSpan.FromSeconds 1.0)
 
         let outcome =
             try
@@ -912,6 +937,28 @@ let run (mode: Mode) (resolving: bool) (deviceCount: int) (steps: Step list) : O
     try
         try
             world.Calm <- true
+
+            if shared then
+                // Alice creates a shared namespace and invites Bob; Bob's join request is verified
+                // and approved; every device then syncs the collection in it.
+                let alice, aliceClient = openEngine world devices[0] 0
+                let bob, bobClient = openEngine world devices[deviceCount - 1] 0
+                let sharedNs = alice.CreateSharedNamespaceAsync().GetAwaiter().GetResult()
+                world.NamespaceId <- sharedNs.Id
+
+                let invite =
+                    sharedNs.CreateInviteAsync(InviteOptions(ServerOrigin = origin)).GetAwaiter().GetResult()
+
+                bob.SubmitJoinRequestAsync(invite).GetAwaiter().GetResult() |> ignore
+                let entry = sharedNs.JoinRequestsAsync().GetAwaiter().GetResult() |> Seq.exactlyOne
+                sharedNs.ApproveJoinRequestAsync(invite, entry).GetAwaiter().GetResult()
+                bob.JoinNamespaceAsync(sharedNs.Id).GetAwaiter().GetResult() |> ignore
+
+                for engine in [ alice; bob ] do
+                    engine.DisposeAsync().AsTask().GetAwaiter().GetResult()
+
+                aliceClient.Dispose()
+                bobClient.Dispose()
 
             for d in devices do
                 openDevice world resolving d 0
@@ -974,6 +1021,9 @@ let run (mode: Mode) (resolving: bool) (deviceCount: int) (steps: Step list) : O
         for d in devices do
             closeDevice d
 
+/// A run on devices of one identity syncing its default namespace.
+let run mode resolving deviceCount steps = runWith false mode resolving deviceCount steps
+
 /// The steps a seed generates.
 let schedule (seed: int) (deviceCount: int) (count: int) : Step list =
     let rng = System.Random(seed)
@@ -992,9 +1042,9 @@ let schedule (seed: int) (deviceCount: int) (count: int) : Step list =
     ]
 
 /// Drops steps one at a time while the run still fails, until no single step can be dropped.
-let shrink (mode: Mode) (resolving: bool) (deviceCount: int) (steps: Step list) : Step list =
+let shrink (shared: bool) (mode: Mode) (resolving: bool) (deviceCount: int) (steps: Step list) : Step list =
     let fails s =
-        (run mode resolving deviceCount s).Violation.IsSome
+        (runWith shared mode resolving deviceCount s).Violation.IsSome
 
     let rec sweep (kept: Step list) i =
         if i >= kept.Length then
@@ -1051,22 +1101,27 @@ let tests =
     testList
         "shell simulation (the real engine, every effect under the scheduler)"
         [
-            for resolving, name in [ true, "resolving merge"; false, "no merge (conflicts)" ] do
+            for shared, resolving, name in
+                [
+                    false, true, "resolving merge"
+                    false, false, "no merge (conflicts)"
+                    true, true, "two identities in a shared namespace, resolving merge"
+                ] do
                 for deviceCount in [ 2; 3 ] do
                     test $"{deviceCount} devices, {name}: random faults at every effect keep every invariant" {
                         let seeds =
                             match replaySeed, soakSeeds with
                             | Some s, _ -> [ s ]
                             | None, Some n -> [ 1..n ]
-                            | None, None -> [ 1..(if deviceCount = 2 then 150 else 60) ]
+                            | None, None -> [ 1..(if shared then 40 elif deviceCount = 2 then 150 else 60) ]
 
                         for seed in seeds do
                             let steps = schedule seed deviceCount 24
-                            let outcome = run (Random seed) resolving deviceCount steps
+                            let outcome = runWith shared (Random seed) resolving deviceCount steps
 
                             if outcome.Violation.IsSome then
-                                let shrunk = shrink (Random seed) resolving deviceCount steps
-                                let again = run (Random seed) resolving deviceCount shrunk
+                                let shrunk = shrink shared (Random seed) resolving deviceCount steps
+                                let again = runWith shared (Random seed) resolving deviceCount shrunk
                                 let shown = if again.Violation.IsSome then again else outcome
 
                                 failure
