@@ -1,5 +1,8 @@
 /// The Run-loop schedule: capped doubling, failure backoff, idle polling and jitter, with the
-/// random sample passed in. Implements docs/engine.md §6.1 and the result recording of §6.2.
+/// random sample passed in. Implements docs/engine.md §6.1 and the result recording of §6.2, with
+/// one departure from the reference design (docs/concepts.md, "Recovering from outages"): a
+/// transient failure (no answer, 5xx, 408, 429) retries on a short exponential backoff with full
+/// jitter, honouring Retry-After; only failures a retry will not change keep the long backoff.
 namespace BitBoxSync.Core
 
 open System
@@ -13,13 +16,35 @@ type PollSettings =
         Max: TimeSpan
     }
 
+/// How a pass or a watch round failed, as the schedule sees it.
+[<RequireQualifiedAccess>]
+type FailureKind =
+    /// No answer (connection refused or reset, timeout), or 5xx, 408 or 429: the server is
+    /// restarting, overloaded or rate limiting; retry soon (not before `retryAfter`, if given).
+    | Transient of retryAfter: TimeSpan option
+    /// A failure retrying soon will not change (a rollback, a refusal, an invalid answer).
+    | Policy
+
 /// The Run loop's scheduling state.
-type RunSchedule = { Interval: TimeSpan; Failures: int; IdlePolls: int }
+type RunSchedule =
+    {
+        /// The interval the next wait is drawn from.
+        Interval: TimeSpan
+        /// Consecutive failed passes.
+        Failures: int
+        IdlePolls: int
+        /// How the wait is drawn: ±10 % around `Interval` (polling and the long backoff), or
+        /// uniformly over [`MinWait`, `Interval`] (full jitter, after a transient failure).
+        FullJitter: bool
+        /// The wait the server asked for (Retry-After); never undercut.
+        MinWait: TimeSpan
+    }
 
 /// How a pass ended, as the schedule sees it.
 type PassResult =
     {
-        Failed: bool
+        /// None when the pass succeeded.
+        Failure: FailureKind option
         /// An activity event happened during the pass.
         Activity: bool
         /// The pass was explicitly requested (ScheduleSync, SetIdlePolling, watch).
@@ -101,9 +126,69 @@ module Schedule =
 
         TimeSpan(min maxTicks (int64 (s * float (maxTicks + 1L))))
 
+    /// The first retry after a transient failure waits at most this long (then 2 s, 4 s, …).
+    let TransientRetryBase = TimeSpan.FromSeconds 1.0
+
+    /// Classifies a failure: `noAnswer` when no HTTP answer arrived, else its status (None for a
+    /// failure that is not an HTTP answer, such as a rollback or an invalid answer).
+    let classify (noAnswer: bool) (status: int option) (retryAfter: TimeSpan option) : FailureKind =
+        match noAnswer, status with
+        | true, _ -> FailureKind.Transient retryAfter
+        | _, Some s when s >= 500 || s = 408 || s = 429 -> FailureKind.Transient retryAfter
+        | _ -> FailureKind.Policy
+
+    /// Retries in the fast lane: about the first minute of an outage (a restart, a deploy).
+    let FastLaneRetries = 15
+
+    /// The ceiling of a retry in the fast lane.
+    let FastLaneCap = TimeSpan.FromSeconds 4.0
+
+    /// The ceiling of the `n`-th consecutive transient retry (n ≥ 1), never above the poll
+    /// interval (`Base`): 1, 2, 4 s, then 4 s up to the `FastLaneRetries`-th retry (about a
+    /// minute at 2 s on average: a restarting server is seen within seconds), then doubling
+    /// again from 4 s (a long outage slows the retries down to the poll interval).
+    let transientCeiling (s: PollSettings) (n: int) : TimeSpan =
+        let n = max 1 n
+        let start = min TransientRetryBase s.Base
+
+        if n <= FastLaneRetries then
+            min (cappedDoubling start s.Base (n - 1)) (max start (min FastLaneCap s.Base))
+        else
+            cappedDoubling (max start (min FastLaneCap s.Base)) s.Base (n - FastLaneRetries)
+
+    /// A Retry-After, bounded by the backoff cap (a server cannot park clients for longer).
+    let private boundedRetryAfter (s: PollSettings) (retryAfter: TimeSpan option) =
+        match retryAfter with
+        | Some r when r > TimeSpan.Zero -> min r s.Max
+        | _ -> TimeSpan.Zero
+
+    /// Full jitter over [floor, ceiling] from `sample` ∈ [0, 1).
+    let fullJitter (floor: TimeSpan) (ceiling: TimeSpan) (sample: float) : TimeSpan =
+        if ceiling <= floor then
+            floor
+        else
+            let x =
+                if Double.IsNaN sample || sample < 0.0 || sample >= 1.0 then 0.5 else sample
+
+            let span = ceiling.Ticks - floor.Ticks
+            TimeSpan(floor.Ticks + min span (int64 (x * float (span + 1L))))
+
     /// The schedule when Run starts.
     let initial (s: PollSettings) : RunSchedule =
-        { Interval = s.Base; Failures = 0; IdlePolls = 0 }
+        {
+            Interval = s.Base
+            Failures = 0
+            IdlePolls = 0
+            FullJitter = false
+            MinWait = TimeSpan.Zero
+        }
+
+    /// The wait before the next pass, from `sample` ∈ [0, 1).
+    let nextWait (state: RunSchedule) (sample: float) : TimeSpan =
+        if state.FullJitter then
+            fullJitter state.MinWait state.Interval sample
+        else
+            jitter state.Interval sample
 
     /// docs/engine.md §6.2 result recording: a failure backs off; a success with activity, an
     /// explicit request, or foreground mode resets to the base; an idle quiet success slows down.
@@ -113,19 +198,33 @@ module Schedule =
         (state: RunSchedule)
         (result: PassResult)
         : RunSchedule =
-        if result.Failed then
+        match result.Failure with
+        | Some(FailureKind.Transient retryAfter) ->
             let f = state.Failures + 1
+            let floor = boundedRetryAfter s retryAfter
 
             {
-                Interval = failureBackoff s f
+                Interval = max floor (transientCeiling s f)
                 Failures = f
                 IdlePolls = 0
+                FullJitter = true
+                MinWait = floor
             }
-        elif result.Activity || result.Requested || not idleMode then
-            initial s
-        else
+        | Some FailureKind.Policy ->
+            let f = state.Failures + 1
+
+            { initial s with
+                Interval = failureBackoff s f
+                Failures = f
+            }
+        | None when result.Activity || result.Requested || not idleMode -> initial s
+        | None ->
             let q = state.IdlePolls + 1
-            { Interval = idleInterval s q; Failures = 0; IdlePolls = q }
+
+            { initial s with
+                Interval = idleInterval s q
+                IdlePolls = q
+            }
 
     /// A successful login drops accumulated backoff (no pass by itself).
     let loginSucceeded (s: PollSettings) (_: RunSchedule) : RunSchedule = initial s

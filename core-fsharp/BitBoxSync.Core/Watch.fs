@@ -44,16 +44,34 @@ module Watch =
             | Ok true -> WatchOutcome.NeedsSync
             | Ok false -> WatchOutcome.AlreadyObserved
 
-    /// After the `failures`-th consecutive failed round with HTTP status `status` (if any).
+    /// After the `failures`-th consecutive failed round: 404/405/501 from the watch itself switch
+    /// watching off; a transient failure (no answer, 5xx, 408, 429) reconnects on the short
+    /// full-jitter schedule of `Schedule.record` (not before Retry-After); any other failure keeps
+    /// the long backoff.
     let onFailure
         (settings: PollSettings)
         (failures: int)
+        (failure: FailureKind)
         (status: int option)
         (jitterSample: float)
         : WatchFailure =
         match status with
         | Some(404 | 405 | 501) -> WatchFailure.Unsupported
         | _ ->
-            WatchFailure.Retry(
-                Schedule.jitter (Schedule.failureBackoff settings (max 1 failures)) jitterSample
-            )
+            let previous =
+                { Schedule.initial settings with
+                    Failures = max 0 (failures - 1)
+                }
+
+            let next =
+                Schedule.record
+                    settings
+                    false
+                    previous
+                    {
+                        Failure = Some failure
+                        Activity = false
+                        Requested = false
+                    }
+
+            WatchFailure.Retry(Schedule.nextWait next jitterSample)

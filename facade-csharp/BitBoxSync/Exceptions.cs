@@ -31,6 +31,9 @@ public sealed class SyncApiException : SyncException
 
     /// <summary>The server's message, when it sent one.</summary>
     public string? ServerMessage { get; }
+
+    /// <summary>How long the server asked the client to wait (its <c>Retry-After</c> header, with 429 or 503), if it did.</summary>
+    public TimeSpan? RetryAfter { get; init; }
 }
 
 /// <summary>

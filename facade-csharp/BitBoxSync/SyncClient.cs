@@ -397,12 +397,25 @@ public sealed class SyncClient : IDisposable
             }
 
             var status = (int)response.StatusCode;
-            if (status >= 400) throw new SyncApiException(status, ErrorMessage(bytes));
+            if (status >= 400) throw new SyncApiException(status, ErrorMessage(bytes)) { RetryAfter = RetryAfterOf(response) };
             if (!expectBody) return default!;
             var decoded = Json.decodeResponse<T>(bytes);
             if (decoded.IsError) throw new SyncProtocolException($"decode response: {decoded.ErrorValue}");
             return decoded.ResultValue;
         }
+    }
+
+    /// <summary>The <c>Retry-After</c> of an answer (seconds or an HTTP date), if any and not in the past.</summary>
+    private static TimeSpan? RetryAfterOf(HttpResponseMessage response)
+    {
+        var header = response.Headers.RetryAfter;
+        if (header?.Delta is { } delta) return delta < TimeSpan.Zero ? null : delta;
+        if (header?.Date is { } date)
+        {
+            var wait = date - DateTimeOffset.UtcNow;
+            return wait > TimeSpan.Zero ? wait : TimeSpan.Zero;
+        }
+        return null;
     }
 
     /// <summary>The <c>error</c> string of a JSON body, else the trimmed body (Go client behaviour).</summary>

@@ -406,6 +406,42 @@ let tests =
                     let y = Schedule.failureBackoff s (f + 1)
                     x >= s.Base && x <= s.Max && y >= x && Schedule.idleInterval s (3 * f) <= s.Max)
 
+            testPropertyWithConfig
+                config
+                "transient retries: the wait is within [Retry-After, ceiling], the ceiling stays ≤ 4 s in the fast lane then doubles up to the poll interval, success resets"
+            <| forAll
+                (Gen.zip3 (Gen.choose (1, 100000)) (Gen.choose (1, 40)) (Gen.zip (Gen.choose (0, 1000000)) (Gen.choose (-1, 100000))))
+                (fun (b, n, (sample, retry)) ->
+                    let s = Schedule.settings (TimeSpan.FromSeconds(float b)) TimeSpan.Zero
+                    let retryAfter = if retry < 0 then None else Some(TimeSpan.FromSeconds(float retry))
+
+                    let failing =
+                        {
+                            Failure = Some(FailureKind.Transient retryAfter)
+                            Activity = false
+                            Requested = false
+                        }
+
+                    let after k =
+                        Seq.fold (fun st _ -> Schedule.record s false st failing) (Schedule.initial s) (Seq.init k id)
+
+                    let st = after n
+                    let wait = Schedule.nextWait st (float sample / 1000001.0)
+                    let floor = retryAfter |> Option.map (fun r -> min r s.Max) |> Option.defaultValue TimeSpan.Zero
+                    let ceiling = Schedule.transientCeiling s n
+
+                    let succeeded =
+                        Schedule.record s false st { failing with Failure = None }
+
+                    wait >= floor
+                    && wait <= max floor ceiling
+                    && ceiling <= s.Base
+                    && Schedule.transientCeiling s (n + 1) >= ceiling
+                    && (n >= Schedule.FastLaneRetries || ceiling <= Schedule.FastLaneCap)
+                    && (let next = Schedule.transientCeiling s (n + 1) in
+                        next = ceiling + ceiling || next = s.Base || (n < Schedule.FastLaneRetries && next = ceiling))
+                    && succeeded = Schedule.initial s)
+
             testPropertyWithConfig config "jitter stays within 0.9x..1.1x of the interval"
             <| forAll
                 (Gen.zip (Gen.choose (1, Int32.MaxValue)) (Gen.choose (0, 1000000)))

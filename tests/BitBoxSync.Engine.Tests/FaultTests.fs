@@ -80,10 +80,117 @@ let private restartableServer () =
         o.Urls <- [| $"http://127.0.0.1:{port}" |]
         new TestServer(db, clock, BitBoxSyncServer.StartAsync(o) |> await)
 
+/// Records when each request left (to measure how clients spread their retries).
+type RecordingHandler() =
+    inherit DelegatingHandler(new SocketsHttpHandler())
+    member val Sent = Collections.Concurrent.ConcurrentQueue<TimeSpan * string>()
+    member val Clock = Diagnostics.Stopwatch.StartNew()
+
+    override this.SendAsync(request, ct) =
+        this.Sent.Enqueue((this.Clock.Elapsed, request.RequestUri.AbsolutePath))
+        base.SendAsync(request, ct)
+
+/// A 20-second outage under RunAsync with the default 5-minute poll: the write made during it is
+/// uploaded within seconds of the restart, without any ScheduleSync, and the clients' first
+/// requests after the restart are spread out (full jitter), not in lockstep.
+let private outage =
+    test "a 20 s server outage: a write made during it is uploaded within 5 s of the restart; 4 clients do not retry in lockstep" {
+        let startAt = restartableServer ()
+        let server = startAt ()
+        let handlers = Array.init 4 (fun _ -> new RecordingHandler())
+
+        let devices =
+            handlers
+            |> Array.map (fun h ->
+                let client = new SyncClient(server.BaseAddress, new HttpClient(h))
+                let engine = openWith client "alice" (new MemoryStore())
+                let ns = engine.DefaultNamespaceAsync() |> await
+                let notes = MemoryValueBackend<string>(Codecs.String, null, keys)
+
+                ns.OpenCollection("notes", CollectionOptions<string>(Codec = Codecs.String, Backend = notes))
+                |> ignore
+
+                engine, notes, client)
+
+        use stop = new CancellationTokenSource()
+        let runs = devices |> Array.map (fun (e, _, _) -> e.RunAsync stop.Token)
+        let writer, notes, _ = devices[0]
+
+        let waitUntil (what: string) (limit: TimeSpan) (condition: unit -> bool) =
+            let sw = Diagnostics.Stopwatch.StartNew()
+
+            while not (condition ()) && sw.Elapsed < limit do
+                Thread.Sleep 20
+
+            Expect.isTrue (condition ()) what
+            sw.Elapsed
+
+        waitUntil "every device synced once" (TimeSpan.FromSeconds 20.0) (fun () ->
+            devices |> Array.forall (fun (e, _, _) -> e.Status.LastSyncedAt.HasValue))
+        |> ignore
+
+        (server :> IDisposable).Dispose()
+        let outageStarted = handlers[0].Clock.Elapsed
+        notes.SetAsync("a", "written during the outage", CancellationToken.None).AsTask() |> awaitUnit
+        writer.ScheduleSync() // the app's usual call after a write: this pass fails (server down)
+
+        waitUntil "the failure is visible" (TimeSpan.FromSeconds 10.0) (fun () -> not writer.Status.Connected)
+        |> ignore
+
+        Thread.Sleep(TimeSpan.FromSeconds 20.0 - (handlers[0].Clock.Elapsed - outageStarted)) // the outage itself
+        use restarted = startAt ()
+        let restartedAt = handlers |> Array.map (fun h -> h.Clock.Elapsed)
+
+        let uploaded =
+            waitUntil "the write reached the server" (TimeSpan.FromSeconds 60.0) (fun () ->
+                writer.Status.PendingUploads = 0 && writer.Status.Connected)
+
+        waitUntil "every client reconnected" (TimeSpan.FromSeconds 30.0) (fun () ->
+            handlers |> Array.mapi (fun i h -> h.Sent |> Seq.exists (fun (t, _) -> t >= restartedAt[i])) |> Array.forall id)
+        |> ignore
+
+        let firstAfter =
+            handlers
+            |> Array.mapi (fun i h ->
+                h.Sent |> Seq.map fst |> Seq.filter (fun t -> t >= restartedAt[i]) |> Seq.min
+                |> fun t -> (t - restartedAt[i]).TotalMilliseconds)
+
+        let attempts =
+            handlers
+            |> Array.map (fun h ->
+                h.Sent |> Seq.filter (fun (t, _) -> t > outageStarted && t < outageStarted + TimeSpan.FromSeconds 20.0) |> Seq.length)
+
+        let spread = Array.max firstAfter - Array.min firstAfter
+
+        printfn
+            "outage: write uploaded %.2f s after the restart; first request after it per client (ms): %s (spread %.0f ms); requests during the 20 s outage per client: %s"
+            uploaded.TotalSeconds
+            (String.Join(", ", firstAfter |> Array.map (sprintf "%.0f")))
+            spread
+            (String.Join(", ", attempts))
+
+        Expect.isLessThan uploaded (TimeSpan.FromSeconds 5.0) "uploaded within 5 s of the restart"
+        Expect.isGreaterThan (serverHead restarted (writer.DefaultNamespaceAsync() |> await).Id) 0UL "on the server"
+        Expect.isGreaterThan spread 50.0 "the clients' retries are spread out, not in lockstep"
+        Expect.isLessThan (Array.max attempts) 60 "and not hammering: a bounded number of retries per client"
+        stop.Cancel()
+
+        for r in runs do
+            try
+                r |> awaitUnit
+            with _ ->
+                ()
+
+        for e, _, c in devices do
+            e.DisposeAsync().AsTask() |> awaitUnit
+            c.Dispose()
+    }
+
 let tests =
     testList
         "faults"
         [
+            outage
             test "a response lost after the server applied a PUT: converges without a second write" {
                 use server = start Sqlite
                 let store = new MemoryStore()

@@ -33,6 +33,7 @@ type FakeServer() =
     let mutable status = 200
     let mutable body = "{}"
     let mutable delay = TimeSpan.Zero
+    let mutable extraHeaders: (string * string) list = []
 
     let app =
         let builder = WebApplication.CreateSlimBuilder()
@@ -61,6 +62,10 @@ type FakeServer() =
 
                 http.Response.StatusCode <- status
                 http.Response.ContentType <- "application/json"
+
+                for name, value in extraHeaders do
+                    http.Response.Headers[name] <- Microsoft.Extensions.Primitives.StringValues value
+
                 do! http.Response.WriteAsync(body)
             }
             :> Task)
@@ -76,6 +81,10 @@ type FakeServer() =
 
     member _.Delay
         with set v = delay <- v
+
+    /// Headers added to every answer from now on.
+    member _.Headers
+        with set v = extraHeaders <- v
 
     member _.Last = seen |> Seq.last
     member _.Count = seen.Count
@@ -293,6 +302,33 @@ let private behaviour =
             Expect.throwsT<SyncProtocolException>
                 (fun () -> client.ListNamespacesAsync token |> await |> ignore)
                 "decode response: EOF"
+        }
+
+        test "Retry-After of a 429 or 503 answer reaches the caller (seconds or an HTTP date)" {
+            use fake = new FakeServer()
+            use client = new SyncClient(fake.Address)
+            fake.Headers <- [ "Retry-After", "30" ]
+            fake.Answer(503, """{"error":"restarting"}""")
+
+            let e =
+                Expect.throwsC (fun () -> client.GetDefaultNamespaceAsync(token) |> await |> ignore) id
+
+            Expect.equal ((e :?> SyncApiException).RetryAfter) (Nullable(TimeSpan.FromSeconds 30.0)) "seconds"
+            fake.Headers <- [ "Retry-After", DateTimeOffset.UtcNow.AddMinutes(2.0).ToString("R") ]
+            fake.Answer(429, """{"error":"rate limited"}""")
+
+            let e =
+                Expect.throwsC (fun () -> client.GetDefaultNamespaceAsync(token) |> await |> ignore) id
+
+            let wait = (e :?> SyncApiException).RetryAfter.Value
+            Expect.isTrue (wait > TimeSpan.FromSeconds 100.0 && wait <= TimeSpan.FromMinutes 2.0) $"an HTTP date: {wait}"
+            fake.Headers <- []
+            fake.Answer(503, """{"error":"restarting"}""")
+
+            let e =
+                Expect.throwsC (fun () -> client.GetDefaultNamespaceAsync(token) |> await |> ignore) id
+
+            Expect.isFalse (e :?> SyncApiException).RetryAfter.HasValue "none sent"
         }
 
         test "requests: base path kept, bearer and If-Match headers, JSON body on DELETE tokens" {

@@ -151,6 +151,49 @@ let scheduleTests =
                     { Base = minutes 1.0; Max = minutes 2.0 }
                     "kept as given"
             }
+            test "transient failures retry after at most 1, 2, 4 s (4 s for about a minute), then doubling up to the poll interval; Retry-After bounds it below" {
+                let transient n retryAfter =
+                    let mutable st = Schedule.initial s
+
+                    for _ in 1..n do
+                        st <-
+                            Schedule.record
+                                s
+                                false
+                                st
+                                {
+                                    Failure = Some(FailureKind.Transient retryAfter)
+                                    Activity = false
+                                    Requested = false
+                                }
+
+                    st
+
+                Expect.equal
+                    [ for n in 1..24 -> (transient n None).Interval.TotalSeconds ]
+                    ([ 1.0; 2.0 ] @ List.replicate 13 4.0 @ [ 8.0; 16.0; 32.0; 64.0; 128.0; 256.0; 300.0; 300.0; 300.0 ])
+                    "ceilings: 1, 2, then 4 s for about a minute, then doubling up to the poll interval"
+
+                Expect.equal (Schedule.nextWait (transient 3 None) 0.0) TimeSpan.Zero "full jitter from zero"
+                Expect.equal (Schedule.nextWait (transient 3 None) 0.999999999) (TimeSpan.FromSeconds 4.0) "to the ceiling"
+                let limited = transient 1 (Some(TimeSpan.FromSeconds 90.0))
+                Expect.equal (Schedule.nextWait limited 0.0) (TimeSpan.FromSeconds 90.0) "not before Retry-After"
+
+                Expect.equal
+                    (Schedule.nextWait (transient 1 (Some(TimeSpan.FromDays 30.0))) 0.0)
+                    (minutes 60.0)
+                    "a Retry-After beyond the backoff cap is bounded by it"
+
+                Expect.equal
+                    (Schedule.classify true None None, Schedule.classify false (Some 503) None, Schedule.classify false (Some 429) None)
+                    (FailureKind.Transient None, FailureKind.Transient None, FailureKind.Transient None)
+                    "no answer, 5xx, 429 are transient"
+
+                Expect.equal
+                    (Schedule.classify false (Some 403) None, Schedule.classify false None None)
+                    (FailureKind.Policy, FailureKind.Policy)
+                    "a refusal or a non-HTTP failure is not"
+            }
             test "failure backoff with defaults is 10, 20, 40, 60, 60 minutes" {
                 Expect.equal
                     [ for f in 1..5 -> (Schedule.failureBackoff s f).TotalMinutes ]
@@ -187,22 +230,38 @@ let scheduleTests =
                         s
                         false
                         st0
-                        { Failed = true; Activity = false; Requested = false }
+                        {
+                            Failure = Some FailureKind.Policy
+                            Activity = false
+                            Requested = false
+                        }
 
                 Expect.equal
                     failed
-                    { Interval = minutes 10.0; Failures = 1; IdlePolls = 0 }
-                    "failure"
+                    { st0 with
+                        Interval = minutes 10.0
+                        Failures = 1
+                    }
+                    "a policy failure: the long backoff"
 
                 Expect.equal (Schedule.loginSucceeded s failed) st0 "login resets"
-                let quiet = { Failed = false; Activity = false; Requested = false }
+
+                let quiet =
+                    {
+                        Failure = None
+                        Activity = false
+                        Requested = false
+                    }
 
                 let idle3 =
                     List.fold (fun st r -> Schedule.record s true st r) st0 [ quiet; quiet; quiet ]
 
                 Expect.equal
                     idle3
-                    { Interval = minutes 10.0; Failures = 0; IdlePolls = 3 }
+                    { st0 with
+                        Interval = minutes 10.0
+                        IdlePolls = 3
+                    }
                     "idle slows down"
 
                 Expect.equal
@@ -913,24 +972,35 @@ let watchTests =
                 | WatchOutcome.Failed(SyncError.Rollback _) -> ()
                 | other -> failtestf "rollback expected, got %A" other
             }
-            test "404, 405 and 501 stop the watch; other failures back off like polling" {
+            test "404, 405 and 501 stop the watch; transient failures reconnect within seconds; others back off like polling" {
                 let s = Schedule.settings TimeSpan.Zero TimeSpan.Zero
+                let transient = FailureKind.Transient None
 
                 for status in [ 404; 405; 501 ] do
                     Expect.equal
-                        (Watch.onFailure s 1 (Some status) 0.5)
+                        (Watch.onFailure s 1 transient (Some status) 0.5)
                         WatchFailure.Unsupported
                         (string status)
 
                 Expect.equal
-                    (Watch.onFailure s 2 (Some 500) 0.0)
-                    (WatchFailure.Retry(minutes 18.0))
-                    "20 min backoff, low jitter"
+                    (Watch.onFailure s 2 transient (Some 500) 0.99999999999)
+                    (WatchFailure.Retry(TimeSpan.FromSeconds 2.0))
+                    "second transient failure: at most 2 s (full jitter, high end)"
 
                 Expect.equal
-                    (Watch.onFailure s 1 None 0.0)
-                    (WatchFailure.Retry(minutes 9.0))
-                    "transport error"
+                    (Watch.onFailure s 1 transient None 0.0)
+                    (WatchFailure.Retry TimeSpan.Zero)
+                    "no answer: full jitter from 0 s"
+
+                Expect.equal
+                    (Watch.onFailure s 1 (FailureKind.Transient(Some(TimeSpan.FromSeconds 30.0))) (Some 503) 0.0)
+                    (WatchFailure.Retry(TimeSpan.FromSeconds 30.0))
+                    "Retry-After honoured"
+
+                Expect.equal
+                    (Watch.onFailure s 2 FailureKind.Policy (Some 403) 0.0)
+                    (WatchFailure.Retry(minutes 18.0))
+                    "a refusal: 20 min backoff, low jitter"
             }
         ]
 

@@ -1162,7 +1162,9 @@ public sealed class SyncEngine : IAsyncDisposable
     /// <summary>
     /// Syncs in the background until cancelled or disposed: a pass at start, after each
     /// <see cref="ScheduleSync"/>, and every poll interval (±10 % jitter), backing off after failures
-    /// (10, 20, 40, 60 minutes by default). Background passes never prompt the identity: when a login
+    /// (a transient failure — no answer, 5xx, 408, 429 — is retried within seconds with full jitter,
+    /// honouring <c>Retry-After</c>; other failures wait 10, 20, 40, 60 minutes by default; see
+    /// docs/concepts.md). Background passes never prompt the identity: when a login
     /// is needed they report <see cref="SyncEventType.LoginRequired"/> and wait for <see cref="LoginAsync"/>.
     /// </summary>
     /// <exception cref="InvalidOperationException">Another <c>RunAsync</c> is already running.</exception>
@@ -1185,7 +1187,7 @@ public sealed class SyncEngine : IAsyncDisposable
                 while (true)
                 {
                     ct.ThrowIfCancellationRequested();
-                    var failed = false;
+                    FailureKind? failure = null;
                     Interlocked.Increment(ref _runPassesStarted);
                     try
                     {
@@ -1193,13 +1195,14 @@ public sealed class SyncEngine : IAsyncDisposable
                     }
                     catch (Exception e) when (e is not OperationCanceledException && e is not SyncEngineClosedException)
                     {
-                        failed = true;
+                        failure = FailureOf(e);
                     }
                     Interlocked.Increment(ref _runPassesCompleted);
                     Interlocked.Exchange(ref _nextPass, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
-                    schedule = Schedule.record(settings, _idlePolling, schedule, new PassResult(failed, _lastPassActivity, requested));
+                    schedule = Schedule.record(settings, _idlePolling, schedule,
+                        new PassResult(failure is null ? null : FSharpOption<FailureKind>.Some(failure), _lastPassActivity, requested));
                     if (Interlocked.Exchange(ref _loginSignal, 0) == 1) schedule = Schedule.loginSucceeded(settings, schedule);
-                    var delay = Schedule.jitter(schedule.Interval, _options.RandomSample());
+                    var delay = Schedule.nextWait(schedule, _options.RandomSample());
                     // The wait runs on the engine's clock (tests drive it with a fake TimeProvider).
                     using var elapsed = new CancellationTokenSource(delay, _clock);
                     using var timer = CancellationTokenSource.CreateLinkedTokenSource(ct, elapsed.Token);
@@ -1227,6 +1230,16 @@ public sealed class SyncEngine : IAsyncDisposable
             Volatile.Write(ref _running, 0);
         }
     }
+
+    /// <summary>What the schedule needs to know of a failure (the rule is <c>Schedule.classify</c>).</summary>
+    private static FailureKind FailureOf(Exception e) => e switch
+    {
+        SyncTransportException => Schedule.classify(true, null, null),
+        SyncApiException api => Schedule.classify(false, FSharpOption<int>.Some(api.StatusCode),
+            api.RetryAfter is { } r ? FSharpOption<TimeSpan>.Some(r) : null),
+        IOException => Schedule.classify(true, null, null),
+        _ => Schedule.classify(false, null, null),
+    };
 
     /// <summary>
     /// The advisory long poll (docs/engine.md §6.3): waits on the server for a namespace change,
@@ -1291,7 +1304,8 @@ public sealed class SyncEngine : IAsyncDisposable
             {
                 failures++;
                 Emit(SyncEventType.NamespaceWatchFailed, error: e);
-                if (Core.Watch.onFailure(settings, failures, FSharpOption<int>.None, _options.RandomSample()) is WatchFailure.Retry retry)
+                var status = e is SyncApiException api ? FSharpOption<int>.Some(api.StatusCode) : null;
+                if (Core.Watch.onFailure(settings, failures, FailureOf(e), status, _options.RandomSample()) is WatchFailure.Retry retry)
                 {
                     try
                     {
