@@ -69,6 +69,7 @@ static async Task<(SyncEngine Engine, Collection<string> Labels, MemoryValueBack
     {
         Client = client, Identity = identity, Store = store, PollInterval = TimeSpan.FromSeconds(30),
     });
+    _ = engine.Events; // the default event stream keeps events from its first use on
     var appLabels = new MemoryValueBackend<string>(Codecs.String, keys: ["account:primary:label", "account:savings:label"]);
     var ns = await engine.DefaultNamespaceAsync();
     var labels = ns.OpenCollection("account-labels", new CollectionOptions<string>

@@ -70,7 +70,8 @@ let private openWithSkew
             RefreshSkew = skew
         )
     )
-    |> await,
+    |> await
+    |> withEvents,
     client
 
 /// A backend that lets the "app" write at a chosen moment of a pass.
@@ -208,7 +209,7 @@ let tests =
                         RefreshSkew = TimeSpan.FromDays 40.0
                     )
 
-                let engine = SyncEngine.OpenAsync options |> await
+                let engine = SyncEngine.OpenAsync options |> await |> withEvents
                 engine.SyncNowAsync() |> awaitUnit // login
                 engine.SyncNowAsync() |> awaitUnit // refresh (inside the skew)
                 let shared = engine.CreateSharedNamespaceAsync() |> await

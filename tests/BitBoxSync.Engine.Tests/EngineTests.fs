@@ -57,6 +57,7 @@ let openWith (client: SyncClient) (label: string) (store: IStore) =
         )
     )
     |> await
+    |> withEvents
 
 /// Opens a device with extra engine options.
 let deviceWith
@@ -76,7 +77,7 @@ let deviceWith
         )
 
     configure options
-    let engine = SyncEngine.OpenAsync options |> await
+    let engine = SyncEngine.OpenAsync options |> await |> withEvents
 
     let ns = engine.DefaultNamespaceAsync() |> await
     let notes = MemoryValueBackend<string>(Codecs.String, null, keys)

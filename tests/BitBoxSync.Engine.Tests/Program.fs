@@ -25,6 +25,7 @@ let main argv =
                 StoreTests.tests
                 EngineTests.tests
                 GoJsonTests.tests
+                EventTests.tests
                 ChecklistTests.tests
                 ScriptedTests.tests
                 FaultTests.tests

@@ -237,7 +237,7 @@ let worldWith
     let options = SyncEngineOptions(Client = client, Identity = id, Store = store)
     configure options
 
-    let engine = SyncEngine.OpenAsync options |> await
+    let engine = SyncEngine.OpenAsync options |> await |> withEvents
 
     let handle = engine.DefaultNamespaceAsync() |> await
     let values = Collections.Generic.Dictionary<string, string>()

@@ -145,6 +145,11 @@ let start (backend: Backend) =
         (ManualClock(DateTimeOffset.UtcNow))
         (TimeSpan.FromSeconds 2.0)
 
+/// An engine with its default event stream subscribed from the start (tests read every event).
+let withEvents (engine: BitBoxSync.SyncEngine) =
+    engine.Events |> ignore
+    engine
+
 /// A loopback port that was free a moment ago.
 let freePort () =
     let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)

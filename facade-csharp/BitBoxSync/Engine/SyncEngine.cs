@@ -32,7 +32,6 @@ public sealed class SyncEngine : IAsyncDisposable
     private readonly SemaphoreSlim _syncLock = new(1, 1);
     private readonly SemaphoreSlim _authLock = new(1, 1);
     private readonly ConcurrentDictionary<(string Namespace, string Name), ICollectionAdapter> _collections = new();
-    private readonly Channel<SyncEvent> _events = Channel.CreateUnbounded<SyncEvent>(new UnboundedChannelOptions { SingleReader = false });
     private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     private readonly CancellationTokenSource _closing = new();
     private IdentityState _state;
@@ -92,10 +91,46 @@ public sealed class SyncEngine : IAsyncDisposable
     public string KeyId => _keyId.Wire;
 
     /// <summary>
-    /// Engine events. Never stalls the engine: the channel is unbounded, and nobody has to read it.
+    /// The engine's default event stream: a subscription (see <see cref="Subscribe"/>) created on
+    /// first use of this property, holding at most <see cref="DefaultEventCapacity"/> events (the
+    /// oldest are dropped when nobody reads: <see cref="DroppedEvents"/>). Events emitted before the
+    /// first use are not in it: touch it right after <see cref="OpenAsync"/> if you need them all.
+    /// For several readers (a UI and a logger), give each its own <see cref="Subscribe"/>.
     /// Completed when the engine is disposed.
     /// </summary>
-    public ChannelReader<SyncEvent> Events => _events.Reader;
+    public ChannelReader<SyncEvent> Events => DefaultSubscription.Reader;
+
+    /// <summary>Events dropped from <see cref="Events"/> because it was not read fast enough.</summary>
+    public long DroppedEvents => _defaultSubscription?.Dropped ?? 0;
+
+    /// <summary>The capacity of <see cref="Events"/> and of <see cref="Subscribe"/> by default.</summary>
+    public const int DefaultEventCapacity = 1024;
+
+    /// <summary>
+    /// A new reader of every event from now on, bounded by <paramref name="capacity"/> (oldest
+    /// dropped when full, counted in <see cref="SyncEventSubscription.Dropped"/>). Any number may
+    /// exist; with none, the engine keeps no events at all. Dispose it when done.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="capacity"/> is below 1.</exception>
+    public SyncEventSubscription Subscribe(int capacity = DefaultEventCapacity) => _hub.Add(capacity);
+
+    private SyncEventSubscription DefaultSubscription
+    {
+        get
+        {
+            if (Volatile.Read(ref _defaultSubscription) is { } s) return s;
+            var created = _hub.Add(DefaultEventCapacity);
+            if (Interlocked.CompareExchange(ref _defaultSubscription, created, null) is { } existing)
+            {
+                created.Dispose();
+                return existing;
+            }
+            return created;
+        }
+    }
+
+    private SyncEventSubscription? _defaultSubscription;
+    private readonly EventHub _hub = new();
 
     /// <summary>Validates the options and loads the identity's cached state. No network.</summary>
     /// <exception cref="ArgumentException">A required option is missing or a duration is invalid.</exception>
@@ -129,12 +164,15 @@ public sealed class SyncEngine : IAsyncDisposable
         if (Volatile.Read(ref _closed) != 0) throw new SyncEngineClosedException();
     }
 
-    private void Emit(SyncEventType type, string? ns = null, string? collection = null, string? key = null, string? itemId = null, Exception? error = null,
-        DateTimeOffset? tokenExpiresAt = null) =>
-        _events.Writer.TryWrite(new SyncEvent
+    internal void Emit(SyncEventType type, string? ns = null, string? collection = null, string? key = null, string? itemId = null, Exception? error = null,
+        DateTimeOffset? tokenExpiresAt = null)
+    {
+        if (!_hub.HasSubscribers) return; // nobody listens: nothing is kept
+        _hub.Publish(new SyncEvent
         {
             Type = type, At = Now, NamespaceId = ns, Collection = collection, Key = key, ItemId = itemId, Error = error, TokenExpiresAt = tokenExpiresAt,
         });
+    }
 
     private DateTimeOffset? TokenExpiry => _state.TokenExpiry is null ? null : _state.TokenExpiry.Value;
 
@@ -1330,7 +1368,7 @@ public sealed class SyncEngine : IAsyncDisposable
         await _syncLock.WaitAsync();
         try
         {
-            _events.Writer.TryComplete();
+            _hub.Complete();
             await _store.DisposeAsync();
         }
         finally
