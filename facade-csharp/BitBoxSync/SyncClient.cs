@@ -360,6 +360,33 @@ public sealed class SyncClient : IDisposable
     private async Task<T> SendAsync<T>(HttpMethod method, string path, string? accessToken, object? body,
         CancellationToken ct, string? ifMatch = null, bool expectBody = true)
     {
+        // One client activity per call, named by the route (IDs replaced: low cardinality, nothing secret).
+        var route = RouteOf(path);
+        using var activity = SyncTelemetry.Source.StartActivity($"{method.Method} {route}", System.Diagnostics.ActivityKind.Client);
+        activity?.SetTag("http.request.method", method.Method);
+        activity?.SetTag("url.template", route);
+        activity?.SetTag("server.address", BaseAddress.Host);
+        activity?.SetTag("server.port", BaseAddress.Port);
+        try
+        {
+            var result = await SendCoreAsync<T>(method, path, accessToken, body, ct, ifMatch, expectBody, activity);
+            return result;
+        }
+        catch (Exception e) when (activity is not null)
+        {
+            activity.SetStatus(System.Diagnostics.ActivityStatusCode.Error, e.GetType().Name);
+            activity.SetTag("error.type", e is SyncApiException api ? api.StatusCode.ToString(System.Globalization.CultureInfo.InvariantCulture) : e.GetType().FullName);
+            throw;
+        }
+    }
+
+    /// <summary>A request path with its IDs replaced by placeholders (for telemetry names).</summary>
+    internal static string RouteOf(string path) =>
+        System.Text.RegularExpressions.Regex.Replace(path, "/[0-9a-f]{32,64}(?=/|$)", "/{id}");
+
+    private async Task<T> SendCoreAsync<T>(HttpMethod method, string path, string? accessToken, object? body,
+        CancellationToken ct, string? ifMatch, bool expectBody, System.Diagnostics.Activity? activity)
+    {
         using var request = new HttpRequestMessage(method, _base + path);
         if (body is not null)
         {
@@ -397,6 +424,7 @@ public sealed class SyncClient : IDisposable
             }
 
             var status = (int)response.StatusCode;
+            activity?.SetTag("http.response.status_code", status);
             if (status >= 400) throw new SyncApiException(status, ErrorMessage(bytes)) { RetryAfter = RetryAfterOf(response) };
             if (!expectBody) return default!;
             var decoded = Json.decodeResponse<T>(bytes);

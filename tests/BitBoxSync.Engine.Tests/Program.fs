@@ -26,6 +26,7 @@ let main argv =
                 EngineTests.tests
                 GoJsonTests.tests
                 EventTests.tests
+                ObservabilityTests.tests
                 ChecklistTests.tests
                 ScriptedTests.tests
                 FaultTests.tests

@@ -48,7 +48,13 @@ public sealed class SyncEngine : IAsyncDisposable
         _keyId = keyId;
         _state = state;
         _idlePolling = options.IdlePolling;
+        _log = (options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("BitBoxSync.Engine");
+        SyncTelemetry.Track(this);
     }
+
+    private readonly Microsoft.Extensions.Logging.ILogger _log;
+
+    internal bool IsClosed => Volatile.Read(ref _closed) != 0;
 
     private readonly object _statusGate = new();
     private SyncStatus _status = new();
@@ -167,11 +173,32 @@ public sealed class SyncEngine : IAsyncDisposable
     internal void Emit(SyncEventType type, string? ns = null, string? collection = null, string? key = null, string? itemId = null, Exception? error = null,
         DateTimeOffset? tokenExpiresAt = null)
     {
+        Observe(type, ns, collection, itemId, error, tokenExpiresAt);
         if (!_hub.HasSubscribers) return; // nobody listens: nothing is kept
         _hub.Publish(new SyncEvent
         {
             Type = type, At = Now, NamespaceId = ns, Collection = collection, Key = key, ItemId = itemId, Error = error, TokenExpiresAt = tokenExpiresAt,
         });
+    }
+
+    /// <summary>Metrics and logs of an event (item IDs and collections only: never keys or values).</summary>
+    private void Observe(SyncEventType type, string? ns, string? collection, string? itemId, Exception? error, DateTimeOffset? tokenExpiresAt)
+    {
+        switch (type)
+        {
+            case SyncEventType.ItemUploaded: SyncTelemetry.Uploaded.Add(1); break;
+            case SyncEventType.ItemDownloaded: SyncTelemetry.Downloaded.Add(1); break;
+            case SyncEventType.ConflictDetected:
+                SyncTelemetry.Conflicts.Add(1);
+                EngineLog.Conflict(_log, ns, collection, itemId);
+                break;
+            case SyncEventType.ItemQuarantined:
+                SyncTelemetry.Quarantined.Add(1);
+                EngineLog.Quarantined(_log, ns, collection, itemId, error?.GetType().Name ?? "error");
+                break;
+            case SyncEventType.LoginRequired: EngineLog.LoginRequired(_log); break;
+            case SyncEventType.SessionReady: EngineLog.SessionReady(_log, tokenExpiresAt); break;
+        }
     }
 
     private DateTimeOffset? TokenExpiry => _state.TokenExpiry is null ? null : _state.TokenExpiry.Value;
@@ -548,6 +575,10 @@ public sealed class SyncEngine : IAsyncDisposable
         try
         {
             ThrowIfClosed();
+            using var activity = SyncTelemetry.Source.StartActivity("bitboxsync.sync");
+            activity?.SetTag("bitboxsync.key_id", _keyId.Wire[..16]);
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            EngineLog.PassStarted(_log);
             Emit(SyncEventType.SyncStarted);
             UpdateStatus(st => st with { Syncing = true, Downloaded = 0, DownloadsPlanned = 0, Uploaded = 0, UploadsPlanned = 0 });
             try
@@ -564,6 +595,13 @@ public sealed class SyncEngine : IAsyncDisposable
                     Syncing = false, Connected = true, LoginRequired = false, LastSyncedAt = Now, LastError = null,
                     PendingUploads = pending, Conflicts = conflicts,
                 });
+                var elapsed = System.Diagnostics.Stopwatch.GetElapsedTime(started);
+                SyncTelemetry.Passes.Add(1, new KeyValuePair<string, object?>("outcome", "success"));
+                SyncTelemetry.PassDuration.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>("outcome", "success"));
+                var st = Status;
+                EngineLog.PassFinished(_log, elapsed.TotalMilliseconds, st.Uploaded, st.Downloaded, pending, conflicts);
+                activity?.SetTag("bitboxsync.items.uploaded", st.Uploaded);
+                activity?.SetTag("bitboxsync.items.downloaded", st.Downloaded);
                 Emit(SyncEventType.SyncFinished);
             }
             catch (Exception e) when (e is not OperationCanceledException)
@@ -573,6 +611,17 @@ public sealed class SyncEngine : IAsyncDisposable
                     Syncing = false, LastError = e, LoginRequired = e is LoginRequiredException,
                     Connected = e is not SyncTransportException && st.Connected,
                 });
+                var elapsed = System.Diagnostics.Stopwatch.GetElapsedTime(started);
+                var kind = SyncTelemetry.Kind(FailureOf(e));
+                var outcome = new KeyValuePair<string, object?>("outcome", "failure");
+                var failureKind = new KeyValuePair<string, object?>("failure.kind", kind);
+                SyncTelemetry.Passes.Add(1, outcome, failureKind);
+                SyncTelemetry.PassDuration.Record(elapsed.TotalSeconds, outcome, failureKind);
+                SyncTelemetry.Failures.Add(1, new KeyValuePair<string, object?>("kind", kind));
+                EngineLog.PassFailed(_log, elapsed.TotalMilliseconds, kind, e.GetType().Name, e.Message);
+                if (e is RollbackDetectedException) EngineLog.Rollback(_log, e.Message);
+                activity?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, e.GetType().Name);
+                activity?.SetTag("error.type", e.GetType().FullName);
                 Emit(SyncEventType.SyncFailed, error: e);
                 throw;
             }
@@ -833,6 +882,7 @@ public sealed class SyncEngine : IAsyncDisposable
                 Quarantined(row, "unreadable remote value: " + (nonce.IsError ? nonce.ErrorValue : aad.IsError ? aad.ErrorValue : ciphertext.ErrorValue).Message);
                 return;
             }
+            SyncTelemetry.BytesDownloaded.Add(ciphertext.ResultValue.Length);
             var opened = ItemCrypto.openItem(keys, row.NamespaceId, row.ItemId, response.Version,
                 new SealedItem(nonce.ResultValue, aad.ResultValue, ciphertext.ResultValue));
             if (opened.IsError)
@@ -979,6 +1029,7 @@ public sealed class SyncEngine : IAsyncDisposable
                     {
                         var accepted = await e._client.PutItemAsync(token, row.NamespaceId.Wire, row.ItemId.Wire,
                             new PutItemRequest(s.Nonce.Wire, s.Aad.Wire, s.Ciphertext.Wire), intent.IfMatch.IsAbsent ? null : row.Version, ct);
+                        SyncTelemetry.BytesUploaded.Add(s.Ciphertext.Length);
                         var outcome = Flush.accepted(intent, accepted.Version, Now);
                         var nsRow = await e.LoadNamespaceAsync(row.NamespaceId, ct);
                         // One transaction: the clean item and the namespace head it moved (docs/engine.md §12.13).
@@ -1241,6 +1292,9 @@ public sealed class SyncEngine : IAsyncDisposable
                         new PassResult(failure is null ? null : FSharpOption<FailureKind>.Some(failure), _lastPassActivity, requested));
                     if (Interlocked.Exchange(ref _loginSignal, 0) == 1) schedule = Schedule.loginSucceeded(settings, schedule);
                     var delay = Schedule.nextWait(schedule, _options.RandomSample());
+                    EngineLog.NextPass(_log, delay.TotalMilliseconds,
+                        failure is null ? (_idlePolling ? "idle polling" : "polling") : "after a " + SyncTelemetry.Kind(failure) + " failure",
+                        schedule.Failures);
                     // The wait runs on the engine's clock (tests drive it with a fake TimeProvider).
                     using var elapsed = new CancellationTokenSource(delay, _clock);
                     using var timer = CancellationTokenSource.CreateLinkedTokenSource(ct, elapsed.Token);
@@ -1313,6 +1367,8 @@ public sealed class SyncEngine : IAsyncDisposable
                     case WatchOutcome.Failed failed:
                         throw ToException(failed.Item);
                     case var o when o.IsNeedsSync:
+                        SyncTelemetry.WatchWakeups.Add(1);
+                        EngineLog.WatchWakeup(_log);
                         // Wait for a pass that starts after this answer (not one already running), so
                         // the next watch carries the heads that pass reconciled.
                         var needed = Volatile.Read(ref _runPassesStarted) + 1;
@@ -1343,8 +1399,10 @@ public sealed class SyncEngine : IAsyncDisposable
                 failures++;
                 Emit(SyncEventType.NamespaceWatchFailed, error: e);
                 var status = e is SyncApiException api ? FSharpOption<int>.Some(api.StatusCode) : null;
+                SyncTelemetry.Failures.Add(1, new KeyValuePair<string, object?>("kind", "watch"));
                 if (Core.Watch.onFailure(settings, failures, FailureOf(e), status, _options.RandomSample()) is WatchFailure.Retry retry)
                 {
+                    EngineLog.WatchFailed(_log, SyncTelemetry.Kind(FailureOf(e)), retry.delay.TotalMilliseconds, e.GetType().Name, e.Message);
                     try
                     {
                         // A successful login ends the backoff at once (the device is back).

@@ -29,6 +29,13 @@ public sealed class SyncEngineOptions
     /// <summary>Refresh the token this long before it expires (default 24 hours).</summary>
     public TimeSpan RefreshSkew { get; set; } = TimeSpan.FromHours(24);
 
+    /// <summary>
+    /// Where the engine logs (passes, failures, the next wait, conflicts, quarantined items, the
+    /// watch), with stable event IDs under the category <c>BitBoxSync.Engine</c>; never a secret,
+    /// a logical key or a value. Default: no logging.
+    /// </summary>
+    public Microsoft.Extensions.Logging.ILoggerFactory? LoggerFactory { get; set; }
+
     /// <summary>The clock (tests substitute one).</summary>
     internal TimeProvider Clock { get; set; } = TimeProvider.System;
 
