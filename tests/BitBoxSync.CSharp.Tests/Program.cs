@@ -21,6 +21,8 @@ var tests = new (string Name, Func<Task> Run, TimeSpan Timeout)[]
     ("notes sample: two instances sync through their own SQLite databases; merge, conflict, deletion, restart", SampleTests.NotesTwoInstances, minute),
     ("notes sample: the command line (add, list) and its refusals (missing note, no conflict, bad --server)", SampleTests.NotesCommandLine, minute),
     ("notes sample: app writes racing remote applies are never lost (SetIfCurrent in the app's transaction)", SampleTests.NotesRacingAppWrites, 3 * minute),
+    ("worker sample on the generic host: AddBitBoxSync, two hosts sync a note through the long poll; ILogger, metrics and activities observed", WorkerTests.TwoWorkersSync, minute),
+    ("worker sample: invalid BitBoxSync options stop the host at start with every problem named", WorkerTests.BadOptionsStopTheHost, minute),
     ("packages: packed to a folder feed, a fresh console app references them by name, builds and syncs", SampleTests.PackagesWorkOutsideTheSolution, 10 * minute),
 };
 
