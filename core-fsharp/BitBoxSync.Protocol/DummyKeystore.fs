@@ -53,6 +53,36 @@ type DummyKeystore private (material: DummyKeyMaterial, signingKey: NSec.Cryptog
             WrapPublicKey = wrapPublic
         }
 
+    /// A software identity from its two private keys (a 32-byte Ed25519 seed and a 32-byte X25519
+    /// private key), signing and unwrapping with exactly the code of the dummy identity. This is
+    /// what the client's LocalKeystore holds: random keys, protected at rest. Dispose it when done.
+    static member FromSecrets(authSeed: byte[], wrapPrivateKey: byte[]) : DummyKeystore =
+        if isNull authSeed || authSeed.Length <> 32 then
+            invalidArg "authSeed" "the Ed25519 seed must be 32 bytes"
+
+        if isNull wrapPrivateKey || wrapPrivateKey.Length <> 32 then
+            invalidArg "wrapPrivateKey" "the X25519 private key must be 32 bytes"
+
+        let key = Ed25519.importSeed (ReadOnlySpan authSeed)
+        let authPublic = Ed25519.publicKey key
+
+        let wrapPublic =
+            match X25519.publicKeyOf (ReadOnlySpan wrapPrivateKey) with
+            | Ok pk -> pk
+            | Error e -> invalidArg "wrapPrivateKey" e.Message
+
+        let material =
+            {
+                RootSecret = [||]
+                AuthSeed = Array.copy authSeed
+                AuthPublicKey = authPublic
+                KeyId = KeyIds.ofAuthPublicKey authPublic
+                WrapPrivateKey = Array.copy wrapPrivateKey
+                WrapPublicKey = wrapPublic
+            }
+
+        new DummyKeystore(material, key)
+
     /// Creates the dummy identity of `label` (for example "demo-alice"). Dispose it when done.
     static member FromLabel(label: string) : DummyKeystore =
         let material = DummyKeystore.Derive label
@@ -177,4 +207,9 @@ type DummyKeystore private (material: DummyKeyMaterial, signingKey: NSec.Cryptog
         sprintf "DummyKeystore(keyId=%s)" material.KeyId.Wire
 
     interface IDisposable with
-        member _.Dispose() = signingKey.Dispose()
+        member _.Dispose() =
+            signingKey.Dispose()
+            // The private bytes this object holds are zeroed (the signing key is libsodium's).
+            Array.Clear material.AuthSeed
+            Array.Clear material.WrapPrivateKey
+            Array.Clear material.RootSecret

@@ -27,6 +27,7 @@ let main argv =
                 GoJsonTests.tests
                 EventTests.tests
                 ObservabilityTests.tests
+                IdentityTests.tests
                 ChecklistTests.tests
                 ScriptedTests.tests
                 FaultTests.tests
