@@ -63,6 +63,10 @@ public sealed class SqliteStore : IStore
             "CREATE UNIQUE INDEX idx_items_logical_key ON items (key_id, namespace_id, collection_name, item_key)",
             "CREATE INDEX idx_items_dirty ON items (key_id, dirty, updated_at)",
         ],
+        // 2: the store key (sealed by the app's key protector) when secrets are encrypted at rest.
+        [
+            "CREATE TABLE store_secrets (id INTEGER PRIMARY KEY CHECK (id = 1), sealed_key BLOB NOT NULL)",
+        ],
     ];
 
     private SqliteStore(SqliteConnection connection, TimeProvider clock)
@@ -71,14 +75,152 @@ public sealed class SqliteStore : IStore
         _clock = clock;
     }
 
-    /// <summary>Opens (creating when missing) and migrates the store at <paramref name="path"/>.</summary>
+    /// <summary>
+    /// Opens (creating when missing) and migrates the store at <paramref name="path"/>, keeping
+    /// tokens and namespace keys <b>unencrypted</b> in the file; prefer
+    /// <see cref="OpenAsync(string, IKeyProtector, CancellationToken)"/> in an app.
+    /// </summary>
     /// <exception cref="ArgumentException">The path is empty.</exception>
-    /// <exception cref="StoreException">The file is not a usable store (for example written by a newer version).</exception>
-    public static Task<SqliteStore> OpenAsync(string path, CancellationToken cancellationToken = default)
+    /// <exception cref="StoreException">The file is not a usable store (for example written by a newer
+    /// version), or its secrets are encrypted (open it with its key protector).</exception>
+    public static async Task<SqliteStore> OpenAsync(string path, CancellationToken cancellationToken = default)
+    {
+        var store = await OpenAsync(ConnectionString(path), file: true, TimeProvider.System, cancellationToken);
+        if (await store.SealedKeyAsync(cancellationToken) is not null)
+        {
+            await store.DisposeAsync();
+            throw new StoreException("this store keeps its secrets encrypted: open it with SqliteStore.OpenAsync(path, protector)");
+        }
+        return store;
+    }
+
+    /// <summary>
+    /// Opens the store at <paramref name="path"/> with its <b>secrets encrypted at rest</b>: bearer
+    /// tokens and namespace keys (DEKs) are sealed with XChaCha20-Poly1305 under a random store key,
+    /// itself sealed by <paramref name="secretsProtector"/> (a passphrase, DPAPI, …) inside the file.
+    /// Each ciphertext is bound to its row (column, identity key ID, namespace ID): rows cannot be
+    /// swapped. A store written without encryption is migrated on open (existing secrets encrypted,
+    /// the old bytes overwritten).
+    /// </summary>
+    /// <exception cref="KeyProtectionException">The protector cannot open this store's key (wrong passphrase, changed file).</exception>
+    /// <exception cref="StoreException">The file is not a usable store.</exception>
+    public static async Task<SqliteStore> OpenAsync(string path, IKeyProtector secretsProtector, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(secretsProtector);
+        var store = await OpenAsync(ConnectionString(path), file: true, TimeProvider.System, cancellationToken);
+        try
+        {
+            await store.UseSecretsAsync(secretsProtector, cancellationToken);
+            return store;
+        }
+        catch
+        {
+            await store.DisposeAsync();
+            throw;
+        }
+    }
+
+    private static string ConnectionString(string path)
     {
         if (string.IsNullOrWhiteSpace(path)) throw new ArgumentException("sqlite path is required", nameof(path));
-        var cs = new SqliteConnectionStringBuilder { DataSource = Path.GetFullPath(path), Mode = SqliteOpenMode.ReadWriteCreate, Pooling = false };
-        return OpenAsync(cs.ToString(), file: true, TimeProvider.System, cancellationToken);
+        return new SqliteConnectionStringBuilder { DataSource = Path.GetFullPath(path), Mode = SqliteOpenMode.ReadWriteCreate, Pooling = false }.ToString();
+    }
+
+    private static readonly byte[] StoreKeyPurpose = "bitboxsync-store-key-v1"u8.ToArray();
+    private const string TokenPrefix = "enc1:";
+    private const byte DekMarker = 0xE1;
+    private NSec.Cryptography.Key? _secretsKey;
+
+    private Task<byte[]?> SealedKeyAsync(CancellationToken ct) =>
+        Locked(async () => (await Query("SELECT sealed_key FROM store_secrets WHERE id = 1", r => (byte[])r.GetValue(0), ct)).FirstOrDefault(), ct);
+
+    /// <summary>Creates or opens the store key, then encrypts any secret still stored in the clear.</summary>
+    private async Task UseSecretsAsync(IKeyProtector protector, CancellationToken ct)
+    {
+        var sealedKey = await SealedKeyAsync(ct);
+        byte[] raw;
+        if (sealedKey is null)
+        {
+            raw = System.Security.Cryptography.RandomNumberGenerator.GetBytes(32);
+            var sealedNew = await protector.ProtectAsync(raw, StoreKeyPurpose, ct);
+            await Locked(async () =>
+            {
+                await Exec(_connection, null, "INSERT INTO store_secrets (id, sealed_key) VALUES (1, @s)", ct, ("@s", sealedNew));
+                return 0;
+            }, ct);
+        }
+        else
+        {
+            raw = await protector.UnprotectAsync(sealedKey, StoreKeyPurpose, ct);
+            if (raw.Length != 32) throw new KeyProtectionException("the store key has the wrong length");
+        }
+        _secretsKey = NSec.Cryptography.Key.Import(NSec.Cryptography.AeadAlgorithm.XChaCha20Poly1305, raw, NSec.Cryptography.KeyBlobFormat.RawSymmetricKey);
+        System.Security.Cryptography.CryptographicOperations.ZeroMemory(raw);
+
+        // Overwritten pages are zeroed, so migrated plaintext does not linger in free pages.
+        await Locked(async () =>
+        {
+            await Exec(_connection, null, "PRAGMA secure_delete = ON", ct);
+            var identities = await Query("SELECT key_id, access_token FROM identity_states", r => (r.GetString(0), r.GetString(1)), ct);
+            var namespaces = await Query("SELECT key_id, namespace_id, dek FROM namespaces WHERE dek IS NOT NULL",
+                r => (r.GetString(0), r.GetString(1), (byte[])r.GetValue(2)), ct);
+            await using var tx = (SqliteTransaction)await _connection.BeginTransactionAsync(ct);
+            foreach (var (keyId, token) in identities)
+                if (token.Length > 0 && !token.StartsWith(TokenPrefix, StringComparison.Ordinal))
+                    await Exec(_connection, tx, "UPDATE identity_states SET access_token = @t WHERE key_id = @k", ct,
+                        ("@t", SealToken(keyId, token)), ("@k", keyId));
+            foreach (var (keyId, ns, dek) in namespaces)
+                if (dek.Length > 0 && dek[0] != DekMarker)
+                    await Exec(_connection, tx, "UPDATE namespaces SET dek = @d WHERE key_id = @k AND namespace_id = @n", ct,
+                        ("@d", SealDek(keyId, ns, dek)), ("@k", keyId), ("@n", ns));
+            await tx.CommitAsync(ct);
+            await Exec(_connection, null, "PRAGMA wal_checkpoint(TRUNCATE)", ct);
+            return 0;
+        }, ct);
+    }
+
+    private static byte[] SecretAad(string column, string keyId, string namespaceId) =>
+        System.Text.Encoding.UTF8.GetBytes($"bitboxsync-store-secret-v1|{column}|{keyId}|{namespaceId}");
+
+    private byte[] Seal(ReadOnlySpan<byte> plain, byte[] aad)
+    {
+        var nonce = System.Security.Cryptography.RandomNumberGenerator.GetBytes(24);
+        return [.. nonce, .. NSec.Cryptography.AeadAlgorithm.XChaCha20Poly1305.Encrypt(_secretsKey!, nonce, aad, plain)];
+    }
+
+    private byte[] Open(ReadOnlySpan<byte> sealedBytes, byte[] aad, string what)
+    {
+        var plain = new byte[Math.Max(0, sealedBytes.Length - 24 - 16)];
+        if (sealedBytes.Length < 24 + 16
+            || !NSec.Cryptography.AeadAlgorithm.XChaCha20Poly1305.Decrypt(_secretsKey!, sealedBytes[..24], aad, sealedBytes[24..], plain))
+            throw new StoreException($"the stored {what} does not open: the row was changed or moved from another row");
+        return plain;
+    }
+
+    private string SealToken(string keyId, string token) =>
+        TokenPrefix + Convert.ToBase64String(Seal(System.Text.Encoding.UTF8.GetBytes(token), SecretAad("access_token", keyId, "")));
+
+    private byte[] SealDek(string keyId, string namespaceId, byte[] dek) => [DekMarker, .. Seal(dek, SecretAad("dek", keyId, namespaceId))];
+
+    private string? OpenToken(string keyId, string? stored)
+    {
+        if (stored is not null && _secretsKey is not null && !stored.StartsWith(TokenPrefix, StringComparison.Ordinal))
+            throw new StoreException("an unencrypted access token in an encrypted store: the row was changed");
+        if (stored is null || !stored.StartsWith(TokenPrefix, StringComparison.Ordinal)) return stored;
+        if (_secretsKey is null) throw new StoreException("this store's token is encrypted: open it with its key protector");
+        byte[] bytes;
+        try { bytes = Convert.FromBase64String(stored[TokenPrefix.Length..]); }
+        catch (FormatException) { throw new StoreException("the stored access token is damaged"); }
+        return System.Text.Encoding.UTF8.GetString(Open(bytes, SecretAad("access_token", keyId, ""), "access token"));
+    }
+
+    private byte[]? OpenDek(string keyId, string namespaceId, byte[]? stored)
+    {
+        if (stored is { Length: > 0 } && _secretsKey is not null && (stored[0] != DekMarker || stored.Length == 32))
+            throw new StoreException("an unencrypted namespace key in an encrypted store: the row was changed");
+        if (stored is null || stored.Length == 0 || stored[0] != DekMarker || stored.Length == 32) return stored is { Length: > 0 } ? stored : null;
+        if (_secretsKey is null) throw new StoreException("this store's namespace keys are encrypted: open it with its key protector");
+        return Open(stored.AsSpan(1), SecretAad("dek", keyId, namespaceId), "namespace key");
     }
 
     /// <summary>Opens a fresh in-memory store, isolated from every other one (tests).</summary>
@@ -191,24 +333,24 @@ public sealed class SqliteStore : IStore
     private const string ItemColumns =
         "key_id, namespace_id, collection_name, item_key, item_id, version, base_version, base_value, dirty, conflict, conflict_remote_version, conflict_remote_value, updated_at";
 
-    private static IdentityRecord ReadIdentity(SqliteDataReader r) => new()
+    private IdentityRecord ReadIdentity(SqliteDataReader r) => new()
     {
         KeyId = r.GetString(0),
         Kind = r.GetString(1),
-        AccessToken = Text(r, 2),
+        AccessToken = OpenToken(r.GetString(0), Text(r, 2)),
         TokenExpiry = r.IsDBNull(3) ? null : Time(r, 3),
         DefaultNamespaceId = Text(r, 4),
         UpdatedAt = Time(r, 5),
     };
 
-    private static NamespaceRecord ReadNamespace(SqliteDataReader r) => new()
+    private NamespaceRecord ReadNamespace(SqliteDataReader r) => new()
     {
         KeyId = r.GetString(0),
         NamespaceId = r.GetString(1),
         Kind = Text(r, 2),
         Head = (ulong)r.GetInt64(3),
         ActiveScopeHash = r.GetString(4),
-        Dek = Blob(r, 5) is { Length: > 0 } dek ? dek : null,
+        Dek = OpenDek(r.GetString(0), r.GetString(1), Blob(r, 5)),
         UpdatedAt = Time(r, 6),
     };
 
@@ -284,7 +426,7 @@ public sealed class SqliteStore : IStore
                     ON CONFLICT (key_id) DO UPDATE SET kind = excluded.kind, access_token = excluded.access_token,
                         token_expiry = excluded.token_expiry, default_namespace_id = excluded.default_namespace_id, updated_at = excluded.updated_at
                     """,
-                    cancellationToken, ("@k", i.KeyId), ("@kind", i.Kind ?? "keystore"), ("@t", i.AccessToken ?? ""),
+                    cancellationToken, ("@k", i.KeyId), ("@kind", i.Kind ?? "keystore"), ("@t", i.AccessToken is { Length: > 0 } token && _secretsKey is not null ? SealToken(i.KeyId, token) : i.AccessToken ?? ""),
                     ("@e", i.TokenExpiry is { } e ? Ms(e) : null), ("@d", i.DefaultNamespaceId), ("@u", Ms(Stamp(i.UpdatedAt, now))));
             foreach (var n in write.Namespaces)
                 await Exec(_connection, tx,
@@ -294,7 +436,7 @@ public sealed class SqliteStore : IStore
                         active_scope_hash = excluded.active_scope_hash, dek = excluded.dek, updated_at = excluded.updated_at
                     """,
                     cancellationToken, ("@k", n.KeyId), ("@n", n.NamespaceId), ("@kind", n.Kind ?? ""), ("@h", (long)n.Head),
-                    ("@s", n.ActiveScopeHash ?? ""), ("@d", n.Dek is { Length: > 0 } ? n.Dek : null), ("@u", Ms(Stamp(n.UpdatedAt, now))));
+                    ("@s", n.ActiveScopeHash ?? ""), ("@d", n.Dek is { Length: > 0 } ? (_secretsKey is not null ? SealDek(n.KeyId, n.NamespaceId, n.Dek) : n.Dek) : null), ("@u", Ms(Stamp(n.UpdatedAt, now))));
             foreach (var item in write.Items)
                 await Exec(_connection, tx,
                     $"""
@@ -351,6 +493,7 @@ public sealed class SqliteStore : IStore
         {
             if (_disposed) return;
             _disposed = true;
+            _secretsKey?.Dispose();
             await _connection.DisposeAsync();
         }
         finally
