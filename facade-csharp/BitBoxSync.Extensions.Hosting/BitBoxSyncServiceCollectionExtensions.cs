@@ -22,7 +22,8 @@ public static class BitBoxSyncServiceCollectionExtensions
     /// a hosted service that opens the SQLite store and the engine, logs in (retrying while the
     /// server is unreachable), opens the collections registered with
     /// <see cref="BitBoxSyncBuilder.AddCollection{T}"/> and runs the sync loop until the host stops.
-    /// An <see cref="IIdentity"/> must be registered too.
+    /// An <see cref="IIdentity"/> must be registered too; register an <see cref="IKeyProtector"/> to keep the
+    /// store's tokens and namespace keys sealed at rest.
     /// </summary>
     public static BitBoxSyncBuilder AddBitBoxSync(this IServiceCollection services, IConfiguration? configuration = null,
         Action<BitBoxSyncOptions>? configure = null)
@@ -119,7 +120,12 @@ public sealed class BitBoxSyncEngineHost : BackgroundService
             ?? throw new InvalidOperationException("AddBitBoxSync needs an IIdentity service (register the app's identity)");
         var http = _services.GetRequiredService<IHttpClientFactory>().CreateClient(BitBoxSyncServiceCollectionExtensions.HttpClientName);
         var client = new SyncClient(o.ServerUrl!, http);
-        var store = await SqliteStore.OpenAsync(Path.GetFullPath(o.StorePath), stoppingToken);
+        // With an IKeyProtector registered, the store keeps tokens and namespace keys sealed by it.
+        var protector = _services.GetService<IKeyProtector>();
+        var storePath = Path.GetFullPath(o.StorePath);
+        var store = protector is null
+            ? await SqliteStore.OpenAsync(storePath, stoppingToken)
+            : await SqliteStore.OpenAsync(storePath, protector, stoppingToken);
         SyncEngine engine;
         try
         {

@@ -28,14 +28,22 @@ public sealed class NotesApp : IAsyncDisposable
     public NotesDatabase Database => _db;
 
     /// <summary>Opens the instance kept in <paramref name="directory"/>, syncing with <paramref name="server"/> as <paramref name="identity"/>.</summary>
-    public static async Task<NotesApp> OpenAsync(string directory, Uri server, IIdentity identity, CancellationToken ct = default)
+    public static Task<NotesApp> OpenAsync(string directory, Uri server, IIdentity identity, CancellationToken ct = default) =>
+        OpenAsync(directory, server, identity, null, ct);
+
+    /// <summary>
+    /// Opens the instance kept in <paramref name="directory"/>; with <paramref name="secrets"/>, the
+    /// sync store keeps its tokens and namespace keys sealed by it.
+    /// </summary>
+    public static async Task<NotesApp> OpenAsync(string directory, Uri server, IIdentity identity, IKeyProtector? secrets, CancellationToken ct = default)
     {
         Directory.CreateDirectory(directory);
         var db = NotesDatabase.Open(Path.Combine(directory, "notes.sqlite"));
         SyncEngine? engine = null;
         try
         {
-            var store = await SqliteStore.OpenAsync(Path.Combine(directory, "sync.sqlite"), ct);
+            var storePath = Path.Combine(directory, "sync.sqlite");
+            var store = secrets is null ? await SqliteStore.OpenAsync(storePath, ct) : await SqliteStore.OpenAsync(storePath, secrets, ct);
             engine = await SyncEngine.OpenAsync(new SyncEngineOptions
             {
                 Client = new SyncClient(server), Identity = identity, Store = store, PollInterval = TimeSpan.FromMinutes(1),

@@ -5,6 +5,29 @@ namespace BitBoxSync.Notes;
 /// <summary>The notes command line.</summary>
 public static class NotesCommand
 {
+    /// <summary>The passphrase: BITBOXSYNC_PASSPHRASE, else typed at a prompt (not echoed).</summary>
+    private static string Passphrase(TextWriter output)
+    {
+        if (Environment.GetEnvironmentVariable("BITBOXSYNC_PASSPHRASE") is { Length: > 0 } fromEnvironment) return fromEnvironment;
+        if (Console.IsInputRedirected)
+            throw new ArgumentException("--identity-file needs a passphrase: set BITBOXSYNC_PASSPHRASE (input is not a terminal)");
+        output.Write("passphrase: ");
+        var typed = new System.Text.StringBuilder();
+        for (var k = Console.ReadKey(intercept: true); k.Key != ConsoleKey.Enter; k = Console.ReadKey(intercept: true))
+            if (k.Key == ConsoleKey.Backspace && typed.Length > 0) typed.Length--;
+            else if (!char.IsControl(k.KeyChar)) typed.Append(k.KeyChar);
+        output.WriteLine();
+        return typed.Length > 0 ? typed.ToString() : throw new ArgumentException("an empty passphrase");
+    }
+
+    private static async Task<LocalKeystore> CreateIdentityAsync(string file, IKeyProtector protector, TextWriter output, CancellationToken ct)
+    {
+        var identity = LocalKeystore.Create();
+        await identity.SaveAsync(file, protector, ct);
+        await output.WriteLineAsync($"created identity {identity.KeyId[..16]}… in {file}");
+        return identity;
+    }
+
     /// <summary>Builds the command; output goes to <paramref name="output"/>.</summary>
     public static RootCommand Build(TextWriter output)
     {
@@ -16,7 +39,13 @@ public static class NotesCommand
             Recursive = true,
         };
         var user = new Option<string>("--user") { Description = "Who you are (a dummy keystore label: demo only)", DefaultValueFactory = _ => "notes-demo-user", Recursive = true };
-        var root = new RootCommand("notes: a notes app whose notes live in its own SQLite database and sync end-to-end encrypted") { dir, server, user };
+        var identityFile = new Option<string?>("--identity-file")
+        {
+            Description = "A real identity in this file (created when missing), sealed with the passphrase from BITBOXSYNC_PASSPHRASE or typed at a prompt; "
+                + "the sync store's tokens and keys are sealed with it too. Without it, --user's demo identity is used",
+            Recursive = true,
+        };
+        var root = new RootCommand("notes: a notes app whose notes live in its own SQLite database and sync end-to-end encrypted") { dir, server, user, identityFile };
 
         Command Sub(string name, string description, Func<NotesApp, ParseResult, CancellationToken, Task> action, params Symbol[] symbols)
         {
@@ -30,10 +59,27 @@ public static class NotesCommand
                 {
                     if (!Uri.TryCreate(parse.GetValue(server), UriKind.Absolute, out var serverUri))
                         throw new ArgumentException($"--server: '{parse.GetValue(server)}' is not an absolute URL");
-                    using var identity = DummyKeystore.FromLabel(parse.GetValue(user)!);
-                    await using var app = await NotesApp.OpenAsync(parse.GetValue(dir)!, serverUri, identity, ct);
-                    await action(app, parse, ct);
-                    return 0;
+                    IKeyProtector? protector = null;
+                    IIdentity identity;
+                    if (parse.GetValue(identityFile) is { Length: > 0 } file)
+                    {
+                        protector = new PassphraseKeyProtector(Passphrase(output));
+                        identity = File.Exists(file) ? await LocalKeystore.LoadAsync(file, protector, ct) : await CreateIdentityAsync(file, protector, output, ct);
+                    }
+                    else
+                    {
+                        identity = DummyKeystore.FromLabel(parse.GetValue(user)!);
+                    }
+                    try
+                    {
+                        await using var app = await NotesApp.OpenAsync(parse.GetValue(dir)!, serverUri, identity, protector, ct);
+                        await action(app, parse, ct);
+                        return 0;
+                    }
+                    finally
+                    {
+                        (identity as IDisposable)?.Dispose();
+                    }
                 }
                 catch (Exception e) when (e is SyncException or KeyNotFoundException or ArgumentException)
                 {

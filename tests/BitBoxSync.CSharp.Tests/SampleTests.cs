@@ -182,6 +182,35 @@ internal static class SampleTests
         }
         (code, text) = await Notes("list", "--offline");
         Check(code == 0 && text.Trim() == $"{key}  Groceries: milk", "nothing changed: " + text);
+
+        // A real identity: created on first use, sealed with the passphrase; two instances that use
+        // the file share the identity's notes; a wrong passphrase is refused clearly.
+        var identityFile = Path.Combine(dir, "identity.bbs");
+        async Task<(int Code, string Output)> Real(string instance, string passphrase, params string[] args)
+        {
+            using var output = new StringWriter();
+            Environment.SetEnvironmentVariable("BITBOXSYNC_PASSPHRASE", passphrase);
+            try
+            {
+                var code = await NotesCommand.Build(output)
+                    .Parse(["--dir", Path.Combine(dir, instance), "--server", server.BaseAddress.ToString(), "--identity-file", identityFile, .. args])
+                    .InvokeAsync(new System.CommandLine.InvocationConfiguration { Output = output, Error = output });
+                return (code, output.ToString());
+            }
+            finally
+            {
+                Environment.SetEnvironmentVariable("BITBOXSYNC_PASSPHRASE", null);
+            }
+        }
+        (code, text) = await Real("laptop", "open sesame", "add", "Secret", "kept sealed");
+        Check(code == 0 && text.Contains("created identity", StringComparison.Ordinal), "a new identity: " + text);
+        (code, text) = await Real("phone", "open sesame", "list");
+        Check(code == 0 && text.Contains("Secret: kept sealed", StringComparison.Ordinal) && !text.Contains("Groceries", StringComparison.Ordinal),
+            "the second instance of the same identity (not the demo user's notes): " + text);
+        (code, text) = await Real("phone", "wrong", "list");
+        Check(code == 1 && text.Contains("wrong passphrase", StringComparison.Ordinal), "a wrong passphrase: " + text);
+        var syncFile = File.ReadAllBytes(Path.Combine(dir, "laptop", "sync.sqlite"));
+        Check(syncFile.AsSpan().IndexOf("enc1:"u8) >= 0, "the laptop's token is sealed in its sync store");
     }
 
     public static async Task NotesRacingAppWrites()
