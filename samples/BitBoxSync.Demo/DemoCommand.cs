@@ -37,9 +37,14 @@ public static class DemoCommand
             if (result.GetValueOrDefault<int>() is < 1 or > 20) result.AddError("--watch-writes must be between 1 and 20");
         });
 
+        var identityFile = new Option<string?>("--identity-file")
+        {
+            Description = "Give Alice a real identity kept in this file (created when missing), sealed with the passphrase from "
+                + "BITBOXSYNC_PASSPHRASE; her sync store is sealed with it too. Without it, both use demo identities",
+        };
         var root = new RootCommand("BitBoxSync demo: two devices, end-to-end encrypted sync, sharing, a conflict and the long poll")
         {
-            server, publicOrigin, keep, writes,
+            server, publicOrigin, keep, writes, identityFile,
         };
         root.SetAction(async (parse, cancellationToken) =>
         {
@@ -49,7 +54,14 @@ public static class DemoCommand
                 PublicOrigin = parse.GetValue(publicOrigin)!,
                 Keep = parse.GetValue(keep),
                 WatchWrites = parse.GetValue(writes),
+                IdentityFile = parse.GetValue(identityFile),
+                Passphrase = Environment.GetEnvironmentVariable("BITBOXSYNC_PASSPHRASE"),
             };
+            if (settings.IdentityFile is not null && string.IsNullOrEmpty(settings.Passphrase))
+            {
+                console.MarkupLine("[red]--identity-file needs a passphrase: set BITBOXSYNC_PASSPHRASE[/]");
+                return 2;
+            }
             return await DemoRun.RunAsync(settings, console, cancellationToken);
         });
         return root;

@@ -29,6 +29,16 @@ public sealed class DemoSettings
 
     /// <summary>The directory for the databases; null makes a fresh temporary one.</summary>
     public string? DataDirectory { get; init; }
+
+    /// <summary>
+    /// Alice's real identity: a <see cref="LocalKeystore"/> in this file (created when missing),
+    /// sealed with <see cref="Passphrase"/>; her sync store is sealed with it too. Null: the demo
+    /// identities (zero set-up).
+    /// </summary>
+    public string? IdentityFile { get; init; }
+
+    /// <summary>The passphrase of <see cref="IdentityFile"/>.</summary>
+    public string? Passphrase { get; init; }
 }
 
 /// <summary>Runs the demo: docs/engine.md §10.1 (two devices, sharing, a conflict) then §10.2 (the long poll).</summary>
@@ -411,11 +421,27 @@ internal sealed class DemoFlow(DemoSettings settings, IAnsiConsole console, stri
 
     private async Task<Device> OpenDeviceAsync(string name, Uri server, CancellationToken ct)
     {
-        var store = await SqliteStore.OpenAsync(Path.Combine(dir, $"bitboxsync-demo-{name.ToLowerInvariant()}.sqlite"), ct);
+        var storePath = Path.Combine(dir, $"bitboxsync-demo-{name.ToLowerInvariant()}.sqlite");
+        IIdentity identity = DummyKeystore.FromLabel($"demo-{name.ToLowerInvariant()}-{_runId}"); // test/demo only
+        SqliteStore store;
+        if (name == "Alice" && settings.IdentityFile is { } file)
+        {
+            var protector = new PassphraseKeyProtector(settings.Passphrase ?? throw new ArgumentException("--identity-file needs a passphrase"));
+            var created = !File.Exists(file);
+            var local = created ? LocalKeystore.Create() : await LocalKeystore.LoadAsync(file, protector, ct);
+            if (created) await local.SaveAsync(file, protector, ct);
+            console.MarkupLineInterpolated($"Alice: identity [blue]{local.KeyId[..16]}…[/] {(created ? "created in" : "loaded from")} {file} (sealed with the passphrase)");
+            identity = local;
+            store = await SqliteStore.OpenAsync(storePath, protector, ct);
+        }
+        else
+        {
+            store = await SqliteStore.OpenAsync(storePath, ct);
+        }
         var engine = await SyncEngine.OpenAsync(new SyncEngineOptions
         {
             Client = new SyncClient(server),
-            Identity = DummyKeystore.FromLabel($"demo-{name.ToLowerInvariant()}-{_runId}"), // test/demo only
+            Identity = identity,
             Store = store,
             PollInterval = TimeSpan.FromMinutes(5),
         }, ct);

@@ -60,6 +60,20 @@ internal static class SampleTests
             "both devices' stores are kept");
         Check(output.ToString().Contains(dir, StringComparison.Ordinal), "the kept directory is printed");
 
+        // --identity-file: Alice's real identity is created, then loaded; her store is sealed.
+        var identityFile = Path.Combine(dir, "alice.bbs");
+        foreach (var expected in new[] { "created in", "loaded from" })
+        {
+            (console, output) = RecordingConsole();
+            var realDir = Path.Combine(dir, "real-" + expected.Replace(' ', '-'));
+            code = await DemoRun.RunAsync(new DemoSettings
+            {
+                DataDirectory = realDir, Keep = true, WatchWrites = 1, IdentityFile = identityFile, Passphrase = "demo passphrase",
+            }, console, CancellationToken.None);
+            Check(code == 0 && output.ToString().Contains(expected, StringComparison.Ordinal), $"--identity-file ({expected}):\n{output}");
+            Check(File.ReadAllBytes(Path.Combine(realDir, "bitboxsync-demo-alice.sqlite")).AsSpan().IndexOf("enc1:"u8) >= 0, "Alice's store is sealed");
+        }
+
         // An unreachable --server: exit code 1 and a readable reason.
         int closedPort;
         using (var l = new TcpListener(IPAddress.Loopback, 0))
