@@ -23,6 +23,7 @@ var tests = new (string Name, Func<Task> Run, TimeSpan Timeout)[]
     ("notes sample: app writes racing remote applies are never lost (SetIfCurrent in the app's transaction)", SampleTests.NotesRacingAppWrites, 3 * minute),
     ("worker sample on the generic host: AddBitBoxSync, two hosts sync a note through the long poll; ILogger, metrics and activities observed", WorkerTests.TwoWorkersSync, minute),
     ("worker sample: invalid BitBoxSync options stop the host at start with every problem named", WorkerTests.BadOptionsStopTheHost, minute),
+    ("identity sealed by ASP.NET Core Data Protection: round trip; another key ring or a changed blob is refused", DataProtectionIdentity, minute),
     ("packages: packed to a folder feed, a fresh console app references them by name, builds and syncs", SampleTests.PackagesWorkOutsideTheSolution, 10 * minute),
 };
 
@@ -45,6 +46,33 @@ foreach (var (name, run, timeout) in tests)
 }
 Console.WriteLine($"EXPECTO! {tests.Length} tests run for BitBoxSync.CSharp.Tests – {passed} passed, 0 ignored, {failed} failed, 0 errored.");
 return failed == 0 ? 0 : 1;
+
+static async Task DataProtectionIdentity()
+{
+    var provider = new Microsoft.AspNetCore.DataProtection.EphemeralDataProtectionProvider();
+    var protector = new BitBoxSync.Extensions.DataProtection.DataProtectionKeyProtector(provider);
+    using var identity = LocalKeystore.Create();
+    var blob = await identity.ExportAsync(protector);
+    using var again = await LocalKeystore.ImportAsync(blob, protector);
+    Check(again.KeyId == identity.KeyId, "the same identity after a round trip");
+    var changed = (byte[])blob.Clone();
+    changed[^1] ^= 1;
+    await Refused(() => LocalKeystore.ImportAsync(changed, protector).AsTask(), "a changed blob");
+    var otherRing = new BitBoxSync.Extensions.DataProtection.DataProtectionKeyProtector(new Microsoft.AspNetCore.DataProtection.EphemeralDataProtectionProvider());
+    await Refused(() => LocalKeystore.ImportAsync(blob, otherRing).AsTask(), "another key ring");
+
+    static async Task Refused(Func<Task> open, string what)
+    {
+        try
+        {
+            await open();
+            throw new Exception("check failed: accepted " + what);
+        }
+        catch (KeyProtectionException)
+        {
+        }
+    }
+}
 
 static void Check(bool condition, string what)
 {
