@@ -35,6 +35,9 @@ let stores: (string * (unit -> IStore)) list =
         "memory", (fun () -> new MemoryStore() :> IStore)
         "sqlite in memory", (fun () -> SqliteStore.OpenInMemoryAsync() |> await :> IStore)
         "sqlite file", (fun () -> SqliteStore.OpenAsync(tempFile ()) |> await :> IStore)
+        "sqlite file with sealed secrets",
+        (fun () ->
+            SqliteStore.OpenAsync(tempFile (), PassphraseKeyProtector("store contract", 1, 8 * 1024)) |> await :> IStore)
     ]
 
 let keyA = String('a', 64)
