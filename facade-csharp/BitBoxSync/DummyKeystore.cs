@@ -66,23 +66,15 @@ internal sealed class KeystoreCore : IDisposable
 }
 
 /// <summary>
-/// A software identity derived deterministically from a label (docs/protocol.md §9.3).
-/// <b>TEST AND DEMO ONLY</b>: anyone who knows the label has the private keys. Never use it for
-/// real data: use <see cref="LocalKeystore"/> (random keys, protected at rest) or a hardware device.
+/// An identity whose private keys are in this process (<see cref="LocalKeystore"/>,
+/// <see cref="DummyKeystore"/>): signs the protocol's intents and unwraps namespace keys with the
+/// protocol's own code. Dispose it to drop the keys.
 /// </summary>
-public sealed class DummyKeystore : IIdentity, IDisposable
+public abstract class SoftwareKeystore : IIdentity, IDisposable
 {
     private readonly KeystoreCore _core;
 
-    private DummyKeystore(Keys keys) => _core = new KeystoreCore(keys);
-
-    /// <summary>Derives the identity of a label, e.g. <c>demo-alice</c>. TEST AND DEMO ONLY.</summary>
-    /// <exception cref="ArgumentException">The label is empty.</exception>
-    public static DummyKeystore FromLabel(string label)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(label);
-        return new DummyKeystore(Keys.FromLabel(label));
-    }
+    private protected SoftwareKeystore(KeystoreCore core) => _core = core;
 
     /// <inheritdoc />
     public string Kind => "keystore";
@@ -93,7 +85,7 @@ public sealed class DummyKeystore : IIdentity, IDisposable
     /// <inheritdoc />
     public ReadOnlyMemory<byte> WrapPublicKey => _core.WrapPublicKey;
 
-    /// <summary>The key ID (64 lowercase hex).</summary>
+    /// <summary>The key ID (64 lowercase hex): the identity's public name on the server.</summary>
     public string KeyId => _core.KeyId;
 
     /// <inheritdoc />
@@ -123,6 +115,31 @@ public sealed class DummyKeystore : IIdentity, IDisposable
     public ValueTask<byte[]> UnwrapNamespaceDekAsync(ReadOnlyMemory<byte> namespaceId, ReadOnlyMemory<byte> wrappedDek, CancellationToken cancellationToken = default) =>
         _core.UnwrapNamespaceDek(namespaceId, wrappedDek);
 
-    /// <inheritdoc />
-    public void Dispose() => _core.Dispose();
+    /// <summary>Names the identity by its key ID; never shows a private key.</summary>
+    public override string ToString() => $"{GetType().Name}(keyId={KeyId})";
+
+    /// <summary>Drops the private keys (zeroed where this library holds them).</summary>
+    public virtual void Dispose()
+    {
+        _core.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}
+
+/// <summary>
+/// A software identity derived deterministically from a label (docs/protocol.md §9.3).
+/// <b>TEST AND DEMO ONLY</b>: anyone who knows the label has the private keys. Never use it for
+/// real data: use <see cref="LocalKeystore"/> (random keys, protected at rest) or a hardware device.
+/// </summary>
+public sealed class DummyKeystore : SoftwareKeystore
+{
+    private DummyKeystore(Keys keys) : base(new KeystoreCore(keys)) { }
+
+    /// <summary>Derives the identity of a label, e.g. <c>demo-alice</c>. TEST AND DEMO ONLY.</summary>
+    /// <exception cref="ArgumentException">The label is empty.</exception>
+    public static DummyKeystore FromLabel(string label)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(label);
+        return new DummyKeystore(Keys.FromLabel(label));
+    }
 }

@@ -10,23 +10,21 @@ namespace BitBoxSync;
 /// unwraps with the same protocol code as every identity. Move it to another device of the same
 /// user with <see cref="ExportAsync"/> / <see cref="ImportAsync"/> (devices share the default
 /// namespace only when they share the identity). Private keys never appear in
-/// <see cref="ToString"/>, logs or exceptions; they are zeroed when the keystore is disposed.
+/// <c>ToString()</c>, logs or exceptions; they are zeroed when the keystore is disposed.
 /// </summary>
-public sealed class LocalKeystore : IIdentity, IDisposable
+public sealed class LocalKeystore : SoftwareKeystore
 {
     /// <summary>What the protector binds an identity blob to (its purpose and format version).</summary>
     private static readonly byte[] Purpose = "bitboxsync-local-identity-v1"u8.ToArray();
     private const byte FormatVersion = 1;
-    private readonly KeystoreCore _core;
     private readonly byte[] _secret; // version ‖ auth seed (32) ‖ wrap private key (32)
 
-    private LocalKeystore(byte[] secret)
-    {
-        if (secret.Length != 65 || secret[0] != FormatVersion)
-            throw new KeyProtectionException("not a BitBoxSync identity (unknown format)");
-        _secret = secret;
-        _core = new KeystoreCore(Keys.FromSecrets(secret[1..33], secret[33..65]));
-    }
+    private LocalKeystore(byte[] secret) : base(Core(secret)) => _secret = secret;
+
+    private static KeystoreCore Core(byte[] secret) =>
+        secret.Length == 65 && secret[0] == FormatVersion
+            ? new KeystoreCore(Keys.FromSecrets(secret[1..33], secret[33..65]))
+            : throw new KeyProtectionException("not a BitBoxSync identity (unknown format)");
 
     /// <summary>A new identity with fresh random keys. Save it (<see cref="SaveAsync"/>) before relying on it.</summary>
     public static LocalKeystore Create()
@@ -96,52 +94,10 @@ public sealed class LocalKeystore : IIdentity, IDisposable
         return await ImportAsync(blob, protector, cancellationToken);
     }
 
-    /// <inheritdoc />
-    public string Kind => "keystore";
-
-    /// <inheritdoc />
-    public ReadOnlyMemory<byte> AuthPublicKey => _core.AuthPublicKey;
-
-    /// <inheritdoc />
-    public ReadOnlyMemory<byte> WrapPublicKey => _core.WrapPublicKey;
-
-    /// <summary>The key ID (64 lowercase hex): the identity's public name on the server.</summary>
-    public string KeyId => _core.KeyId;
-
-    /// <inheritdoc />
-    public ValueTask<byte[]> SignLoginIntentAsync(ReadOnlyMemory<byte> challenge, CancellationToken cancellationToken = default) => _core.SignLogin(challenge);
-
-    /// <inheritdoc />
-    public ValueTask<byte[]> SignRefreshIntentAsync(ReadOnlyMemory<byte> challenge, CancellationToken cancellationToken = default) => _core.SignRefresh(challenge);
-
-    /// <inheritdoc />
-    public ValueTask<byte[]> SignRevokeAllTokensIntentAsync(ReadOnlyMemory<byte> challenge, CancellationToken cancellationToken = default) =>
-        _core.SignRevokeAllTokens(challenge);
-
-    /// <inheritdoc />
-    public ValueTask<byte[]> SignCreateNamespaceInviteIntentAsync(ReadOnlyMemory<byte> challenge, ReadOnlyMemory<byte> namespaceId, ReadOnlyMemory<byte> inviteId,
-        ReadOnlyMemory<byte> inviteServerSecretHash, long expiresAt, int maxAccepted, CancellationToken cancellationToken = default) =>
-        _core.SignCreateNamespaceInvite(challenge, namespaceId, inviteId, inviteServerSecretHash, expiresAt, maxAccepted);
-
-    /// <inheritdoc />
-    public ValueTask<byte[]> SignNamespaceJoinRequestIntentAsync(ReadOnlyMemory<byte> namespaceId, ReadOnlyMemory<byte> inviteId, string serverOrigin,
-        long expiresAt, CancellationToken cancellationToken = default) =>
-        _core.SignNamespaceJoinRequest(namespaceId, inviteId, serverOrigin, expiresAt);
-
-    /// <inheritdoc />
-    public ValueTask<byte[]> AttestAsync(ReadOnlyMemory<byte> challenge, CancellationToken cancellationToken = default) => _core.Attest(challenge);
-
-    /// <inheritdoc />
-    public ValueTask<byte[]> UnwrapNamespaceDekAsync(ReadOnlyMemory<byte> namespaceId, ReadOnlyMemory<byte> wrappedDek, CancellationToken cancellationToken = default) =>
-        _core.UnwrapNamespaceDek(namespaceId, wrappedDek);
-
-    /// <summary>Names the identity by its key ID; never shows a private key.</summary>
-    public override string ToString() => $"LocalKeystore(keyId={KeyId})";
-
     /// <summary>Zeroes the private keys this object holds.</summary>
-    public void Dispose()
+    public override void Dispose()
     {
-        _core.Dispose();
+        base.Dispose();
         CryptographicOperations.ZeroMemory(_secret);
     }
 }
