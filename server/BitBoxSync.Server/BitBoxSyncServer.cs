@@ -76,6 +76,7 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
         });
         builder.WebHost.UseUrls(options.Urls);
         builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(10));
+        RateLimits.Add(builder.Services, options);
         configure?.Invoke(builder);
 
         var app = builder.Build();
@@ -120,6 +121,7 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
             };
             await Handler.WriteError(http, http.Response.StatusCode, message);
         });
+        app.UseRateLimiter();
         ApiRoutes.Map(app, api);
 
         try

@@ -25,6 +25,8 @@ internal static class ServerCommand
         [nameof(ServerOptions.TokenLifetime)] = "--token-lifetime",
         [nameof(ServerOptions.RequireAttestation)] = "--require-attestation",
         [nameof(ServerOptions.MinimumLogLevel)] = "--log-level",
+        [nameof(ServerOptions.AnonymousRequestsPerMinute)] = "--anonymous-rate",
+        [nameof(ServerOptions.WritesPerMinutePerToken)] = "--write-rate",
     };
 
     /// <summary>Builds the command; its action calls <paramref name="run"/> with the resolved options.</summary>
@@ -64,6 +66,16 @@ internal static class ServerCommand
         {
             Description = "Demand an attestation at login and refresh (test mode: only the dummy format is accepted)",
         };
+        var anonymousRate = new Option<int?>(OptionFor[nameof(ServerOptions.AnonymousRequestsPerMinute)])
+        {
+            Description = $"Challenge and login requests per client address per minute before 429, 0 = off (default {defaults.AnonymousRequestsPerMinute})",
+            HelpName = "per-minute",
+        };
+        var writeRate = new Option<int?>(OptionFor[nameof(ServerOptions.WritesPerMinutePerToken)])
+        {
+            Description = $"Authenticated writes per bearer token per minute before 429, 0 = off (default {defaults.WritesPerMinutePerToken})",
+            HelpName = "per-minute",
+        };
         var logLevel = new Option<LogLevel?>(OptionFor[nameof(ServerOptions.MinimumLogLevel)])
         {
             Description = $"Lowest level logged: Trace, Debug, Information, Warning, Error (default {defaults.MinimumLogLevel})",
@@ -76,7 +88,7 @@ internal static class ServerCommand
             (e.g. BITBOXSYNC_Store=Postgres) and these options, later ones winning. Ctrl+C stops it gracefully.
             """)
         {
-            urls, origin, store, sqlite, postgres, watch, challenge, token, attestation, logLevel,
+            urls, origin, store, sqlite, postgres, watch, challenge, token, attestation, logLevel, anonymousRate, writeRate,
         };
         root.SetAction(async (parse, ct) =>
         {
@@ -94,6 +106,8 @@ internal static class ServerCommand
             if (parse.GetValue(token) is { } t) options.TokenLifetime = t;
             if (parse.GetResult(attestation) is not null) options.RequireAttestation = parse.GetValue(attestation);
             if (parse.GetValue(logLevel) is { } level) options.MinimumLogLevel = level;
+            if (parse.GetValue(anonymousRate) is { } ar) options.AnonymousRequestsPerMinute = ar;
+            if (parse.GetValue(writeRate) is { } wr) options.WritesPerMinutePerToken = wr;
             try
             {
                 options.Validate();

@@ -48,6 +48,20 @@ public sealed class ServerOptions
     /// <summary>Demand an attestation at login and refresh. Test mode: only the dummy format is accepted.</summary>
     public bool RequireAttestation { get; set; }
 
+    /// <summary>
+    /// Unauthenticated requests (challenge, login) one client address may make per minute before the
+    /// server answers 429 with <c>Retry-After</c> (default 120; 0 switches the limit off). The address
+    /// is the connection's: behind a reverse proxy, configure the proxy to limit instead.
+    /// </summary>
+    public int AnonymousRequestsPerMinute { get; set; } = 120;
+
+    /// <summary>
+    /// Authenticated writes (item uploads, namespace, invite and join-request changes) one bearer
+    /// token may make per minute before 429 (default 6 000; 0 switches the limit off). Reads and
+    /// parked long polls never count.
+    /// </summary>
+    public int WritesPerMinutePerToken { get; set; } = 6000;
+
     /// <summary>The lowest level written to the log (default Information).</summary>
     public LogLevel MinimumLogLevel { get; set; } = LogLevel.Information;
 
@@ -77,5 +91,9 @@ public sealed class ServerOptions
             throw new ArgumentException("the challenge lifetime must be positive", nameof(ChallengeLifetime));
         if (TokenLifetime <= TimeSpan.FromDays(2))
             throw new ArgumentException("the token lifetime must exceed 2 days (clients refresh 24 h before expiry)", nameof(TokenLifetime));
+        if (AnonymousRequestsPerMinute < 0)
+            throw new ArgumentException("the anonymous request limit must be 0 (off) or positive", nameof(AnonymousRequestsPerMinute));
+        if (WritesPerMinutePerToken < 0)
+            throw new ArgumentException("the write limit must be 0 (off) or positive", nameof(WritesPerMinutePerToken));
     }
 }

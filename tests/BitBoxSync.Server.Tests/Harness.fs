@@ -107,6 +107,9 @@ let options (db: Database) (clock: ManualClock) (watchTimeout: TimeSpan) =
         o.PostgresConnectionString <- db.Postgres
 
     o.Clock <- clock
+    // The suites make thousands of requests from one address: rate limits are tested on their own.
+    o.AnonymousRequestsPerMinute <- 0
+    o.WritesPerMinutePerToken <- 0
     o
 
 /// A running test server plus a raw client pointed at it.

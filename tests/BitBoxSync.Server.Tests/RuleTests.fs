@@ -786,12 +786,57 @@ let private legacyInvites backend =
         submit carol current |> ignore
     }
 
+/// The rate limiter: a burst of logins from one address and of writes with one token is answered
+/// 429 with Retry-After and a JSON error; a refused write changes nothing; reads go on.
+let private rateLimits backend =
+    test $"rate limits: bursts are refused with 429 and Retry-After, state unchanged, reads unaffected ({backend})" {
+        let db = Database.Create backend
+        let clock = ManualClock DateTimeOffset.UtcNow
+        let o = options db clock (TimeSpan.FromSeconds 2.0)
+        o.AnonymousRequestsPerMinute <- 10
+        o.WritesPerMinutePerToken <- 5
+        use server = new TestServer(db, clock, BitBoxSync.Server.BitBoxSyncServer.StartAsync(o) |> await)
+        use http = new HttpClient(BaseAddress = server.BaseAddress)
+
+        let send (request: HttpRequestMessage) =
+            use response = http.Send request
+            int response.StatusCode, response.Headers.RetryAfter, response.Content.ReadAsStringAsync().Result
+
+        let alice = login server "alice" // 2 anonymous requests (challenge, login)
+        let ns, _ = ensureDefault alice // 1 write
+
+        let challenges =
+            [
+                for _ in 1..20 ->
+                    send (new HttpRequestMessage(HttpMethod.Post, "/v1/auth/challenge", Content = new StringContent("""{"purpose":"login","kind":"keystore"}""", Text.Encoding.UTF8, "application/json")))
+            ]
+
+        let accepted = challenges |> List.filter (fun (s, _, _) -> s = 200) |> List.length
+        Expect.equal accepted 8 "10 per minute per address: 2 used by the login, 8 more accepted"
+
+        for status, retryAfter, body in challenges |> List.filter (fun (s, _, _) -> s <> 200) do
+            Expect.equal status 429 "the rest are rate limited"
+            Expect.isTrue (not (isNull retryAfter) && retryAfter.Delta.HasValue && retryAfter.Delta.Value > TimeSpan.Zero) "with Retry-After"
+            Expect.equal body """{"error":"rate limited"}""" "and a JSON error"
+
+        for i in 1..4 do
+            put alice ns $"k{i}" None "v" |> ignore // writes 2 to 5
+
+        let before = server.Dump()
+        let status = statusOf (fun () -> Threading.Tasks.Task.FromResult(put alice ns "k5" None "v"))
+        Expect.equal status 429 "the sixth write in a minute"
+        Expect.equal (server.Dump()) before "a refused write changes nothing"
+        let map = alice.Client.GetNamespaceItemsAsync(alice.Token, ns.Id.Wire) |> await
+        Expect.equal map.Items.Count 4 "reads are not limited"
+    }
+
 let tests =
     testList
         "rules"
         [
             for backend in backends do
                 legacyInvites backend
+                rateLimits backend
 
             for backend in backends do
                 let f = lazy (fixtureOf backend)

@@ -26,28 +26,28 @@ internal static class ApiRoutes
         app.MapGet("/version", H(_ => Task.FromResult<object>(new VersionResponse(GitCommit))));
 
         // Literal routes first (routing precedence also guarantees it).
-        app.MapPost(Paths.Challenge, H(http => Challenge(api, http)));
-        app.MapPost(Paths.Login, H(http => Login(api, http)));
+        app.MapPost(Paths.Challenge, H(http => Challenge(api, http))).RequireRateLimiting(RateLimits.Anonymous);
+        app.MapPost(Paths.Login, H(http => Login(api, http))).RequireRateLimiting(RateLimits.Anonymous);
         app.MapPost(Paths.Refresh, H(http => Refresh(api, http)));
         app.MapDelete(Paths.Tokens, H(http => RevokeAllTokens(api, http)));
         app.MapGet(Paths.DefaultNamespace, H(http => GetDefault(api, http)));
-        app.MapPut(Paths.DefaultNamespace, H(http => EnsureDefault(api, http)));
+        app.MapPut(Paths.DefaultNamespace, H(http => EnsureDefault(api, http))).RequireRateLimiting(RateLimits.Writes);
         app.MapGet(Paths.Mine, H(http => Mine(api, http)));
         app.MapPost(Paths.Watch, H(http => WatchRoute.Watch(api, http)));
-        app.MapPost(Paths.Namespaces, H(http => CreateShared(api, http)));
+        app.MapPost(Paths.Namespaces, H(http => CreateShared(api, http))).RequireRateLimiting(RateLimits.Writes);
 
         app.MapGet("/v1/namespaces/{namespaceId}/members", H(http => Members(api, http)));
-        app.MapPost("/v1/namespaces/{namespaceId}/invites", H(http => SharingRoutes.CreateInvite(api, http)));
+        app.MapPost("/v1/namespaces/{namespaceId}/invites", H(http => SharingRoutes.CreateInvite(api, http))).RequireRateLimiting(RateLimits.Writes);
         app.MapGet("/v1/namespaces/{namespaceId}/invites", H(http => SharingRoutes.ListInvites(api, http)));
         app.MapDelete("/v1/namespaces/{namespaceId}/invites/{inviteId}", H(http => SharingRoutes.RevokeInvite(api, http)));
-        app.MapPost("/v1/namespaces/{namespaceId}/invites/{inviteId}/join-requests", H(http => SharingRoutes.Submit(api, http)));
+        app.MapPost("/v1/namespaces/{namespaceId}/invites/{inviteId}/join-requests", H(http => SharingRoutes.Submit(api, http))).RequireRateLimiting(RateLimits.Writes);
         app.MapGet("/v1/namespaces/{namespaceId}/join-requests", H(http => SharingRoutes.ListRequests(api, http)));
         app.MapPut("/v1/namespaces/{namespaceId}/join-requests/{keyId}/{joinRequestHash}/approve", H(http => SharingRoutes.Approve(api, http)));
         app.MapDelete("/v1/namespaces/{namespaceId}/join-requests/{keyId}/{joinRequestHash}", H(http => SharingRoutes.Reject(api, http)));
         app.MapGet("/v1/namespaces/{namespaceId}/wrapped-deks/{keyId}", H(http => WrappedDek(api, http)));
         app.MapGet("/v1/namespaces/{namespaceId}/items", H(http => ItemRoutes.Map(api, http)));
         app.MapGet("/v1/kv/{namespaceId}/{itemId}", H(http => ItemRoutes.Get(api, http)));
-        app.MapPut("/v1/kv/{namespaceId}/{itemId}", H(http => ItemRoutes.Put(api, http)));
+        app.MapPut("/v1/kv/{namespaceId}/{itemId}", H(http => ItemRoutes.Put(api, http))).RequireRateLimiting(RateLimits.Writes);
     }
 
     /// <summary>The commit this server was built from (from the informational version), or "unknown".</summary>
