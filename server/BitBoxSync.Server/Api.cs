@@ -28,6 +28,9 @@ internal sealed class Api(ServerStore store, WatchHub hub, ServerOptions options
 
     public DateTimeOffset Now => options.Clock.GetUtcNow();
 
+    /// <summary>The server's clock (tests substitute one).</summary>
+    public TimeProvider Clock => options.Clock;
+
     public static byte[] Random32() => RandomNumberGenerator.GetBytes(32);
 
     /// <summary>Reads and strictly decodes a JSON body (400 when malformed, 413 when too large).</summary>

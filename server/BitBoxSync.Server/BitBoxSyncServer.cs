@@ -20,12 +20,18 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly Api _api;
 
-    private BitBoxSyncServer(WebApplication app, Api api, IReadOnlyList<Uri> addresses)
+    private BitBoxSyncServer(WebApplication app, Api api, IReadOnlyList<Uri> addresses, SweepLoop sweep)
     {
         _app = app;
         _api = api;
+        _sweep = sweep;
         Addresses = addresses;
     }
+
+    private readonly SweepLoop _sweep;
+
+    /// <summary>Runs the sweep of expired rows now (tests; it also runs every 10 minutes).</summary>
+    internal Task<int> SweepNowAsync(CancellationToken cancellationToken = default) => _sweep.SweepAsync(cancellationToken);
 
     /// <summary>The addresses the server listens on (with the actual ports).</summary>
     public IReadOnlyList<Uri> Addresses { get; }
@@ -135,11 +141,12 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
             throw;
         }
 
+        var server0 = new SweepLoop(api, logger);
         var addresses = (app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [])
             .Select(a => new Uri(a)).DefaultIfEmpty(new Uri("http://localhost/")).ToList();
         logger.LogInformation("BitBoxSync server listening on {Addresses} with {Store}; public origin {Origin}",
             string.Join(", ", addresses), store.Describe, options.PublicOrigin);
-        return new BitBoxSyncServer(app, api, addresses);
+        return new BitBoxSyncServer(app, api, addresses, server0);
     }
 
     /// <summary>Parked watchers (diagnostics).</summary>
@@ -159,6 +166,7 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
     {
         try
         {
+            await _sweep.DisposeAsync();
             await _app.StopAsync();
         }
         finally

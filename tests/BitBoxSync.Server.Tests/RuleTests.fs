@@ -830,6 +830,39 @@ let private rateLimits backend =
         Expect.equal map.Items.Count 4 "reads are not limited"
     }
 
+/// The sweep removes rows nothing can use again, and only those (on the server's clock).
+let private sweep backend =
+    test $"the sweep deletes used and expired challenges, expired tokens and expired pending join requests, and nothing else ({backend})" {
+        use server = start backend
+        let count table =
+            server.Server.Store.ReadAsync((fun tx -> tx.CountAsync(table, Threading.CancellationToken.None)), Threading.CancellationToken.None)
+            |> await
+
+        let alice = login server "alice"
+        let bob = login server "bob"
+        let shared = createShared alice
+        let invite = createInvite alice shared
+        submit bob invite |> ignore
+        server.Clock.Advance(TimeSpan.FromSeconds 1.0)
+        let unusedChallenge = server.Client.ChallengeAsync "login" |> await
+        ignore unusedChallenge
+        Expect.isGreaterThan (count "challenges") 1L "used challenges are kept until the sweep"
+        let deleted = server.Server.SweepNowAsync() |> await
+        Expect.isGreaterThan deleted 0 "the used challenges went"
+        Expect.equal (count "challenges") 1L "the unused, unexpired challenge stays"
+        Expect.equal (count "tokens") 2L "live tokens stay"
+        Expect.equal (count "join_requests") 1L "a live pending request stays"
+        let before = server.Dump()
+        server.Clock.Advance(TimeSpan.FromDays 31.0) // past the tokens, the challenge and the request
+        server.Server.SweepNowAsync() |> await |> ignore
+        Expect.equal (count "challenges", count "tokens", count "join_requests") (0L, 0L, 0L) "everything expired went"
+        Expect.equal (count "members") 1L "membership stays"
+        Expect.equal (count "invites") 1L "invites stay (listed for a while after expiry)"
+        Expect.notEqual (server.Dump()) before "the dump saw the deletions"
+        let again = login server "alice"
+        Expect.isNotEmpty again.Token "a new session works after the sweep"
+    }
+
 let tests =
     testList
         "rules"
@@ -837,6 +870,7 @@ let tests =
             for backend in backends do
                 legacyInvites backend
                 rateLimits backend
+                sweep backend
 
             for backend in backends do
                 let f = lazy (fixtureOf backend)

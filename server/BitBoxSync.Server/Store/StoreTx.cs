@@ -92,6 +92,18 @@ internal sealed class StoreTx(DbConnection connection, DbTransaction transaction
     }
 
     /// <summary>Drops challenges that expired more than an hour ago (bounded table).</summary>
+    /// <summary>
+    /// Deletes rows nothing can use again: expired or used challenges, expired or revoked tokens,
+    /// pending join requests past their expiry. Returns how many rows went.
+    /// </summary>
+    public async Task<int> SweepAsync(DateTimeOffset now, CancellationToken ct) =>
+        await ExecuteAsync("DELETE FROM challenges WHERE expires_at < @t OR used <> 0", ct, ("t", Ms(now)))
+        + await ExecuteAsync("DELETE FROM tokens WHERE expires_at <= @t OR revoked <> 0", ct, ("t", Ms(now)))
+        + await ExecuteAsync("DELETE FROM join_requests WHERE status = 'pending' AND expires_at <= @t", ct, ("t", now.ToUnixTimeSeconds()));
+
+    /// <summary>Rows of a table (diagnostics and tests).</summary>
+    internal Task<long> CountAsync(string table, CancellationToken ct) => ScalarAsync($"SELECT COUNT(*) FROM {table}", ct);
+
     public Task DeleteStaleChallengesAsync(DateTimeOffset now, CancellationToken ct) =>
         ExecuteAsync("DELETE FROM challenges WHERE expires_at < @t", ct, ("t", Ms(now.AddHours(-1))));
 
