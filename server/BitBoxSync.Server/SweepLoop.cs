@@ -50,8 +50,11 @@ internal sealed class SweepLoop : IAsyncDisposable
         }
     }
 
+    private int _disposed;
+
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return; // the server may be disposed twice
         await _stop.CancelAsync();
         try { await _loop; } catch (OperationCanceledException) { }
         _stop.Dispose();
