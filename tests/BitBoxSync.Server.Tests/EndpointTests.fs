@@ -295,6 +295,7 @@ let private healthAndVersion backend =
         use http = new HttpClient(BaseAddress = server.BaseAddress)
         let health = http.GetStringAsync "/healthz" |> await
         Expect.equal health """{"status":"ok"}""" "healthz"
+        Expect.equal (http.GetStringAsync "/readyz" |> await) """{"status":"ok"}""" "readyz: the database answers"
         let version = http.GetStringAsync "/version" |> await
         Expect.stringStarts version """{"gitCommit":""" "version"
         let missing = http.GetAsync "/v1/nope" |> await

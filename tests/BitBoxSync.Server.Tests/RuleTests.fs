@@ -863,10 +863,35 @@ let private sweep backend =
         Expect.isNotEmpty again.Token "a new session works after the sweep"
     }
 
+/// Readiness follows the database, liveness does not: PostgreSQL's database dropped under a running server.
+let private readinessWithoutDatabase =
+    test "readiness: /readyz answers 503 with a JSON error when the database is gone, /healthz stays 200 (postgres)" {
+        let db = Database.Create Postgres
+        use server = startOn db (ManualClock DateTimeOffset.UtcNow) (TimeSpan.FromSeconds 2.0)
+        use http = new HttpClient(BaseAddress = server.BaseAddress)
+        Expect.equal (int (http.GetAsync "/readyz" |> await).StatusCode) 200 "ready while the database answers"
+        let name = Npgsql.NpgsqlConnectionStringBuilder(db.Postgres).Database
+
+        do
+            use admin = new Npgsql.NpgsqlConnection(postgresAdmin.Value)
+            admin.Open()
+            use cmd = admin.CreateCommand()
+            cmd.CommandText <- $"DROP DATABASE {name} WITH (FORCE)"
+            cmd.ExecuteNonQuery() |> ignore
+
+        use ready = http.GetAsync "/readyz" |> await
+        Expect.equal (int ready.StatusCode) 503 "not ready without its database"
+        Expect.equal (ready.Content.ReadAsStringAsync() |> await) """{"error":"database unavailable"}""" "a JSON error"
+        Expect.equal (int (http.GetAsync "/healthz" |> await).StatusCode) 200 "but alive: no restart loop"
+    }
+
 let tests =
     testList
         "rules"
         [
+            if postgresAdmin.IsSome then
+                readinessWithoutDatabase
+
             for backend in backends do
                 legacyInvites backend
                 rateLimits backend

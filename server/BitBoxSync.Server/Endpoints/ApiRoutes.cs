@@ -18,11 +18,11 @@ internal static class ApiRoutes
     {
         RequestDelegate H(Func<HttpContext, Task<object>> f) => Handler.Json(api, f);
 
-        app.MapGet("/healthz", H(async http =>
-        {
-            await api.Store.ReadAsync(tx => tx.GetNamespaceAsync(Bin.parse<NamespaceIdKind>(new string('0', 32)).ResultValue, http.RequestAborted), http.RequestAborted);
-            return new HealthResponse("ok");
-        }));
+        // Liveness: the process answers (no dependency checked: a load balancer must not restart a
+        // server because its database is down).
+        app.MapGet("/healthz", H(_ => Task.FromResult<object>(new HealthResponse("ok"))));
+        // Readiness: the database answers too; 503 while it does not.
+        app.MapGet("/readyz", (RequestDelegate)(http => ReadyAsync(api, http)));
         app.MapGet("/version", H(_ => Task.FromResult<object>(new VersionResponse(GitCommit))));
 
         // Literal routes first (routing precedence also guarantees it).
@@ -48,6 +48,27 @@ internal static class ApiRoutes
         app.MapGet("/v1/namespaces/{namespaceId}/items", H(http => ItemRoutes.Map(api, http)));
         app.MapGet("/v1/kv/{namespaceId}/{itemId}", H(http => ItemRoutes.Get(api, http)));
         app.MapPut("/v1/kv/{namespaceId}/{itemId}", H(http => ItemRoutes.Put(api, http))).RequireRateLimiting(RateLimits.Writes);
+    }
+
+    /// <summary>200 <c>{"status":"ok"}</c> when the database answers within 5 s, else 503 with a JSON error.</summary>
+    private static async Task ReadyAsync(Api api, HttpContext http)
+    {
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
+            timeout.CancelAfter(TimeSpan.FromSeconds(5));
+            await api.Store.ReadAsync(async tx =>
+            {
+                await tx.GetNamespaceAsync(Bin.parse<NamespaceIdKind>(new string('0', 32)).ResultValue, timeout.Token);
+                return 0;
+            }, timeout.Token);
+            http.Response.ContentType = "application/json";
+            await http.Response.WriteAsync("{\"status\":\"ok\"}");
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !http.RequestAborted.IsCancellationRequested)
+        {
+            await Handler.WriteError(http, StatusCodes.Status503ServiceUnavailable, "database unavailable");
+        }
     }
 
     /// <summary>The commit this server was built from (from the informational version), or "unknown".</summary>
