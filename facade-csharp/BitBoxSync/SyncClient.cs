@@ -369,8 +369,7 @@ public sealed class SyncClient : IDisposable
         activity?.SetTag("server.port", BaseAddress.Port);
         try
         {
-            var result = await SendCoreAsync<T>(method, path, accessToken, body, ct, ifMatch, expectBody, activity);
-            return result;
+            return await SendCoreAsync<T>(method, path, accessToken, body, ct, ifMatch, expectBody, activity);
         }
         catch (Exception e) when (activity is not null)
         {

@@ -141,12 +141,12 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
             throw;
         }
 
-        var server0 = new SweepLoop(api, logger);
+        var sweep = new SweepLoop(api, logger);
         var addresses = (app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [])
             .Select(a => new Uri(a)).DefaultIfEmpty(new Uri("http://localhost/")).ToList();
         logger.LogInformation("BitBoxSync server listening on {Addresses} with {Store}; public origin {Origin}",
             string.Join(", ", addresses), store.Describe, options.PublicOrigin);
-        return new BitBoxSyncServer(app, api, addresses, server0);
+        return new BitBoxSyncServer(app, api, addresses, sweep);
     }
 
     /// <summary>Parked watchers (diagnostics).</summary>

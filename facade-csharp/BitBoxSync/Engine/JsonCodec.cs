@@ -89,19 +89,8 @@ internal static class GoJson
     /// Whether System.Text.Json's compact output differs from Go's: an escape (Go may write the
     /// character raw or with another escape), an HTML character or U+2028/U+2029 written raw.
     /// </summary>
-    internal static bool NeedsRewrite(ReadOnlySpan<byte> json)
-    {
-        if (json.IndexOfAny("\\<>&"u8) >= 0) return true;
-        for (var i = json.IndexOf((byte)0xE2); i >= 0 && i + 2 < json.Length; i = NextE2(json, i))
-            if (json[i + 1] == 0x80 && json[i + 2] is 0xA8 or 0xA9) return true;
-        return false;
-    }
-
-    private static int NextE2(ReadOnlySpan<byte> json, int i)
-    {
-        var next = json[(i + 1)..].IndexOf((byte)0xE2);
-        return next < 0 ? -1 : i + 1 + next;
-    }
+    internal static bool NeedsRewrite(ReadOnlySpan<byte> json) =>
+        json.IndexOfAny("\\<>&"u8) >= 0 || json.IndexOf("\u2028"u8) >= 0 || json.IndexOf("\u2029"u8) >= 0;
 
     /// <summary>
     /// Rewrites every JSON string of valid, compact JSON <paramref name="json"/> (property names

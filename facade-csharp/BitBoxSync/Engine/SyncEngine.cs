@@ -1400,9 +1400,10 @@ public sealed class SyncEngine : IAsyncDisposable
                 Emit(SyncEventType.NamespaceWatchFailed, error: e);
                 var status = e is SyncApiException api ? FSharpOption<int>.Some(api.StatusCode) : null;
                 SyncTelemetry.Failures.Add(1, new KeyValuePair<string, object?>("kind", "watch"));
-                if (Core.Watch.onFailure(settings, failures, FailureOf(e), status, _options.RandomSample()) is WatchFailure.Retry retry)
+                var kind = FailureOf(e);
+                if (Core.Watch.onFailure(settings, failures, kind, status, _options.RandomSample()) is WatchFailure.Retry retry)
                 {
-                    EngineLog.WatchFailed(_log, SyncTelemetry.Kind(FailureOf(e)), retry.delay.TotalMilliseconds, e.GetType().Name, e.Message);
+                    EngineLog.WatchFailed(_log, SyncTelemetry.Kind(kind), retry.delay.TotalMilliseconds, e.GetType().Name, e.Message);
                     try
                     {
                         // A successful login ends the backoff at once (the device is back).
