@@ -209,7 +209,7 @@ let runLoad (watchers: int) =
 
     Directory.CreateDirectory dir |> ignore
     let port = freePort ()
-    let serverDll = typeof<BitBoxSyncServer>.Assembly.Location
+    let serverDll = Path.Combine(AppContext.BaseDirectory, "bitboxsync-server.dll") // the server command
     let sqlite = Path.Combine(dir, "s.sqlite")
 
     let psi =

@@ -11,7 +11,7 @@ namespace BitBoxSync.Server;
 /// What every endpoint shares: the store, the watch hub, the settings, the clock, body reading
 /// with a size cap, bearer authentication and challenge consumption.
 /// </summary>
-internal sealed class Api(ServerStore store, WatchHub hub, ServerOptions options, ILogger logger)
+internal sealed class Api(ServerStore store, WatchHub hub, ServerOptions options, ILogger logger, ServerMetrics metrics, RateLimits limits)
 {
     /// <summary>Largest request body accepted: a 64 KiB ciphertext in base64 plus the other fields.</summary>
     public const int MaxBodyBytes = 128 * 1024;
@@ -20,6 +20,8 @@ internal sealed class Api(ServerStore store, WatchHub hub, ServerOptions options
     public WatchHub Hub => hub;
     public ServerOptions Options => options;
     public ILogger Logger => logger;
+    public ServerMetrics Metrics => metrics;
+    public RateLimits Limits => limits;
 
     public AuthSettings AuthSettings { get; } = new(options.ChallengeLifetime, options.TokenLifetime, options.RequireAttestation);
 

@@ -1,37 +1,37 @@
-using System.Diagnostics;
-using BitBoxSync.Server.Endpoints;
+using BitBoxSync.Server.Hosting;
 using BitBoxSync.Server.Store;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace BitBoxSync.Server;
 
 /// <summary>
-/// A running BitBoxSync server: Kestrel, the endpoints and the store. Start one embedded in a
-/// process (tests, demos) with <see cref="StartAsync"/>, or run the <c>BitBoxSync.Server</c> command.
+/// A running standalone BitBoxSync server: Kestrel, the endpoints and the store. Start one embedded
+/// in a process (tests, demos) with <see cref="StartAsync"/>, or run the <c>bitboxsync-server</c>
+/// command. To serve BitBoxSync from an existing ASP.NET Core app instead, use
+/// <c>AddBitBoxSyncServer</c> and <c>MapBitBoxSync</c> (<see cref="BitBoxSyncServerExtensions"/>).
 /// </summary>
 public sealed class BitBoxSyncServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
-    private readonly Api _api;
+    private readonly ServerRuntime _runtime;
 
-    private BitBoxSyncServer(WebApplication app, Api api, IReadOnlyList<Uri> addresses, SweepLoop sweep)
+    internal BitBoxSyncServer(WebApplication app)
     {
         _app = app;
-        _api = api;
-        _sweep = sweep;
-        Addresses = addresses;
+        _runtime = app.Services.GetRequiredService<ServerRuntime>();
+        Addresses = (app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [])
+            .Select(a => new Uri(a)).DefaultIfEmpty(new Uri("http://localhost/")).ToList();
+        _runtime.Logger.LogInformation("BitBoxSync server listening on {Addresses} with {Store}; public origin {Origin}",
+            string.Join(", ", Addresses), StoreDescription, _runtime.Api.Options.PublicOrigin);
     }
 
-    private readonly SweepLoop _sweep;
-
     /// <summary>Runs the sweep of expired rows now (tests; it also runs every 10 minutes).</summary>
-    internal Task<int> SweepNowAsync(CancellationToken cancellationToken = default) => _sweep.SweepAsync(cancellationToken);
+    internal Task<int> SweepNowAsync(CancellationToken cancellationToken = default) => _runtime.SweepNowAsync(cancellationToken);
 
     /// <summary>The addresses the server listens on (with the actual ports).</summary>
     public IReadOnlyList<Uri> Addresses { get; }
@@ -40,16 +40,18 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
     public Uri BaseAddress => Addresses[0];
 
     /// <summary>Where the data lives, e.g. "SQLite /srv/bitboxsync.sqlite" (never credentials).</summary>
-    public string StoreDescription => _api.Store.Describe;
+    public string StoreDescription => _runtime.Store.Describe;
 
-    internal ServerStore Store => _api.Store;
+    internal ServerStore Store => _runtime.Store;
 
     /// <summary>The host's services (tests reach an in-process test server through them).</summary>
     internal IServiceProvider Services => _app.Services;
-    internal WatchHub Hub => _api.Hub;
+    internal WatchHub Hub => _runtime.Hub;
 
     /// <summary>
-    /// Validates the options, opens (and migrates) the store, and starts listening.
+    /// Validates the options, opens (and migrates) the store, and starts listening on
+    /// <see cref="ServerOptions.Urls"/> (or the standard URL settings, or <see cref="ServerOptions.DefaultUrl"/>).
+    /// Logs go to the console at <see cref="ServerOptions.MinimumLogLevel"/>.
     /// </summary>
     /// <exception cref="ArgumentException">An option is invalid.</exception>
     public static Task<BitBoxSyncServer> StartAsync(ServerOptions options, CancellationToken cancellationToken = default) =>
@@ -59,98 +61,30 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
     /// <see cref="StartAsync(ServerOptions, CancellationToken)"/> with a last say on the host
     /// builder (tests host the server in process on a test server instead of Kestrel).
     /// </summary>
-    internal static async Task<BitBoxSyncServer> StartWithAsync(ServerOptions options, Action<WebApplicationBuilder>? configure,
+    internal static Task<BitBoxSyncServer> StartWithAsync(ServerOptions options, Action<WebApplicationBuilder>? configure,
         CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        var builder = WebApplication.CreateSlimBuilder();
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o =>
         {
             o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss ";
+            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffzzz ";
+            o.UseUtcTimestamp = true;
         });
         builder.Logging.SetMinimumLevel(options.MinimumLogLevel);
         builder.Logging.AddFilter("Microsoft.AspNetCore", level => level >= LogLevel.Warning && level >= options.MinimumLogLevel);
         builder.Logging.AddFilter("Microsoft.Hosting", level => level >= LogLevel.Warning && level >= options.MinimumLogLevel);
-        builder.WebHost.UseKestrel(k =>
-        {
-            k.AddServerHeader = false;
-            k.Limits.MaxRequestBodySize = Api.MaxBodyBytes * 4;
-            k.Limits.MaxRequestHeadersTotalSize = 16 * 1024;
-        });
-        builder.WebHost.UseUrls(options.Urls);
-        builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(10));
-        RateLimits.Add(builder.Services, options);
+        builder.Logging.AddFilter("Microsoft.Extensions.Diagnostics.HealthChecks", level => level >= LogLevel.Warning && level >= options.MinimumLogLevel);
+        Standalone.Configure(builder, options);
         configure?.Invoke(builder);
-
-        var app = builder.Build();
-        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("BitBoxSync.Server");
-        ServerStore store = options.Store switch
-        {
-            ServerStoreKind.Postgres => new PostgresServerStore(options.PostgresConnectionString!, logger),
-            _ => new SqliteServerStore(options.SqlitePath, logger),
-        };
-        try
-        {
-            await store.MigrateAsync(cancellationToken);
-        }
-        catch
-        {
-            await store.DisposeAsync();
-            throw;
-        }
-
-        var hub = new WatchHub();
-        store.Changed = hub.Signal;
-        if (store is PostgresServerStore pg) pg.StartListening();
-        var api = new Api(store, hub, options, logger);
-
-        app.Use(async (http, next) =>
-        {
-            var started = Stopwatch.GetTimestamp();
-            await next(http);
-            // Method, path (ids only) and status: never headers or bodies, which carry tokens and secrets.
-            logger.LogInformation("{Method} {Path} {Status} {Ms:0.0} ms", http.Request.Method, http.Request.Path.Value,
-                http.Response.StatusCode, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-        });
-        // Routing's own refusals (unknown path 404, wrong method 405) get JSON bodies too.
-        app.UseStatusCodePages(async context =>
-        {
-            var http = context.HttpContext;
-            var message = http.Response.StatusCode switch
-            {
-                404 => "not found",
-                405 => "method not allowed",
-                _ => "request refused",
-            };
-            await Handler.WriteError(http, http.Response.StatusCode, message);
-        });
-        app.UseRateLimiter();
-        ApiRoutes.Map(app, api);
-
-        try
-        {
-            await app.StartAsync(cancellationToken);
-        }
-        catch
-        {
-            await app.DisposeAsync();
-            await store.DisposeAsync();
-            throw;
-        }
-
-        var sweep = new SweepLoop(api, logger);
-        var addresses = (app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [])
-            .Select(a => new Uri(a)).DefaultIfEmpty(new Uri("http://localhost/")).ToList();
-        logger.LogInformation("BitBoxSync server listening on {Addresses} with {Store}; public origin {Origin}",
-            string.Join(", ", addresses), store.Describe, options.PublicOrigin);
-        return new BitBoxSyncServer(app, api, addresses, sweep);
+        return Standalone.StartAsync(builder, options, cancellationToken);
     }
 
     /// <summary>Parked watchers (diagnostics).</summary>
-    public int ParkedWatchers => _api.Hub.Parked;
+    public int ParkedWatchers => _runtime.Hub.Parked;
 
     /// <summary>Stops gracefully: stops accepting, answers parked watchers, lets in-flight requests finish.</summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
@@ -161,18 +95,19 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
     /// <summary>Blocks until the host is shut down (Ctrl+C / SIGTERM for the command).</summary>
     public Task WaitForShutdownAsync(CancellationToken cancellationToken = default) => _app.WaitForShutdownAsync(cancellationToken);
 
+    private int _disposed;
+
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         try
         {
-            await _sweep.DisposeAsync();
             await _app.StopAsync();
         }
         finally
         {
-            await _app.DisposeAsync();
-            await _api.Store.DisposeAsync();
+            await _app.DisposeAsync(); // disposes the runtime: the sweep stops, the store closes
         }
     }
 }

@@ -3,38 +3,56 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.RateLimiting;
-using Microsoft.Extensions.DependencyInjection;
 
 namespace BitBoxSync.Server;
 
 /// <summary>
-/// ASP.NET Core rate limiting: unauthenticated requests per client address, authenticated writes
-/// per bearer token (fixed one-minute windows). A refused request is answered 429
-/// <c>{"error": "rate limited"}</c> with <c>Retry-After</c> and changes nothing. Parked long polls
-/// are reads and never count.
+/// Rate limits (System.Threading.RateLimiting, the limiters behind ASP.NET Core's rate-limiting
+/// middleware): unauthenticated requests per client address, authenticated writes per bearer token,
+/// in fixed one-minute windows. They are applied by the endpoints themselves, so that a server
+/// mounted in a host app is limited whatever the host's middleware (the host can still add its own
+/// policies to the endpoint group). A refused request is answered 429 <c>{"error": "rate limited"}</c>
+/// with <c>Retry-After</c> and changes nothing. Parked long polls are reads and never count.
 /// </summary>
-internal static class RateLimits
+internal sealed class RateLimits : IDisposable
 {
-    public const string Anonymous = "anonymous";
-    public const string Writes = "writes";
-
-    public static void Add(IServiceCollection services, ServerOptions options)
+    /// <summary>Which limit an endpoint is under.</summary>
+    public enum Kind
     {
-        services.AddRateLimiter(o =>
+        None,
+        Anonymous,
+        Writes,
+    }
+
+    private readonly PartitionedRateLimiter<HttpContext> _anonymous;
+    private readonly PartitionedRateLimiter<HttpContext> _writes;
+
+    public RateLimits(ServerOptions options)
+    {
+        _anonymous = PartitionedRateLimiter.Create<HttpContext, string>(http =>
+            Window(options.AnonymousRequestsPerMinute, "address:" + (http.Connection.RemoteIpAddress?.ToString() ?? "unknown")));
+        _writes = PartitionedRateLimiter.Create<HttpContext, string>(http =>
+            Window(options.WritesPerMinutePerToken, "token:" + TokenKey(http)));
+    }
+
+    /// <summary>
+    /// Takes a permit for the request; when refused, answers 429 with <c>Retry-After</c> and returns false.
+    /// </summary>
+    public async ValueTask<bool> TryEnterAsync(HttpContext http, Kind kind)
+    {
+        var limiter = kind switch
         {
-            o.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
-            o.OnRejected = async (context, ct) =>
-            {
-                var http = context.HttpContext;
-                var retryAfter = context.Lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromMinutes(1);
-                http.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
-                await Endpoints.Handler.WriteError(http, StatusCodes.Status429TooManyRequests, "rate limited");
-            };
-            o.AddPolicy(Anonymous, http => Window(options.AnonymousRequestsPerMinute,
-                "address:" + (http.Connection.RemoteIpAddress?.ToString() ?? "unknown")));
-            o.AddPolicy(Writes, http => Window(options.WritesPerMinutePerToken, "token:" + TokenKey(http)));
-        });
+            Kind.Anonymous => _anonymous,
+            Kind.Writes => _writes,
+            _ => null,
+        };
+        if (limiter is null) return true;
+        using var lease = limiter.AttemptAcquire(http);
+        if (lease.IsAcquired) return true;
+        var retryAfter = lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromMinutes(1);
+        http.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+        await Endpoints.Handler.WriteError(http, StatusCodes.Status429TooManyRequests, "rate limited");
+        return false;
     }
 
     private static RateLimitPartition<string> Window(int perMinute, string key) =>
@@ -48,10 +66,16 @@ internal static class RateLimits
                 AutoReplenishment = true,
             });
 
-    /// <summary>A bearer token's partition key: its hash (the token itself is never kept).</summary>
+    /// <summary>A bearer token's partition key: a prefix of its hash (the token itself is never kept).</summary>
     private static string TokenKey(HttpContext http)
     {
         var header = http.Request.Headers.Authorization.ToString();
         return header.Length == 0 ? "none" : Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(header)))[..32];
+    }
+
+    public void Dispose()
+    {
+        _anonymous.Dispose();
+        _writes.Dispose();
     }
 }

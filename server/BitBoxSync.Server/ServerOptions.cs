@@ -13,13 +13,32 @@ public enum ServerStoreKind
 }
 
 /// <summary>
-/// Server configuration. Bound from the <c>BitBoxSync</c> configuration section (appsettings.json,
-/// environment variables <c>BITBOXSYNC_…</c>, command-line options); see docs/server.md.
+/// Server configuration. The command binds it from the <c>BitBoxSync</c> configuration section
+/// (appsettings.json, environment variables <c>BITBOXSYNC_…</c>, command-line options); a host app
+/// passes it to <c>AddBitBoxSyncServer</c>. See docs/server.md. <see cref="Urls"/>,
+/// <see cref="TrustedProxies"/> and <see cref="MinimumLogLevel"/> shape the standalone server
+/// (<see cref="BitBoxSyncServer.StartAsync(ServerOptions, CancellationToken)"/> and the command);
+/// a server mounted in a host app uses the host's listeners, forwarded headers and logging instead.
 /// </summary>
 public sealed class ServerOptions
 {
-    /// <summary>Addresses to listen on, e.g. <c>http://127.0.0.1:8090</c>; port 0 picks a free port.</summary>
-    public string[] Urls { get; set; } = ["http://127.0.0.1:8090"];
+    /// <summary>The listen address when neither <see cref="Urls"/> nor the host's URL settings name one.</summary>
+    public const string DefaultUrl = "http://127.0.0.1:8090";
+
+    /// <summary>
+    /// Addresses to listen on, e.g. <c>http://127.0.0.1:8090</c>; port 0 picks a free port. Empty (the
+    /// default): the host's standard settings (<c>urls</c>, <c>ASPNETCORE_URLS</c>,
+    /// <c>ASPNETCORE_HTTP_PORTS</c>, <c>Kestrel:Endpoints</c>), else <see cref="DefaultUrl"/>.
+    /// </summary>
+    public string[] Urls { get; set; } = [];
+
+    /// <summary>
+    /// Reverse proxies (IP addresses or CIDR networks such as <c>10.0.0.0/8</c>) whose
+    /// <c>X-Forwarded-For</c> and <c>X-Forwarded-Proto</c> headers are believed. Empty (the default):
+    /// forwarded headers are ignored and the client address is the connection's, which is what the
+    /// per-address rate limit uses.
+    /// </summary>
+    public string[] TrustedProxies { get; set; } = [];
 
     /// <summary>
     /// The server's public origin as printed in invites (canonical <c>https://host[:port]</c>);
@@ -71,9 +90,7 @@ public sealed class ServerOptions
     /// <summary>Checks the options; throws <see cref="ArgumentException"/> naming the bad one.</summary>
     public void Validate()
     {
-        if (Urls is null || Urls.Length == 0)
-            throw new ArgumentException("at least one listen URL is required", nameof(Urls));
-        foreach (var url in Urls)
+        foreach (var url in Urls ?? throw new ArgumentException("the listen URLs must not be null", nameof(Urls)))
             if (!Uri.TryCreate(url, UriKind.Absolute, out var u) || (u.Scheme != "http" && u.Scheme != "https"))
                 throw new ArgumentException($"listen URL '{url}' must be an absolute http or https URL", nameof(Urls));
         var origin = ServerOriginModule.canonicalize(PublicOrigin ?? "");
@@ -95,5 +112,14 @@ public sealed class ServerOptions
             throw new ArgumentException("the anonymous request limit must be 0 (off) or positive", nameof(AnonymousRequestsPerMinute));
         if (WritesPerMinutePerToken < 0)
             throw new ArgumentException("the write limit must be 0 (off) or positive", nameof(WritesPerMinutePerToken));
+        foreach (var proxy in TrustedProxies ?? throw new ArgumentException("the trusted proxies must not be null", nameof(TrustedProxies)))
+            if (!System.Net.IPAddress.TryParse(proxy, out _) && !System.Net.IPNetwork.TryParse(proxy, out _))
+                throw new ArgumentException($"trusted proxy '{proxy}' is neither an IP address nor a CIDR network", nameof(TrustedProxies));
     }
+
+    /// <summary>An <see cref="ArgumentException"/>'s message without the " (Parameter 'x')" suffix.</summary>
+    internal static string MessageOf(ArgumentException e) =>
+        e.ParamName is { } p && e.Message.EndsWith($" (Parameter '{p}')", StringComparison.Ordinal)
+            ? e.Message[..^$" (Parameter '{p}')".Length]
+            : e.Message;
 }

@@ -15,11 +15,12 @@ internal sealed class SweepLoop : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _loop;
 
-    public SweepLoop(Api api, ILogger log)
+    /// <summary>A sweeper; with <paramref name="start"/> it also sweeps every <see cref="Interval"/>.</summary>
+    public SweepLoop(Api api, ILogger log, bool start)
     {
         _api = api;
         _log = log;
-        _loop = Task.Run(RunAsync);
+        _loop = start ? Task.Run(RunAsync) : Task.CompletedTask;
     }
 
     public async Task<int> SweepAsync(CancellationToken ct)

@@ -58,6 +58,15 @@ internal sealed class WatchHub
     /// <summary>Wakes every watcher of a key (or all of them for <see cref="Everything"/>).</summary>
     public void Signal(string key)
     {
+        var count = Wake(key);
+        if (count > 0) Woken?.Invoke(count);
+    }
+
+    /// <summary>Reports how many watchers a signal woke (metrics).</summary>
+    public Action<int>? Woken { get; set; }
+
+    private int Wake(string key)
+    {
         List<Waiter> woken;
         lock (_gate)
         {
@@ -66,8 +75,9 @@ internal sealed class WatchHub
             else if (_byKey.TryGetValue(key, out var set))
                 woken = [.. set];
             else
-                return;
+                return 0;
         }
         foreach (var w in woken) w.Wake();
+        return woken.Count;
     }
 }

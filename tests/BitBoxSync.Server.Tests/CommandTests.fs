@@ -10,25 +10,33 @@ open System.IO
 open System.Threading.Tasks
 open Expecto
 open Microsoft.Extensions.Configuration
+open Microsoft.AspNetCore.Builder
 open BitBoxSync.Server
+open BitBoxSync.Server.Tool
 open BitBoxSync.Server.Tests.Harness
 open BitBoxSync.Server.Tests.Flows
 
-/// Runs the command line; returns the exit code, what it wrote and the options the server would start with.
-let private invoke (config: (string * string) list) (args: string list) =
-    let mutable seen = None
+/// A host builder whose configuration is exactly these pairs (no files, no environment).
+let private builderWith (config: (string * string) list) () =
+    let builder = WebApplication.CreateSlimBuilder(WebApplicationOptions(Args = [||]))
+    builder.Configuration.Sources.Clear()
 
-    let configuration =
-        ConfigurationBuilder()
-            .AddInMemoryCollection(config |> List.map (fun (k, v) -> KeyValuePair(k, v)))
-            .Build()
+    builder.Configuration.AddInMemoryCollection(config |> List.map (fun (k, v) -> KeyValuePair(k, v)))
+    |> ignore
+
+    builder
+
+/// Runs the command line; returns the exit code, what it wrote and the options (and configuration)
+/// the server would start with.
+let private invokeWith (config: (string * string) list) (args: string list) =
+    let mutable seen = None
 
     let command =
         ServerCommand.Build(
-            (fun options _ ->
-                seen <- Some options
+            (fun builder options _ ->
+                seen <- Some(options, builder.Configuration :> IConfiguration)
                 Task.FromResult 0),
-            configuration
+            Func<WebApplicationBuilder>(builderWith config)
         )
 
     use out = new StringWriter()
@@ -41,6 +49,10 @@ let private invoke (config: (string * string) list) (args: string list) =
             .GetResult()
 
     code, out.ToString(), seen
+
+let private invoke config args =
+    let code, output, seen = invokeWith config args
+    code, output, seen |> Option.map fst
 
 let tests =
     testList
@@ -68,7 +80,7 @@ let tests =
 
             test "options override the configuration; the configuration fills the rest" {
                 let code, _, started =
-                    invoke
+                    invokeWith
                         [
                             "BitBoxSync:SqlitePath", "from-config.sqlite"
                             "BitBoxSync:PublicOrigin", "https://config.example"
@@ -90,13 +102,15 @@ let tests =
                         ]
 
                 Expect.equal code 0 "accepted"
-                let o = started.Value
+                let o, configuration = started.Value
                 Expect.equal o.SqlitePath "from-config.sqlite" "from the configuration"
                 Expect.equal o.PublicOrigin "https://sync.example" "the option wins"
                 Expect.equal o.WatchTimeout (TimeSpan.FromSeconds 30.0) "30s"
                 Expect.equal o.TokenLifetime (TimeSpan.FromDays 7.0) "7d"
                 Expect.equal o.ChallengeLifetime (TimeSpan.FromMinutes 2.0) "hh:mm:ss"
-                Expect.equal o.Urls [| "http://127.0.0.1:0" |] "urls"
+                Expect.equal o.Urls [||] "the listen URLs go to the standard setting"
+                Expect.equal configuration["urls"] "http://127.0.0.1:0" "--urls is the standard urls setting"
+                Expect.equal configuration["Logging:LogLevel:Default"] "Warning" "--log-level sets the default level"
                 Expect.isTrue o.RequireAttestation "flag"
 
                 Expect.equal

@@ -5,6 +5,7 @@ module BitBoxSync.Server.Tests.Harness
 open System
 open System.IO
 open System.Threading.Tasks
+open Microsoft.AspNetCore.Builder
 open Microsoft.Extensions.Logging
 open Npgsql
 open BitBoxSync
@@ -88,15 +89,11 @@ type Database =
 /// The public origin test servers print in invites.
 let origin = "https://sync.test"
 
-/// Options for a test server on an ephemeral loopback port.
-let options (db: Database) (clock: ManualClock) (watchTimeout: TimeSpan) =
-    let o =
-        ServerOptions(
-            Urls = [| "http://127.0.0.1:0" |],
-            PublicOrigin = origin,
-            WatchTimeout = watchTimeout,
-            MinimumLogLevel = LogLevel.Warning
-        )
+/// Sets a test server's options: the database, the clock, the watch timeout, no rate limits.
+let configure (db: Database) (clock: ManualClock) (watchTimeout: TimeSpan) (o: ServerOptions) =
+    o.PublicOrigin <- origin
+    o.WatchTimeout <- watchTimeout
+    o.MinimumLogLevel <- LogLevel.Warning
 
     match db.Backend with
     | Sqlite ->
@@ -110,16 +107,43 @@ let options (db: Database) (clock: ManualClock) (watchTimeout: TimeSpan) =
     // The suites make thousands of requests from one address: rate limits are tested on their own.
     o.AnonymousRequestsPerMinute <- 0
     o.WritesPerMinutePerToken <- 0
+
+/// Options for a test server on an ephemeral loopback port.
+let options (db: Database) (clock: ManualClock) (watchTimeout: TimeSpan) =
+    let o = ServerOptions(Urls = [| "http://127.0.0.1:0" |])
+    configure db clock watchTimeout o
     o
 
-/// A running test server plus a raw client pointed at it.
-type TestServer(db: Database, clock: ManualClock, server: BitBoxSyncServer) =
-    let client = new SyncClient(server.BaseAddress)
+/// Puts every request's absolute path under a prefix (raw HTTP tests written for the root).
+type PrefixHandler(prefix: string) =
+    inherit Net.Http.DelegatingHandler(new Net.Http.HttpClientHandler())
+
+    override _.SendAsync(request, ct) =
+        let b = UriBuilder(request.RequestUri)
+        b.Path <- prefix + b.Path
+        request.RequestUri <- b.Uri
+        base.SendAsync(request, ct)
+
+/// A running test server plus a raw client pointed at it (at <paramref name="baseAddress"/>: the
+/// server's root, or the prefix it is mounted under).
+type TestServer(db: Database, clock: ManualClock, server: BitBoxSyncServer, baseAddress: Uri) =
+    let client = new SyncClient(baseAddress)
+    new(db, clock, server: BitBoxSyncServer) = new TestServer(db, clock, server, server.BaseAddress)
     member _.Db = db
     member _.Clock = clock
     member _.Server = server
     member _.Client = client
-    member _.BaseAddress = server.BaseAddress
+    member _.BaseAddress = baseAddress
+
+    /// An HttpClient for raw requests with absolute paths (`/v1/…`), sent under the mount prefix.
+    member _.RawHttp() =
+        let prefix = baseAddress.AbsolutePath.TrimEnd '/'
+        let root = Uri(baseAddress, "/")
+
+        if prefix = "" then
+            new Net.Http.HttpClient(BaseAddress = root)
+        else
+            new Net.Http.HttpClient(new PrefixHandler(prefix), BaseAddress = root)
 
     /// Every durable row, canonically (challenges excluded: any attempt consumes them).
     member _.Dump() =
@@ -134,12 +158,52 @@ type TestServer(db: Database, clock: ManualClock, server: BitBoxSyncServer) =
             client.Dispose()
             server.DisposeAsync().AsTask() |> run
 
+/// The header the host app's own middleware adds to every answer (mounted servers).
+let hostMiddlewareHeader = "X-Host-Middleware"
+
+/// A host app of its own on 127.0.0.1 (its own endpoint `/hello` and a middleware that stamps
+/// every answer) with the BitBoxSync server mounted under <paramref name="prefix"/>.
+let startMounted (db: Database) (clock: ManualClock) (watchTimeout: TimeSpan) (prefix: string) =
+    let builder =
+        Microsoft.AspNetCore.Builder.WebApplication.CreateSlimBuilder(
+            Microsoft.AspNetCore.Builder.WebApplicationOptions(Args = [||])
+        )
+
+    builder.Logging.ClearProviders() |> ignore
+    Microsoft.AspNetCore.Hosting.HostingAbstractionsWebHostBuilderExtensions.UseUrls(builder.WebHost, "http://127.0.0.1:0")
+    |> ignore
+
+    builder.Services.AddBitBoxSyncServer(Action<ServerOptions>(configure db clock watchTimeout))
+    |> ignore
+
+    let app = builder.Build()
+
+    app.Use(
+        Func<Microsoft.AspNetCore.Http.HttpContext, Microsoft.AspNetCore.Http.RequestDelegate, Task>(fun http next ->
+            http.Response.Headers[hostMiddlewareHeader] <- Microsoft.Extensions.Primitives.StringValues "ran"
+            next.Invoke http)
+    )
+    |> ignore
+
+    app.MapGet("/hello", Func<string>(fun () -> "the host's own endpoint")) |> ignore
+    app.MapBitBoxSync(prefix) |> ignore
+    app.StartAsync().GetAwaiter().GetResult()
+    let server = new BitBoxSyncServer(app)
+    new TestServer(db, clock, server, Uri(server.BaseAddress, prefix.TrimStart('/') + "/"))
+
+/// When set, `start` and `startOn` mount the server under this prefix in a host app
+/// (`startMounted`) instead of starting it standalone: the suites run again through the prefix.
+let mutable mountPrefix: string option = None
+
 /// Starts a server on a database (new or reused: restarts keep the data).
 let startOn (db: Database) (clock: ManualClock) (watchTimeout: TimeSpan) =
-    let server =
-        BitBoxSyncServer.StartAsync(options db clock watchTimeout).GetAwaiter().GetResult()
+    match mountPrefix with
+    | Some prefix -> startMounted db clock watchTimeout prefix
+    | None ->
+        let server =
+            BitBoxSyncServer.StartAsync(options db clock watchTimeout).GetAwaiter().GetResult()
 
-    new TestServer(db, clock, server)
+        new TestServer(db, clock, server)
 
 /// Starts a server on a fresh database of a backend.
 let start (backend: Backend) =
@@ -177,17 +241,20 @@ let statusOf (f: unit -> Task<'T>) : int =
     | :? AggregateException as e when (e.InnerException :? SyncApiException) ->
         (e.InnerException :?> SyncApiException).StatusCode
 
-/// The server command (`BitBoxSync.Server`) in a process of its own, configured the way an
-/// operator would: listen URL and origin on the command line, the store through environment
-/// variables. Disposing kills it.
-type ServerProcess(db: Database, watchTimeout: TimeSpan, logLevel: string) =
+/// The server command (`bitboxsync-server`, built from server/BitBoxSync.Server.Tool).
+let serverCommandDll = Path.Combine(AppContext.BaseDirectory, "bitboxsync-server.dll")
+
+/// The server command in a process of its own, configured the way an operator would: listen URL
+/// and origin on the command line, the store (and <paramref name="environment"/>) through
+/// environment variables. Disposing kills it.
+type ServerProcess(db: Database, watchTimeout: TimeSpan, logLevel: string, environment: (string * string) list) =
     let port = freePort ()
 
     let baseAddress = Uri($"http://127.0.0.1:{port}")
     let output = Text.StringBuilder()
 
     let proc =
-        let dll = typeof<BitBoxSyncServer>.Assembly.Location
+        let dll = serverCommandDll
         let timeout = watchTimeout.ToString("c")
 
         let psi =
@@ -203,6 +270,9 @@ type ServerProcess(db: Database, watchTimeout: TimeSpan, logLevel: string) =
         | Postgres ->
             psi.Environment["BITBOXSYNC_Store"] <- "Postgres"
             psi.Environment["BITBOXSYNC_PostgresConnectionString"] <- db.Postgres
+
+        for name, value in environment do
+            psi.Environment[name] <- value
 
         let p = Diagnostics.Process.Start psi
 
@@ -237,8 +307,19 @@ type ServerProcess(db: Database, watchTimeout: TimeSpan, logLevel: string) =
                 "the server process did not start:\n%s"
                 (lock output (fun () -> output.ToString()))
 
-    new(db, watchTimeout) = new ServerProcess(db, watchTimeout, "Warning")
+    new(db, watchTimeout, logLevel) = new ServerProcess(db, watchTimeout, logLevel, [])
+    new(db, watchTimeout) = new ServerProcess(db, watchTimeout, "Warning", [])
     member _.BaseAddress = baseAddress
+
+    /// An HttpClient for raw requests with absolute paths (`/v1/…`), sent under the mount prefix.
+    member _.RawHttp() =
+        let prefix = baseAddress.AbsolutePath.TrimEnd '/'
+        let root = Uri(baseAddress, "/")
+
+        if prefix = "" then
+            new Net.Http.HttpClient(BaseAddress = root)
+        else
+            new Net.Http.HttpClient(new PrefixHandler(prefix), BaseAddress = root)
     member _.Output = lock output (fun () -> output.ToString())
     member _.ProcessId = proc.Id
 

@@ -24,6 +24,8 @@ let main argv =
                         ClientRejectTests.tests
                         MutationTests.tests
                         CommandTests.tests
+                        HostingTests.tests
+                        HostingTests.throughPrefix [ EndpointTests.tests; RuleTests.suite () ]
                     ])
 
         if not MutationTests.statuses.IsEmpty then

@@ -68,7 +68,7 @@ let fixtureOf backend =
         Invite = invite
         Revoked = revoked
         ErinsHash = erins.JoinRequestHash
-        Http = new HttpClient(BaseAddress = server.BaseAddress)
+        Http = server.RawHttp()
         Baseline = ""
     }
 
@@ -746,7 +746,7 @@ let private legacyInvites backend =
         let carol = login server "carol"
         let shared = createShared alice
         let current = createInvite alice shared
-        use http = new HttpClient(BaseAddress = server.BaseAddress)
+        use http = server.RawHttp()
         let expiresAt = server.Clock.Now.ToUnixTimeSeconds() + 600L
         let body, invite = legacyCreateInviteBody alice "alice" shared expiresAt 1 3 id
         use request = new HttpRequestMessage(HttpMethod.Post, Paths.invites shared.Id)
@@ -796,7 +796,7 @@ let private rateLimits backend =
         o.AnonymousRequestsPerMinute <- 10
         o.WritesPerMinutePerToken <- 5
         use server = new TestServer(db, clock, BitBoxSync.Server.BitBoxSyncServer.StartAsync(o) |> await)
-        use http = new HttpClient(BaseAddress = server.BaseAddress)
+        use http = server.RawHttp()
 
         let send (request: HttpRequestMessage) =
             use response = http.Send request
@@ -868,7 +868,7 @@ let private readinessWithoutDatabase =
     test "readiness: /readyz answers 503 with a JSON error when the database is gone, /healthz stays 200 (postgres)" {
         let db = Database.Create Postgres
         use server = startOn db (ManualClock DateTimeOffset.UtcNow) (TimeSpan.FromSeconds 2.0)
-        use http = new HttpClient(BaseAddress = server.BaseAddress)
+        use http = server.RawHttp()
         Expect.equal (int (http.GetAsync "/readyz" |> await).StatusCode) 200 "ready while the database answers"
         let name = Npgsql.NpgsqlConnectionStringBuilder(db.Postgres).Database
 
@@ -885,7 +885,8 @@ let private readinessWithoutDatabase =
         Expect.equal (int (http.GetAsync "/healthz" |> await).StatusCode) 200 "but alive: no restart loop"
     }
 
-let tests =
+/// The suite (built afresh on each call: its fixtures are per run).
+let suite () =
     testList
         "rules"
         [
@@ -921,3 +922,5 @@ let tests =
                         }
                     ]
         ]
+
+let tests = suite ()

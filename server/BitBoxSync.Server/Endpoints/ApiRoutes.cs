@@ -16,59 +16,35 @@ internal static class ApiRoutes
 {
     public static void Map(IEndpointRouteBuilder app, Api api)
     {
-        RequestDelegate H(Func<HttpContext, Task<object>> f) => Handler.Json(api, f);
+        RequestDelegate H(string name, Func<HttpContext, Task<object>> f, RateLimits.Kind limit = RateLimits.Kind.None) =>
+            Handler.Json(api, name, f, limit);
+        const RateLimits.Kind anonymous = RateLimits.Kind.Anonymous, writes = RateLimits.Kind.Writes;
 
-        // Liveness: the process answers (no dependency checked: a load balancer must not restart a
-        // server because its database is down).
-        app.MapGet("/healthz", H(_ => Task.FromResult<object>(new HealthResponse("ok"))));
-        // Readiness: the database answers too; 503 while it does not.
-        app.MapGet("/readyz", (RequestDelegate)(http => ReadyAsync(api, http)));
-        app.MapGet("/version", H(_ => Task.FromResult<object>(new VersionResponse(GitCommit))));
+        app.MapGet("/version", H("version", _ => Task.FromResult<object>(new VersionResponse(GitCommit))));
 
         // Literal routes first (routing precedence also guarantees it).
-        app.MapPost(Paths.Challenge, H(http => Challenge(api, http))).RequireRateLimiting(RateLimits.Anonymous);
-        app.MapPost(Paths.Login, H(http => Login(api, http))).RequireRateLimiting(RateLimits.Anonymous);
-        app.MapPost(Paths.Refresh, H(http => Refresh(api, http)));
-        app.MapDelete(Paths.Tokens, H(http => RevokeAllTokens(api, http)));
-        app.MapGet(Paths.DefaultNamespace, H(http => GetDefault(api, http)));
-        app.MapPut(Paths.DefaultNamespace, H(http => EnsureDefault(api, http))).RequireRateLimiting(RateLimits.Writes);
-        app.MapGet(Paths.Mine, H(http => Mine(api, http)));
-        app.MapPost(Paths.Watch, H(http => WatchRoute.Watch(api, http)));
-        app.MapPost(Paths.Namespaces, H(http => CreateShared(api, http))).RequireRateLimiting(RateLimits.Writes);
+        app.MapPost(Paths.Challenge, H("auth.challenge", http => Challenge(api, http), anonymous));
+        app.MapPost(Paths.Login, H("auth.login", http => Login(api, http), anonymous));
+        app.MapPost(Paths.Refresh, H("auth.refresh", http => Refresh(api, http)));
+        app.MapDelete(Paths.Tokens, H("auth.revoke_tokens", http => RevokeAllTokens(api, http), writes));
+        app.MapGet(Paths.DefaultNamespace, H("namespace.get_default", http => GetDefault(api, http)));
+        app.MapPut(Paths.DefaultNamespace, H("namespace.ensure_default", http => EnsureDefault(api, http), writes));
+        app.MapGet(Paths.Mine, H("namespace.mine", http => Mine(api, http)));
+        app.MapPost(Paths.Watch, H("namespace.watch", http => WatchRoute.Watch(api, http)));
+        app.MapPost(Paths.Namespaces, H("namespace.create_shared", http => CreateShared(api, http), writes));
 
-        app.MapGet("/v1/namespaces/{namespaceId}/members", H(http => Members(api, http)));
-        app.MapPost("/v1/namespaces/{namespaceId}/invites", H(http => SharingRoutes.CreateInvite(api, http))).RequireRateLimiting(RateLimits.Writes);
-        app.MapGet("/v1/namespaces/{namespaceId}/invites", H(http => SharingRoutes.ListInvites(api, http)));
-        app.MapDelete("/v1/namespaces/{namespaceId}/invites/{inviteId}", H(http => SharingRoutes.RevokeInvite(api, http)));
-        app.MapPost("/v1/namespaces/{namespaceId}/invites/{inviteId}/join-requests", H(http => SharingRoutes.Submit(api, http))).RequireRateLimiting(RateLimits.Writes);
-        app.MapGet("/v1/namespaces/{namespaceId}/join-requests", H(http => SharingRoutes.ListRequests(api, http)));
-        app.MapPut("/v1/namespaces/{namespaceId}/join-requests/{keyId}/{joinRequestHash}/approve", H(http => SharingRoutes.Approve(api, http)));
-        app.MapDelete("/v1/namespaces/{namespaceId}/join-requests/{keyId}/{joinRequestHash}", H(http => SharingRoutes.Reject(api, http)));
-        app.MapGet("/v1/namespaces/{namespaceId}/wrapped-deks/{keyId}", H(http => WrappedDek(api, http)));
-        app.MapGet("/v1/namespaces/{namespaceId}/items", H(http => ItemRoutes.Map(api, http)));
-        app.MapGet("/v1/kv/{namespaceId}/{itemId}", H(http => ItemRoutes.Get(api, http)));
-        app.MapPut("/v1/kv/{namespaceId}/{itemId}", H(http => ItemRoutes.Put(api, http))).RequireRateLimiting(RateLimits.Writes);
-    }
-
-    /// <summary>200 <c>{"status":"ok"}</c> when the database answers within 5 s, else 503 with a JSON error.</summary>
-    private static async Task ReadyAsync(Api api, HttpContext http)
-    {
-        try
-        {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
-            timeout.CancelAfter(TimeSpan.FromSeconds(5));
-            await api.Store.ReadAsync(async tx =>
-            {
-                await tx.GetNamespaceAsync(Bin.parse<NamespaceIdKind>(new string('0', 32)).ResultValue, timeout.Token);
-                return 0;
-            }, timeout.Token);
-            http.Response.ContentType = "application/json";
-            await http.Response.WriteAsync("{\"status\":\"ok\"}");
-        }
-        catch (Exception e) when (e is not OperationCanceledException || !http.RequestAborted.IsCancellationRequested)
-        {
-            await Handler.WriteError(http, StatusCodes.Status503ServiceUnavailable, "database unavailable");
-        }
+        app.MapGet("/v1/namespaces/{namespaceId}/members", H("namespace.members", http => Members(api, http)));
+        app.MapPost("/v1/namespaces/{namespaceId}/invites", H("invite.create", http => SharingRoutes.CreateInvite(api, http), writes));
+        app.MapGet("/v1/namespaces/{namespaceId}/invites", H("invite.list", http => SharingRoutes.ListInvites(api, http)));
+        app.MapDelete("/v1/namespaces/{namespaceId}/invites/{inviteId}", H("invite.revoke", http => SharingRoutes.RevokeInvite(api, http), writes));
+        app.MapPost("/v1/namespaces/{namespaceId}/invites/{inviteId}/join-requests", H("join.submit", http => SharingRoutes.Submit(api, http), writes));
+        app.MapGet("/v1/namespaces/{namespaceId}/join-requests", H("join.list", http => SharingRoutes.ListRequests(api, http)));
+        app.MapPut("/v1/namespaces/{namespaceId}/join-requests/{keyId}/{joinRequestHash}/approve", H("join.approve", http => SharingRoutes.Approve(api, http), writes));
+        app.MapDelete("/v1/namespaces/{namespaceId}/join-requests/{keyId}/{joinRequestHash}", H("join.reject", http => SharingRoutes.Reject(api, http), writes));
+        app.MapGet("/v1/namespaces/{namespaceId}/wrapped-deks/{keyId}", H("namespace.wrapped_dek", http => WrappedDek(api, http)));
+        app.MapGet("/v1/namespaces/{namespaceId}/items", H("item.map", http => ItemRoutes.Map(api, http)));
+        app.MapGet("/v1/kv/{namespaceId}/{itemId}", H("item.get", http => ItemRoutes.Get(api, http)));
+        app.MapPut("/v1/kv/{namespaceId}/{itemId}", H("item.put", http => ItemRoutes.Put(api, http), writes));
     }
 
     /// <summary>The commit this server was built from (from the informational version), or "unknown".</summary>

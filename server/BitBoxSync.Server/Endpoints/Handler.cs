@@ -19,7 +19,24 @@ internal static class Handler
         public static readonly Empty Value = new();
     }
 
-    public static RequestDelegate Json(Api api, Func<HttpContext, Task<object>> handler) => async http =>
+    /// <summary>
+    /// The endpoint <paramref name="name"/> (its metrics tag): takes a rate-limit permit of
+    /// <paramref name="limit"/>, runs <paramref name="handler"/>, writes the answer and counts it.
+    /// </summary>
+    public static RequestDelegate Json(Api api, string name, Func<HttpContext, Task<object>> handler,
+        RateLimits.Kind limit = RateLimits.Kind.None) => async http =>
+    {
+        try
+        {
+            if (await api.Limits.TryEnterAsync(http, limit)) await RunAsync(api, http, handler);
+        }
+        finally
+        {
+            api.Metrics.Request(name, http.Request.Method, http.Response.StatusCode);
+        }
+    };
+
+    private static async Task RunAsync(Api api, HttpContext http, Func<HttpContext, Task<object>> handler)
     {
         object result;
         try
@@ -57,7 +74,7 @@ internal static class Handler
         http.Response.ContentType = "application/json";
         var body = result is Empty ? EmptyObject : BitBoxSync.Protocol.Wire.Json.serializeToUtf8(result);
         await http.Response.Body.WriteAsync(body, http.RequestAborted);
-    };
+    }
 
     public static Task WriteError(HttpContext http, int status, string message)
     {

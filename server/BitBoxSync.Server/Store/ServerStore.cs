@@ -17,6 +17,9 @@ internal abstract class ServerStore(Dialect dialect, ILogger logger) : IAsyncDis
     /// <summary>Called after commit with every changed watch key (and by cross-process notifications).</summary>
     public Action<string>? Changed { get; set; }
 
+    /// <summary>Records commit latencies (set by the server; absent in tools that only migrate).</summary>
+    public ServerMetrics? Metrics { get; set; }
+
     /// <summary>Human-readable description of where the data lives (no credentials).</summary>
     public abstract string Describe { get; }
 
@@ -48,7 +51,9 @@ internal abstract class ServerStore(Dialect dialect, ILogger logger) : IAsyncDis
                 var tx = new StoreTx(connection, transaction, dialect, write);
                 var result = await work(tx);
                 await tx.NotifyAsync(ct);
+                var committing = System.Diagnostics.Stopwatch.GetTimestamp();
                 await transaction.CommitAsync(ct);
+                if (write) Metrics?.Committed(dialect.Name, System.Diagnostics.Stopwatch.GetElapsedTime(committing));
                 foreach (var key in tx.Changed) Changed?.Invoke(key);
                 return result;
             }
