@@ -14,6 +14,13 @@ internal static class HealthCommand
     {
         var url = new Option<Uri?>("--url")
         {
+            CustomParser = result =>
+            {
+                var text = result.Tokens.Single().Value;
+                if (Uri.TryCreate(text, UriKind.Absolute, out var u) && (u.Scheme == Uri.UriSchemeHttp || u.Scheme == Uri.UriSchemeHttps)) return u;
+                result.AddError($"--url: '{text}' is not an absolute http or https URL");
+                return null;
+            },
             Description = "The readiness URL (default: /readyz on the first address the server is configured to listen on, with a wildcard host read as 127.0.0.1)",
             HelpName = "url",
         };

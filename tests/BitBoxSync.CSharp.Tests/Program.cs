@@ -24,7 +24,8 @@ var tests = new (string Name, Func<Task> Run, TimeSpan Timeout)[]
     ("worker sample on the generic host: AddBitBoxSync, two hosts sync a note through the long poll; ILogger, metrics and activities observed", WorkerTests.TwoWorkersSync, minute),
     ("worker sample: invalid BitBoxSync options stop the host at start with every problem named", WorkerTests.BadOptionsStopTheHost, minute),
     ("identity sealed by ASP.NET Core Data Protection: round trip; another key ring or a changed blob is refused", DataProtectionIdentity, minute),
-    ("packages: packed to a folder feed, a fresh console app references them by name, builds and syncs", SampleTests.PackagesWorkOutsideTheSolution, 10 * minute),
+    ("packages: packed to a folder feed, a fresh console app references them by name, builds and syncs; the bitboxsync-server tool installs from the feed and serves", SampleTests.PackagesWorkOutsideTheSolution, 10 * minute),
+    ("container layout: the published command runs from a /data working directory with the image's settings; its health check command", DistributionTests.PublishedLayoutServes, 5 * minute),
 };
 
 var passed = 0;

@@ -286,7 +286,7 @@ internal static class SampleTests
         await RunAsync("dotnet", ["pack", Path.Combine(repo, "BitBoxSync.Functional.sln"), "-c", configuration, "--no-build", "-o", feed, "-v", "q", "-nologo"], repo,
             TimeSpan.FromMinutes(4));
         var packages = Directory.GetFiles(feed, "*.nupkg").Select(Path.GetFileName).Order().ToList();
-        foreach (var id in new[] { "BitBoxSync", "BitBoxSync.Core", "BitBoxSync.Protocol", "BitBoxSync.Server", "BitBoxSync.Server.Core", "BitBoxSync.Storage.Sqlite" })
+        foreach (var id in new[] { "BitBoxSync", "BitBoxSync.Core", "BitBoxSync.Protocol", "BitBoxSync.Server", "BitBoxSync.Server.Core", "BitBoxSync.Server.Tool", "BitBoxSync.Storage.Sqlite" })
             Check(packages.Any(p => p!.StartsWith(id + ".0.", StringComparison.Ordinal)), $"{id} is packed ({string.Join(", ", packages)})");
         foreach (var package in Directory.GetFiles(feed, "*.nupkg"))
         {
@@ -365,6 +365,7 @@ internal static class SampleTests
             """);
         var output = await RunAsync("dotnet", ["run", "--project", app, "-c", "Release"], app, TimeSpan.FromMinutes(5));
         Check(output.Contains("consumer ok", StringComparison.Ordinal), "the consumer app synced through the packages:\n" + output);
+        await DistributionTests.ToolInstallsAndServes(work, feed, Path.Combine(app, "nuget.config"), version);
         try
         {
             Directory.Delete(work, recursive: true);
@@ -374,7 +375,7 @@ internal static class SampleTests
         }
     }
 
-    private static string FindRepositoryRoot()
+    internal static string FindRepositoryRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
             if (File.Exists(Path.Combine(dir.FullName, "BitBoxSync.Functional.sln")))
@@ -383,7 +384,7 @@ internal static class SampleTests
     }
 
     /// <summary>Runs a process to completion (bounded in time); throws with its output when it fails.</summary>
-    private static async Task<string> RunAsync(string file, string[] args, string workingDirectory, TimeSpan timeout)
+    internal static async Task<string> RunAsync(string file, string[] args, string workingDirectory, TimeSpan timeout)
     {
         var psi = new ProcessStartInfo(file)
         {

@@ -119,6 +119,73 @@ let tests =
                     "log level"
             }
 
+            test "BITBOXSYNC_ variables address the BitBoxSync section; a listen array replaces the default" {
+                let env = Collections.Hashtable()
+                env["BITBOXSYNC_Store"] <- "Postgres"
+                env["BITBOXSYNC_Urls__0"] <- "http://127.0.0.1:18092"
+                env["PATH"] <- "/bin"
+
+                let mapped =
+                    ServerCommand.SectionVariables env |> Seq.map (fun kv -> kv.Key, kv.Value) |> Set.ofSeq
+
+                Expect.equal
+                    mapped
+                    (set [ "BitBoxSync:Store", "Postgres"; "BitBoxSync:Urls:0", "http://127.0.0.1:18092" ])
+                    "prefixed variables only, __ as the separator"
+
+                let code, _, started =
+                    invoke [ "BitBoxSync:Urls:0", "http://127.0.0.1:18092"; "BitBoxSync:SqlitePath", "x.sqlite" ] []
+
+                Expect.equal code 0 "accepted"
+                Expect.equal started.Value.Urls [| "http://127.0.0.1:18092" |] "exactly the configured address (nothing appended)"
+            }
+
+            test "check-health: the readiness URL follows the listen settings; a bad --url is refused" {
+                let url (pairs: (string * string) list) =
+                    let c =
+                        ConfigurationBuilder()
+                            .AddInMemoryCollection(pairs |> List.map (fun (k, v) -> KeyValuePair(k, v)))
+                            .Build()
+
+                    string (HealthCommand.ReadinessUrl c)
+
+                Expect.equal (url []) "http://127.0.0.1:8090/readyz" "the default address"
+                Expect.equal (url [ "http_ports", "8080" ]) "http://127.0.0.1:8080/readyz" "the container's HTTP_PORTS"
+                Expect.equal (url [ "urls", "http://+:9000;http://127.0.0.1:9001" ]) "http://127.0.0.1:9000/readyz" "a wildcard host is loopback"
+                Expect.equal (url [ "urls", "http://0.0.0.0:9000" ]) "http://127.0.0.1:9000/readyz" "so is 0.0.0.0"
+
+                Expect.equal
+                    (url [ "urls", "http://x:1"; "BitBoxSync:Urls:0", "http://127.0.0.1:7000/base/" ])
+                    "http://127.0.0.1:7000/base/readyz"
+                    "the server's own Urls win"
+
+                let command = RootCommand()
+                command.Add(HealthCommand.Build(fun () -> ConfigurationBuilder().Build() :> IConfiguration))
+                use out = new StringWriter()
+
+                let code =
+                    command
+                        .Parse([| "check-health"; "--url"; "not a url" |])
+                        .InvokeAsync(InvocationConfiguration(Output = out, Error = out))
+                        .GetAwaiter()
+                        .GetResult()
+
+                Expect.notEqual code 0 "refused"
+                Expect.stringContains (out.ToString()) "not an absolute http or https URL" "with a message"
+
+                let port = freePort ()
+                use out2 = new StringWriter()
+
+                let down =
+                    command
+                        .Parse([| "check-health"; "--url"; $"http://127.0.0.1:{port}/readyz"; "--timeout"; "2" |])
+                        .InvokeAsync(InvocationConfiguration(Output = out2, Error = out2))
+                        .GetAwaiter()
+                        .GetResult()
+
+                Expect.equal down 1 "nothing listening: unhealthy"
+            }
+
             test "bad options are refused with a message naming them, and nothing starts" {
                 for args, expected in
                     [
@@ -128,6 +195,7 @@ let tests =
                         [ "--watch-timeout"; "2m" ], "watch timeout must be between"
                         [ "--public-origin"; "http://plain.example" ], "public origin"
                         [ "--token-lifetime"; "1d" ], "token lifetime must exceed"
+                        [ "--trusted-proxy"; "proxy.example" ], "neither an IP address nor a CIDR network"
                     ] do
                     let code, output, started = invoke [] args
                     Expect.notEqual code 0 $"{args} refused"
