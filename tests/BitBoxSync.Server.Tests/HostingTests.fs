@@ -11,6 +11,7 @@ open System.Text
 open System.Text.Json
 open Expecto
 open Microsoft.AspNetCore.Builder
+open Microsoft.AspNetCore.Hosting
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
 open Microsoft.Extensions.Options
@@ -147,11 +148,45 @@ let private kestrelRefusals =
                 server.BaseAddress
                 (Encoding.Latin1.GetBytes "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\000b\r\n\r\n")
 
+        let status, headers, body =
+            rawExchange server.BaseAddress (Encoding.Latin1.GetBytes "CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\nConnection: close\r\n\r\n")
+            |> parseAnswer
+
+        Expect.equal (status, headers["content-type"]) (404, "application/json") "CONNECT reaches routing: a JSON 404"
+        Expect.stringContains body "{\"error\":\"not found\"}" "CONNECT: body (chunked)"
+
         let first = both.IndexOf "HTTP/1.1 200"
         let second = both.IndexOf "HTTP/1.1 400"
         Expect.isTrue (first = 0 && second > first) $"two answers in order: {both}"
         Expect.stringContains (both.Substring(0, second)) "{\"status\":\"ok\"}" "the first answer is intact"
         Expect.stringEnds both "{\"error\":\"bad request\"}" "the refusal has its JSON body"
+    }
+
+/// Kestrel's request-headers timeout (shortened here) also answers with a JSON body.
+let private headersTimeout =
+    test "Kestrel's 408 for headers that never finish carries a JSON body" {
+        let db = Database.Create Sqlite
+        let clock = ManualClock DateTimeOffset.UtcNow
+        let o = options db clock (TimeSpan.FromSeconds 2.0)
+
+        let server =
+            BitBoxSyncServer
+                .StartWithAsync(
+                    o,
+                    Action<WebApplicationBuilder>(fun b ->
+                        b.WebHost.ConfigureKestrel(fun k -> k.Limits.RequestHeadersTimeout <- TimeSpan.FromSeconds 1.0)
+                        |> ignore),
+                    Threading.CancellationToken.None
+                )
+            |> await
+
+        use _ = new TestServer(db, clock, server)
+        let sw = Diagnostics.Stopwatch.StartNew()
+        let status, headers, body = rawExchange server.BaseAddress (Encoding.Latin1.GetBytes "GET /healthz HTTP/1.1\r\nHost: x\r\n") |> parseAnswer
+        Expect.equal status 408 "request timeout"
+        Expect.equal headers["content-type"] "application/json" "JSON"
+        Expect.equal body "{\"error\":\"request timeout\"}" "body"
+        Expect.isLessThan sw.Elapsed (TimeSpan.FromSeconds 5.0) "after the shortened timeout"
     }
 
 let private challengeFrom (http: HttpClient) (forwardedFor: string) =
@@ -352,7 +387,7 @@ let private textLogs =
 let tests =
     testList
         "hosting"
-        [ mounted; mountingErrors; kestrelRefusals; forwardedHeaders; metrics; jsonLogs; textLogs ]
+        [ mounted; mountingErrors; kestrelRefusals; headersTimeout; forwardedHeaders; metrics; jsonLogs; textLogs ]
 
 /// The endpoint and rule suites again, with every server mounted under /sync in a host app.
 let throughPrefix (suites: Test list) =
