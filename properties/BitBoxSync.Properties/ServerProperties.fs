@@ -179,4 +179,85 @@ let tests =
                         anyString
                     ])
                 neverThrows
+
+            testPropertyWithConfig
+                config
+                "group commit: every member is acknowledged, failed or retried, exactly one of them; nothing is answered without a commit"
+            <| forAll
+                (Gen.listOf (
+                    Gen.elements
+                        [ MemberOutcome.Done; MemberOutcome.Refused; MemberOutcome.LostRace; MemberOutcome.NotRun ]
+                ))
+                (fun outcomes ->
+                    let d = GroupCommit.decide outcomes
+                    let all = d.Acknowledge @ d.Fail @ d.Retry |> List.sort
+                    let lost = outcomes |> List.contains MemberOutcome.LostRace
+
+                    all = List.init outcomes.Length id
+                    && d.Commit = not lost
+                    && (d.Commit || (d.Acknowledge.IsEmpty && d.Fail.IsEmpty))
+                    && d.Acknowledge |> List.forall (fun i -> outcomes[i] = MemberOutcome.Done))
+
+            testPropertyWithConfig
+                config
+                "group commit: compare-and-set writes grouped (with lost races and retries) answer and end exactly as one at a time"
+            <| forAll
+                (Gen.zip
+                    (Gen.listOf (Gen.zip (Gen.choose (0, 2)) (Gen.choose (0, 3))))
+                    (Gen.listOf (Gen.choose (0, 80))))
+                (fun (writes, splits) ->
+                    // A write is (item, expected version); it is accepted when the item is at that
+                    // version and moves it (and the head) by one.
+                    let apply (versions: Map<int, int>, head) (item, expected) =
+                        let current = versions.TryFind item |> Option.defaultValue 0
+
+                        if current = expected then
+                            (versions.Add(item, current + 1), head + 1), true
+                        else
+                            (versions, head), false
+
+                    let serial =
+                        writes
+                        |> List.mapFold (fun state w -> let s', ok = apply state w in ok, s') (Map.empty, 0)
+
+                    // Grouped: arrival order cut into groups; a split value below 20 makes that
+                    // member lose a race on the group's first attempt.
+                    let rec groups (ws: ((int * int) * int) list) =
+                        match ws with
+                        | [] -> []
+                        | _ ->
+                            let n = GroupCommit.take (1 + (List.length ws % 5))
+                            List.truncate n ws :: groups (List.skip (min n ws.Length) ws)
+
+                    let loses = writes |> List.mapi (fun i _ -> List.tryItem i splits |> Option.exists (fun v -> v < 20))
+
+                    let rec runGroup state (members: ((int * int) * bool) list) attempt =
+                        let outcomes, tentative, _ =
+                            members
+                            |> List.fold
+                                (fun (acc, st, stopped) (w, lose) ->
+                                    if stopped then (acc @ [ MemberOutcome.NotRun, false ], st, true)
+                                    elif lose && attempt = 1 then (acc @ [ MemberOutcome.LostRace, false ], st, true)
+                                    else
+                                        let st', ok = apply st w
+                                        (acc @ [ (if ok then MemberOutcome.Done else MemberOutcome.Refused), ok ], st', false))
+                                ([], state, false)
+
+                        let d = GroupCommit.decide (List.map fst outcomes)
+
+                        if d.Commit then
+                            List.map snd outcomes, tentative
+                        else
+                            runGroup state members (attempt + 1)
+
+                    let grouped, finalState =
+                        groups (List.zip writes (List.mapi (fun i _ -> i) writes))
+                        |> List.fold
+                            (fun (answers, state) g ->
+                                let members = g |> List.map (fun (w, i) -> w, loses[i])
+                                let a, s' = runGroup state members 1
+                                answers @ a, s')
+                            ([], (Map.empty, 0))
+
+                    grouped = fst serial && finalState = snd serial)
         ]

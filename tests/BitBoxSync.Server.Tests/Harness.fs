@@ -310,17 +310,12 @@ type ServerProcess(db: Database, watchTimeout: TimeSpan, logLevel: string, envir
     new(db, watchTimeout, logLevel) = new ServerProcess(db, watchTimeout, logLevel, [])
     new(db, watchTimeout) = new ServerProcess(db, watchTimeout, "Warning", [])
     member _.BaseAddress = baseAddress
-
-    /// An HttpClient for raw requests with absolute paths (`/v1/…`), sent under the mount prefix.
-    member _.RawHttp() =
-        let prefix = baseAddress.AbsolutePath.TrimEnd '/'
-        let root = Uri(baseAddress, "/")
-
-        if prefix = "" then
-            new Net.Http.HttpClient(BaseAddress = root)
-        else
-            new Net.Http.HttpClient(new PrefixHandler(prefix), BaseAddress = root)
     member _.Output = lock output (fun () -> output.ToString())
+
+    /// Kills the process at once (SIGKILL: no graceful stop, no flush).
+    member _.Kill() =
+        proc.Kill true
+        proc.WaitForExit(10000) |> ignore
     member _.ProcessId = proc.Id
 
     /// The exit code, or None when the process is still running after the timeout.

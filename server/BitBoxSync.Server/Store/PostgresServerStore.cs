@@ -86,6 +86,7 @@ internal sealed class PostgresServerStore : ServerStore
 
     public override async ValueTask DisposeAsync()
     {
+        await StopWriterAsync();
         await _stop.CancelAsync();
         if (_listener is not null) await _listener;
         await _dataSource.DisposeAsync();

@@ -52,9 +52,9 @@ internal sealed class SqliteServerStore : ServerStore
     protected override bool IsTransient(Exception e) =>
         e is SqliteException { SqliteErrorCode: 5 or 6 }; // SQLITE_BUSY, SQLITE_LOCKED
 
-    public override ValueTask DisposeAsync()
+    public override async ValueTask DisposeAsync()
     {
+        await StopWriterAsync();
         SqliteConnection.ClearAllPools();
-        return ValueTask.CompletedTask;
     }
 }
