@@ -30,8 +30,8 @@ type Writer =
 
 let private keystore = BitBoxSync.DummyKeystore.FromLabel "bench"
 
-/// Logs the bench identity in and creates a shared namespace.
-let setUpWriter (client: SyncClient) : Writer =
+/// Logs an identity in and creates a shared namespace.
+let setUpWriterAs (keystore: BitBoxSync.DummyKeystore) (client: SyncClient) : Writer =
     let c = client.ChallengeAsync "login" |> await
 
     let signature: byte[] =
@@ -72,6 +72,9 @@ let setUpWriter (client: SyncClient) : Writer =
         Namespace = ns
         Keys = NamespaceKeys.derive dek
     }
+
+/// Logs the bench identity in and creates a shared namespace.
+let setUpWriter (client: SyncClient) : Writer = setUpWriterAs keystore client
 
 /// A 1 KiB item sealed for a version.
 let sealItem (w: Writer) (item: ItemId) (version: uint64) : PutItemRequest =
@@ -171,6 +174,127 @@ type CasPutBenchmarks() =
                                 writer.Namespace.Wire,
                                 items[i].Wire,
                                 sealItem writer items[i] (current + 1UL),
+                                ifMatch
+                            )
+
+                    versions[i] <- r.Version
+            }
+            :> Task
+
+        Task.WhenAll(Array.init this.Clients run).GetAwaiter().GetResult()
+
+    [<GlobalCleanup>]
+    member _.Cleanup() =
+        for c in clients do
+            c.Dispose()
+
+        server.DisposeAsync().AsTask().GetAwaiter().GetResult()
+
+        try
+            Directory.Delete(dir, true)
+        with _ ->
+            ()
+
+/// The hardware anchor of the server's write path, measured in the same run: one SQLite
+/// transaction of two UPDATEs (an item row and a head row) committed in WAL mode with
+/// `synchronous=FULL`, on a file in the same temporary directory the servers use.
+type RawSqliteCommitBenchmarks() =
+    let mutable connection: Microsoft.Data.Sqlite.SqliteConnection = null
+    let mutable dir = ""
+    let mutable n = 0L
+
+    [<GlobalSetup>]
+    member _.Setup() =
+        dir <- Path.Combine(Path.GetTempPath(), "bbs-bench-" + Guid.NewGuid().ToString("N"))
+        Directory.CreateDirectory dir |> ignore
+        let file = Path.Combine(dir, "raw.sqlite")
+        connection <- new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={file};Pooling=false")
+        connection.Open()
+        use cmd = connection.CreateCommand()
+
+        cmd.CommandText <-
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, b BLOB); INSERT INTO t VALUES (1, 0, zeroblob(1400)), (2, 0, NULL);"
+
+        cmd.ExecuteNonQuery() |> ignore
+
+    [<Benchmark>]
+    member _.RawCommit() =
+        n <- n + 1L
+        use tx = connection.BeginTransaction()
+        use cmd = connection.CreateCommand()
+        cmd.Transaction <- tx
+        cmd.CommandText <- "UPDATE t SET v = $n, b = randomblob(1400) WHERE id = 1; UPDATE t SET v = $n WHERE id = 2"
+        cmd.Parameters.AddWithValue("$n", n) |> ignore
+        cmd.ExecuteNonQuery() |> ignore
+        tx.Commit()
+
+    [<GlobalCleanup>]
+    member _.Cleanup() =
+        connection.Dispose()
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools()
+
+        try
+            Directory.Delete(dir, true)
+        with _ ->
+            ()
+
+/// Single-item compare-and-set PUTs of 1 KiB items against the SQLite server (`synchronous=FULL`),
+/// each client on a namespace of its own, with group commit on and off: 1 client (the sequential
+/// rate) and 64 concurrent clients (what a shared fsync buys).
+[<MemoryDiagnoser>]
+type GroupCommitBenchmarks() =
+    let mutable server: BitBoxSyncServer = Unchecked.defaultof<_>
+    let mutable clients: SyncClient[] = [||]
+    let mutable writers: Writer[] = [||]
+    let mutable items: ItemId[] = [||]
+    let mutable versions: uint64[] = [||]
+    let mutable dir = ""
+
+    [<Params(1, 64)>]
+    member val Clients = 1 with get, set
+
+    [<Params(true, false)>]
+    member val GroupCommit = true with get, set
+
+    [<GlobalSetup>]
+    member this.Setup() =
+        dir <- Path.Combine(Path.GetTempPath(), "bbs-bench-" + Guid.NewGuid().ToString("N"))
+        Directory.CreateDirectory dir |> ignore
+
+        let options =
+            ServerOptions(
+                Urls = [| "http://127.0.0.1:0" |],
+                MinimumLogLevel = LogLevel.Warning,
+                SqlitePath = Path.Combine(dir, "server.sqlite"),
+                GroupCommit = this.GroupCommit,
+                AnonymousRequestsPerMinute = 0,
+                WritesPerMinutePerToken = 0
+            )
+
+        server <- BitBoxSyncServer.StartAsync(options) |> await
+        clients <- Array.init this.Clients (fun _ -> new SyncClient(server.BaseAddress))
+        // One identity per client: a key may hold at most 32 namespaces.
+        writers <- clients |> Array.mapi (fun i c -> setUpWriterAs (BitBoxSync.DummyKeystore.FromLabel $"bench-{i}") c)
+        items <- writers |> Array.map (fun w -> ItemIds.compute w.Keys "bench")
+        versions <- Array.zeroCreate this.Clients
+
+    [<Benchmark(OperationsPerInvoke = 512)>]
+    member this.Put() =
+        let perClient = 512 / this.Clients
+
+        let run (i: int) =
+            task {
+                for _ in 1..perClient do
+                    let current = versions[i]
+                    let ifMatch = if current = 0UL then Nullable() else Nullable current
+
+                    let! r =
+                        clients[i]
+                            .PutItemAsync(
+                                writers[i].Token,
+                                writers[i].Namespace.Wire,
+                                items[i].Wire,
+                                sealItem writers[i] items[i] (current + 1UL),
                                 ifMatch
                             )
 

@@ -40,6 +40,7 @@ internal static class ServerCommand
         [nameof(ServerOptions.AnonymousRequestsPerMinute)] = "--anonymous-rate",
         [nameof(ServerOptions.WritesPerMinutePerToken)] = "--write-rate",
         [nameof(ServerOptions.TrustedProxies)] = "--trusted-proxy",
+        [nameof(ServerOptions.GroupCommit)] = "--group-commit",
     };
 
     /// <summary>
@@ -100,6 +101,11 @@ internal static class ServerCommand
             AllowMultipleArgumentsPerToken = true,
             HelpName = "address",
         };
+        var groupCommit = new Option<bool?>(OptionFor[nameof(ServerOptions.GroupCommit)])
+        {
+            Description = "true: concurrent writes share one transaction and one durable commit; false: one commit per write (default true)",
+            HelpName = "true|false",
+        };
         var logLevel = new Option<LogLevel?>(OptionFor[nameof(ServerOptions.MinimumLogLevel)])
         {
             Description = $"Lowest level logged: Trace, Debug, Information, Warning, Error (default {defaults.MinimumLogLevel}; Logging:LogLevel:<category> in the configuration sets levels per category)",
@@ -113,7 +119,7 @@ internal static class ServerCommand
             Logging__Console__FormatterName=json, ...) and these options, later ones winning. Ctrl+C stops it gracefully.
             """)
         {
-            urls, origin, store, sqlite, postgres, watch, challenge, token, attestation, logLevel, anonymousRate, writeRate, proxies,
+            urls, origin, store, sqlite, postgres, watch, challenge, token, attestation, logLevel, anonymousRate, writeRate, proxies, groupCommit,
         };
         root.SetAction(async (parse, ct) =>
         {
@@ -131,6 +137,7 @@ internal static class ServerCommand
             if (parse.GetResult(attestation) is not null) Set(nameof(ServerOptions.RequireAttestation), parse.GetValue(attestation) ? "true" : "false");
             if (parse.GetValue(anonymousRate) is { } ar) Set(nameof(ServerOptions.AnonymousRequestsPerMinute), ar.ToString(CultureInfo.InvariantCulture));
             if (parse.GetValue(writeRate) is { } wr) Set(nameof(ServerOptions.WritesPerMinutePerToken), wr.ToString(CultureInfo.InvariantCulture));
+            if (parse.GetValue(groupCommit) is { } gc) Set(nameof(ServerOptions.GroupCommit), gc ? "true" : "false");
             if (parse.GetResult(proxies) is not null)
             {
                 var list = parse.GetValue(proxies)!;

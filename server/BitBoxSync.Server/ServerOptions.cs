@@ -81,6 +81,13 @@ public sealed class ServerOptions
     /// </summary>
     public int WritesPerMinutePerToken { get; set; } = 6000;
 
+    /// <summary>
+    /// Group commit (default on): concurrent writes share one transaction and one durable commit,
+    /// each in a savepoint of its own, answered once the commit is durable. Off: one transaction and
+    /// one commit per write.
+    /// </summary>
+    public bool GroupCommit { get; set; } = true;
+
     /// <summary>The lowest level written to the log (default Information).</summary>
     public LogLevel MinimumLogLevel { get; set; } = LogLevel.Information;
 

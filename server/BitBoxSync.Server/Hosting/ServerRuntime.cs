@@ -30,6 +30,7 @@ internal sealed class ServerRuntime : IHostedLifecycleService, IAsyncDisposable
         Metrics = new ServerMetrics(meters, () => Hub.Parked);
         Hub.Woken = Metrics.Woken;
         Store.Metrics = Metrics;
+        Store.GroupCommits = o.GroupCommit;
         Store.Changed = Hub.Signal;
         Limits = new RateLimits(o);
         Api = new Api(Store, Hub, o, Logger, Metrics, Limits);
