@@ -44,6 +44,9 @@ public sealed class SyncEngineOptions
 
     /// <summary>Uniform samples in [0, 1) for jitter (the simulation seeds it).</summary>
     internal Func<double> RandomSample { get; set; } = Random.Shared.NextDouble;
+
+    /// <summary>Uploads in flight during a flush (tests and the shell simulation set 1 for strictly sequential requests).</summary>
+    internal int UploadsInFlight { get; set; } = 8;
 }
 
 /// <summary>How a collection is opened.</summary>

@@ -1,0 +1,152 @@
+/// `--bulk`: bulk throughput with the real stores, rerunnable: the client's `SqliteStore` on a file,
+/// the server on SQLite with `synchronous=FULL` (group commit on and off), 10 000 items of 1 KiB.
+/// Measures the first upload of 10 000 dirty items, the cold sync of a new device, the uploading
+/// process's allocations and peak working set, and, in the same run, the hardware anchors: a raw
+/// SQLite commit (WAL, FULL, two UPDATEs) and a bare HTTP round trip to the server.
+module BitBoxSync.Benchmarks.BulkBenchmarks
+
+open System
+open System.Collections.Generic
+open System.Diagnostics
+open System.IO
+open System.Net.Http
+open System.Threading
+open Microsoft.Extensions.Logging
+open BitBoxSync
+open BitBoxSync.Server
+open BitBoxSync.Storage
+open BitBoxSync.Storage.Sqlite
+
+let private awaitT (t: Threading.Tasks.Task<'T>) = t.GetAwaiter().GetResult()
+let private awaitU (t: Threading.Tasks.Task) = t.GetAwaiter().GetResult()
+
+let private items = 10_000
+let private value = String('v', 1024)
+
+/// Mean time of one raw commit of two UPDATEs (WAL, FULL), over `n` commits.
+let rawCommit (dir: string) (n: int) =
+    let file = Path.Combine(dir, "raw.sqlite")
+    use c = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={file};Pooling=false")
+    c.Open()
+    use setup = c.CreateCommand()
+
+    setup.CommandText <-
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, b BLOB); INSERT INTO t VALUES (1, 0, zeroblob(1400)), (2, 0, NULL);"
+
+    setup.ExecuteNonQuery() |> ignore
+    let sw = Stopwatch.StartNew()
+
+    for i in 1..n do
+        use tx = c.BeginTransaction()
+        use cmd = c.CreateCommand()
+        cmd.Transaction <- tx
+        cmd.CommandText <- "UPDATE t SET v = $n, b = randomblob(1400) WHERE id = 1; UPDATE t SET v = $n WHERE id = 2"
+        cmd.Parameters.AddWithValue("$n", i) |> ignore
+        cmd.ExecuteNonQuery() |> ignore
+        tx.Commit()
+
+    sw.Elapsed.TotalMilliseconds / float n
+
+let private device (server: BitBoxSyncServer) (storePath: string) (label: string) =
+    let engine =
+        SyncEngine.OpenAsync(
+            SyncEngineOptions(
+                Client = new SyncClient(server.BaseAddress),
+                Identity = DummyKeystore.FromLabel label,
+                Store =
+                    (if Environment.GetEnvironmentVariable "BULK_STORE" = "memory" then
+                         new MemoryStore() :> IStore
+                     else
+                         SqliteStore.OpenAsync(storePath) |> awaitT :> IStore)
+            )
+        )
+        |> awaitT
+
+    let ns = engine.DefaultNamespaceAsync() |> awaitT
+    engine, ns
+
+let run (groupCommit: bool) =
+    let dir = Path.Combine(Path.GetTempPath(), "bbs-bulk-" + Guid.NewGuid().ToString("N"))
+    Directory.CreateDirectory dir |> ignore
+    let raw = rawCommit dir 300
+
+    let server =
+        BitBoxSyncServer.StartAsync(
+            ServerOptions(
+                Urls = [| "http://127.0.0.1:0" |],
+                MinimumLogLevel = LogLevel.Warning,
+                SqlitePath = Path.Combine(dir, "server.sqlite"),
+                GroupCommit = groupCommit,
+                AnonymousRequestsPerMinute = 0,
+                WritesPerMinutePerToken = 0
+            )
+        )
+        |> awaitT
+
+    // A bare HTTP round trip to the same server (GET /healthz).
+    use http = new HttpClient(BaseAddress = server.BaseAddress)
+
+    for _ in 1..50 do
+        http.GetStringAsync("healthz") |> awaitT |> ignore
+
+    let sw = Stopwatch.StartNew()
+
+    for _ in 1..300 do
+        http.GetStringAsync("healthz") |> awaitT |> ignore
+
+    let roundTrip = sw.Elapsed.TotalMilliseconds / 300.0
+
+    let values = Dictionary<string, string>()
+
+    for i in 0 .. items - 1 do
+        values[$"item-{i:D5}"] <- value
+
+    let engine, ns = device server (Path.Combine(dir, "a.sqlite")) "bulk"
+    let backend = MemoryValueBackend<string>(Codecs.String, values)
+    ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = backend)) |> ignore
+    GC.Collect()
+    let allocatedBefore = GC.GetTotalAllocatedBytes true
+    use proc = Process.GetCurrentProcess()
+    let sw = Stopwatch.StartNew()
+    engine.SyncNowAsync() |> awaitU
+    let upload = sw.Elapsed
+    let allocated = GC.GetTotalAllocatedBytes true - allocatedBefore
+    proc.Refresh()
+    let peak = proc.PeakWorkingSet64
+    let status = engine.Status
+
+    if status.PendingUploads <> 0 then
+        failwithf "upload incomplete: %d pending" status.PendingUploads
+
+    // Every value changed again: a flush of 10 000 known, dirty items.
+    for k in values.Keys do
+        backend.SetAsync(k, value + "2", CancellationToken.None).AsTask() |> awaitU
+
+    let sw = Stopwatch.StartNew()
+    engine.SyncNowAsync() |> awaitU
+    let reupload = sw.Elapsed
+
+    let fresh, freshNs = device server (Path.Combine(dir, "b.sqlite")) "bulk"
+    // The app names its keys (protocol v1 has no key discovery).
+    let target = MemoryValueBackend<string>(Codecs.String, null, values.Keys)
+    freshNs.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = target)) |> ignore
+    let sw = Stopwatch.StartNew()
+    fresh.SyncNowAsync() |> awaitU
+    let cold = sw.Elapsed
+    let got = (target.SnapshotAsync CancellationToken.None |> fun t -> t.AsTask() |> awaitT).Count
+
+    if got <> items then
+        failwithf "cold sync incomplete: %d of %d" got items
+
+    printfn "group commit: %b" groupCommit
+    printfn "  raw SQLite commit (WAL, FULL, two UPDATEs): %.3f ms (%.0f commits/s)" raw (1000.0 / raw)
+    printfn "  bare HTTP round trip (GET /healthz): %.3f ms" roundTrip
+    printfn "  first upload of %d dirty items: %.2f s (%.3f ms per item)" items upload.TotalSeconds (upload.TotalMilliseconds / float items)
+    printfn "  upload of %d changed items (known keys): %.2f s (%.3f ms per item)" items reupload.TotalSeconds (reupload.TotalMilliseconds / float items)
+    printfn "  allocated during the upload (client and server in one process): %.1f KB per item" (float allocated / 1024.0 / float items)
+    printfn "  peak working set of the process: %.0f MB" (float peak / 1024.0 / 1024.0)
+    printfn "  cold sync of a new device: %.2f s (%.3f ms per item)" cold.TotalSeconds (cold.TotalMilliseconds / float items)
+    printfn "  machine load (1 min) after the run: %s" (try File.ReadAllText("/proc/loadavg").Split(' ')[0] with _ -> "n/a")
+    engine.DisposeAsync().AsTask() |> awaitU
+    fresh.DisposeAsync().AsTask() |> awaitU
+    server.DisposeAsync().AsTask() |> awaitU
