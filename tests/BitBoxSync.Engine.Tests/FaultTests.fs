@@ -39,6 +39,31 @@ type LosingHandler() =
                 return response
         }
 
+/// A store that "crashes" the process at the first metadata transaction that marks several uploaded
+/// items clean (a pipelined chunk): nothing of it is written and the pass aborts.
+type ChunkCrashingStore(inner: IStore) =
+    let mutable armed = true
+    member _.Crashed = not armed
+
+    interface IStore with
+        member _.LoadIdentityAsync(k, ct) = inner.LoadIdentityAsync(k, ct)
+        member _.GetNamespaceAsync(k, n, ct) = inner.GetNamespaceAsync(k, n, ct)
+        member _.ListNamespacesAsync(k, ct) = inner.ListNamespacesAsync(k, ct)
+        member _.GetItemByIdAsync(k, n, i, ct) = inner.GetItemByIdAsync(k, n, i, ct)
+        member _.GetItemByLogicalKeyAsync(k, n, c, key, ct) = inner.GetItemByLogicalKeyAsync(k, n, c, key, ct)
+        member _.ListNamespaceItemsAsync(k, n, ct) = inner.ListNamespaceItemsAsync(k, n, ct)
+        member _.ListDirtyItemsAsync(k, ct) = inner.ListDirtyItemsAsync(k, ct)
+        member _.ForgetIdentitySecretsAsync(k, ct) = inner.ForgetIdentitySecretsAsync(k, ct)
+        member _.ResetSyncStateAsync(k, ct) = inner.ResetSyncStateAsync(k, ct)
+        member _.DisposeAsync() = ValueTask.CompletedTask
+
+        member _.SaveAsync(write, ct) =
+            if armed && write.Items.Count >= 3 && write.Items |> Seq.forall (fun i -> not i.Dirty && i.Version > 0UL) then
+                armed <- false
+                ValueTask(Task.FromException(OperationCanceledException "process killed before the chunk's metadata commit"))
+            else
+                inner.SaveAsync(write, ct)
+
 /// A backend whose conditional write succeeds and then "crashes" the process (the pass aborts).
 type CrashingBackend(inner: MemoryValueBackend<string>) =
     let mutable armed = true
@@ -191,6 +216,47 @@ let tests =
         "faults"
         [
             outage
+            test "pipelined uploads: a crash after the server accepted a chunk, before its metadata commit: reopened, converges without a second write" {
+                use server = start Sqlite
+                let inner = new MemoryStore()
+                let crashing = ChunkCrashingStore(inner)
+                let names = [ for i in 1..20 -> $"n{i:D2}" ]
+
+                let openOn (store: IStore) =
+                    let engine = openWith (new SyncClient(server.BaseAddress)) "alice" store
+                    let ns = engine.DefaultNamespaceAsync() |> await
+                    let notes = MemoryValueBackend<string>(Codecs.String, null, names)
+                    ns.OpenCollection("notes", CollectionOptions<string>(Codec = Codecs.String, Backend = notes)) |> ignore
+                    engine, ns, notes
+
+                let first, ns, notes = openOn crashing
+
+                for k in names do
+                    notes.SetAsync(k, "v-" + k, CancellationToken.None).AsTask() |> awaitUnit
+
+                Expect.throwsT<OperationCanceledException> (fun () -> first.SyncNowAsync() |> awaitUnit) "the process died"
+                Expect.isTrue crashing.Crashed "at the chunk's metadata commit"
+                Expect.equal (serverHead server ns.Id) 20UL "the server had accepted all 20 uploads"
+                first.DisposeAsync().AsTask() |> awaitUnit
+
+                // The app restarts on the same metadata (nothing of the chunk was saved) and the same values.
+                let again, ns2, notes2 = openOn inner
+
+                for k in names do
+                    notes2.SetAsync(k, "v-" + k, CancellationToken.None).AsTask() |> awaitUnit
+
+                again.SyncNowAsync() |> awaitUnit
+
+                for k in names do
+                    let row = inner.GetItemByLogicalKeyAsync(again.KeyId, ns2.Id, "notes", k).AsTask() |> await
+                    Expect.equal (row.Version, row.Dirty, row.Conflict) (1UL, false, false) $"{k}: clean at the accepted version"
+
+                Expect.equal (serverHead server ns.Id) 20UL "no second write"
+                again.SyncNowAsync() |> awaitUnit
+                Expect.equal (serverHead server ns.Id) 20UL "and no upload loop"
+                again.DisposeAsync().AsTask() |> awaitUnit
+            }
+
             test "a response lost after the server applied a PUT: converges without a second write" {
                 use server = start Sqlite
                 let store = new MemoryStore()
