@@ -54,7 +54,7 @@ start_postgres
 for runner in "${runners[@]}"; do
     log=$(mktemp)
     echo "== $runner"
-    dotnet run --no-build -c Release --project "$runner" -- --colours 0 --no-spinner "$@" 2>&1 | tee "$log" | grep -E "ERR|Falsifiable|EXPECTO!" || true
+    dotnet run --no-build -c Release --project "$runner" -- --colours 0 --no-spinner "$@" 2>&1 | tee "$log" | grep -E "ERR|Falsifiable|EXPECTO!|^FAILED" || true
     rc=${PIPESTATUS[0]}
     line=$(grep -oE '[0-9]+ passed, [0-9]+ ignored, [0-9]+ failed, [0-9]+ errored' "$log" | tail -n 1)
     if [ -n "$line" ]; then
