@@ -96,6 +96,33 @@ let sealItem (w: Writer) (item: ItemId) (version: uint64) : PutItemRequest =
         Ciphertext = s.Ciphertext.Wire
     }
 
+/// `perClient` compare-and-set PUTs by each client on its own item, all clients at once.
+let private putConcurrently (clients: SyncClient[]) (writerOf: int -> Writer) (items: ItemId[]) (versions: uint64[]) (perClient: int) =
+    let run (i: int) =
+        task {
+            for _ in 1..perClient do
+                let current = versions[i]
+                let ifMatch = if current = 0UL then Nullable() else Nullable current
+                let w = writerOf i
+                let! r = clients[i].PutItemAsync(w.Token, w.Namespace.Wire, items[i].Wire, sealItem w items[i] (current + 1UL), ifMatch)
+                versions[i] <- r.Version
+        }
+        :> Task
+
+    Task.WhenAll(Array.init clients.Length run).GetAwaiter().GetResult()
+
+/// Disposes the clients and the server, deletes the directory.
+let private cleanUp (clients: SyncClient[]) (server: BitBoxSyncServer) (dir: string) =
+    for c in clients do
+        c.Dispose()
+
+    server.DisposeAsync().AsTask().GetAwaiter().GetResult()
+
+    try
+        Directory.Delete(dir, true)
+    with _ ->
+        ()
+
 /// The PostgreSQL server to benchmark against (same variable as the tests).
 let postgresAdmin () =
     match Environment.GetEnvironmentVariable "BITBOXSYNC_TEST_POSTGRES" with
@@ -159,41 +186,10 @@ type CasPutBenchmarks() =
 
     [<Benchmark(OperationsPerInvoke = 512)>]
     member this.CasPut() =
-        let perClient = CasPutBenchmarks.Puts / this.Clients
-
-        let run (i: int) =
-            task {
-                for _ in 1..perClient do
-                    let current = versions[i]
-                    let ifMatch = if current = 0UL then Nullable() else Nullable current
-
-                    let! r =
-                        clients[i]
-                            .PutItemAsync(
-                                writer.Token,
-                                writer.Namespace.Wire,
-                                items[i].Wire,
-                                sealItem writer items[i] (current + 1UL),
-                                ifMatch
-                            )
-
-                    versions[i] <- r.Version
-            }
-            :> Task
-
-        Task.WhenAll(Array.init this.Clients run).GetAwaiter().GetResult()
+        putConcurrently clients (fun _ -> writer) items versions (CasPutBenchmarks.Puts / this.Clients)
 
     [<GlobalCleanup>]
-    member _.Cleanup() =
-        for c in clients do
-            c.Dispose()
-
-        server.DisposeAsync().AsTask().GetAwaiter().GetResult()
-
-        try
-            Directory.Delete(dir, true)
-        with _ ->
-            ()
+    member _.Cleanup() = cleanUp clients server dir
 
 /// The hardware anchor of the server's write path, measured in the same run: one SQLite
 /// transaction of two UPDATEs (an item row and a head row) committed in WAL mode with
@@ -280,41 +276,10 @@ type GroupCommitBenchmarks() =
 
     [<Benchmark(OperationsPerInvoke = 512)>]
     member this.Put() =
-        let perClient = 512 / this.Clients
-
-        let run (i: int) =
-            task {
-                for _ in 1..perClient do
-                    let current = versions[i]
-                    let ifMatch = if current = 0UL then Nullable() else Nullable current
-
-                    let! r =
-                        clients[i]
-                            .PutItemAsync(
-                                writers[i].Token,
-                                writers[i].Namespace.Wire,
-                                items[i].Wire,
-                                sealItem writers[i] items[i] (current + 1UL),
-                                ifMatch
-                            )
-
-                    versions[i] <- r.Version
-            }
-            :> Task
-
-        Task.WhenAll(Array.init this.Clients run).GetAwaiter().GetResult()
+        putConcurrently clients (fun i -> writers[i]) items versions (512 / this.Clients)
 
     [<GlobalCleanup>]
-    member _.Cleanup() =
-        for c in clients do
-            c.Dispose()
-
-        server.DisposeAsync().AsTask().GetAwaiter().GetResult()
-
-        try
-            Directory.Delete(dir, true)
-        with _ ->
-            ()
+    member _.Cleanup() = cleanUp clients server dir
 
 let private freePort () =
     let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
