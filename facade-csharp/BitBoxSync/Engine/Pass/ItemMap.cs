@@ -1,0 +1,123 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Threading.Channels;
+using BitBoxSync.Core;
+using BitBoxSync.Protocol;
+using BitBoxSync.Protocol.Wire;
+using BitBoxSync.Storage;
+using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
+using static BitBoxSync.StateMapping;
+using KeyId = BitBoxSync.Protocol.Bin<BitBoxSync.Protocol.KeyIdKind>;
+using NamespaceId = BitBoxSync.Protocol.Bin<BitBoxSync.Protocol.NamespaceIdKind>;
+using ItemId = BitBoxSync.Protocol.Bin<BitBoxSync.Protocol.ItemIdKind>;
+using Dek = BitBoxSync.Protocol.Bin<BitBoxSync.Protocol.DekKind>;
+
+namespace BitBoxSync;
+
+public sealed partial class SyncEngine
+{
+    /// <content>The namespace list, each namespace's item map and its downloads: the executors of Core.Namespaces and Core.ItemMap (docs/engine.md §4.4–§4.6).</content>
+    private sealed partial class Pass
+    {
+        // docs/engine.md §4.4–§4.7: the namespace list, then each namespace's item map and downloads.
+        private async Task ReconcileNamespacesAsync()
+        {
+            var listed = await e.ListedNamespacesAsync(token, ct);
+            var cached = (await e._store.ListNamespacesAsync(e._keyId.Wire, ct)).Select(ToCore);
+            var checkedPlan = Namespaces.check(e._state, ListModule.OfSeq(cached), listed, Now);
+            if (checkedPlan.IsError) throw ToException(checkedPlan.ErrorValue);
+            var plan = checkedPlan.ResultValue;
+            if (plan.AdoptDefault is { } adopt)
+            {
+                var s = e._state;
+                await e.SaveIdentityAsync(new IdentityState(s.KeyId, s.Kind, s.AccessToken, s.TokenExpiry, adopt, Now), ct);
+            }
+
+            foreach (var p in plan.Namespaces)
+            {
+                var planned = p;
+                if (p.NeedsJoin)
+                {
+                    var joined = await e.JoinAsync(token, p.Listed.NamespaceId, p.Listed.Kind, ct);
+                    planned = new NamespacePlan(p.Listed, new NamespaceState(joined.KeyId, joined.NamespaceId,
+                        FSharpOption<NamespaceKind>.Some(p.Listed.Kind), p.Row.Head, p.Row.ActiveScopeHash, joined.Dek, joined.UpdatedAt),
+                        false, p.RemoteChanged, true);
+                }
+                var (keys, scope, collections) = await ScopeOfAsync(planned.Listed.NamespaceId);
+                switch (Namespaces.decide(planned, Scope.hashOf(scope), Now))
+                {
+                    case NamespaceAction.Save save:
+                        await e.SaveNamespaceAsync(save.Item, ct);
+                        break;
+                    case NamespaceAction.FetchItemMap fetch:
+                        await ItemMapAsync(planned, fetch.expectedHead, keys, scope);
+                        break;
+                }
+            }
+        }
+
+        private async Task ItemMapAsync(NamespacePlan p, ulong expectedHead, NamespaceKeys keys, ActiveScope scope)
+        {
+            var ns = p.Listed.NamespaceId;
+            var map = await e._client.GetNamespaceItemsAsync(token, ns.Wire, ct);
+            var items = new List<Tuple<ItemId, ulong>>();
+            foreach (var (id, v) in map.Items)
+            {
+                var parsed = Bin.parse<ItemIdKind>(id);
+                if (parsed.IsError) throw new SyncProtocolException("item map: " + parsed.ErrorValue.Message);
+                items.Add(Tuple.Create(parsed.ResultValue, v.Version));
+            }
+            var cached = (await e._store.ListNamespaceItemsAsync(e._keyId.Wire, ns.Wire, ct)).Select(ToCore);
+            var planned = ItemMap.plan(new ItemMapInput(p.Row, expectedHead, map.NamespaceHead, MapModule.OfSeq(items),
+                ListModule.OfSeq(cached), scope, Now));
+            if (planned.IsError) throw ToException(planned.ErrorValue);
+            var plan = planned.ResultValue;
+            foreach (var unknown in plan.Unknown)
+                e.Emit(SyncEventType.UnknownRemoteItem, ns.Wire, itemId: unknown.Wire);
+            var downloads = plan.Downloads.ToList();
+            e.UpdateStatus(st => st with { DownloadsPlanned = st.DownloadsPlanned + downloads.Count });
+            // Fetch ahead, a few requests in flight; apply strictly in the planned order.
+            using var fetching = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            using var inFlight = new SemaphoreSlim(MaxParallelDownloads);
+            var fetches = downloads.Select(async d =>
+            {
+                await inFlight.WaitAsync(fetching.Token);
+                try
+                {
+                    return await e._client.GetItemAsync(token, ns.Wire, d.Item1.ItemId.Wire, fetching.Token);
+                }
+                finally
+                {
+                    inFlight.Release();
+                }
+            }).ToList();
+            _batch = [];
+            try
+            {
+                for (var i = 0; i < downloads.Count; i++)
+                {
+                    await ApplyRemoteAsync(downloads[i].Item1, FSharpOption<ulong>.Some(downloads[i].Item2), keys, await fetches[i]);
+                    e.UpdateStatus(st => st with { Downloaded = st.Downloaded + 1 });
+                }
+                var applied = _batch;
+                _batch = null;
+                // Every applied row and the new head: one transaction.
+                await SaveItemsAsync(applied.Select(o => o.Row), ItemMapFinish.decide(plan, p.Row, _retryLater));
+                foreach (var outcome in applied)
+                {
+                    Settled(outcome.Row);
+                    foreach (var ev in outcome.Events) e.Emit(outcome.Row, ev);
+                }
+            }
+            finally
+            {
+                _batch = null;
+                await fetching.CancelAsync();
+                try { await Task.WhenAll(fetches); } catch { /* abandoned prefetches */ }
+            }
+            e.Emit(SyncEventType.NamespaceChanged, ns.Wire);
+            Activity = true;
+        }
+    }
+}
