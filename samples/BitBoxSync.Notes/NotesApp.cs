@@ -79,16 +79,17 @@ public sealed class NotesApp : IAsyncDisposable
     /// <summary>Replaces a note's body.</summary>
     public async Task EditAsync(string key, string body, CancellationToken ct = default)
     {
-        var note = await _db.GetAsync(key, ct) ?? throw new KeyNotFoundException($"no note '{key}'");
-        await _db.PutAsync(key, note with { Body = body }, ct);
+        // Read, change and write in one transaction: a remote title applied meanwhile is kept.
+        if (!await _db.UpdateAsync(key, note => note with { Body = body }, ct))
+            throw new KeyNotFoundException($"no note '{key}'");
         Engine.ScheduleSync();
     }
 
     /// <summary>Deletes a note (a tombstone that syncs).</summary>
     public async Task DeleteAsync(string key, CancellationToken ct = default)
     {
-        var note = await _db.GetAsync(key, ct) ?? throw new KeyNotFoundException($"no note '{key}'");
-        await _db.PutAsync(key, note with { Deleted = true }, ct);
+        if (!await _db.UpdateAsync(key, note => note with { Deleted = true }, ct))
+            throw new KeyNotFoundException($"no note '{key}'");
         Engine.ScheduleSync();
     }
 

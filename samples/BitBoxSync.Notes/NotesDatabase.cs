@@ -58,6 +58,23 @@ public sealed class NotesDatabase : IDisposable
             return true;
         }, ct);
 
+    /// <summary>
+    /// An app edit: reads the note, changes it and writes it back in one transaction, so that a remote
+    /// value the engine applies meanwhile is never overwritten by a stale read (the engine's
+    /// conditional writes queue on the same lock). False when there is no such note.
+    /// </summary>
+    public Task<bool> UpdateAsync(string key, Func<Note, Note> change, CancellationToken ct = default) =>
+        WriteAsync((c, tx, seq) =>
+        {
+            Note? current;
+            using (var cmd = Command(c, tx, "SELECT key, title, body, deleted FROM notes WHERE key = $k", ("$k", key)))
+            using (var r = cmd.ExecuteReader())
+                current = r.Read() ? ReadNote(r) : null;
+            if (current is null) return false;
+            WriteNote(c, tx, key, change(current), seq);
+            return true;
+        }, ct);
+
     /// <summary>Every note (including tombstones), ordered by key.</summary>
     public async Task<IReadOnlyList<(string Key, Note Note)>> AllAsync(CancellationToken ct = default)
     {

@@ -28,6 +28,10 @@ var tests = new (string Name, Func<Task> Run, TimeSpan Timeout)[]
     ("container layout: the published command runs from a /data working directory with the image's settings; its health check command", DistributionTests.PublishedLayoutServes, 5 * minute),
 };
 
+// `-- --filter <text>` runs only the tests whose name contains the text (other arguments are ignored).
+var filter = args.SkipWhile(a => a != "--filter").Skip(1).FirstOrDefault();
+if (filter is not null) tests = tests.Where(t => t.Name.Contains(filter, StringComparison.OrdinalIgnoreCase)).ToArray();
+
 var passed = 0;
 var failed = 0;
 foreach (var (name, run, timeout) in tests)

@@ -243,8 +243,8 @@ internal static class SampleTests
         {
             for (var i = 1; i <= rounds; i++)
             {
-                var n = (await a.Database.GetAsync(key))!;
-                await a.Database.PutAsync(key, n with { Title = $"t{i}" });
+                var title = $"t{i}";
+                await a.Database.UpdateAsync(key, n => n with { Title = title });
                 await a.SyncAsync();
             }
         });
@@ -268,7 +268,7 @@ internal static class SampleTests
             await a.SyncAsync();
         }
         var expected = new Note($"t{rounds}", $"b{rounds}");
-        Check(await b.Database.GetAsync(key) == expected, $"B has both last writes, has {await b.Database.GetAsync(key)}");
+        Check(await b.Database.GetAsync(key) == expected, $"B has both last writes, has {await b.Database.GetAsync(key)} (A has {await a.Database.GetAsync(key)}; B's status {b.Engine.Status})");
         Check(await a.Database.GetAsync(key) == expected, $"A has both last writes, has {await a.Database.GetAsync(key)}");
         Check(a.Engine.Status is { Conflicts: 0, PendingUploads: 0 } && b.Engine.Status is { Conflicts: 0, PendingUploads: 0 }, "clean");
     }
