@@ -81,6 +81,11 @@ type Fault =
 
 exception private Aborted of string
 
+/// Items per pipelined flush chunk in the simulation (small, so that chunks hold several items and
+/// passes span several chunks).
+[<Literal>]
+let private FlushChunk = 2
+
 /// The resolving merge used by the simulation: the lexicographically larger value wins
 /// (commutative, associative, idempotent, so clients converge).
 /// Keep the local value (resolves every collision; the remote side loses).
@@ -386,40 +391,69 @@ type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMe
 
                         this.SaveNamespace itemPlan.Finish
 
-        // 3. Flush.
-        for dirty in
-            c.Rows
-            |> Map.values
-            |> List.ofSeq
-            |> List.filter (fun r -> r.Dirty)
-            |> Flush.order do
-            let active row =
-                Scope.isActive scope row.Collection row.ItemId
+        // 3. Flush, pipelined as the engine does it (docs/engine.md §4.10 step 9): each chunk's items
+        //    are prepared first, all their PUTs are in flight before any answer is used, the accepted
+        //    ones are saved together with the head they moved, a lost response still lets the other
+        //    PUTs of the chunk land and be saved before the pass ends, and 412s go one at a time.
+        let active row =
+            Scope.isActive scope row.Collection row.ItemId
 
-            let rec attempt n =
-                match c.Rows.TryFind dirty.Key with
+        let rec afterRefusal (row: ItemState) n =
+            this.Apply(row, None)
+
+            match Flush.afterPreconditionFailure n (c.Rows.TryFind row.Key) (active row) with
+            | RetryDecision.Stop -> ()
+            | RetryDecision.Retry ->
+                match c.Rows.TryFind row.Key with
                 | None -> ()
-                | Some row ->
-                    match Flush.prepare row (active row) (this.Local row.Key) with
+                | Some again ->
+                    match Flush.prepare again (active again) (this.Local again.Key) with
                     | FlushStep.Skip _ -> ()
                     | FlushStep.Upload intent ->
                         match this.Put intent with
                         | Some version ->
                             this.SaveRow (Flush.accepted intent version this.Now).Row
                             this.SaveNamespace(Namespaces.afterUpload c.Namespace this.Now)
-                        | None ->
-                            this.Apply(row, None)
+                        | None -> afterRefusal again (n + 1)
 
-                            match
-                                Flush.afterPreconditionFailure
-                                    n
-                                    (c.Rows.TryFind row.Key)
-                                    (active row)
-                            with
-                            | RetryDecision.Retry -> attempt (n + 1)
-                            | RetryDecision.Stop -> ()
+        let dirty =
+            c.Rows |> Map.values |> List.ofSeq |> List.filter (fun r -> r.Dirty) |> Flush.order
 
-            attempt 1
+        for chunk in List.chunkBySize FlushChunk dirty do
+            let prepared =
+                chunk
+                |> List.choose (fun d ->
+                    match c.Rows.TryFind d.Key with
+                    | None -> None
+                    | Some row ->
+                        match Flush.prepare row (active row) (this.Local row.Key) with
+                        | FlushStep.Skip _ -> None
+                        | FlushStep.Upload intent -> Some(row, intent))
+
+            let mutable failure = None
+
+            let answers =
+                prepared
+                |> List.map (fun (row, intent) ->
+                    try
+                        row, intent, this.Put intent
+                    with Aborted why ->
+                        failure <- Some why
+                        row, intent, Some 0UL)
+
+            for (_, intent, answer) in answers do
+                match answer with
+                | Some version when version > 0UL ->
+                    this.SaveRow (Flush.accepted intent version this.Now).Row
+                    this.SaveNamespace(Namespaces.afterUpload c.Namespace this.Now)
+                | _ -> ()
+
+            match failure with
+            | Some why -> raise (Aborted why)
+            | None -> ()
+
+            for (row, _, answer) in answers do
+                if answer.IsNone then afterRefusal row 1
 
 /// Runs one pass; a fault or abort keeps whatever was saved before it.
 let runPass
