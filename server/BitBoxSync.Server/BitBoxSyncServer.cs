@@ -26,8 +26,8 @@ public sealed class BitBoxSyncServer : IAsyncDisposable
         _runtime = app.Services.GetRequiredService<ServerRuntime>();
         Addresses = (app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [])
             .Select(a => new Uri(a)).DefaultIfEmpty(new Uri("http://localhost/")).ToList();
-        _runtime.Logger.LogInformation("BitBoxSync server listening on {Addresses} with {Store}; public origin {Origin}",
-            string.Join(", ", Addresses), StoreDescription, _runtime.Api.Options.PublicOrigin);
+        // The runtime already logged the store and the origin when it became ready.
+        _runtime.Logger.LogInformation("BitBoxSync server listening on {Addresses}", string.Join(", ", Addresses));
     }
 
     /// <summary>Runs the sweep of expired rows now (tests; it also runs every 10 minutes).</summary>

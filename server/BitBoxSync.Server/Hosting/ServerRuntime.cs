@@ -15,6 +15,7 @@ namespace BitBoxSync.Server.Hosting;
 internal sealed class ServerRuntime : IHostedLifecycleService, IAsyncDisposable
 {
     private SweepLoop? _sweep;
+    private SweepLoop? _manualSweep;
     private int _disposed;
 
     public ServerRuntime(IOptions<ServerOptions> options, ILoggerFactory loggers, IMeterFactory meters)
@@ -44,7 +45,7 @@ internal sealed class ServerRuntime : IHostedLifecycleService, IAsyncDisposable
     public Api Api { get; }
 
     /// <summary>Runs the sweep now (tests; it also runs every 10 minutes once the host runs).</summary>
-    public Task<int> SweepNowAsync(CancellationToken ct) => (_sweep ?? new SweepLoop(Api, Logger, start: false)).SweepAsync(ct);
+    public Task<int> SweepNowAsync(CancellationToken ct) => (_sweep ?? (_manualSweep ??= new SweepLoop(Api, Logger, start: false))).SweepAsync(ct);
 
     public async Task StartingAsync(CancellationToken cancellationToken)
     {
@@ -74,6 +75,7 @@ internal sealed class ServerRuntime : IHostedLifecycleService, IAsyncDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         if (_sweep is { } sweep) await sweep.DisposeAsync();
+        if (_manualSweep is { } manual) await manual.DisposeAsync();
         await Store.DisposeAsync();
         Limits.Dispose();
     }

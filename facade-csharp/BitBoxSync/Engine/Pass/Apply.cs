@@ -1,17 +1,8 @@
-using System.Collections.Concurrent;
-using System.Security.Cryptography;
-using System.Threading.Channels;
 using BitBoxSync.Core;
 using BitBoxSync.Protocol;
 using BitBoxSync.Protocol.Wire;
-using BitBoxSync.Storage;
-using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using static BitBoxSync.StateMapping;
-using KeyId = BitBoxSync.Protocol.Bin<BitBoxSync.Protocol.KeyIdKind>;
-using NamespaceId = BitBoxSync.Protocol.Bin<BitBoxSync.Protocol.NamespaceIdKind>;
-using ItemId = BitBoxSync.Protocol.Bin<BitBoxSync.Protocol.ItemIdKind>;
-using Dek = BitBoxSync.Protocol.Bin<BitBoxSync.Protocol.DekKind>;
 
 namespace BitBoxSync;
 
