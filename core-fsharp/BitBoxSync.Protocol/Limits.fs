@@ -190,3 +190,17 @@ module Labels =
 
     [<Literal>]
     let DummyWrapSeed = "bitboxsync-wrap-x25519-seed-v1"
+
+/// Batch-items extension (docs/protocol.md §15): most item IDs or items in one request.
+[<Literal>]
+let MaxBatchItems = 256
+
+/// Batch-items extension: largest batch PUT body (bytes). 4 MiB holds 46 items at the 64 KiB
+/// ciphertext limit, or all 256 items of a few KiB.
+[<Literal>]
+let MaxBatchRequestBytes = 4194304
+
+/// Batch-items extension: ciphertext bytes one batch GET answers before it omits the rest (the
+/// first item is always answered, so every request makes progress).
+[<Literal>]
+let MaxBatchResponseBytes = 4194304

@@ -77,6 +77,25 @@ module Paths =
     /// `/v1/kv/{ns}/{item}`
     let item (ns: NamespaceId) (item: ItemId) = $"/v1/kv/{ns.Wire}/{item.Wire}"
 
+    /// `/v1/capabilities` (extension discovery, docs/protocol.md §15)
+    [<Literal>]
+    let Capabilities = "/v1/capabilities"
+
+    /// `/v1/namespaces/{ns}/items/batch-get` (batch-items extension)
+    let batchGet (ns: NamespaceId) = items ns + "/batch-get"
+
+    /// `/v1/namespaces/{ns}/items/batch-put` (batch-items extension)
+    let batchPut (ns: NamespaceId) = items ns + "/batch-put"
+
+/// One item of a batch PUT after the batch's structure was checked: its ID, its precondition and
+/// its body (the body's fields are checked per item, so one bad item refuses only itself).
+type BatchPutEntry =
+    {
+        ItemId: ItemId
+        IfMatch: IfMatch
+        Body: PutItemRequest
+    }
+
 /// `POST /v1/auth/challenge`, validated.
 type ChallengeCommand = { Purpose: ChallengePurpose; Kind: IdentityKind }
 
@@ -485,6 +504,79 @@ module Requests =
             return { Nonce = nonce; Aad = aad; Ciphertext = ciphertext }
         }
 
+/// The batch-items extension's request structure (docs/protocol.md §15): checked as a whole, a
+/// failure refuses the whole request (400).
+module BatchRequests =
+    let private count field (maxItems: int) (n: int) =
+        if n = 0 then FieldError.fail field "must not be empty"
+        elif n > maxItems then FieldError.fail field (sprintf "must hold at most %d entries" maxItems)
+        else Ok()
+
+    let private distinct (field: int -> string) (ids: ItemId list) : Result<ItemId list, FieldError> =
+        let seen = Collections.Generic.HashSet<string>(StringComparer.Ordinal)
+
+        ids
+        |> List.indexed
+        |> List.tryFind (fun (_, id) -> not (seen.Add id.Wire))
+        |> function
+            | Some(i, _) -> FieldError.fail (field i) "repeats an earlier item ID"
+            | None -> Ok ids
+
+    /// `batch-get`: 1..`maxItems` valid, distinct item IDs, in request order.
+    let get (maxItems: int) (r: BatchGetItemsRequest) : Result<ItemId list, FieldError> =
+        if isNull r.ItemIds then
+            FieldError.missing "itemIds"
+        else
+            result {
+                do! count "itemIds" maxItems r.ItemIds.Length
+
+                let! ids =
+                    r.ItemIds
+                    |> Array.toList
+                    |> List.mapi (fun i id -> Bin.parseAs<ItemIdKind> (sprintf "itemIds[%d]" i) id)
+                    |> List.sequenceResultM
+
+                return! distinct (sprintf "itemIds[%d]") ids
+            }
+
+    /// `batch-put`: 1..`maxItems` items with valid, distinct item IDs; `ifMatch` 0 means "must not
+    /// exist". The sealed fields are left to the per-item rule.
+    let put (maxItems: int) (r: BatchPutItemsRequest) : Result<BatchPutEntry list, FieldError> =
+        if isNull r.Items then
+            FieldError.missing "items"
+        else
+            result {
+                do! count "items" maxItems r.Items.Length
+
+                let! entries =
+                    r.Items
+                    |> Array.toList
+                    |> List.mapi (fun i item ->
+                        if isNull (box item) then
+                            FieldError.fail (sprintf "items[%d]" i) "must be an object"
+                        else
+                            Bin.parseAs<ItemIdKind> (sprintf "items[%d].itemId" i) item.ItemId
+                            |> Result.map (fun id ->
+                                {
+                                    ItemId = id
+                                    IfMatch =
+                                        if item.IfMatch = 0UL then
+                                            IfMatch.Absent
+                                        else
+                                            IfMatch.Version item.IfMatch
+                                    Body =
+                                        {
+                                            Nonce = item.Nonce
+                                            Aad = item.Aad
+                                            Ciphertext = item.Ciphertext
+                                        }
+                                }))
+                    |> List.sequenceResultM
+
+                let! _ = distinct (sprintf "items[%d].itemId") (entries |> List.map (fun e -> e.ItemId))
+                return entries
+            }
+
 /// What the Go raw client rejects in a server answer (docs/protocol.md §11.1). `Message` holds
 /// its words.
 [<RequireQualifiedAccess>]
@@ -677,6 +769,66 @@ module ResponseChecks =
         result {
             do! echo "namespace" ns.Wire r.NamespaceId
             do! echo "item" item.Wire r.ItemId
+        }
+
+    /// Batch GET (extension): namespace echoes; every requested ID answered exactly once, as an
+    /// item, missing or omitted; at least one answered (items or missing), so asking again for the
+    /// omitted ones always progresses.
+    let batchGet
+        (ns: NamespaceId)
+        (requested: ItemId list)
+        (r: BatchGetItemsResponse)
+        : Result<unit, ResponseViolation> =
+        let orEmpty (a: 'a[]) = if isNull a then [||] else a
+        let wanted = Collections.Generic.HashSet<string>(requested |> Seq.map (fun i -> i.Wire), StringComparer.Ordinal)
+        let items = orEmpty r.Items
+        let answered = Array.concat [ items |> Array.map (fun i -> if isNull (box i) then null else i.ItemId); orEmpty r.Missing; orEmpty r.Omitted ]
+
+        result {
+            do! echo "namespace" ns.Wire r.NamespaceId
+
+            for item in items do
+                if isNull (box item) then
+                    return! Error(ResponseViolation.Unexpected("items", "objects"))
+
+                do! echo "namespace" ns.Wire item.NamespaceId
+
+            for id in answered do
+                if isNull id || not (wanted.Remove id) then
+                    return! Error(ResponseViolation.Mismatch "item")
+
+            if wanted.Count > 0 then
+                return! Error(ResponseViolation.Unexpected("items", "an answer for every requested item"))
+
+            if items.Length = 0 && (orEmpty r.Missing).Length = 0 then
+                return! Error(ResponseViolation.Unexpected("items", "at least one answered item"))
+        }
+
+    /// Batch PUT (extension): namespace echo; one result per sent item, in order, with its item ID;
+    /// an accepted item's version exactly `ifMatch` + 1 (1 for `ifMatch` 0); any other status an
+    /// error status.
+    let batchPut
+        (ns: NamespaceId)
+        (sent: (ItemId * uint64) list)
+        (r: BatchPutItemsResponse)
+        : Result<unit, ResponseViolation> =
+        result {
+            do! echo "namespace" ns.Wire r.NamespaceId
+
+            if isNull r.Results || r.Results.Length <> List.length sent then
+                return! Error(ResponseViolation.Unexpected("results", sprintf "%d entries" (List.length sent)))
+
+            for (id, ifMatch), answer in List.zip sent (List.ofArray r.Results) do
+                if isNull (box answer) then
+                    return! Error(ResponseViolation.Unexpected("results", "objects"))
+
+                do! echo "item" id.Wire answer.ItemId
+
+                if answer.Status = 200 then
+                    if answer.Version <> ifMatch + 1UL then
+                        return! Error(ResponseViolation.Mismatch "version")
+                elif answer.Status < 400 || answer.Status > 599 then
+                    return! Error(ResponseViolation.Unexpected("status", "200 or an error status"))
         }
 
     /// Put item: echoes; `version` exactly 1 without If-Match, N+1 with `If-Match: "N"`.

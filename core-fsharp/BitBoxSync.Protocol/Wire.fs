@@ -516,6 +516,104 @@ type PutItemResponse =
     }
 
 // ---------------------------------------------------------------------------------------------
+// Extension: batch items (docs/protocol.md §15; not part of protocol v1, the Go client never calls it)
+
+/// The batch-items extension as a server offers it: its version and its limits.
+type BatchItemsCapability =
+    {
+        [<JsonPropertyName "version">]
+        Version: int
+        /// Most item IDs (batch GET) or items (batch PUT) in one request.
+        [<JsonPropertyName "maxItems">]
+        MaxItems: int
+        /// Largest batch PUT body in bytes.
+        [<JsonPropertyName "maxRequestBytes">]
+        MaxRequestBytes: int
+        /// Ciphertext bytes a batch GET answers at most before it omits the rest.
+        [<JsonPropertyName "maxResponseBytes">]
+        MaxResponseBytes: int
+    }
+
+/// `GET /v1/capabilities` response: the extensions this server offers. A field that is absent
+/// (null) is an extension the server does not offer; a server without the endpoint offers none.
+type CapabilitiesResponse =
+    {
+        [<JsonPropertyName "batchItems"; JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)>]
+        BatchItems: BatchItemsCapability
+    }
+
+/// `POST /v1/namespaces/{ns}/items/batch-get` request: the items to read, each at most once.
+type BatchGetItemsRequest =
+    {
+        [<JsonPropertyName "itemIds">]
+        ItemIds: string[]
+    }
+
+/// `POST /v1/namespaces/{ns}/items/batch-get` response. Every requested ID is in exactly one of
+/// `items` (in request order), `missing` (no such item) or `omitted` (past the response budget:
+/// ask again).
+type BatchGetItemsResponse =
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "items">]
+        Items: GetItemResponse[]
+        [<JsonPropertyName "missing">]
+        Missing: string[]
+        [<JsonPropertyName "omitted">]
+        Omitted: string[]
+    }
+
+/// One item of a batch PUT: the single PUT's body plus its item ID and expected version
+/// (`ifMatch` 0: the item must not exist yet).
+type BatchPutItem =
+    {
+        [<JsonPropertyName "itemId">]
+        ItemId: string
+        [<JsonPropertyName "ifMatch">]
+        IfMatch: uint64
+        [<JsonPropertyName "nonce">]
+        Nonce: string
+        [<JsonPropertyName "aad">]
+        Aad: string
+        [<JsonPropertyName "ciphertext">]
+        Ciphertext: string
+    }
+
+/// `POST /v1/namespaces/{ns}/items/batch-put` request: items with distinct IDs, applied in order.
+type BatchPutItemsRequest =
+    {
+        [<JsonPropertyName "items">]
+        Items: BatchPutItem[]
+    }
+
+/// One item's outcome in a batch PUT: the status the single PUT would have answered, the new
+/// version when accepted (status 200), otherwise the error message.
+type BatchPutResult =
+    {
+        [<JsonPropertyName "itemId">]
+        ItemId: string
+        [<JsonPropertyName "status">]
+        Status: int
+        [<JsonPropertyName "version"; JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)>]
+        Version: uint64
+        [<JsonPropertyName "error"; JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)>]
+        Error: string
+    }
+
+/// `POST /v1/namespaces/{ns}/items/batch-put` response: one result per item, in request order,
+/// and the namespace head after the batch.
+type BatchPutItemsResponse =
+    {
+        [<JsonPropertyName "namespaceId">]
+        NamespaceId: string
+        [<JsonPropertyName "namespaceHead">]
+        NamespaceHead: uint64
+        [<JsonPropertyName "results">]
+        Results: BatchPutResult[]
+    }
+
+// ---------------------------------------------------------------------------------------------
 // Misc
 
 /// `GET /healthz` response.

@@ -1,6 +1,6 @@
 /// Item rules: compare-and-set PUT with the namespace head moving by exactly one per accepted
-/// write, GET, the item map, and the per-namespace quotas. Implements docs/protocol.md
-/// §7.20–§7.22 and §10.4.
+/// write, GET, the item map, the per-namespace quotas, and the batch-items extension. Implements
+/// docs/protocol.md §7.20–§7.22, §10.4 and §15.
 namespace BitBoxSync.Server.Core
 
 open System
@@ -30,6 +30,23 @@ type NamespaceUsage =
 /// An accepted PUT: the item row to write and the namespace's new head, in one transaction.
 type PutAccepted =
     { Item: StoredItem; NewHead: uint64; Usage: NamespaceUsage }
+
+/// A batch PUT after the rule: each item's outcome in request order, and the namespace's usage
+/// after the accepted ones (its head moved by one per accepted item).
+type BatchPutOutcome =
+    {
+        Results: (ItemId * Result<PutAccepted, ApiError>) list
+        Usage: NamespaceUsage
+    }
+
+/// What a batch GET answers: the found items within the budget (request order), the IDs with no
+/// item, and the IDs past the budget.
+type BatchGetPlan =
+    {
+        Items: StoredItem list
+        Missing: ItemId list
+        Omitted: ItemId list
+    }
 
 /// The item rules.
 module Items =
@@ -165,4 +182,107 @@ module Items =
                     map[id.Wire] <- { Version = v }
 
                 map
+        }
+
+    /// Bytes a base64 field decodes to (before validation), for the 413 answer.
+    let decodedLength (base64: string) : int64 =
+        if isNull base64 then
+            0L
+        else
+            int64 (base64.Length / 4) * 3L
+            - (if base64.EndsWith "==" then 2L
+               elif base64.EndsWith "=" then 1L
+               else 0L)
+
+    /// A PUT body's sealed item: 413 for a ciphertext over 64 KiB, 400 for a malformed field.
+    let sealedOf (body: Wire.PutItemRequest) : Result<SealedItem, ApiError> =
+        if decodedLength body.Ciphertext > int64 Limits.MaxItemCiphertextSize then
+            Error(ApiError.tooLarge (sprintf "ciphertext exceeds %d bytes" Limits.MaxItemCiphertextSize))
+        else
+            Requests.putItem body |> Result.mapError ApiError.ofField
+
+    /// Batch PUT (extension, docs/protocol.md §15): every item is checked by `put` in request
+    /// order against the namespace as the earlier accepted items left it; a refused item changes
+    /// nothing and does not stop the others. `current` is each item's stored row before the batch
+    /// (the IDs are distinct, so no item sees another's write). Equal, item by item, to the same
+    /// single PUTs made one after the other.
+    let putBatch
+        (usage: NamespaceUsage)
+        (entries: (ItemId * StoredItem option * IfMatch * Result<SealedItem, ApiError>) list)
+        (now: DateTimeOffset)
+        : BatchPutOutcome =
+        let results, final =
+            entries
+            |> List.mapFold
+                (fun (usage: NamespaceUsage) (itemId, current, ifMatch, sealedItem) ->
+                    match sealedItem |> Result.bind (fun s -> put usage itemId current ifMatch s now) with
+                    | Ok accepted -> (itemId, Ok accepted), accepted.Usage
+                    | Error e -> (itemId, Error e), usage)
+                usage
+
+        { Results = results; Usage = final }
+
+    /// Batch PUT answer.
+    let putBatchResponse (outcome: BatchPutOutcome) : Wire.BatchPutItemsResponse =
+        {
+            NamespaceId = outcome.Usage.NamespaceId.Wire
+            NamespaceHead = outcome.Usage.Head
+            Results =
+                outcome.Results
+                |> List.map (fun (id, r) ->
+                    match r with
+                    | Ok accepted ->
+                        {
+                            Wire.BatchPutResult.ItemId = id.Wire
+                            Wire.BatchPutResult.Status = 200
+                            Wire.BatchPutResult.Version = accepted.Item.Version
+                            Wire.BatchPutResult.Error = null
+                        }
+                    | Error e ->
+                        {
+                            Wire.BatchPutResult.ItemId = id.Wire
+                            Wire.BatchPutResult.Status = e.Status
+                            Wire.BatchPutResult.Version = 0UL
+                            Wire.BatchPutResult.Error = e.Message
+                        })
+                |> List.toArray
+        }
+
+    /// Batch GET (extension): in request order, found items are answered while their ciphertexts
+    /// fit in `budget` bytes — the first found item always, so every request progresses —; from
+    /// the first one that does not fit, every later ID is omitted (the client asks again); IDs
+    /// without an item before that point are missing.
+    let getBatch (requested: ItemId list) (found: ItemId -> StoredItem option) (budget: int64) : BatchGetPlan =
+        let rec go spent items missing rest =
+            match rest with
+            | [] ->
+                {
+                    Items = List.rev items
+                    Missing = List.rev missing
+                    Omitted = []
+                }
+            | id :: later ->
+                match found id with
+                | None -> go spent items (id :: missing) later
+                | Some item ->
+                    let size = int64 item.Sealed.Ciphertext.Length
+
+                    if List.isEmpty items || spent + size <= budget then
+                        go (spent + size) (item :: items) missing later
+                    else
+                        {
+                            Items = List.rev items
+                            Missing = List.rev missing
+                            Omitted = rest
+                        }
+
+        go 0L [] [] requested
+
+    /// Batch GET answer.
+    let getBatchResponse (ns: NamespaceId) (plan: BatchGetPlan) : Wire.BatchGetItemsResponse =
+        {
+            NamespaceId = ns.Wire
+            Items = plan.Items |> List.map getResponse |> List.toArray
+            Missing = plan.Missing |> List.map (fun i -> i.Wire) |> List.toArray
+            Omitted = plan.Omitted |> List.map (fun i -> i.Wire) |> List.toArray
         }

@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using BitBoxSync.Protocol;
 using BitBoxSync.Protocol.Wire;
+using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 
 namespace BitBoxSync;
@@ -326,6 +327,69 @@ public sealed class SyncClient : IDisposable
         var r = await SendAsync<PutItemResponse>(HttpMethod.Put, Paths.item(ns, item), Token(accessToken), request, cancellationToken,
             ifMatch: ifMatch is { } n ? IfMatchModule.quote(n) : null);
         Check(ResponseChecks.putItem(ns, item, precondition, r), "put item");
+        return r;
+    }
+
+    // ------------------------------------------------------------------ batch-items extension
+
+    /// <summary>
+    /// <c>GET /v1/capabilities</c>: the extensions the server offers (docs/protocol.md §15). A
+    /// server without the endpoint (404, for example one that implements only protocol v1) offers
+    /// none: the answer then has no <c>BatchItems</c>.
+    /// </summary>
+    public async Task<CapabilitiesResponse> GetCapabilitiesAsync(CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            return await SendAsync<CapabilitiesResponse>(HttpMethod.Get, Paths.Capabilities, null, null, cancellationToken);
+        }
+        catch (SyncApiException e) when (e.StatusCode == 404)
+        {
+            return new CapabilitiesResponse(null!);
+        }
+    }
+
+    /// <summary>
+    /// <c>POST /v1/namespaces/{namespaceId}/items/batch-get</c> (extension): up to the offered
+    /// number of items in one request, read from one snapshot. Each requested ID comes back as an
+    /// item, as missing, or as omitted (past the server's response budget: ask again).
+    /// </summary>
+    /// <exception cref="SyncApiException">404 when the server does not offer the extension.</exception>
+    public async Task<BatchGetItemsResponse> GetItemsAsync(string accessToken, string namespaceId, IReadOnlyList<string> itemIds, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(itemIds);
+        var ns = Valid<NamespaceIdKind>(namespaceId, nameof(namespaceId));
+        if (itemIds.Count == 0) throw new ArgumentException("at least one item ID is required", nameof(itemIds));
+        var ids = new List<ItemId>(itemIds.Count);
+        foreach (var id in itemIds) ids.Add(Valid<ItemIdKind>(id, nameof(itemIds)));
+        var r = await SendAsync<BatchGetItemsResponse>(HttpMethod.Post, Paths.batchGet(ns), Token(accessToken),
+            new BatchGetItemsRequest([.. itemIds]), cancellationToken);
+        Check(ResponseChecks.batchGet(ns, ListModule.OfSeq(ids), r), "batch get");
+        return new BatchGetItemsResponse(r.NamespaceId, r.Items ?? [], r.Missing ?? [], r.Omitted ?? []);
+    }
+
+    /// <summary>
+    /// <c>POST /v1/namespaces/{namespaceId}/items/batch-put</c> (extension): compare-and-set writes
+    /// of several items (distinct IDs; <c>IfMatch</c> 0 creates) in one request and one server
+    /// transaction. Each item is answered on its own (<c>Status</c> 200 with its new version, or the
+    /// status the single PUT would have answered, such as 412), in request order.
+    /// </summary>
+    /// <exception cref="SyncApiException">404 when the server does not offer the extension; any other
+    /// status when the whole batch was refused (nothing was written).</exception>
+    public async Task<BatchPutItemsResponse> PutItemsAsync(string accessToken, string namespaceId, IReadOnlyList<BatchPutItem> items, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(items);
+        var ns = Valid<NamespaceIdKind>(namespaceId, nameof(namespaceId));
+        if (items.Count == 0) throw new ArgumentException("at least one item is required", nameof(items));
+        var sent = new List<Tuple<ItemId, ulong>>(items.Count);
+        foreach (var item in items)
+        {
+            ArgumentNullException.ThrowIfNull(item, nameof(items));
+            sent.Add(Tuple.Create(Valid<ItemIdKind>(item.ItemId, nameof(items)), item.IfMatch));
+        }
+        var r = await SendAsync<BatchPutItemsResponse>(HttpMethod.Post, Paths.batchPut(ns), Token(accessToken),
+            new BatchPutItemsRequest([.. items]), cancellationToken);
+        Check(ResponseChecks.batchPut(ns, ListModule.OfSeq(sent), r), "batch put");
         return r;
     }
 

@@ -41,6 +41,7 @@ internal static class ServerCommand
         [nameof(ServerOptions.WritesPerMinutePerToken)] = "--write-rate",
         [nameof(ServerOptions.TrustedProxies)] = "--trusted-proxy",
         [nameof(ServerOptions.GroupCommit)] = "--group-commit",
+        [nameof(ServerOptions.BatchItems)] = "--batch-items",
     };
 
     /// <summary>
@@ -106,6 +107,11 @@ internal static class ServerCommand
             Description = "true: concurrent writes share one transaction and one durable commit; false: one commit per write (default true)",
             HelpName = "true|false",
         };
+        var batchItems = new Option<bool?>(OptionFor[nameof(ServerOptions.BatchItems)])
+        {
+            Description = "true: offer the batch-items extension (many items per request and transaction); false: single-item requests only, as the reference protocol (default true)",
+            HelpName = "true|false",
+        };
         var logLevel = new Option<LogLevel?>(OptionFor[nameof(ServerOptions.MinimumLogLevel)])
         {
             Description = $"Lowest level logged: Trace, Debug, Information, Warning, Error (default {defaults.MinimumLogLevel}; Logging:LogLevel:<category> in the configuration sets levels per category)",
@@ -119,7 +125,7 @@ internal static class ServerCommand
             Logging__Console__FormatterName=json, ...) and these options, later ones winning. Ctrl+C stops it gracefully.
             """)
         {
-            urls, origin, store, sqlite, postgres, watch, challenge, token, attestation, logLevel, anonymousRate, writeRate, proxies, groupCommit,
+            urls, origin, store, sqlite, postgres, watch, challenge, token, attestation, logLevel, anonymousRate, writeRate, proxies, groupCommit, batchItems,
         };
         root.SetAction(async (parse, ct) =>
         {
@@ -138,6 +144,7 @@ internal static class ServerCommand
             if (parse.GetValue(anonymousRate) is { } ar) Set(nameof(ServerOptions.AnonymousRequestsPerMinute), ar.ToString(CultureInfo.InvariantCulture));
             if (parse.GetValue(writeRate) is { } wr) Set(nameof(ServerOptions.WritesPerMinutePerToken), wr.ToString(CultureInfo.InvariantCulture));
             if (parse.GetValue(groupCommit) is { } gc) Set(nameof(ServerOptions.GroupCommit), gc ? "true" : "false");
+            if (parse.GetValue(batchItems) is { } bi) Set(nameof(ServerOptions.BatchItems), bi ? "true" : "false");
             if (parse.GetResult(proxies) is not null)
             {
                 var list = parse.GetValue(proxies)!;

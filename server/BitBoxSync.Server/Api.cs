@@ -43,23 +43,33 @@ internal sealed class Api(ServerStore store, WatchHub hub, ServerOptions options
         return decoded.IsOk ? decoded.ResultValue : throw ApiFailure.BadRequest(decoded.ErrorValue);
     }
 
-    /// <summary>The body bytes, capped at <see cref="MaxBodyBytes"/>.</summary>
-    public static async Task<byte[]> RawBodyAsync(HttpContext http)
+    /// <summary>The body bytes, capped at <paramref name="maxBytes"/> (default <see cref="MaxBodyBytes"/>).</summary>
+    public static async Task<byte[]> RawBodyAsync(HttpContext http, int maxBytes = MaxBodyBytes)
     {
-        if (http.Request.ContentLength > MaxBodyBytes) throw TooLarge();
-        using var buffer = new MemoryStream();
-        var chunk = new byte[16 * 1024];
-        int read;
-        while ((read = await http.Request.Body.ReadAsync(chunk, http.RequestAborted)) > 0)
+        if (http.Request.ContentLength > maxBytes) throw TooLarge(maxBytes);
+        if (maxBytes > MaxBodyBytes && http.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit
+            && limit.MaxRequestBodySize < maxBytes)
+            limit.MaxRequestBodySize = maxBytes; // the host's smaller limit is for single-item bodies
+        using var buffer = new MemoryStream(http.Request.ContentLength is { } known and > 0 ? (int)known : 4096);
+        var chunk = System.Buffers.ArrayPool<byte>.Shared.Rent(16 * 1024);
+        try
         {
-            if (buffer.Length + read > MaxBodyBytes) throw TooLarge();
-            buffer.Write(chunk, 0, read);
+            int read;
+            while ((read = await http.Request.Body.ReadAsync(chunk, http.RequestAborted)) > 0)
+            {
+                if (buffer.Length + read > maxBytes) throw TooLarge(maxBytes);
+                buffer.Write(chunk, 0, read);
+            }
         }
-        return buffer.ToArray();
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(chunk);
+        }
+        return buffer.Length == buffer.Capacity ? buffer.GetBuffer() : buffer.ToArray();
     }
 
-    private static ApiFailure TooLarge() =>
-        new(ApiErrorModule.tooLarge($"request body exceeds {MaxBodyBytes} bytes"));
+    private static ApiFailure TooLarge(int maxBytes) =>
+        new(ApiErrorModule.tooLarge($"request body exceeds {maxBytes} bytes"));
 
     /// <summary>Whether a JSON object body carries <paramref name="field"/> (false for malformed JSON, which the strict decoder reports).</summary>
     public static bool HasField(ReadOnlySpan<byte> body, string field)

@@ -40,20 +40,50 @@ internal sealed class RateLimits : IDisposable
     /// </summary>
     public async ValueTask<bool> TryEnterAsync(HttpContext http, Kind kind)
     {
+        try
+        {
+            Take(http, kind, 1);
+            return true;
+        }
+        catch (RateLimitedException refused)
+        {
+            await RefuseAsync(http, refused);
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Takes <paramref name="permits"/> permits at once (a batch of writes counts each write), or
+    /// throws <see cref="RateLimitedException"/> having taken none.
+    /// </summary>
+    public void Take(HttpContext http, Kind kind, int permits)
+    {
         var limiter = kind switch
         {
             Kind.Anonymous => _anonymous,
             Kind.Writes => _writes,
             _ => null,
         };
-        if (limiter is null) return true;
-        using var lease = limiter.AttemptAcquire(http);
-        if (lease.IsAcquired) return true;
-        var retryAfter = lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromMinutes(1);
-        http.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
-        await Endpoints.Handler.WriteError(http, StatusCodes.Status429TooManyRequests, "rate limited");
-        return false;
+        if (limiter is null) return;
+        using var lease = limiter.AttemptAcquire(http, permits);
+        if (lease.IsAcquired) return;
+        throw new RateLimitedException(lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromMinutes(1));
     }
+
+    /// <summary>Answers 429 <c>{"error": "rate limited"}</c> with <c>Retry-After</c> in whole seconds.</summary>
+    public static Task RefuseAsync(HttpContext http, RateLimitedException refused)
+    {
+        if (http.Response.HasStarted) return Task.CompletedTask;
+        http.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(refused.RetryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+        return Endpoints.Handler.WriteError(http, StatusCodes.Status429TooManyRequests, "rate limited");
+    }
+
+    /// <summary>
+    /// Most writes one batch may hold: the extension's limit, or the per-token write limit when that
+    /// is lower (a batch must fit in one window).
+    /// </summary>
+    public static int MaxBatchWrites(ServerOptions options) =>
+        options.WritesPerMinutePerToken > 0 ? Math.Min(BitBoxSync.Protocol.Limits.MaxBatchItems, options.WritesPerMinutePerToken) : BitBoxSync.Protocol.Limits.MaxBatchItems;
 
     private static RateLimitPartition<string> Window(int perMinute, string key) =>
         perMinute <= 0
@@ -78,4 +108,11 @@ internal sealed class RateLimits : IDisposable
         _anonymous.Dispose();
         _writes.Dispose();
     }
+}
+
+/// <summary>A rate limit refused the request; nothing was taken.</summary>
+internal sealed class RateLimitedException(TimeSpan retryAfter) : Exception("rate limited")
+{
+    /// <summary>When the window has permits again.</summary>
+    public TimeSpan RetryAfter { get; } = retryAfter;
 }

@@ -88,6 +88,14 @@ public sealed class ServerOptions
     /// </summary>
     public bool GroupCommit { get; set; } = true;
 
+    /// <summary>
+    /// The batch-items extension (default on, docs/protocol.md §15): <c>GET /v1/capabilities</c>
+    /// offers it and <c>POST …/items/batch-get</c> / <c>…/items/batch-put</c> read and write many
+    /// items per request and per transaction. Off: the capabilities offer nothing and both answer
+    /// 404, as a server without the extension does; clients fall back to single-item requests.
+    /// </summary>
+    public bool BatchItems { get; set; } = true;
+
     /// <summary>The lowest level written to the log (default Information).</summary>
     public LogLevel MinimumLogLevel { get; set; } = LogLevel.Information;
 

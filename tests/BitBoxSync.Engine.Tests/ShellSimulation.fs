@@ -313,16 +313,35 @@ type World(mode: Mode, runId: string, devices: int) =
     /// The uploaded value must be based on the version it replaces (an app write made after the
     /// device saw it, or a merge with it): otherwise the upload overwrote a write it never saw.
     member w.Accepted(app: AppValues, device: string, path: string, body: string, answer: string) =
-        let ns, keys =
-            w.KeysOf() |> Option.defaultWith (fun () -> failwith "a PUT before any namespace key is known")
-
         let request =
             Json.decodeRequestString<PutItemRequest> body |> Result.defaultWith failwith
 
         let response =
             Json.decodeResponseString<PutItemResponse> answer |> Result.defaultWith failwith
 
-        let itemId = path.Split('/') |> Array.last
+        w.AcceptedItem(app, device, path.Split('/') |> Array.last, request, response.Version)
+
+    /// A batch PUT the server answered: every accepted item goes through the oracle.
+    member w.AcceptedBatch(app: AppValues, device: string, body: string, answer: string) =
+        let request =
+            Json.decodeRequestString<BatchPutItemsRequest> body |> Result.defaultWith failwith
+
+        let response =
+            Json.decodeResponseString<BatchPutItemsResponse> answer |> Result.defaultWith failwith
+
+        for item, result in Array.zip request.Items response.Results do
+            if result.Status = 200 then
+                w.AcceptedItem(
+                    app,
+                    device,
+                    item.ItemId,
+                    { Nonce = item.Nonce; Aad = item.Aad; Ciphertext = item.Ciphertext },
+                    result.Version
+                )
+
+    member private w.AcceptedItem(app: AppValues, device: string, itemId: string, request: PutItemRequest, version: uint64) =
+        let ns, keys =
+            w.KeysOf() |> Option.defaultWith (fun () -> failwith "a PUT before any namespace key is known")
 
         let sealedItem: SealedItem =
             {
@@ -335,7 +354,7 @@ type World(mode: Mode, runId: string, devices: int) =
         let item = Bin.parse<ItemIdKind> itemId |> Result.defaultWith (fun e -> failwith e.Message)
 
         let plain =
-            ItemCrypto.openItem keys ns item response.Version sealedItem
+            ItemCrypto.openItem keys ns item version sealedItem
             |> Result.defaultWith (fun e -> failwith e.Message)
 
         let key = w.KeyOf itemId
@@ -349,20 +368,20 @@ type World(mode: Mode, runId: string, devices: int) =
                     w.History[key] <- v
                     v
 
-            versions[response.Version] <- Codecs.String.Decode(ReadOnlySpan plain))
+            versions[version] <- Codecs.String.Decode(ReadOnlySpan plain))
 
         let value = Codecs.String.Decode(ReadOnlySpan plain)
-        w.Log $"  server accepts {key} v{response.Version} = {value} from {device}"
+        w.Log $"  server accepts {key} v{version} = {value} from {device}"
 
         lock app (fun () ->
-            let replaced = response.Version - 1UL
+            let replaced = version - 1UL
 
             if not (app.Descends(key, value, replaced)) then
                 lock w.LostUpdates (fun () ->
                     w.LostUpdates.Add
                         $"lost update: {device} uploaded {key}={value} over v{replaced}, a version its value does not descend from")
 
-            app.Accepted(key, value, response.Version))
+            app.Accepted(key, value, version))
 
 // ---------------------------------------------------------------------------------------------
 // Seams
@@ -529,7 +548,7 @@ type private SimStore(world: World, d: Device, inc: Incarnation) =
 /// HTTP through the scheduler to the in-process server; records accepted values (the oracle) and
 /// earlier answers (to fake rollbacks with).
 type private SimHttp
-    (world: World, d: Device, inc: Incarnation, inner: HttpMessageHandler, floor: string -> string -> uint64) =
+    (world: World, d: Device, inc: Incarnation, inner: HttpMessageHandler, floor: string -> string -> string -> uint64) =
     inherit HttpMessageHandler()
 
     let invoker = new HttpMessageInvoker(inner, false)
@@ -537,19 +556,34 @@ type private SimHttp
     static let answered = ConcurrentDictionary<string, List<uint64 * string>>()
 
     let isRead (request: HttpRequestMessage) (l: string) =
-        request.Method = HttpMethod.Get
-        && (l.EndsWith "item map" || l.StartsWith "http GET item" || l = "http GET /v1/namespaces/mine")
+        (request.Method = HttpMethod.Get
+         && (l.EndsWith "item map" || l.StartsWith "http GET item" || l = "http GET /v1/namespaces/mine"))
+        || l.StartsWith "http GET batch"
 
-    let label (request: HttpRequestMessage) =
+    /// Item IDs of a batch request body, in order.
+    let batchIds (body: string) =
+        use doc = Text.Json.JsonDocument.Parse body
+        let root = doc.RootElement
+
+        match root.TryGetProperty "itemIds" with
+        | true, ids -> [ for i in ids.EnumerateArray() -> i.GetString() ]
+        | _ -> [ for i in root.GetProperty("items").EnumerateArray() -> i.GetProperty("itemId").GetString() ]
+
+    let label (request: HttpRequestMessage) (body: string) =
         let path = request.RequestUri.AbsolutePath
         let parts = path.Split('/', StringSplitOptions.RemoveEmptyEntries)
+        // Sorted: item IDs (and so the order within a batch) differ between runs, the keys do not.
+        let keys () = batchIds body |> List.map world.KeyOf |> List.sort |> String.concat " "
 
         match request.Method.Method, parts with
         | m, [| "v1"; "kv"; _; item |] -> $"http {m} item {world.KeyOf item}"
         | m, [| "v1"; "namespaces"; _; "items" |] -> $"http {m} item map"
+        | _, [| "v1"; "namespaces"; _; "items"; "batch-get" |] -> $"http GET batch {keys ()}"
+        | _, [| "v1"; "namespaces"; _; "items"; "batch-put" |] -> $"http PUT batch {keys ()}"
         | m, _ -> $"http {m} {path}"
 
-    /// The head or version an answer reports (to fake rollbacks with older answers).
+    /// The head or version an answer reports (to fake rollbacks with older answers); for a batch
+    /// GET, the sum of its items' versions.
     let reported (l: string) (json: string) =
         use doc = Text.Json.JsonDocument.Parse json
         let root = doc.RootElement
@@ -558,15 +592,18 @@ type private SimHttp
             root.GetProperty("namespaceHead").GetUInt64()
         elif l.StartsWith "http GET item" then
             root.GetProperty("version").GetUInt64()
+        elif l.StartsWith "http GET batch" then
+            root.GetProperty("items").EnumerateArray() |> Seq.sumBy (fun i -> i.GetProperty("version").GetUInt64())
         else
             root.GetProperty("namespaces").EnumerateArray()
             |> Seq.sumBy (fun n -> n.GetProperty("namespaceHead").GetUInt64())
 
     override _.SendAsync(request, ct) =
-        let l = label request
         let path = request.RequestUri.AbsolutePath
         let body = if isNull request.Content then null else request.Content.ReadAsStringAsync(ct).Result
-        let key = $"{world.RunId}|{d.Label}|{path}"
+        let l = label request body
+        // Batch GETs of different item sets share a path: older answers are kept per item set.
+        let key = if l.StartsWith "http GET batch" then $"{world.RunId}|{d.Label}|{l}" else $"{world.RunId}|{d.Label}|{path}"
         let kinds =
             if isRead request l then [ Fail; LoseResponse; CrashBefore; CrashAfter; FakeRollback ]
             else [ Fail; LoseResponse; CrashBefore; CrashAfter ]
@@ -585,6 +622,9 @@ type private SimHttp
             if response.StatusCode = HttpStatusCode.OK && l.StartsWith "http PUT item" then
                 world.Accepted(d.App, d.Label, path, body, text)
 
+            if response.StatusCode = HttpStatusCode.OK && l.StartsWith "http PUT batch" then
+                world.AcceptedBatch(d.App, d.Label, body, text)
+
             let copy =
                 new HttpResponseMessage(
                     response.StatusCode,
@@ -601,7 +641,7 @@ type private SimHttp
                 match action with
                 | Fail -> raise (HttpRequestException "simulated connection failure")
                 | FakeRollback ->
-                    let least = floor l path
+                    let least = floor l path body
 
                     let older =
                         match answered.TryGetValue key with
@@ -672,14 +712,20 @@ let private openEngine (world: World) (d: Device) (incarnations: int) =
     d.Incarnation <- inc
     let _, testServer = hosted.Force()
 
-    let floor (l: string) (path: string) =
+    let floor (l: string) (path: string) (body: string) =
         let ns, items = persisted world d
         let head = ns |> Option.map (fun n -> n.Head) |> Option.defaultValue 0UL
 
-        if l.StartsWith "http GET item" && not (l.EndsWith "item map") then
-            let itemId = path.Split('/') |> Array.last
+        let itemFloor itemId =
             let row = items |> List.tryFind (fun i -> i.ItemId = itemId) |> Option.map (fun i -> i.Version)
             max (defaultArg row 0UL) (world.MapVersion(d.Index, itemId))
+
+        if l.StartsWith "http GET item" && not (l.EndsWith "item map") then
+            itemFloor (path.Split('/') |> Array.last)
+        elif l.StartsWith "http GET batch" then
+            // An older answer is one where some item is below what this device already holds.
+            use doc = Text.Json.JsonDocument.Parse body
+            doc.RootElement.GetProperty("itemIds").EnumerateArray() |> Seq.sumBy (fun i -> itemFloor (i.GetString()))
         else
             head
 
@@ -705,6 +751,13 @@ let private openEngine (world: World) (d: Device) (incarnations: int) =
             b)
 
     options.RandomSample <- Func<double>(fun () -> lock rng (fun () -> rng.NextDouble()))
+    // Half the devices use the batch-items extension, the others single-item requests (by seed and
+    // device, so a replay takes the same paths): both executors run under every fault, side by side.
+    options.UseBatchItems <-
+        (match world.Mode with
+         | Random seed -> seed + d.Index
+         | _ -> d.Index) % 2 = 0
+
     let calm = world.Calm
     world.Calm <- true
 
@@ -1156,7 +1209,8 @@ let tests =
 
                 let missed = labels |> List.filter (hit.Contains >> not)
                 printfn "shell simulation: %d effect boundaries, %d crash points exercised" labels.Length crashed
-                Expect.isEmpty missed "every boundary was crashed at least once"
+                let missedText = String.Join(", ", missed)
+                Expect.isEmpty missed $"every boundary was crashed at least once (missed: {missedText})"
                 printfn "  boundaries: %s" (String.Join(", ", labels))
                 Expect.isGreaterThan labels.Length 8 "the scenario has HTTP, store and backend boundaries"
             }

@@ -100,4 +100,7 @@ internal static partial class EngineLog
 
     [LoggerMessage(11, LogLevel.Information, "Session ready, token valid until {TokenExpiresAt:o}")]
     public static partial void SessionReady(ILogger logger, DateTimeOffset? tokenExpiresAt);
+
+    [LoggerMessage(12, LogLevel.Debug, "Server offers batch items: {Offered} (up to {MaxItems} per request)")]
+    public static partial void BatchOffer(ILogger logger, bool offered, int maxItems);
 }

@@ -47,6 +47,13 @@ public sealed class SyncEngineOptions
 
     /// <summary>Uploads in flight during a flush (tests and the shell simulation set 1 for strictly sequential requests).</summary>
     internal int UploadsInFlight { get; set; } = 8;
+
+    /// <summary>
+    /// Whether the engine uses the batch-items extension when the server offers it (tests and the
+    /// shell simulation compare both paths; a server without the extension is always served by
+    /// single-item requests).
+    /// </summary>
+    internal bool UseBatchItems { get; set; } = true;
 }
 
 /// <summary>How a collection is opened.</summary>

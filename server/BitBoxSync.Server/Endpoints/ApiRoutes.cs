@@ -45,6 +45,11 @@ internal static class ApiRoutes
         app.MapGet("/v1/namespaces/{namespaceId}/items", H("item.map", http => ItemRoutes.Map(api, http)));
         app.MapGet("/v1/kv/{namespaceId}/{itemId}", H("item.get", http => ItemRoutes.Get(api, http)));
         app.MapPut("/v1/kv/{namespaceId}/{itemId}", H("item.put", http => ItemRoutes.Put(api, http), writes));
+
+        // The batch-items extension (docs/protocol.md §15): offered in the capabilities, switchable.
+        app.MapGet(Paths.Capabilities, H("capabilities", _ => Task.FromResult(ItemRoutes.Capabilities(api))));
+        app.MapPost("/v1/namespaces/{namespaceId}/items/batch-get", H("item.batch_get", http => ItemRoutes.BatchGet(api, http)));
+        app.MapPost("/v1/namespaces/{namespaceId}/items/batch-put", H("item.batch_put", http => ItemRoutes.BatchPut(api, http)));
     }
 
     /// <summary>The commit this server was built from (from the informational version), or "unknown".</summary>

@@ -48,6 +48,11 @@ internal static class Handler
             await WriteError(http, f.Error.Status, f.Error.Message);
             return;
         }
+        catch (RateLimitedException refused)
+        {
+            await RateLimits.RefuseAsync(http, refused);
+            return;
+        }
         catch (BadHttpRequestException e)
         {
             await WriteError(http, e.StatusCode, e.StatusCode == 413 ? "request body too large" : "bad request");

@@ -1,11 +1,13 @@
 using BitBoxSync.Protocol.Wire;
 using Microsoft.AspNetCore.Http;
+using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
 using static BitBoxSync.Server.Interop;
 using static BitBoxSync.Server.Endpoints.ApiRoutes;
 
 namespace BitBoxSync.Server.Endpoints;
 
-/// <summary>Item map, item read and compare-and-set write (docs/protocol.md §7.20–§7.22).</summary>
+/// <summary>Item map, item read, compare-and-set write (docs/protocol.md §7.20–§7.22) and the batch-items extension (§15).</summary>
 internal static class ItemRoutes
 {
     public static Task<object> Map(Api api, HttpContext http) =>
@@ -40,10 +42,7 @@ internal static class ItemRoutes
             var itemId = Route<ItemIdKind>(http, "itemId");
             var headers = http.Request.Headers.IfMatch;
             var ifMatch = IfMatchModule.parse(headers.Count > 1 ? string.Join(", ", headers.ToArray()) : headers.ToString()).OrBadRequest();
-            var request = Decode<PutItemRequest>(body);
-            if (DecodedLength(request.Ciphertext) > Limits.MaxItemCiphertextSize)
-                throw new ApiFailure(ApiErrorModule.tooLarge($"ciphertext exceeds {Limits.MaxItemCiphertextSize} bytes"));
-            var sealedItem = Requests.putItem(request).OrBadRequest();
+            var sealedItem = Items.sealedOf(Decode<PutItemRequest>(body)).OrFail();
             var usage = await tx.UsageAsync(ns, ct); // locks the namespace: heads move by one per write
             Namespaces.requireMember(Opt(usage is null ? null : await tx.GetMembershipAsync(ns, caller.KeyId, ct))).OrFail();
             var current = await tx.GetItemAsync(ns, itemId, ct);
@@ -54,7 +53,76 @@ internal static class ItemRoutes
         }, http.RequestAborted);
     }
 
-    /// <summary>Bytes a base64 string decodes to (before validation), for the 413 answer.</summary>
-    private static long DecodedLength(string? base64) =>
-        base64 is null ? 0 : base64.Length / 4 * 3L - (base64.EndsWith("==") ? 2 : base64.EndsWith('=') ? 1 : 0);
+    // ------------------------------------------------------------------ batch-items extension (docs/protocol.md §15)
+
+    /// <summary><c>GET /v1/capabilities</c>: the extensions this server offers, with their limits.</summary>
+    public static object Capabilities(Api api) =>
+        new CapabilitiesResponse(api.Options.BatchItems
+            ? new BatchItemsCapability(1, RateLimits.MaxBatchWrites(api.Options), Limits.MaxBatchRequestBytes, Limits.MaxBatchResponseBytes)
+            : null!);
+
+    private static void RequireBatchItems(Api api)
+    {
+        if (!api.Options.BatchItems) throw new ApiFailure(ApiErrorModule.notFound("the batch-items extension is switched off"));
+    }
+
+    /// <summary>Batch GET: many items of one namespace from one snapshot, within the response budget.</summary>
+    public static async Task<object> BatchGet(Api api, HttpContext http)
+    {
+        RequireBatchItems(api);
+        var body = await Api.RawBodyAsync(http);
+        return await api.Store.ReadAsync<object>(async tx =>
+        {
+            var (_, ns, _) = await Member(api, http, tx);
+            var ids = BatchRequests.get(Limits.MaxBatchItems, Decode<BatchGetItemsRequest>(body)).OrBadRequest();
+            var found = await tx.GetItemsAsync(ns, [.. ids], http.RequestAborted);
+            var plan = Items.getBatch(ids, FuncConvert(found), Limits.MaxBatchResponseBytes);
+            return Items.getBatchResponse(ns, plan);
+        }, http.RequestAborted);
+    }
+
+    /// <summary>
+    /// Batch PUT: each item checked by the single PUT's rule in request order, all accepted ones
+    /// written in one transaction (the head moves by one per accepted item, watchers wake once).
+    /// </summary>
+    public static async Task<object> BatchPut(Api api, HttpContext http)
+    {
+        RequireBatchItems(api);
+        var body = await Api.RawBodyAsync(http, Limits.MaxBatchRequestBytes);
+        var maxItems = RateLimits.MaxBatchWrites(api.Options);
+        var decoded = BitBoxSync.Protocol.Wire.Json.decodeRequest<BatchPutItemsRequest>(body);
+        var structure = decoded.IsOk
+            ? BatchRequests.put(maxItems, decoded.ResultValue)
+            : FSharpResult<FSharpList<BatchPutEntry>, FieldError>.NewError(FieldErrorModule.create("", decoded.ErrorValue));
+        // Each write counts against the token's write limit (a malformed batch counts one).
+        api.Limits.Take(http, RateLimits.Kind.Writes, structure.IsOk ? structure.ResultValue.Length : 1);
+        return await api.Store.WriteAsync<object>(async tx =>
+        {
+            var ct = http.RequestAborted;
+            var caller = await api.AuthenticateAsync(http, tx);
+            var ns = Route<NamespaceIdKind>(http, "namespaceId");
+            var entries = structure.OrBadRequest();
+            var usage = await tx.UsageAsync(ns, ct); // locks the namespace: heads move by one per write
+            Namespaces.requireMember(Opt(usage is null ? null : await tx.GetMembershipAsync(ns, caller.KeyId, ct))).OrFail();
+            var current = await tx.GetItemsAsync(ns, [.. entries.Select(e => e.ItemId)], ct);
+            var outcome = Items.putBatch(usage!,
+                ListModule.OfSeq(entries.Select(e => Tuple.Create(e.ItemId,
+                    current.TryGetValue(e.ItemId.Wire, out var row) ? Some(row) : FSharpOption<StoredItem>.None,
+                    e.IfMatch, Items.sealedOf(e.Body)))),
+                api.Now);
+            var accepted = 0;
+            foreach (var (_, result) in outcome.Results)
+                if (result.IsOk)
+                {
+                    await tx.UpsertItemAsync(result.ResultValue.Item, ct);
+                    accepted++;
+                }
+            if (accepted > 0) await tx.SetUsageAsync(outcome.Usage, ct);
+            return Items.putBatchResponse(outcome);
+        }, http.RequestAborted);
+    }
+
+    private static FSharpFunc<ItemId, FSharpOption<StoredItem>> FuncConvert(Dictionary<string, StoredItem> found) =>
+        Microsoft.FSharp.Core.FuncConvert.FromFunc<ItemId, FSharpOption<StoredItem>>(id =>
+            found.TryGetValue(id.Wire, out var item) ? Some(item) : FSharpOption<StoredItem>.None);
 }

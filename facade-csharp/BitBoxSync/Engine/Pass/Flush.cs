@@ -13,18 +13,21 @@ public sealed partial class SyncEngine
     private sealed partial class Pass
     {
         // docs/engine.md §4.10: upload dirty items, oldest first; a 412 fetches, merges and retries once.
-        // Uploads go out in chunks: each chunk's items are prepared in order, sent with a few requests in
-        // flight, and the accepted ones are saved clean in one transaction with the head they moved (an
-        // item is never marked clean before its upload was accepted; a crash before that transaction
-        // leaves it dirty, and its next upload meets 412, fetches its own value and converges).
+        // Uploads go out in chunks: each chunk's items are prepared in order, sent in batch PUTs when the
+        // server offers them (else single PUTs, a few in flight), and the accepted ones are saved clean in
+        // one transaction with the head they moved (an item is never marked clean before its upload was
+        // accepted; a crash before that transaction leaves it dirty, and its next upload meets 412,
+        // fetches its own value and converges).
         private async Task FlushAsync()
         {
             var dirty = (await e._store.ListDirtyItemsAsync(e._keyId.Wire, ct)).Select(ToCore).ToList();
             e.UpdateStatus(st => st with { UploadsPlanned = dirty.Count(d => !d.Conflict) });
             var order = Flush.order(ListModule.OfSeq(dirty)).Where(d => _scopes.ContainsKey(d.NamespaceId.Wire)).ToList();
-            for (var start = 0; start < order.Count; start += UploadChunk)
+            var batches = order.Count > 1 ? await e.BatchLimitsAsync(ct) : null;
+            var chunkSize = batches?.MaxItems ?? UploadChunk;
+            for (var start = 0; start < order.Count; start += chunkSize)
             {
-                var refused = await FlushChunkAsync(order.GetRange(start, Math.Min(UploadChunk, order.Count - start)));
+                var refused = await FlushChunkAsync(order.GetRange(start, Math.Min(chunkSize, order.Count - start)));
                 // A 412 (or 428): fetch, merge, and retry once, one item at a time.
                 foreach (var row in refused) await FlushOneAsync(row, refusedOnce: true);
             }
@@ -70,52 +73,139 @@ public sealed partial class SyncEngine
                 u.Intent.IfMatch.IsAbsent ? null : u.Row.Version, token2);
 
         /// <summary>
-        /// Sends a chunk (a few PUTs in flight), saves every accepted item in one transaction, and
-        /// returns the rows refused with 412/428 in order. Any other failure is thrown after the
-        /// accepted ones were saved.
+        /// Sends a chunk (batch PUTs when offered, else a few single PUTs in flight), saves every
+        /// accepted item in one transaction, and returns the rows refused with 412/428 in order. Any
+        /// other failure is thrown after the accepted ones were saved.
         /// </summary>
         private async Task<List<ItemState>> FlushChunkAsync(List<ItemState> chunk)
         {
             var prepared = new List<PreparedUpload>(chunk.Count);
             foreach (var first in chunk)
                 if (await PrepareUploadAsync(first) is { } u) prepared.Add(u);
-            using var inFlight = new SemaphoreSlim(e._options.UploadsInFlight);
-            var sends = prepared.Select(async u =>
-            {
-                await inFlight.WaitAsync(ct);
-                try
-                {
-                    return await SendAsync(u, ct);
-                }
-                finally
-                {
-                    inFlight.Release();
-                }
-            }).ToList();
+            var answers = new Answer[prepared.Count];
+            var sent = prepared.Count > 1 && await e.BatchLimitsAsync(ct) is { } limits
+                ? await SendBatchesAsync(prepared, answers, limits)
+                : 0;
+            await SendSinglesAsync(prepared, answers, sent);
+
             var accepted = new List<Outcome>();
             var refused = new List<ItemState>();
             Exception? failure = null;
-            for (var i = 0; i < sends.Count; i++)
+            for (var i = 0; i < prepared.Count; i++)
             {
-                try
+                var (version, error) = answers[i];
+                if (error is null)
                 {
-                    var answer = await sends[i];
                     SyncTelemetry.BytesUploaded.Add(prepared[i].Sealed.Ciphertext.Length);
-                    accepted.Add(Flush.accepted(prepared[i].Intent, answer.Version, Now));
+                    accepted.Add(Flush.accepted(prepared[i].Intent, version, Now));
                 }
-                catch (SyncApiException x) when (x.StatusCode is 412 or 428)
+                else if (error is SyncApiException { StatusCode: 412 or 428 })
                 {
                     refused.Add(prepared[i].Row);
                 }
-                catch (Exception x)
+                else
                 {
-                    failure ??= x;
+                    failure ??= error;
                 }
             }
             await SaveUploadedAsync(accepted);
             if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
             return refused;
         }
+
+        /// <summary>One upload's answer: the new version, or why it was not accepted.</summary>
+        private readonly record struct Answer(ulong Version, Exception? Error);
+
+        /// <summary>
+        /// Sends the prepared uploads in batch PUTs, one namespace per batch (each item answered on
+        /// its own). Returns how many leading uploads were answered: all, or fewer when the server
+        /// stopped offering the extension (404), in which case the rest go out as single PUTs.
+        /// </summary>
+        private async Task<int> SendBatchesAsync(List<PreparedUpload> prepared, Answer[] answers, BatchLimits limits)
+        {
+            var start = 0;
+            while (start < prepared.Count)
+            {
+                // The run of uploads to the same namespace, cut into batches within the limits.
+                var ns = prepared[start].Row.NamespaceId.Wire;
+                var end = start;
+                while (end < prepared.Count && prepared[end].Row.NamespaceId.Wire == ns) end++;
+                var sizes = new List<int>(end - start);
+                for (var i = start; i < end; i++)
+                {
+                    var s = prepared[i].Sealed;
+                    sizes.Add(Batching.putEntryBytes(Base64Length(s.Nonce.Length), Base64Length(s.Aad.Length), Base64Length(s.Ciphertext.Length)));
+                }
+                foreach (var count in Batching.cut(limits, ListModule.OfSeq(sizes)))
+                {
+                    var items = new BatchPutItem[count];
+                    for (var i = 0; i < count; i++)
+                    {
+                        var u = prepared[start + i];
+                        items[i] = new BatchPutItem(u.Row.ItemId.Wire, u.Intent.IfMatch.IsAbsent ? 0 : u.Row.Version,
+                            u.Sealed.Nonce.Wire, u.Sealed.Aad.Wire, u.Sealed.Ciphertext.Wire);
+                    }
+                    BatchPutItemsResponse answer;
+                    try
+                    {
+                        answer = await e._client.PutItemsAsync(token, ns, items, ct);
+                    }
+                    catch (SyncApiException x) when (Withdrawn(x))
+                    {
+                        e.BatchWithdrawn();
+                        return start;
+                    }
+                    catch (Exception x)
+                    {
+                        // The whole batch failed or its answer was lost: it and the rest stay dirty.
+                        for (var i = start; i < prepared.Count; i++) answers[i] = new Answer(0, x);
+                        return prepared.Count;
+                    }
+                    for (var i = 0; i < count; i++)
+                    {
+                        var r = answer.Results[i];
+                        answers[start + i] = r.Status == 200 ? new Answer(r.Version, null) : new Answer(0, new SyncApiException(r.Status, r.Error));
+                    }
+                    start += count;
+                }
+            }
+            return start;
+        }
+
+        /// <summary>Sends the uploads from <paramref name="from"/> on as single PUTs, a few in flight (started in order).</summary>
+        private async Task SendSinglesAsync(List<PreparedUpload> prepared, Answer[] answers, int from)
+        {
+            if (from >= prepared.Count) return;
+            using var inFlight = new SemaphoreSlim(e._options.UploadsInFlight);
+            var sends = new List<Task>(prepared.Count - from);
+            for (var i = from; i < prepared.Count; i++) sends.Add(SendOneAsync(i));
+            await Task.WhenAll(sends);
+
+            async Task SendOneAsync(int index)
+            {
+                try
+                {
+                    await inFlight.WaitAsync(ct);
+                    try
+                    {
+                        answers[index] = new Answer((await SendAsync(prepared[index], ct)).Version, null);
+                    }
+                    finally
+                    {
+                        inFlight.Release();
+                    }
+                }
+                catch (Exception x)
+                {
+                    answers[index] = new Answer(0, x);
+                }
+            }
+        }
+
+        /// <summary>A batch endpoint's answer meaning the server does not offer it (any more).</summary>
+        private static bool Withdrawn(SyncApiException x) => x.StatusCode is 404 or 405 or 501;
+
+        private static int Base64Length(int bytes) => (bytes + 2) / 3 * 4;
 
         /// <summary>Accepted uploads: clean rows and the heads they moved, one transaction (docs/engine.md §12.13).</summary>
         private async Task SaveUploadedAsync(List<Outcome> accepted)

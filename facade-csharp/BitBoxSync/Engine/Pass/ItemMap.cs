@@ -68,27 +68,17 @@ public sealed partial class SyncEngine
                 e.Emit(SyncEventType.UnknownRemoteItem, ns.Wire, itemId: unknown.Wire);
             var downloads = plan.Downloads.ToList();
             e.UpdateStatus(st => st with { DownloadsPlanned = st.DownloadsPlanned + downloads.Count });
-            // Fetch ahead, a few requests in flight; apply strictly in the planned order.
+            // Fetch ahead (batches when offered, else a few single requests in flight); apply strictly in the planned order.
             using var fetching = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            using var inFlight = new SemaphoreSlim(MaxParallelDownloads);
-            var fetches = downloads.Select(async d =>
-            {
-                await inFlight.WaitAsync(fetching.Token);
-                try
-                {
-                    return await e._client.GetItemAsync(token, ns.Wire, d.Item1.ItemId.Wire, fetching.Token);
-                }
-                finally
-                {
-                    inFlight.Release();
-                }
-            }).ToList();
+            var batches = downloads.Count > 1 ? await e.BatchLimitsAsync(ct) : null;
+            var prefetch = new Prefetch(this, ns.Wire, downloads.Select(d => d.Item1.ItemId).ToList(), batches, fetching.Token);
             _batch = [];
             try
             {
                 for (var i = 0; i < downloads.Count; i++)
                 {
-                    await ApplyRemoteAsync(downloads[i].Item1, FSharpOption<ulong>.Some(downloads[i].Item2), keys, await fetches[i]);
+                    await ApplyRemoteAsync(downloads[i].Item1, FSharpOption<ulong>.Some(downloads[i].Item2), keys, await prefetch.GetAsync(i));
+                    prefetch.Consumed();
                     e.UpdateStatus(st => st with { Downloaded = st.Downloaded + 1 });
                 }
                 var applied = _batch;
@@ -105,7 +95,7 @@ public sealed partial class SyncEngine
             {
                 _batch = null;
                 await fetching.CancelAsync();
-                try { await Task.WhenAll(fetches); } catch { /* abandoned prefetches */ }
+                await prefetch.StopAsync();
             }
             e.Emit(SyncEventType.NamespaceChanged, ns.Wire);
             Activity = true;

@@ -106,6 +106,12 @@ public sealed partial class SyncEngine
 
         public bool Activity { get; private set; }
 
+        /// <summary>The engine (for the pass's helpers).</summary>
+        private SyncEngine Engine => e;
+
+        /// <summary>The pass's access token.</summary>
+        private string AccessToken => token;
+
         private DateTimeOffset Now => e.Now;
 
         public async Task RunAsync()
