@@ -152,6 +152,41 @@ let tests =
         [
             testPropertyWithConfig
                 config
+                "batching: uploads cut into batches in order, each within the offered limits, a new one only when the next item would not fit"
+            <| forAll
+                (Gen.zip3 (Gen.choose (2, 300)) (Gen.choose (Batching.MinRequestBytes, 600_000)) (Gen.listOf (Gen.choose (180, 87_600))))
+                (fun (maxItems, maxBytes, sizes) ->
+                    let limits = { MaxItems = maxItems; MaxRequestBytes = maxBytes }
+                    let cuts = Batching.cut limits sizes
+
+                    let rec batches (rest: int list) (counts: int list) =
+                        match counts with
+                        | [] -> []
+                        | n :: more -> List.truncate n rest :: batches (List.skip n rest) more
+
+                    let bs = batches sizes cuts
+                    let bytes (b: int list) = Batching.PutEnvelopeBytes + List.sum b
+
+                    List.sum cuts = sizes.Length
+                    && List.concat bs = sizes
+                    && bs |> List.forall (fun b -> b.Length >= 1 && b.Length <= maxItems && bytes b <= maxBytes)
+                    && (List.pairwise bs
+                        |> List.forall (fun (b, next) -> b.Length = maxItems || bytes b + List.head next > maxBytes)))
+
+            test "batching: an offer is used only in version 1, for batches of two or more, with room for any single item; clamped to the engine's limits" {
+                let offer v n bytes : Wire.BatchItemsCapability =
+                    { Version = v; MaxItems = n; MaxRequestBytes = bytes; MaxResponseBytes = 1 }
+
+                Expect.equal (Batching.ofCapability (offer 1 100 200_000)) (Some { MaxItems = 100; MaxRequestBytes = 200_000 }) "usable"
+                Expect.equal (Batching.ofCapability (offer 1 10_000 100_000_000)) (Some { MaxItems = Limits.MaxBatchItems; MaxRequestBytes = Limits.MaxBatchRequestBytes }) "clamped"
+                Expect.isNone (Batching.ofCapability (offer 2 100 200_000)) "another version"
+                Expect.isNone (Batching.ofCapability (offer 1 1 200_000)) "one item per batch"
+                Expect.isNone (Batching.ofCapability (offer 1 100 (Batching.MinRequestBytes - 1))) "too small for a 64 KiB item"
+                Expect.isNone (Batching.ofCapability (Unchecked.defaultof<Wire.BatchItemsCapability>)) "not offered"
+            }
+
+            testPropertyWithConfig
+                config
                 "apply never overwrites a local edit with a value the merge did not produce"
             <| forAll applyCase (fun (row, remoteVersion, remote, local, merge) ->
                 let merged =

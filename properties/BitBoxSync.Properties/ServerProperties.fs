@@ -76,6 +76,22 @@ let private validBodies =
         Wire.Json.serialize (
             { KnownHeads = Map.ofList [ ns.Wire, 3UL ] }: Wire.WatchNamespacesRequest
         )
+        Wire.Json.serialize ({ ItemIds = [| item.Wire; item.Wire |] }: Wire.BatchGetItemsRequest)
+        Wire.Json.serialize (
+            {
+                Items =
+                    [|
+                        {
+                            ItemId = item.Wire
+                            IfMatch = 0UL
+                            Nonce = nonce.Wire
+                            Aad = (sealedFor 1UL).Aad.Wire
+                            Ciphertext = (sealedFor 1UL).Ciphertext.Wire
+                        }
+                    |]
+            }
+            : Wire.BatchPutItemsRequest
+        )
     ]
 
 /// Decodes and validates a body as every request type; true when nothing threw.
@@ -108,6 +124,15 @@ let private neverThrows (json: string) =
         decode (fun j ->
             Wire.Json.decodeRequestString<Wire.CreateNamespaceInviteRequest> j
             |> Result.map Requests.createInvite)
+
+        decode (fun j ->
+            Wire.Json.decodeRequestString<Wire.BatchGetItemsRequest> j
+            |> Result.map (BatchRequests.get Limits.MaxBatchItems))
+
+        decode (fun j ->
+            Wire.Json.decodeRequestString<Wire.BatchPutItemsRequest> j
+            |> Result.map (BatchRequests.put Limits.MaxBatchItems)
+            |> Result.map (Result.map (List.map (fun e -> Items.sealedOf e.Body))))
 
         true
     with e ->
@@ -260,4 +285,137 @@ let tests =
                             ([], (Map.empty, 0))
 
                     grouped = fst serial && finalState = snd serial)
+
+            testPropertyWithConfig
+                config
+                "batch PUT: each item answered and the namespace left exactly as by the same single PUTs one after the other"
+            <| forAll
+                (Gen.zip3
+                    (Gen.choose (0, 3)) // items below the count limit when the batch starts
+                    (Gen.listOf (Gen.zip3 (Gen.choose (0, 2)) (Gen.choose (0, 3)) (Gen.choose (0, 3))))
+                    (Gen.listOf (Gen.choose (0, 3))))
+                (fun (room, entries, stored) ->
+                    // Entry i writes item i: stored at version `stored[i]` (0 = absent), If-Match
+                    // `ifMatch` (0 = create), a body that is valid (0, 1), bound to the wrong
+                    // version (2) or too large (3).
+                    let itemAt i =
+                        Bin.ofBytes<ItemIdKind>(Array.init 32 (fun b -> byte (b + i)))
+                        |> Result.defaultWith (fun _ -> failwith "item")
+
+                    let storedAt i = List.tryItem i stored |> Option.defaultValue 0
+
+                    let current i =
+                        match storedAt i with
+                        | 0 -> None
+                        | v ->
+                            Some
+                                {
+                                    NamespaceId = ns
+                                    ItemId = itemAt i
+                                    Version = uint64 v
+                                    Sealed = sealedFor (uint64 v)
+                                    UpdatedAt = now
+                                }
+
+                    let usage =
+                        {
+                            NamespaceId = ns
+                            Head = 10UL
+                            ItemCount = Limits.MaxItemsPerNamespace - room
+                            StoredBytes = 0L
+                        }
+
+                    let input =
+                        entries
+                        |> List.mapi (fun i (kind, ifMatch, _) ->
+                            let id = itemAt i
+                            let target = uint64 ifMatch + 1UL
+
+                            let body: Result<SealedItem, ApiError> =
+                                match kind with
+                                | 3 -> Error(ApiError.tooLarge "too large")
+                                | 2 ->
+                                    let s = ItemCrypto.seal keys ns id (target + 1UL) nonce (ReadOnlySpan "v"B)
+                                    s |> Result.mapError (fun e -> ApiError.badRequest e.Message)
+                                | _ ->
+                                    ItemCrypto.seal keys ns id target nonce (ReadOnlySpan "v"B)
+                                    |> Result.mapError (fun e -> ApiError.badRequest e.Message)
+
+                            id, current i, (if ifMatch = 0 then IfMatch.Absent else IfMatch.Version(uint64 ifMatch)), body)
+
+                    let outcome = Items.putBatch usage input now
+
+                    let serial, final =
+                        input
+                        |> List.mapFold
+                            (fun u (id, cur, ifMatch, body) ->
+                                match body |> Result.bind (fun b -> Items.put u id cur ifMatch b now) with
+                                | Ok a -> (id, Ok a), a.Usage
+                                | Error e -> (id, Error e), u)
+                            usage
+
+                    let accepted = outcome.Results |> List.filter (snd >> Result.isOk) |> List.length
+
+                    outcome.Results = serial
+                    && outcome.Usage = final
+                    && outcome.Usage.Head = usage.Head + uint64 accepted
+                    && (List.zip outcome.Results entries
+                        |> List.forall (fun ((_, r), (_, ifMatch, _)) ->
+                            match r with
+                            | Ok a -> a.Item.Version = uint64 ifMatch + 1UL
+                            | Error e -> List.contains e.Status [ 400; 409; 412; 413 ])))
+
+            testPropertyWithConfig
+                config
+                "batch GET: every requested ID answered once, items in request order within the budget, the first found one always, omitted ones a suffix"
+            <| forAll
+                (Gen.zip3
+                    (Gen.listOf (Gen.choose (0, 4))) // per requested ID: 0 = missing, else size class
+                    (Gen.choose (1, 5))
+                    (Gen.choose (0, 200_000)))
+                (fun (classes, _, budget) ->
+                    let ids =
+                        classes
+                        |> List.mapi (fun i _ ->
+                            Bin.ofBytes<ItemIdKind>(Array.init 32 (fun b -> byte (b * 7 + i)))
+                            |> Result.defaultWith (fun _ -> failwith "item"))
+
+                    let sizeOf c = [| 0; 16; 1000; 40_000; 65_536 |][c]
+
+                    let stored =
+                        List.zip ids classes
+                        |> List.choose (fun (id, c) ->
+                            if c = 0 then
+                                None
+                            else
+                                let ct =
+                                    Bin.ofBytes<CiphertextKind>(Array.zeroCreate (sizeOf c))
+                                    |> Result.defaultWith (fun _ -> failwith "ct")
+
+                                Some(
+                                    id,
+                                    {
+                                        NamespaceId = ns
+                                        ItemId = id
+                                        Version = 1UL
+                                        Sealed = { sealedFor 1UL with Ciphertext = ct }
+                                        UpdatedAt = now
+                                    }
+                                ))
+                        |> Map.ofList
+
+                    let plan = Items.getBatch ids (fun id -> Map.tryFind id stored) (int64 budget)
+                    let answered = (plan.Items |> List.map (fun i -> i.ItemId)) @ plan.Missing @ plan.Omitted
+                    let spent = plan.Items |> List.sumBy (fun i -> int64 i.Sealed.Ciphertext.Length)
+                    let cut = ids.Length - plan.Omitted.Length
+
+                    List.sort answered = List.sort ids
+                    && plan.Omitted = List.skip cut ids
+                    && (plan.Items |> List.map (fun i -> i.ItemId)) = (List.truncate cut ids |> List.filter stored.ContainsKey)
+                    && plan.Missing = (List.truncate cut ids |> List.filter (stored.ContainsKey >> not))
+                    && (spent <= int64 budget || plan.Items.Length = 1)
+                    && (plan.Omitted.IsEmpty || not plan.Items.IsEmpty)
+                    && (match plan.Omitted with
+                        | first :: _ -> spent + int64 stored[first].Sealed.Ciphertext.Length > int64 budget
+                        | [] -> true))
         ]

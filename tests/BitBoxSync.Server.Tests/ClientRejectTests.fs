@@ -256,6 +256,89 @@ let private vectorTests =
 
 let private behaviour =
     [
+        test "batch answers the client refuses (extension): every requested item answered once, in order, versions as sent" {
+            use fake = new FakeServer()
+            use client = new SyncClient(fake.Address)
+            let ns = String('1', 32)
+            let a, b, c = String('a', 64), String('b', 64), String('c', 64)
+
+            let item (id: string) (version: int) =
+                $"{{\"namespaceId\":\"{ns}\",\"itemId\":\"{id}\",\"version\":{version},\"nonce\":\"\",\"aad\":\"\",\"ciphertext\":\"\"}}"
+
+            let get items missing omitted =
+                $"{{\"namespaceId\":\"{ns}\",\"items\":[{items}],\"missing\":[{missing}],\"omitted\":[{omitted}]}}"
+
+            let q (id: string) = $"\"{id}\""
+
+            let refusedGet =
+                [
+                    "another namespace", (get (item a 1) "" "").Replace($"\"namespaceId\":\"{ns}\",\"items\"", $"\"namespaceId\":\"{String('2', 32)}\",\"items\"")
+                    "an item of another namespace", get ((item a 1).Replace(ns, String('2', 32))) (q b) ""
+                    "an ID not requested", get (item c 1) (q b) ""
+                    "an ID answered twice", get (item a 1 + "," + item a 1) (q b) ""
+                    "an ID in two lists", get (item a 1) (q a + "," + q b) ""
+                    "a requested ID not answered", get (item a 1) "" ""
+                    "everything omitted (no progress)", get "" "" (q a + "," + q b)
+                ]
+
+            for name, body in refusedGet do
+                fake.Answer(200, body)
+
+                try
+                    client.GetItemsAsync(token, ns, [| a; b |]) |> await |> ignore
+                    failtest $"batch get accepted: {name}"
+                with :? SyncProtocolException ->
+                    ()
+
+            fake.Answer(200, get (item a 1) (q b) "")
+            let ok = client.GetItemsAsync(token, ns, [| a; b |]) |> await
+            Expect.equal (ok.Items.Length, ok.Missing, ok.Omitted) (1, [| b |], [||]) "a valid answer"
+            Expect.equal fake.Last.Path $"/v1/namespaces/{ns}/items/batch-get" "the path"
+            Expect.equal fake.Last.Body $"{{\"itemIds\":[\"{a}\",\"{b}\"]}}" "the body"
+
+            let result (id: string) status version =
+                $"{{\"itemId\":\"{id}\",\"status\":{status},\"version\":{version}}}"
+
+            let put results =
+                $"{{\"namespaceId\":\"{ns}\",\"namespaceHead\":9,\"results\":[{results}]}}"
+
+            let sent: BatchPutItem[] =
+                [|
+                    { ItemId = a; IfMatch = 0UL; Nonce = ""; Aad = ""; Ciphertext = "" }
+                    { ItemId = b; IfMatch = 4UL; Nonce = ""; Aad = ""; Ciphertext = "" }
+                |]
+
+            let refusedPut =
+                [
+                    "fewer results", put (result a 200 1)
+                    "more results", put (result a 200 1 + "," + result b 200 5 + "," + result c 200 1)
+                    "results out of order", put (result b 200 5 + "," + result a 200 1)
+                    "a created item not at version 1", put (result a 200 2 + "," + result b 200 5)
+                    "an updated item not at ifMatch + 1", put (result a 200 1 + "," + result b 200 4)
+                    "a status that is neither 200 nor an error", put (result a 302 0 + "," + result b 200 5)
+                    "another namespace", (put (result a 200 1 + "," + result b 200 5)).Replace(ns, String('2', 32))
+                ]
+
+            for name, body in refusedPut do
+                fake.Answer(200, body)
+
+                try
+                    client.PutItemsAsync(token, ns, sent) |> await |> ignore
+                    failtest $"batch put accepted: {name}"
+                with :? SyncProtocolException ->
+                    ()
+
+            fake.Answer(200, put (result a 200 1 + "," + result b 412 0))
+            let answer = client.PutItemsAsync(token, ns, sent) |> await
+            Expect.equal (answer.Results |> Array.map (fun r -> r.Status)) [| 200; 412 |] "per-item statuses"
+            fake.Answer(404, "")
+            Expect.isNull (box (client.GetCapabilitiesAsync() |> await).BatchItems) "a server without capabilities offers nothing"
+            Expect.equal fake.Last.Path "/v1/capabilities" "asked"
+
+            for bad in [ [||]; [| "XYZ" |] ] do
+                Expect.throwsT<ArgumentException> (fun () -> client.GetItemsAsync(token, ns, bad) |> await |> ignore) "invalid IDs are refused before sending"
+        }
+
         test "error bodies: the error field, else the trimmed body, else no message" {
             use fake = new FakeServer()
             use client = new SyncClient(fake.Address)

@@ -125,6 +125,30 @@ let private templates (f: RuleTests.Fixture) : (unit -> Request) list =
         fun () -> req "GET" $"/v1/namespaces/{f.Shared.Id.Wire}/wrapped-deks/{alice.KeyId}" null
         fun () -> req "GET" (Paths.items f.Shared.Id) null
         fun () ->
+            let version =
+                (alice.Client.GetItemAsync(alice.Token, f.Shared.Id.Wire, (itemId f.Shared "k").Wire) |> await).Version
+
+            let key = Guid.NewGuid().ToString()
+
+            req
+                "POST"
+                (Paths.batchPut f.Shared.Id)
+                (node (
+                    {
+                        Items =
+                            [|
+                                BatchTests.batchItem f.Shared "k" version "m"
+                                BatchTests.batchItem f.Shared key 0UL "new"
+                            |]
+                    }
+                    : BatchPutItemsRequest
+                ))
+        fun () ->
+            req
+                "POST"
+                (Paths.batchGet f.Shared.Id)
+                (node ({ ItemIds = [| (itemId f.Shared "k").Wire; (itemId f.Shared "absent").Wire |] }: BatchGetItemsRequest))
+        fun () ->
             req "POST" Paths.Challenge (JsonNode.Parse """{"purpose":"login","kind":"keystore"}""")
     ]
 

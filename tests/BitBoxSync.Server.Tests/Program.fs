@@ -25,6 +25,7 @@ let main argv =
                         MutationTests.tests
                         CommandTests.tests
                         HostingTests.tests
+                        BatchTests.tests
                         HostingTests.throughPrefix [ EndpointTests.tests; RuleTests.suite () ]
                     ])
 

@@ -690,6 +690,25 @@ let private scoped (f: Fixture) : (string * (string -> int)) list =
                 sealFor f.Shared item 2UL "x",
                 Nullable 1UL
             ))
+        "batch get", call (fun t -> f.Alice.Client.GetItemsAsync(t, ns, [| (itemId f.Shared "k").Wire |]))
+        "batch put",
+        call (fun t ->
+            let item = itemId f.Shared "k"
+            let body = sealFor f.Shared item 2UL "x"
+
+            f.Alice.Client.PutItemsAsync(
+                t,
+                ns,
+                [|
+                    {
+                        ItemId = item.Wire
+                        IfMatch = 1UL
+                        Nonce = body.Nonce
+                        Aad = body.Aad
+                        Ciphertext = body.Ciphertext
+                    }
+                |]
+            ))
     ]
 
 let private matrix (fixture: Lazy<Fixture>) =
