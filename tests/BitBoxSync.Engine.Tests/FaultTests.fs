@@ -15,10 +15,13 @@ open BitBoxSync.Server
 open BitBoxSync.Server.Tests.Harness
 open BitBoxSync.Engine.Tests.EngineTests
 
-/// Drops the response of the first PUT after the server handled it (the fault the real server cannot produce).
-type LosingHandler() =
+/// Drops the response of the first upload (single PUT, or batch PUT when `batch`) after the server
+/// handled it (the fault the real server cannot produce).
+type LosingHandler(batch: bool) =
     inherit DelegatingHandler(new SocketsHttpHandler())
     let mutable armed = true
+
+    new() = new LosingHandler(false)
 
     member private _.Forward(request: HttpRequestMessage, ct: CancellationToken) =
         base.SendAsync(request, ct)
@@ -29,8 +32,10 @@ type LosingHandler() =
 
             if
                 armed
-                && request.Method = HttpMethod.Put
-                && request.RequestUri.AbsolutePath.StartsWith "/v1/kv/"
+                && (if batch then
+                        request.RequestUri.AbsolutePath.EndsWith "/items/batch-put"
+                    else
+                        request.Method = HttpMethod.Put && request.RequestUri.AbsolutePath.StartsWith "/v1/kv/")
             then
                 armed <- false
                 response.Dispose()
@@ -104,6 +109,14 @@ let private restartableServer () =
         let o = options db clock (TimeSpan.FromSeconds 5.0)
         o.Urls <- [| $"http://127.0.0.1:{port}" |]
         new TestServer(db, clock, BitBoxSyncServer.StartAsync(o) |> await)
+
+/// A server on a fresh database, offering the batch-items extension or not.
+let startWithBatches backend (batches: bool) =
+    let db = Database.Create backend
+    let clock = ManualClock DateTimeOffset.UtcNow
+    let o = options db clock (TimeSpan.FromSeconds 5.0)
+    o.BatchItems <- batches
+    new TestServer(db, clock, BitBoxSyncServer.StartAsync(o) |> await)
 
 /// Records when each request left (to measure how clients spread their retries).
 type RecordingHandler() =
@@ -211,51 +224,178 @@ let private outage =
             c.Dispose()
     }
 
+/// Paths of the requests a handler recorded, IDs replaced.
+let private routes (h: RecordingHandler) =
+    h.Sent |> Seq.map (fun (_, p) -> SyncClient.RouteOf p) |> List.ofSeq
+
+let private count (route: string) (h: RecordingHandler) =
+    routes h |> List.filter ((=) route) |> List.length
+
+/// An engine with its "notes" collection over `names` on a server through a recording client.
+let private notesDevice (server: TestServer) (handler: HttpMessageHandler) (names: string list) =
+    let engine = openWith (new SyncClient(server.BaseAddress, new HttpClient(handler))) "alice" (new MemoryStore())
+    let ns = engine.DefaultNamespaceAsync() |> await
+    let notes = MemoryValueBackend<string>(Codecs.String, null, names)
+    ns.OpenCollection("notes", CollectionOptions<string>(Codec = Codecs.String, Backend = notes)) |> ignore
+    engine, ns, notes
+
+let private batchUse =
+    [
+        for offered, name in
+            [
+                true, "a server offering batch items: 300 uploads in 2 batch PUTs and a new device's downloads in 2 batch GETs"
+                false, "a server without batch items: the same sync with single requests"
+            ] do
+            test name {
+                use server = startWithBatches Sqlite offered
+                let names = [ for i in 1..300 -> $"n{i:D3}" ]
+                let writer = new RecordingHandler()
+                let engine, ns, notes = notesDevice server writer names
+
+                for k in names do
+                    notes.SetAsync(k, "v-" + k, CancellationToken.None).AsTask() |> awaitUnit
+
+                engine.SyncNowAsync() |> awaitUnit
+                Expect.equal (serverHead server ns.Id) 300UL "all uploaded"
+                let reader = new RecordingHandler()
+                let fresh, _, copy = notesDevice server reader names
+                fresh.SyncNowAsync() |> awaitUnit
+
+                for k in names do
+                    let v = copy.GetAsync(k, CancellationToken.None).AsTask() |> await
+                    Expect.equal v.Value ("v-" + k) $"{k} arrived"
+
+                let batchPuts = count "/v1/namespaces/{id}/items/batch-put" writer
+                let singlePuts = count "/v1/kv/{id}/{id}" writer
+                let batchGets = count "/v1/namespaces/{id}/items/batch-get" reader
+                let singleGets = count "/v1/kv/{id}/{id}" reader
+
+                if offered then
+                    Expect.equal (batchPuts, singlePuts) (2, 0) "256 + 44 items in two batch PUTs"
+                    Expect.equal (batchGets, singleGets) (2, 0) "and two batch GETs"
+                else
+                    Expect.equal (batchPuts, singlePuts) (0, 300) "single PUTs"
+                    Expect.equal (batchGets, singleGets) (0, 300) "single GETs"
+
+                Expect.equal (count "/v1/capabilities" writer) 1 "the offer asked once"
+                engine.SyncNowAsync() |> awaitUnit
+                Expect.equal (count "/v1/capabilities" writer) 1 "and remembered"
+                engine.DisposeAsync().AsTask() |> awaitUnit
+                fresh.DisposeAsync().AsTask() |> awaitUnit
+            }
+
+        test "a batch PUT's response lost after the server applied it: converges without a second write" {
+            use server = startWithBatches Sqlite true
+            let names = [ "a"; "b"; "c" ]
+            let engine, ns, notes = notesDevice server (new LosingHandler(true)) names
+
+            for k in names do
+                notes.SetAsync(k, "once-" + k, CancellationToken.None).AsTask() |> awaitUnit
+
+            Expect.throwsT<SyncTransportException> (fun () -> engine.SyncNowAsync() |> awaitUnit) "the response was lost"
+            Expect.equal (serverHead server ns.Id) 3UL "the server applied the batch"
+            engine.SyncNowAsync() |> awaitUnit // each 412 → fetch → equal to local → clean
+            Expect.equal (serverHead server ns.Id) 3UL "no second write"
+            engine.SyncNowAsync() |> awaitUnit
+            Expect.equal (serverHead server ns.Id) 3UL "and no upload loop"
+            Expect.equal engine.Status.PendingUploads 0 "nothing pending"
+            engine.DisposeAsync().AsTask() |> awaitUnit
+        }
+
+        test "a server restarted without batch items: the engine's next batch meets 404 and the same pass falls back to single requests" {
+            let db = Database.Create Sqlite
+            let clock = ManualClock DateTimeOffset.UtcNow
+            let port = freePort ()
+
+            let startServer batches =
+                let o = options db clock (TimeSpan.FromSeconds 5.0)
+                o.Urls <- [| $"http://127.0.0.1:{port}" |]
+                o.BatchItems <- batches
+                new TestServer(db, clock, BitBoxSyncServer.StartAsync(o) |> await)
+
+            let names = [ for i in 1..20 -> $"n{i:D2}" ]
+            let withBatches = startServer true
+            let writer = new RecordingHandler()
+            let engine, ns, notes = notesDevice withBatches writer names
+            let reader = new RecordingHandler()
+            let other, _, copy = notesDevice withBatches reader names
+
+            for k in names do
+                notes.SetAsync(k, "v1-" + k, CancellationToken.None).AsTask() |> awaitUnit
+
+            engine.SyncNowAsync() |> awaitUnit
+            other.SyncNowAsync() |> awaitUnit // learns the offer (batch GETs)
+            Expect.equal (count "/v1/namespaces/{id}/items/batch-put" writer) 1 "uploaded in a batch"
+            Expect.equal (count "/v1/namespaces/{id}/items/batch-get" reader) 1 "downloaded in a batch"
+            (withBatches :> IDisposable).Dispose()
+            use without = startServer false
+
+            for k in names do
+                notes.SetAsync(k, "v2-" + k, CancellationToken.None).AsTask() |> awaitUnit
+
+            engine.SyncNowAsync() |> awaitUnit
+            other.SyncNowAsync() |> awaitUnit
+
+            for k in names do
+                Expect.equal (copy.GetAsync(k, CancellationToken.None).AsTask() |> await).Value ("v2-" + k) $"{k} arrived"
+
+            Expect.equal (count "/v1/namespaces/{id}/items/batch-put" writer) 2 "one batch PUT refused with 404"
+            Expect.equal (count "/v1/kv/{id}/{id}" writer) 20 "then single PUTs in the same pass"
+            Expect.equal (count "/v1/namespaces/{id}/items/batch-get" reader) 2 "one batch GET refused with 404"
+            Expect.equal (count "/v1/kv/{id}/{id}" reader) 20 "then single GETs in the same pass"
+            Expect.equal (serverHead without ns.Id) 40UL "every write once"
+            engine.DisposeAsync().AsTask() |> awaitUnit
+            other.DisposeAsync().AsTask() |> awaitUnit
+        }
+    ]
+
 let tests =
     testList
         "faults"
         [
             outage
-            test "pipelined uploads: a crash after the server accepted a chunk, before its metadata commit: reopened, converges without a second write" {
-                use server = start Sqlite
-                let inner = new MemoryStore()
-                let crashing = ChunkCrashingStore(inner)
-                let names = [ for i in 1..20 -> $"n{i:D2}" ]
-
-                let openOn (store: IStore) =
-                    let engine = openWith (new SyncClient(server.BaseAddress)) "alice" store
-                    let ns = engine.DefaultNamespaceAsync() |> await
-                    let notes = MemoryValueBackend<string>(Codecs.String, null, names)
-                    ns.OpenCollection("notes", CollectionOptions<string>(Codec = Codecs.String, Backend = notes)) |> ignore
-                    engine, ns, notes
-
-                let first, ns, notes = openOn crashing
-
-                for k in names do
-                    notes.SetAsync(k, "v-" + k, CancellationToken.None).AsTask() |> awaitUnit
-
-                Expect.throwsT<OperationCanceledException> (fun () -> first.SyncNowAsync() |> awaitUnit) "the process died"
-                Expect.isTrue crashing.Crashed "at the chunk's metadata commit"
-                Expect.equal (serverHead server ns.Id) 20UL "the server had accepted all 20 uploads"
-                first.DisposeAsync().AsTask() |> awaitUnit
-
-                // The app restarts on the same metadata (nothing of the chunk was saved) and the same values.
-                let again, ns2, notes2 = openOn inner
-
-                for k in names do
-                    notes2.SetAsync(k, "v-" + k, CancellationToken.None).AsTask() |> awaitUnit
-
-                again.SyncNowAsync() |> awaitUnit
-
-                for k in names do
-                    let row = inner.GetItemByLogicalKeyAsync(again.KeyId, ns2.Id, "notes", k).AsTask() |> await
-                    Expect.equal (row.Version, row.Dirty, row.Conflict) (1UL, false, false) $"{k}: clean at the accepted version"
-
-                Expect.equal (serverHead server ns.Id) 20UL "no second write"
-                again.SyncNowAsync() |> awaitUnit
-                Expect.equal (serverHead server ns.Id) 20UL "and no upload loop"
-                again.DisposeAsync().AsTask() |> awaitUnit
-            }
+            yield! batchUse
+            for batches, how in [ true, "batch PUTs"; false, "pipelined single PUTs" ] do
+                test $"uploads in chunks ({how}): a crash after the server accepted a chunk, before its metadata commit: reopened, converges without a second write" {
+                    use server = startWithBatches Sqlite batches
+                    let inner = new MemoryStore()
+                    let crashing = ChunkCrashingStore(inner)
+                    let names = [ for i in 1..20 -> $"n{i:D2}" ]
+    
+                    let openOn (store: IStore) =
+                        let engine = openWith (new SyncClient(server.BaseAddress)) "alice" store
+                        let ns = engine.DefaultNamespaceAsync() |> await
+                        let notes = MemoryValueBackend<string>(Codecs.String, null, names)
+                        ns.OpenCollection("notes", CollectionOptions<string>(Codec = Codecs.String, Backend = notes)) |> ignore
+                        engine, ns, notes
+    
+                    let first, ns, notes = openOn crashing
+    
+                    for k in names do
+                        notes.SetAsync(k, "v-" + k, CancellationToken.None).AsTask() |> awaitUnit
+    
+                    Expect.throwsT<OperationCanceledException> (fun () -> first.SyncNowAsync() |> awaitUnit) "the process died"
+                    Expect.isTrue crashing.Crashed "at the chunk's metadata commit"
+                    Expect.equal (serverHead server ns.Id) 20UL "the server had accepted all 20 uploads"
+                    first.DisposeAsync().AsTask() |> awaitUnit
+    
+                    // The app restarts on the same metadata (nothing of the chunk was saved) and the same values.
+                    let again, ns2, notes2 = openOn inner
+    
+                    for k in names do
+                        notes2.SetAsync(k, "v-" + k, CancellationToken.None).AsTask() |> awaitUnit
+    
+                    again.SyncNowAsync() |> awaitUnit
+    
+                    for k in names do
+                        let row = inner.GetItemByLogicalKeyAsync(again.KeyId, ns2.Id, "notes", k).AsTask() |> await
+                        Expect.equal (row.Version, row.Dirty, row.Conflict) (1UL, false, false) $"{k}: clean at the accepted version"
+    
+                    Expect.equal (serverHead server ns.Id) 20UL "no second write"
+                    again.SyncNowAsync() |> awaitUnit
+                    Expect.equal (serverHead server ns.Id) 20UL "and no upload loop"
+                    again.DisposeAsync().AsTask() |> awaitUnit
+                }
 
             test "a response lost after the server applied a PUT: converges without a second write" {
                 use server = start Sqlite
