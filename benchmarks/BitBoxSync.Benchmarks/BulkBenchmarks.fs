@@ -1,5 +1,6 @@
 /// `--bulk`: bulk throughput with the real stores, rerunnable: the client's `SqliteStore` on a file,
-/// the server on SQLite with `synchronous=FULL` (group commit on and off), 10 000 items of 1 KiB.
+/// the server on SQLite with `synchronous=FULL` (the batch-items extension on and off, group commit
+/// on and off), 10 000 items of 1 KiB.
 /// Measures the first upload of 10 000 dirty items, the cold sync of a new device, the uploading
 /// process's allocations and peak working set, and, in the same run, the hardware anchors: a raw
 /// SQLite commit (WAL, FULL, two UPDATEs) and a bare HTTP round trip to the server.
@@ -65,7 +66,7 @@ let private device (server: BitBoxSyncServer) (storePath: string) (label: string
     let ns = engine.DefaultNamespaceAsync() |> awaitT
     engine, ns
 
-let run (groupCommit: bool) =
+let run (groupCommit: bool) (batchItems: bool) =
     let dir = Path.Combine(Path.GetTempPath(), "bbs-bulk-" + Guid.NewGuid().ToString("N"))
     Directory.CreateDirectory dir |> ignore
     let raw = rawCommit dir 300
@@ -77,6 +78,7 @@ let run (groupCommit: bool) =
                 MinimumLogLevel = LogLevel.Warning,
                 SqlitePath = Path.Combine(dir, "server.sqlite"),
                 GroupCommit = groupCommit,
+                BatchItems = batchItems,
                 AnonymousRequestsPerMinute = 0,
                 WritesPerMinutePerToken = 0
             )
@@ -96,6 +98,27 @@ let run (groupCommit: bool) =
 
     let roundTrip = sw.Elapsed.TotalMilliseconds / 300.0
 
+    // Warm-up (JIT, connection pools): the same workload at 300 items under another identity.
+    let warm = Dictionary<string, string>()
+
+    for i in 0..299 do
+        warm[$"warm-{i:D3}"] <- value
+
+    let w1, w1ns = device server (Path.Combine(dir, "w1.sqlite")) "warm-up"
+    let wb = MemoryValueBackend<string>(Codecs.String, warm)
+    w1ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = wb)) |> ignore
+    w1.SyncNowAsync() |> awaitU
+
+    for k in warm.Keys do
+        wb.SetAsync(k, value + "2", CancellationToken.None).AsTask() |> awaitU
+
+    w1.SyncNowAsync() |> awaitU
+    let w2, w2ns = device server (Path.Combine(dir, "w2.sqlite")) "warm-up"
+    w2ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = MemoryValueBackend<string>(Codecs.String, null, warm.Keys))) |> ignore
+    w2.SyncNowAsync() |> awaitU
+    w1.DisposeAsync().AsTask() |> awaitU
+    w2.DisposeAsync().AsTask() |> awaitU
+
     let values = Dictionary<string, string>()
 
     for i in 0 .. items - 1 do
@@ -107,9 +130,14 @@ let run (groupCommit: bool) =
     GC.Collect()
     let allocatedBefore = GC.GetTotalAllocatedBytes true
     use proc = Process.GetCurrentProcess()
+    let pausedBefore = GC.GetTotalPauseDuration()
+    let gcBefore = GC.CollectionCount 0, GC.CollectionCount 1, GC.CollectionCount 2
     let sw = Stopwatch.StartNew()
     engine.SyncNowAsync() |> awaitU
     let upload = sw.Elapsed
+    let paused = GC.GetTotalPauseDuration() - pausedBefore
+    let g0, g1, g2 = gcBefore
+    let gcs = GC.CollectionCount 0 - g0, GC.CollectionCount 1 - g1, GC.CollectionCount 2 - g2
     let allocated = GC.GetTotalAllocatedBytes true - allocatedBefore
     proc.Refresh()
     let peak = proc.PeakWorkingSet64
@@ -138,13 +166,15 @@ let run (groupCommit: bool) =
     if got <> items then
         failwithf "cold sync incomplete: %d of %d" got items
 
-    printfn "group commit: %b" groupCommit
+    printfn "batch items: %b, group commit: %b" batchItems groupCommit
     printfn "  raw SQLite commit (WAL, FULL, two UPDATEs): %.3f ms (%.0f commits/s)" raw (1000.0 / raw)
     printfn "  bare HTTP round trip (GET /healthz): %.3f ms" roundTrip
     printfn "  first upload of %d dirty items: %.2f s (%.3f ms per item)" items upload.TotalSeconds (upload.TotalMilliseconds / float items)
     printfn "  upload of %d changed items (known keys): %.2f s (%.3f ms per item)" items reupload.TotalSeconds (reupload.TotalMilliseconds / float items)
     printfn "  allocated during the upload (client and server in one process): %.1f KB per item" (float allocated / 1024.0 / float items)
     printfn "  peak working set of the process: %.0f MB" (float peak / 1024.0 / 1024.0)
+    let c0, c1, c2 = gcs
+    printfn "  garbage collections during the upload: %d gen0, %d gen1, %d gen2, paused %.0f ms (%s GC)" c0 c1 c2 paused.TotalMilliseconds (if Runtime.GCSettings.IsServerGC then "server" else "workstation")
     printfn "  cold sync of a new device: %.2f s (%.3f ms per item)" cold.TotalSeconds (cold.TotalMilliseconds / float items)
     printfn "  machine load (1 min) after the run: %s" (try File.ReadAllText("/proc/loadavg").Split(' ')[0] with _ -> "n/a")
     engine.DisposeAsync().AsTask() |> awaitU

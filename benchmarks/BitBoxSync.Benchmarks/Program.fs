@@ -8,9 +8,11 @@ let main argv =
     | [| "--server-load" |] -> ServerBenchmarks.runLoad 1000
     | [| "--server-load"; n |] -> ServerBenchmarks.runLoad (int n)
     | [| "--bulk" |] ->
-        BulkBenchmarks.run true
-        BulkBenchmarks.run false
-    | [| "--bulk"; "group-commit" |] -> BulkBenchmarks.run true
+        BulkBenchmarks.run true true
+        BulkBenchmarks.run true false
+        BulkBenchmarks.run false false
+    | [| "--bulk"; "batch" |] -> BulkBenchmarks.run true true
+    | [| "--bulk"; "single" |] -> BulkBenchmarks.run true false
     | _ ->
         BenchmarkSwitcher
             .FromAssembly(typeof<ProtocolBenchmarks.ItemCryptoBenchmarks>.Assembly)

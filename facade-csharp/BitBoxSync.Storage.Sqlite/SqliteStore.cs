@@ -316,12 +316,33 @@ public sealed class SqliteStore : IStore
 
     private async Task<List<T>> Query<T>(string sql, Func<SqliteDataReader, T> read, CancellationToken ct, params (string, object?)[] args)
     {
-        await using var cmd = Command(_connection, null, sql, args);
+        var cmd = Cached(null, sql, args);
         await using var r = await cmd.ExecuteReaderAsync(ct);
         var rows = new List<T>();
         while (await r.ReadAsync(ct)) rows.Add(read(r));
         return rows;
     }
+
+    /// <summary>Prepared commands by SQL text, reused under the gate (preparing is most of a small statement's cost).</summary>
+    private readonly Dictionary<string, SqliteCommand> _commands = new(StringComparer.Ordinal);
+
+    /// <summary>The prepared command for <paramref name="sql"/> with these argument values (call only under the gate).</summary>
+    private SqliteCommand Cached(SqliteTransaction? tx, string sql, (string Name, object? Value)[] args)
+    {
+        if (!_commands.TryGetValue(sql, out var cmd))
+        {
+            cmd = _connection.CreateCommand();
+            cmd.CommandText = sql;
+            foreach (var (name, _) in args) cmd.Parameters.Add(new SqliteParameter { ParameterName = name });
+            _commands[sql] = cmd;
+        }
+        cmd.Transaction = tx;
+        for (var i = 0; i < args.Length; i++) cmd.Parameters[i].Value = args[i].Value ?? DBNull.Value;
+        return cmd;
+    }
+
+    private Task CachedExec(SqliteTransaction tx, string sql, CancellationToken ct, params (string, object?)[] args) =>
+        Cached(tx, sql, args).ExecuteNonQueryAsync(ct);
 
     private static long Ms(DateTimeOffset t) => t.ToUnixTimeMilliseconds();
     private static DateTimeOffset Time(SqliteDataReader r, int i) => DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(i));
@@ -420,7 +441,7 @@ public sealed class SqliteStore : IStore
             var now = _clock.GetUtcNow();
             await using var tx = (SqliteTransaction)await _connection.BeginTransactionAsync(cancellationToken);
             if (write.Identity is { } i)
-                await Exec(_connection, tx,
+                await CachedExec(tx,
                     $"""
                     INSERT INTO identity_states ({IdentityColumns}) VALUES (@k, @kind, @t, @e, @d, @u)
                     ON CONFLICT (key_id) DO UPDATE SET kind = excluded.kind, access_token = excluded.access_token,
@@ -429,7 +450,7 @@ public sealed class SqliteStore : IStore
                     cancellationToken, ("@k", i.KeyId), ("@kind", i.Kind ?? "keystore"), ("@t", i.AccessToken is { Length: > 0 } token && _secretsKey is not null ? SealToken(i.KeyId, token) : i.AccessToken ?? ""),
                     ("@e", i.TokenExpiry is { } e ? Ms(e) : null), ("@d", i.DefaultNamespaceId), ("@u", Ms(Stamp(i.UpdatedAt, now))));
             foreach (var n in write.Namespaces)
-                await Exec(_connection, tx,
+                await CachedExec(tx,
                     $"""
                     INSERT INTO namespaces ({NamespaceColumns}) VALUES (@k, @n, @kind, @h, @s, @d, @u)
                     ON CONFLICT (key_id, namespace_id) DO UPDATE SET kind = excluded.kind, namespace_head = excluded.namespace_head,
@@ -437,12 +458,13 @@ public sealed class SqliteStore : IStore
                     """,
                     cancellationToken, ("@k", n.KeyId), ("@n", n.NamespaceId), ("@kind", n.Kind ?? ""), ("@h", (long)n.Head),
                     ("@s", n.ActiveScopeHash ?? ""), ("@d", n.Dek is { Length: > 0 } ? (_secretsKey is not null ? SealDek(n.KeyId, n.NamespaceId, n.Dek) : n.Dek) : null), ("@u", Ms(Stamp(n.UpdatedAt, now))));
+            // An item's collection and key are fixed by its ID (their HMAC): an update leaves them, and
+            // so the logical-key index, untouched.
             foreach (var item in write.Items)
-                await Exec(_connection, tx,
+                await CachedExec(tx,
                     $"""
                     INSERT INTO items ({ItemColumns}) VALUES (@k, @n, @c, @key, @i, @v, @bv, @b, @d, @cf, @cv, @cr, @u)
-                    ON CONFLICT (key_id, namespace_id, item_id) DO UPDATE SET collection_name = excluded.collection_name,
-                        item_key = excluded.item_key, version = excluded.version, base_version = excluded.base_version,
+                    ON CONFLICT (key_id, namespace_id, item_id) DO UPDATE SET version = excluded.version, base_version = excluded.base_version,
                         base_value = excluded.base_value, dirty = excluded.dirty, conflict = excluded.conflict,
                         conflict_remote_version = excluded.conflict_remote_version, conflict_remote_value = excluded.conflict_remote_value,
                         updated_at = excluded.updated_at
@@ -494,6 +516,8 @@ public sealed class SqliteStore : IStore
             if (_disposed) return;
             _disposed = true;
             _secretsKey?.Dispose();
+            foreach (var cmd in _commands.Values) await cmd.DisposeAsync();
+            _commands.Clear();
             await _connection.DisposeAsync();
         }
         finally

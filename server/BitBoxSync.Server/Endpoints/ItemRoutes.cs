@@ -110,14 +110,14 @@ internal static class ItemRoutes
                     current.TryGetValue(e.ItemId.Wire, out var row) ? Some(row) : FSharpOption<StoredItem>.None,
                     e.IfMatch, Items.sealedOf(e.Body)))),
                 api.Now);
-            var accepted = 0;
+            var accepted = new List<StoredItem>(outcome.Results.Length);
             foreach (var (_, result) in outcome.Results)
-                if (result.IsOk)
-                {
-                    await tx.UpsertItemAsync(result.ResultValue.Item, ct);
-                    accepted++;
-                }
-            if (accepted > 0) await tx.SetUsageAsync(outcome.Usage, ct);
+                if (result.IsOk) accepted.Add(result.ResultValue.Item);
+            if (accepted.Count > 0)
+            {
+                await tx.UpsertItemsAsync(accepted, ct);
+                await tx.SetUsageAsync(outcome.Usage, ct);
+            }
             return Items.putBatchResponse(outcome);
         }, http.RequestAborted);
     }

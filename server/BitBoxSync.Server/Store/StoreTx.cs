@@ -363,15 +363,34 @@ internal sealed class StoreTx(DbConnection connection, DbTransaction transaction
         return found;
     }
 
+    private const string UpsertItemSql =
+        """
+        INSERT INTO items (namespace_id, item_id, version, nonce, aad, ciphertext, updated_at) VALUES (@n, @i, @v, @no, @a, @c, @t)
+        ON CONFLICT (namespace_id, item_id) DO UPDATE SET version = excluded.version, nonce = excluded.nonce,
+            aad = excluded.aad, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at
+        """;
+
     public Task UpsertItemAsync(StoredItem item, CancellationToken ct) =>
-        ExecuteAsync(
-            """
-            INSERT INTO items (namespace_id, item_id, version, nonce, aad, ciphertext, updated_at) VALUES (@n, @i, @v, @no, @a, @c, @t)
-            ON CONFLICT (namespace_id, item_id) DO UPDATE SET version = excluded.version, nonce = excluded.nonce,
-                aad = excluded.aad, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at
-            """,
-            ct, ("n", item.NamespaceId.Wire), ("i", item.ItemId.Wire), ("v", (long)item.Version), ("no", item.Sealed.Nonce.Bytes()),
+        ExecuteAsync(UpsertItemSql, ct, ("n", item.NamespaceId.Wire), ("i", item.ItemId.Wire), ("v", (long)item.Version), ("no", item.Sealed.Nonce.Bytes()),
             ("a", item.Sealed.Aad.Bytes()), ("c", item.Sealed.Ciphertext.Bytes()), ("t", Ms(item.UpdatedAt)));
+
+    /// <summary>Writes several item rows (a batch's accepted items) with one prepared statement.</summary>
+    public async Task UpsertItemsAsync(IReadOnlyList<StoredItem> items, CancellationToken ct)
+    {
+        if (items.Count == 0) return;
+        await using var cmd = Command(UpsertItemSql, [("n", null), ("i", null), ("v", null), ("no", null), ("a", null), ("c", null), ("t", null)]);
+        foreach (var item in items)
+        {
+            cmd.Parameters[0].Value = item.NamespaceId.Wire;
+            cmd.Parameters[1].Value = item.ItemId.Wire;
+            cmd.Parameters[2].Value = (long)item.Version;
+            cmd.Parameters[3].Value = item.Sealed.Nonce.Bytes();
+            cmd.Parameters[4].Value = item.Sealed.Aad.Bytes();
+            cmd.Parameters[5].Value = item.Sealed.Ciphertext.Bytes();
+            cmd.Parameters[6].Value = Ms(item.UpdatedAt);
+            await cmd.ExecuteNonQueryAsync(ct);
+        }
+    }
 
     public Task<List<(ItemId, ulong)>> ItemVersionsAsync(NamespaceId ns, CancellationToken ct) =>
         QueryAsync("SELECT item_id, version FROM items WHERE namespace_id = @n",

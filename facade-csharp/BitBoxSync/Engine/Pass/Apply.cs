@@ -12,7 +12,14 @@ public sealed partial class SyncEngine
     private sealed partial class Pass
     {
         // docs/engine.md §4.7: download one item and apply it through the core's decisions.
-        private async Task ApplyRemoteAsync(ItemState row, FSharpOption<ulong> mapVersion, NamespaceKeys keys, GetItemResponse? fetched = null)
+        /// <param name="row">The row to apply to (as planned, or as last read).</param>
+        /// <param name="mapVersion">The version the item map promised, if any (rollback check).</param>
+        /// <param name="keys">The namespace's keys.</param>
+        /// <param name="fetched">The item when already downloaded (prefetched), else it is fetched here.</param>
+        /// <param name="rowIsCurrent">The caller's row is the stored one (an item map's planned download:
+        /// nothing else writes it during the apply loop), so it is not read again.</param>
+        private async Task ApplyRemoteAsync(ItemState row, FSharpOption<ulong> mapVersion, NamespaceKeys keys, GetItemResponse? fetched = null,
+            bool rowIsCurrent = false)
         {
             var response = fetched ?? await e._client.GetItemAsync(token, row.NamespaceId.Wire, row.ItemId.Wire, ct);
             var check = Download.checkVersion(row, mapVersion, response.Version);
@@ -45,8 +52,17 @@ public sealed partial class SyncEngine
                     return;
             }
 
-            var current = await e._store.GetItemByIdAsync(e._keyId.Wire, row.NamespaceId.Wire, row.ItemId.Wire, ct);
-            var target = Download.rowToApply(current is null ? FSharpOption<ItemState>.None : FSharpOption<ItemState>.Some(ToCore(current)), row, response.Version);
+            FSharpOption<ItemState> current;
+            if (rowIsCurrent)
+            {
+                current = FSharpOption<ItemState>.Some(row); // a planned new row applies as itself, as when absent
+            }
+            else
+            {
+                var stored = await e._store.GetItemByIdAsync(e._keyId.Wire, row.NamespaceId.Wire, row.ItemId.Wire, ct);
+                current = stored is null ? FSharpOption<ItemState>.None : FSharpOption<ItemState>.Some(ToCore(stored));
+            }
+            var target = Download.rowToApply(current, row, response.Version);
             if (target is null) return;
             var item = target.Value;
             Activity = true;

@@ -17,7 +17,9 @@ public sealed partial class SyncEngine
         // server offers them (else single PUTs, a few in flight), and the accepted ones are saved clean in
         // one transaction with the head they moved (an item is never marked clean before its upload was
         // accepted; a crash before that transaction leaves it dirty, and its next upload meets 412,
-        // fetches its own value and converges).
+        // fetches its own value and converges). The next chunk is prepared and sent while this one is
+        // saved (the server's work overlaps the client's commit); the app's backend is only ever read or
+        // written by one step at a time.
         private async Task FlushAsync()
         {
             var dirty = (await e._store.ListDirtyItemsAsync(e._keyId.Wire, ct)).Select(ToCore).ToList();
@@ -25,11 +27,45 @@ public sealed partial class SyncEngine
             var order = Flush.order(ListModule.OfSeq(dirty)).Where(d => _scopes.ContainsKey(d.NamespaceId.Wire)).ToList();
             var batches = order.Count > 1 ? await e.BatchLimitsAsync(ct) : null;
             var chunkSize = batches?.MaxItems ?? UploadChunk;
+            var chunks = new List<List<ItemState>>();
             for (var start = 0; start < order.Count; start += chunkSize)
+                chunks.Add(order.GetRange(start, Math.Min(chunkSize, order.Count - start)));
+            if (chunks.Count == 0) return;
+
+            var prepared = await PrepareChunkAsync(chunks[0]);
+            var sending = SendChunkAsync(prepared, batches);
+            for (var i = 0; i < chunks.Count; i++)
             {
-                var refused = await FlushChunkAsync(order.GetRange(start, Math.Min(chunkSize, order.Count - start)));
+                var (current, answers) = (prepared, await sending);
+                Task<Answer[]>? next = null;
+                if (i + 1 < chunks.Count)
+                {
+                    prepared = await PrepareChunkAsync(chunks[i + 1]);
+                    next = SendChunkAsync(prepared, batches);
+                }
+                List<ItemState> refused;
+                try
+                {
+                    refused = await SaveChunkAsync(current, answers);
+                }
+                catch when (next is not null)
+                {
+                    // The pass fails at this chunk; what the server accepted of the next one is saved too
+                    // (best effort: anything not saved stays dirty and converges through a 412).
+                    var late = await next;
+                    try
+                    {
+                        await SaveChunkAsync(prepared, late);
+                    }
+                    catch
+                    {
+                        // the first failure is the one reported
+                    }
+                    throw;
+                }
                 // A 412 (or 428): fetch, merge, and retry once, one item at a time.
                 foreach (var row in refused) await FlushOneAsync(row, refusedOnce: true);
+                if (next is not null) sending = next;
             }
         }
 
@@ -39,13 +75,21 @@ public sealed partial class SyncEngine
         /// <summary>One prepared upload: the row, its intent and the sealed item.</summary>
         private sealed record PreparedUpload(ItemState Row, UploadIntent Intent, SealedItem Sealed);
 
-        /// <summary>Reads the row and the local value, decides, seals; null when nothing is to be sent.</summary>
-        private async Task<PreparedUpload?> PrepareUploadAsync(ItemState first)
+        /// <summary>
+        /// Reads the local value, decides, seals; null when nothing is to be sent. <paramref name="listed"/>
+        /// is the row as the flush listed it: still current for a chunk (nothing else writes a row of a
+        /// later chunk during the flush); after a 412 the row is read again (<paramref name="reread"/>).
+        /// </summary>
+        private async Task<PreparedUpload?> PrepareUploadAsync(ItemState listed, bool reread)
         {
-            var (keys, scope, _) = _scopes[first.NamespaceId.Wire];
-            var stored = await e._store.GetItemByIdAsync(e._keyId.Wire, first.NamespaceId.Wire, first.ItemId.Wire, ct);
-            if (stored is null) return null;
-            var row = ToCore(stored);
+            var (keys, scope, _) = _scopes[listed.NamespaceId.Wire];
+            var row = listed;
+            if (reread)
+            {
+                var stored = await e._store.GetItemByIdAsync(e._keyId.Wire, listed.NamespaceId.Wire, listed.ItemId.Wire, ct);
+                if (stored is null) return null;
+                row = ToCore(stored);
+            }
             var active = Scope.isActive(scope, row.Collection, row.ItemId);
             e._collections.TryGetValue((row.NamespaceId.Wire, row.Collection), out var adapter);
             var local = adapter is null ? null : await adapter.GetAsync(row.Key, ct);
@@ -72,22 +116,43 @@ public sealed partial class SyncEngine
                 new PutItemRequest(u.Sealed.Nonce.Wire, u.Sealed.Aad.Wire, u.Sealed.Ciphertext.Wire),
                 u.Intent.IfMatch.IsAbsent ? null : u.Row.Version, token2);
 
-        /// <summary>
-        /// Sends a chunk (batch PUTs when offered, else a few single PUTs in flight), saves every
-        /// accepted item in one transaction, and returns the rows refused with 412/428 in order. Any
-        /// other failure is thrown after the accepted ones were saved.
-        /// </summary>
-        private async Task<List<ItemState>> FlushChunkAsync(List<ItemState> chunk)
+        /// <summary>Reads, decides and seals a chunk's uploads in order (the only step of a chunk that reads the app's backend).</summary>
+        private async Task<List<PreparedUpload>> PrepareChunkAsync(List<ItemState> chunk)
         {
             var prepared = new List<PreparedUpload>(chunk.Count);
             foreach (var first in chunk)
-                if (await PrepareUploadAsync(first) is { } u) prepared.Add(u);
-            var answers = new Answer[prepared.Count];
-            var sent = prepared.Count > 1 && await e.BatchLimitsAsync(ct) is { } limits
-                ? await SendBatchesAsync(prepared, answers, limits)
-                : 0;
-            await SendSinglesAsync(prepared, answers, sent);
+                if (await PrepareUploadAsync(first, reread: false) is { } u) prepared.Add(u);
+            return prepared;
+        }
 
+        /// <summary>
+        /// Sends prepared uploads (batch PUTs when offered, else a few single PUTs in flight) and
+        /// returns each one's answer; never throws (a failure is an answer).
+        /// </summary>
+        private async Task<Answer[]> SendChunkAsync(List<PreparedUpload> prepared, BatchLimits? batches)
+        {
+            var answers = new Answer[prepared.Count];
+            try
+            {
+                var sent = prepared.Count > 1 && batches is not null && await e.BatchLimitsAsync(ct) is { } limits
+                    ? await SendBatchesAsync(prepared, answers, limits)
+                    : 0;
+                await SendSinglesAsync(prepared, answers, sent);
+            }
+            catch (Exception x)
+            {
+                for (var i = 0; i < answers.Length; i++)
+                    if (answers[i] == default) answers[i] = new Answer(0, x);
+            }
+            return answers;
+        }
+
+        /// <summary>
+        /// Saves every accepted upload of a chunk in one transaction and returns the rows refused with
+        /// 412/428 in order. Any other failure is thrown after the accepted ones were saved.
+        /// </summary>
+        private async Task<List<ItemState>> SaveChunkAsync(List<PreparedUpload> prepared, Answer[] answers)
+        {
             var accepted = new List<Outcome>();
             var refused = new List<ItemState>();
             Exception? failure = null;
@@ -237,7 +302,7 @@ public sealed partial class SyncEngine
             {
                 if (!(refusedOnce && attempt == 1))
                 {
-                    var u = await PrepareUploadAsync(first);
+                    var u = await PrepareUploadAsync(first, reread: true);
                     if (u is null) return;
                     try
                     {

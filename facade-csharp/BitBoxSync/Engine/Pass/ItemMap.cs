@@ -77,7 +77,7 @@ public sealed partial class SyncEngine
             {
                 for (var i = 0; i < downloads.Count; i++)
                 {
-                    await ApplyRemoteAsync(downloads[i].Item1, FSharpOption<ulong>.Some(downloads[i].Item2), keys, await prefetch.GetAsync(i));
+                    await ApplyRemoteAsync(downloads[i].Item1, FSharpOption<ulong>.Some(downloads[i].Item2), keys, await prefetch.GetAsync(i), rowIsCurrent: true);
                     prefetch.Consumed();
                     e.UpdateStatus(st => st with { Downloaded = st.Downloaded + 1 });
                 }

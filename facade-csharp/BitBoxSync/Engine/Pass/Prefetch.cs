@@ -11,9 +11,8 @@ public sealed partial class SyncEngine
     {
         /// <summary>
         /// Fetches a namespace's planned downloads ahead of the apply, which takes them strictly in
-        /// order: batch GETs when the server offers them (one request in flight, items the server
-        /// omitted asked again first), else single GETs (<see cref="MaxParallelDownloads"/> in
-        /// flight). It runs at most a few batches ahead of the apply, so memory stays bounded. A
+        /// order: batch GETs when the server offers them (two requests in flight, items the server
+        /// omitted asked again), else single GETs (<see cref="MaxParallelDownloads"/> in flight). It runs at most a few batches ahead of the apply, so memory stays bounded. A
         /// failure is delivered at the item it concerns (and, for a failed batch, at every later
         /// one): the apply stops there, as with single requests.
         /// </summary>
@@ -66,68 +65,102 @@ public sealed partial class SyncEngine
                 _ahead.Dispose();
             }
 
+            /// <summary>Batch requests in flight at once (the server answers one while the next is read).</summary>
+            private const int BatchesInFlight = 2;
+
             private async Task RunAsync()
             {
                 await Task.Yield();
-                var next = 0; // the first item not yet requested
-                var retry = new List<int>(); // omitted by the server: asked again first
                 using var inFlight = new SemaphoreSlim(MaxParallelDownloads);
-                var singles = new List<Task>();
+                using var batchesInFlight = new SemaphoreSlim(BatchesInFlight);
+                var requests = new List<Task>();
                 try
                 {
-                    while (next < _ids.Count || retry.Count > 0)
+                    var next = 0;
+                    while (next < _ids.Count)
                     {
                         if (_limits is { } limits)
                         {
                             var batch = new List<int>(limits.MaxItems);
-                            batch.AddRange(retry);
-                            retry.Clear();
                             while (batch.Count < limits.MaxItems && next < _ids.Count)
                             {
                                 await _ahead.WaitAsync(_ct);
                                 batch.Add(next++);
                             }
-                            BatchGetItemsResponse answer;
-                            try
-                            {
-                                answer = await _pass.Engine._client.GetItemsAsync(_pass.AccessToken, _ns, batch.Select(i => _ids[i].Wire).ToList(), _ct);
-                            }
-                            catch (SyncApiException x) when (Withdrawn(x))
-                            {
-                                _pass.Engine.BatchWithdrawn();
-                                _limits = null;
-                                retry.AddRange(batch);
-                                continue;
-                            }
-                            Deliver(batch, answer, retry);
+                            await batchesInFlight.WaitAsync(_ct);
+                            requests.Add(FetchBatchAsync(batch, batchesInFlight, inFlight));
                         }
                         else
                         {
-                            var index = retry.Count > 0 ? retry[0] : next++;
-                            if (retry.Count > 0) retry.RemoveAt(0);
-                            else await _ahead.WaitAsync(_ct);
+                            await _ahead.WaitAsync(_ct);
                             await inFlight.WaitAsync(_ct);
-                            singles.Add(FetchOneAsync(index, inFlight));
+                            requests.Add(FetchOneAsync(next++, inFlight));
                         }
                     }
                 }
                 catch (Exception x)
                 {
-                    // Every item not delivered yet gets the failure (the apply stops at the first one).
+                    // Cancelled: every item not delivered yet gets the failure.
                     foreach (var slot in _slots) slot.TrySetException(x);
                 }
-                await Task.WhenAll(singles);
+                await Task.WhenAll(requests);
             }
 
-            private void Deliver(List<int> batch, BatchGetItemsResponse answer, List<int> retry)
+            /// <summary>
+            /// One batch: asks for its items (again for those the server omitted) and delivers each. When
+            /// the server no longer offers batches, its items (and all later ones) go as single requests.
+            /// </summary>
+            private async Task FetchBatchAsync(List<int> batch, SemaphoreSlim batchesInFlight, SemaphoreSlim inFlight)
+            {
+                var pending = batch;
+                try
+                {
+                    while (pending.Count > 0)
+                    {
+                        if (_limits is null)
+                        {
+                            foreach (var index in pending)
+                            {
+                                await inFlight.WaitAsync(_ct);
+                                await FetchOneAsync(index, inFlight);
+                            }
+                            return;
+                        }
+                        BatchGetItemsResponse answer;
+                        try
+                        {
+                            answer = await _pass.Engine._client.GetItemsAsync(_pass.AccessToken, _ns, pending.Select(i => _ids[i].Wire).ToList(), _ct);
+                        }
+                        catch (SyncApiException x) when (Withdrawn(x))
+                        {
+                            _pass.Engine.BatchWithdrawn();
+                            _limits = null;
+                            continue;
+                        }
+                        pending = Deliver(pending, answer);
+                    }
+                }
+                catch (Exception x)
+                {
+                    foreach (var index in pending) _slots[index].TrySetException(x);
+                }
+                finally
+                {
+                    batchesInFlight.Release();
+                }
+            }
+
+            /// <summary>Delivers a batch answer; returns the omitted ones (to ask again), in order.</summary>
+            private List<int> Deliver(List<int> batch, BatchGetItemsResponse answer)
             {
                 var byId = new Dictionary<string, int>(batch.Count, StringComparer.Ordinal);
                 foreach (var i in batch) byId[_ids[i].Wire] = i;
                 foreach (var item in answer.Items) _slots[byId[item.ItemId]].TrySetResult(item);
                 foreach (var id in answer.Missing)
                     _slots[byId[id]].TrySetException(new SyncApiException(404, "unknown item"));
-                foreach (var id in answer.Omitted) retry.Add(byId[id]);
-                retry.Sort();
+                var omitted = answer.Omitted.Select(id => byId[id]).ToList();
+                omitted.Sort();
+                return omitted;
             }
 
             private async Task FetchOneAsync(int index, SemaphoreSlim inFlight)
