@@ -1,4 +1,4 @@
-/// Every vector of tests/data/vectors.json (docs/protocol.md §15) and the RFC 9180 A.2.1 vector,
+/// Every vector of tests/data/vectors.json (docs/protocol.md §16) and the RFC 9180 A.2.1 vector,
 /// checked byte for byte and
 /// driven by the files: a vector without a handler, or an expected value no assertion reads,
 /// fails the suite.
