@@ -432,3 +432,82 @@ let runLoad (watchers: int) =
             Directory.Delete(dir, true)
         with _ ->
             ()
+
+/// Batch compare-and-set PUTs (the batch-items extension) of 1 KiB items against the SQLite server
+/// (`synchronous=FULL`, group commit on), each client on a namespace of its own updating its own
+/// items: 1 client (256 items per batch) and 64 concurrent clients (32 items per batch). Mean per
+/// written item, to set next to `RawSqliteCommitBenchmarks` and the single-item PUTs.
+[<MemoryDiagnoser>]
+type BatchPutBenchmarks() =
+    let mutable server: BitBoxSyncServer = Unchecked.defaultof<_>
+    let mutable clients: SyncClient[] = [||]
+    let mutable writers: Writer[] = [||]
+    let mutable items: ItemId[][] = [||]
+    let mutable versions: uint64[][] = [||]
+    let mutable dir = ""
+
+    /// Items written per benchmark invocation, spread over the clients.
+    static member Items = 4096
+
+    [<Params(1, 64)>]
+    member val Clients = 1 with get, set
+
+    member this.BatchSize = if this.Clients = 1 then 256 else 32
+
+    [<GlobalSetup>]
+    member this.Setup() =
+        dir <- Path.Combine(Path.GetTempPath(), "bbs-bench-" + Guid.NewGuid().ToString("N"))
+        Directory.CreateDirectory dir |> ignore
+
+        let options =
+            ServerOptions(
+                Urls = [| "http://127.0.0.1:0" |],
+                MinimumLogLevel = LogLevel.Warning,
+                SqlitePath = Path.Combine(dir, "server.sqlite"),
+                AnonymousRequestsPerMinute = 0,
+                WritesPerMinutePerToken = 0
+            )
+
+        server <- BitBoxSyncServer.StartAsync(options) |> await
+        clients <- Array.init this.Clients (fun _ -> new SyncClient(server.BaseAddress))
+        writers <- clients |> Array.mapi (fun i c -> setUpWriterAs (BitBoxSync.DummyKeystore.FromLabel $"bench-{i}") c)
+        items <- writers |> Array.map (fun w -> Array.init this.BatchSize (fun k -> ItemIds.compute w.Keys $"bench-{k}"))
+        versions <- Array.init this.Clients (fun _ -> Array.zeroCreate this.BatchSize)
+
+    [<Benchmark(OperationsPerInvoke = 4096)>]
+    member this.BatchPut() =
+        let batches = BatchPutBenchmarks.Items / this.Clients / this.BatchSize
+
+        let run (i: int) =
+            task {
+                let w = writers[i]
+
+                for _ in 1..batches do
+                    let entries =
+                        Array.init this.BatchSize (fun k ->
+                            let current = versions[i][k]
+                            let body = sealItem w items.[i].[k] (current + 1UL)
+
+                            {
+                                ItemId = items.[i].[k].Wire
+                                IfMatch = current
+                                Nonce = body.Nonce
+                                Aad = body.Aad
+                                Ciphertext = body.Ciphertext
+                            }
+                            : BatchPutItem)
+
+                    let! r = clients[i].PutItemsAsync(w.Token, w.Namespace.Wire, entries)
+
+                    for k in 0 .. r.Results.Length - 1 do
+                        if r.Results[k].Status <> 200 then
+                            failwithf "item %d refused: %d %s" k r.Results[k].Status r.Results[k].Error
+
+                        versions[i][k] <- r.Results[k].Version
+            }
+            :> Task
+
+        Task.WhenAll(Array.init clients.Length run).GetAwaiter().GetResult()
+
+    [<GlobalCleanup>]
+    member _.Cleanup() = cleanUp clients server dir
