@@ -691,6 +691,55 @@ type internal OrdinalMapConverterFactory() =
 
         Activator.CreateInstance converter :?> JsonConverter
 
+/// Compact UTF-8 JSON in a buffer rented from the shared array pool (large bodies never land on
+/// the large-object heap). Dispose it, once, when the bytes are no longer read.
+[<Sealed>]
+type PooledJson internal (buffer: byte[], length: int) =
+    let mutable returned = false
+
+    /// The JSON bytes.
+    member _.Memory = ReadOnlyMemory<byte>(buffer, 0, length)
+
+    /// Number of JSON bytes.
+    member _.Length = length
+
+    interface IDisposable with
+        member _.Dispose() =
+            if not returned then
+                returned <- true
+                Buffers.ArrayPool<byte>.Shared.Return buffer
+
+/// An `IBufferWriter` over buffers rented from the shared array pool (grows by renting a larger one).
+type internal PooledWriter() =
+    let mutable buffer = Buffers.ArrayPool<byte>.Shared.Rent 4096
+    let mutable written = 0
+
+    member private _.Ensure(hint: int) =
+        let need = written + max hint 1
+
+        if need > buffer.Length then
+            let larger = Buffers.ArrayPool<byte>.Shared.Rent(max need (buffer.Length * 2))
+            Buffer.BlockCopy(buffer, 0, larger, 0, written)
+            Buffers.ArrayPool<byte>.Shared.Return buffer
+            buffer <- larger
+
+    /// Hands the buffer over (the writer must not be used afterwards).
+    member _.Detach() = new PooledJson(buffer, written)
+
+    /// Returns the buffer (when serialization failed).
+    member _.Release() = Buffers.ArrayPool<byte>.Shared.Return buffer
+
+    interface Buffers.IBufferWriter<byte> with
+        member _.Advance(count) = written <- written + count
+
+        member this.GetMemory(hint) =
+            this.Ensure hint
+            Memory<byte>(buffer, written, buffer.Length - written)
+
+        member this.GetSpan(hint) =
+            this.Ensure hint
+            Span<byte>(buffer, written, buffer.Length - written)
+
 /// JSON settings and safe (never-throwing) encode / decode.
 module Json =
     let private baseOptions () =
@@ -743,6 +792,19 @@ module Json =
     /// Compact UTF-8 JSON of a DTO.
     let serializeToUtf8 (value: 'T) : byte[] =
         JsonSerializer.SerializeToUtf8Bytes(value, strict)
+
+    /// Compact UTF-8 JSON of a DTO (by its runtime type) in a pooled buffer.
+    let serializePooled (value: obj) : PooledJson =
+        let pooled = PooledWriter()
+
+        try
+            use writer = new Utf8JsonWriter(pooled)
+            JsonSerializer.Serialize(writer, value, value.GetType(), strict)
+            writer.Flush()
+            pooled.Detach()
+        with _ ->
+            pooled.Release()
+            reraise ()
 
     let private isDecodeFailure (e: exn) =
         match e with

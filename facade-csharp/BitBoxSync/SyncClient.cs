@@ -451,9 +451,13 @@ public sealed class SyncClient : IDisposable
         CancellationToken ct, string? ifMatch, bool expectBody, System.Diagnostics.Activity? activity)
     {
         using var request = new HttpRequestMessage(method, _base + path);
+        // The body is serialized into a pooled buffer; it goes back to the pool only after a 2xx
+        // answer (the server read all of it), never while a failed send might still be reading it.
+        PooledJson? pooledBody = null;
         if (body is not null)
         {
-            request.Content = new ByteArrayContent(Json.serializeToUtf8(body));
+            pooledBody = Json.serializePooled(body);
+            request.Content = new ReadOnlyMemoryContent(pooledBody.Memory);
             request.Content.Headers.ContentType = JsonContentType;
         }
         request.Headers.TryAddWithoutValidation("User-Agent", _userAgent);
@@ -476,23 +480,62 @@ public sealed class SyncClient : IDisposable
 
         using (response)
         {
-            byte[] bytes;
+            var status = (int)response.StatusCode;
+            if (status is >= 200 and < 300) (pooledBody as IDisposable)?.Dispose();
+            byte[] buffer;
+            int length;
             try
             {
-                bytes = await response.Content.ReadAsByteArrayAsync(ct);
+                (buffer, length) = await ReadPooledAsync(response.Content, ct);
             }
             catch (HttpRequestException e)
             {
                 throw new SyncTransportException($"{method} {path}: reading the answer failed: {e.Message}", e);
             }
 
-            var status = (int)response.StatusCode;
-            activity?.SetTag("http.response.status_code", status);
-            if (status >= 400) throw new SyncApiException(status, ErrorMessage(bytes)) { RetryAfter = RetryAfterOf(response) };
-            if (!expectBody) return default!;
-            var decoded = Json.decodeResponse<T>(bytes);
-            if (decoded.IsError) throw new SyncProtocolException($"decode response: {decoded.ErrorValue}");
-            return decoded.ResultValue;
+            try
+            {
+                activity?.SetTag("http.response.status_code", status);
+                if (status >= 400)
+                    throw new SyncApiException(status, ErrorMessage(buffer.AsSpan(0, length).ToArray())) { RetryAfter = RetryAfterOf(response) };
+                if (!expectBody) return default!;
+                var decoded = Json.decodeResponse<T>(buffer.AsSpan(0, length));
+                if (decoded.IsError) throw new SyncProtocolException($"decode response: {decoded.ErrorValue}");
+                return decoded.ResultValue;
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }
+    }
+
+    /// <summary>The (already buffered) answer body, copied into a buffer rented from the shared pool.</summary>
+    private static async Task<(byte[] Buffer, int Length)> ReadPooledAsync(HttpContent content, CancellationToken ct)
+    {
+        await using var stream = await content.ReadAsStreamAsync(ct);
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(content.Headers.ContentLength is { } known and > 0 and < int.MaxValue ? (int)known : 4096);
+        var length = 0;
+        try
+        {
+            int read;
+            while ((read = await stream.ReadAsync(buffer.AsMemory(length), ct)) > 0)
+            {
+                length += read;
+                if (length == buffer.Length)
+                {
+                    var larger = System.Buffers.ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
+                    buffer.AsSpan(0, length).CopyTo(larger);
+                    System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = larger;
+                }
+            }
+            return (buffer, length);
+        }
+        catch
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+            throw;
         }
     }
 

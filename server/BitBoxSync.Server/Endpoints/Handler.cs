@@ -77,8 +77,16 @@ internal static class Handler
 
         http.Response.StatusCode = 200;
         http.Response.ContentType = "application/json";
-        var body = result is Empty ? EmptyObject : BitBoxSync.Protocol.Wire.Json.serializeToUtf8(result);
-        await http.Response.Body.WriteAsync(body, http.RequestAborted);
+        if (result is Empty)
+        {
+            http.Response.ContentLength = EmptyObject.Length;
+            await http.Response.Body.WriteAsync(EmptyObject, http.RequestAborted);
+            return;
+        }
+        // Serialized into a pooled buffer (a batch answer never lands on the large-object heap).
+        using var body = BitBoxSync.Protocol.Wire.Json.serializePooled(result);
+        http.Response.ContentLength = body.Length;
+        await http.Response.Body.WriteAsync(body.Memory, http.RequestAborted);
     }
 
     public static Task WriteError(HttpContext http, int status, string message)
