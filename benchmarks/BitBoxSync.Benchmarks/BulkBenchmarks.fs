@@ -48,11 +48,11 @@ let rawCommit (dir: string) (n: int) =
 
     sw.Elapsed.TotalMilliseconds / float n
 
-let private device (server: BitBoxSyncServer) (storePath: string) (label: string) =
+let private device (server: Uri) (storePath: string) (label: string) =
     let engine =
         SyncEngine.OpenAsync(
             SyncEngineOptions(
-                Client = new SyncClient(server.BaseAddress),
+                Client = new SyncClient(server),
                 Identity = DummyKeystore.FromLabel label,
                 Store =
                     (if Environment.GetEnvironmentVariable "BULK_STORE" = "memory" then
@@ -66,27 +66,12 @@ let private device (server: BitBoxSyncServer) (storePath: string) (label: string
     let ns = engine.DefaultNamespaceAsync() |> awaitT
     engine, ns
 
-let run (groupCommit: bool) (batchItems: bool) =
-    let dir = Path.Combine(Path.GetTempPath(), "bbs-bulk-" + Guid.NewGuid().ToString("N"))
-    Directory.CreateDirectory dir |> ignore
+/// The workload against a server at `server` (in this process or in its own), printed under `title`.
+let private measure (dir: string) (server: Uri) (title: string) =
     let raw = rawCommit dir 300
 
-    let server =
-        BitBoxSyncServer.StartAsync(
-            ServerOptions(
-                Urls = [| "http://127.0.0.1:0" |],
-                MinimumLogLevel = LogLevel.Warning,
-                SqlitePath = Path.Combine(dir, "server.sqlite"),
-                GroupCommit = groupCommit,
-                BatchItems = batchItems,
-                AnonymousRequestsPerMinute = 0,
-                WritesPerMinutePerToken = 0
-            )
-        )
-        |> awaitT
-
     // A bare HTTP round trip to the same server (GET /healthz).
-    use http = new HttpClient(BaseAddress = server.BaseAddress)
+    use http = new HttpClient(BaseAddress = server)
 
     for _ in 1..50 do
         http.GetStringAsync("healthz") |> awaitT |> ignore
@@ -166,17 +151,84 @@ let run (groupCommit: bool) (batchItems: bool) =
     if got <> items then
         failwithf "cold sync incomplete: %d of %d" got items
 
-    printfn "batch items: %b, group commit: %b" batchItems groupCommit
+    printfn "%s" title
     printfn "  raw SQLite commit (WAL, FULL, two UPDATEs): %.3f ms (%.0f commits/s)" raw (1000.0 / raw)
     printfn "  bare HTTP round trip (GET /healthz): %.3f ms" roundTrip
     printfn "  first upload of %d dirty items: %.2f s (%.3f ms per item)" items upload.TotalSeconds (upload.TotalMilliseconds / float items)
     printfn "  upload of %d changed items (known keys): %.2f s (%.3f ms per item)" items reupload.TotalSeconds (reupload.TotalMilliseconds / float items)
-    printfn "  allocated during the upload (client and server in one process): %.1f KB per item" (float allocated / 1024.0 / float items)
-    printfn "  peak working set of the process: %.0f MB" (float peak / 1024.0 / 1024.0)
+    printfn "  allocated in this process during the upload: %.1f KB per item" (float allocated / 1024.0 / float items)
+    printfn "  peak working set of this process: %.0f MB" (float peak / 1024.0 / 1024.0)
     let c0, c1, c2 = gcs
     printfn "  garbage collections during the upload: %d gen0, %d gen1, %d gen2, paused %.0f ms (%s GC)" c0 c1 c2 paused.TotalMilliseconds (if Runtime.GCSettings.IsServerGC then "server" else "workstation")
     printfn "  cold sync of a new device: %.2f s (%.3f ms per item)" cold.TotalSeconds (cold.TotalMilliseconds / float items)
     printfn "  machine load (1 min) after the run: %s" (try File.ReadAllText("/proc/loadavg").Split(' ')[0] with _ -> "n/a")
     engine.DisposeAsync().AsTask() |> awaitU
     fresh.DisposeAsync().AsTask() |> awaitU
+
+/// The workload with the server in this process (SQLite `synchronous=FULL`).
+let run (groupCommit: bool) (batchItems: bool) =
+    let dir = Path.Combine(Path.GetTempPath(), "bbs-bulk-" + Guid.NewGuid().ToString("N"))
+    Directory.CreateDirectory dir |> ignore
+
+    let server =
+        BitBoxSyncServer.StartAsync(
+            ServerOptions(
+                Urls = [| "http://127.0.0.1:0" |],
+                MinimumLogLevel = LogLevel.Warning,
+                SqlitePath = Path.Combine(dir, "server.sqlite"),
+                GroupCommit = groupCommit,
+                BatchItems = batchItems,
+                AnonymousRequestsPerMinute = 0,
+                WritesPerMinutePerToken = 0
+            )
+        )
+        |> awaitT
+
+    measure dir server.BaseAddress $"batch items: {batchItems}, group commit: {groupCommit}"
     server.DisposeAsync().AsTask() |> awaitU
+
+/// The workload with the server command in a process of its own on the same machine: the
+/// allocations, GC work and peak working set printed are then the uploading process's alone.
+let runRemote (batchItems: bool) =
+    let dir = Path.Combine(Path.GetTempPath(), "bbs-bulk-" + Guid.NewGuid().ToString("N"))
+    Directory.CreateDirectory dir |> ignore
+    let port =
+        let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
+        l.Start()
+        let p = (l.LocalEndpoint :?> Net.IPEndPoint).Port
+        l.Stop()
+        p
+
+    let serverDll = Path.Combine(AppContext.BaseDirectory, "bitboxsync-server.dll")
+    let sqlite = Path.Combine(dir, "server.sqlite")
+    let b = if batchItems then "true" else "false"
+
+    let psi =
+        ProcessStartInfo(
+            "dotnet",
+            $"\"{serverDll}\" --urls http://127.0.0.1:{port} --sqlite \"{sqlite}\" --anonymous-rate 0 --write-rate 0 --batch-items {b} --log-level Warning",
+            RedirectStandardOutput = true,
+            RedirectStandardError = true
+        )
+
+    use proc = Process.Start psi
+    let baseUri = Uri($"http://127.0.0.1:{port}/")
+
+    try
+        use probe = new HttpClient()
+        let sw = Stopwatch.StartNew()
+        let mutable up = false
+
+        while not up && sw.Elapsed < TimeSpan.FromSeconds 30.0 do
+            try
+                up <- (probe.GetAsync(Uri(baseUri, "readyz")) |> awaitT).IsSuccessStatusCode
+            with _ ->
+                Thread.Sleep 100
+
+        if not up then
+            failwith "the server command did not start"
+
+        measure dir baseUri $"server in its own process (batch items: {batchItems}, group commit: true); the uploading process alone:"
+    finally
+        proc.Kill true
+        proc.WaitForExit()

@@ -13,6 +13,9 @@ let main argv =
         BulkBenchmarks.run false false
     | [| "--bulk"; "batch" |] -> BulkBenchmarks.run true true
     | [| "--bulk"; "single" |] -> BulkBenchmarks.run true false
+    | [| "--bulk"; "remote" |] ->
+        BulkBenchmarks.runRemote true
+        BulkBenchmarks.runRemote false
     | _ ->
         BenchmarkSwitcher
             .FromAssembly(typeof<ProtocolBenchmarks.ItemCryptoBenchmarks>.Assembly)

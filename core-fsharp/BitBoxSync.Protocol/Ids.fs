@@ -38,6 +38,9 @@ type IBinaryKind =
 /// Equality and ordering are by the bytes (ordinal), so it can key maps and sort deterministically.
 [<Sealed>]
 type Bin<'K when 'K :> IBinaryKind> internal (raw: byte[]) =
+    /// The wire form once computed (never for secret kinds: no extra copy of a secret is kept).
+    let mutable wire: string = null
+
     /// The underlying bytes. Callers inside the library must not mutate them.
     member internal _.Raw = raw
 
@@ -47,12 +50,21 @@ type Bin<'K when 'K :> IBinaryKind> internal (raw: byte[]) =
     /// A read-only view of the bytes.
     member _.Span = ReadOnlySpan<byte> raw
 
-    /// The wire form (lowercase hex, base64 or base64url).
+    /// The wire form (lowercase hex, base64 or base64url), computed once per value.
     member _.Wire =
-        match 'K.Spec.Form with
-        | LowerHex -> Hex.ofBytes raw
-        | Base64Padded -> Base64.encode raw
-        | Base64UrlUnpadded -> Base64Url.encode raw
+        match wire with
+        | null ->
+            let w =
+                match 'K.Spec.Form with
+                | LowerHex -> Hex.ofBytes raw
+                | Base64Padded -> Base64.encode raw
+                | Base64UrlUnpadded -> Base64Url.encode raw
+
+            if not 'K.Spec.Secret then
+                wire <- w
+
+            w
+        | w -> w
 
     override this.ToString() =
         if 'K.Spec.Secret then "<redacted>" else this.Wire
