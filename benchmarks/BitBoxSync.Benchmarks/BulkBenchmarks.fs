@@ -192,42 +192,15 @@ let run (groupCommit: bool) (batchItems: bool) =
 let runRemote (batchItems: bool) =
     let dir = Path.Combine(Path.GetTempPath(), "bbs-bulk-" + Guid.NewGuid().ToString("N"))
     Directory.CreateDirectory dir |> ignore
-    let port =
-        let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
-        l.Start()
-        let p = (l.LocalEndpoint :?> Net.IPEndPoint).Port
-        l.Stop()
-        p
-
-    let serverDll = Path.Combine(AppContext.BaseDirectory, "bitboxsync-server.dll")
     let sqlite = Path.Combine(dir, "server.sqlite")
     let b = if batchItems then "true" else "false"
 
-    let psi =
-        ProcessStartInfo(
-            "dotnet",
-            $"\"{serverDll}\" --urls http://127.0.0.1:{port} --sqlite \"{sqlite}\" --anonymous-rate 0 --write-rate 0 --batch-items {b} --log-level Warning",
-            RedirectStandardOutput = true,
-            RedirectStandardError = true
-        )
+    let proc, baseUri =
+        Common.startServerProcess $"--sqlite \"{sqlite}\" --anonymous-rate 0 --write-rate 0 --batch-items {b} --log-level Warning"
 
-    use proc = Process.Start psi
-    let baseUri = Uri($"http://127.0.0.1:{port}/")
+    use proc = proc
 
     try
-        use probe = new HttpClient()
-        let sw = Stopwatch.StartNew()
-        let mutable up = false
-
-        while not up && sw.Elapsed < TimeSpan.FromSeconds 30.0 do
-            try
-                up <- (probe.GetAsync(Uri(baseUri, "readyz")) |> awaitT).IsSuccessStatusCode
-            with _ ->
-                Thread.Sleep 100
-
-        if not up then
-            failwith "the server command did not start"
-
         measure dir baseUri $"server in its own process (batch items: {batchItems}, group commit: true); the uploading process alone:"
     finally
         proc.Kill true

@@ -281,13 +281,6 @@ type GroupCommitBenchmarks() =
     [<GlobalCleanup>]
     member _.Cleanup() = cleanUp clients server dir
 
-let private freePort () =
-    let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
-    l.Start()
-    let p = (l.LocalEndpoint :?> Net.IPEndPoint).Port
-    l.Stop()
-    p
-
 let private percentile (p: float) (sorted: float[]) =
     sorted[min (sorted.Length - 1) (int (Math.Ceiling(p * float sorted.Length)) - 1)]
 
@@ -297,35 +290,11 @@ let runLoad (watchers: int) =
         Path.Combine(Path.GetTempPath(), "bbs-load-" + Guid.NewGuid().ToString("N"))
 
     Directory.CreateDirectory dir |> ignore
-    let port = freePort ()
-    let serverDll = Path.Combine(AppContext.BaseDirectory, "bitboxsync-server.dll") // the server command
     let sqlite = Path.Combine(dir, "s.sqlite")
-
-    let psi =
-        ProcessStartInfo(
-            "dotnet",
-            $"\"{serverDll}\" --urls http://127.0.0.1:{port} --sqlite \"{sqlite}\" --watch-timeout 00:01:00 --log-level Warning",
-            RedirectStandardOutput = true,
-            RedirectStandardError = true
-        )
-
-    use proc = Process.Start psi
-    let baseUri = Uri($"http://127.0.0.1:{port}")
+    let proc, baseUri = startServerProcess $"--sqlite \"{sqlite}\" --watch-timeout 00:01:00 --log-level Warning"
+    use proc = proc
 
     try
-        use probe = new HttpClient()
-        let sw = Stopwatch.StartNew()
-        let mutable up = false
-
-        while not up && sw.Elapsed < TimeSpan.FromSeconds 30.0 do
-            try
-                up <- (probe.GetAsync(Uri(baseUri, "/healthz")) |> await).IsSuccessStatusCode
-            with _ ->
-                Threading.Thread.Sleep 100
-
-        if not up then
-            failwith "the server did not start"
-
         use handler = new SocketsHttpHandler(MaxConnectionsPerServer = watchers + 10)
         use http = new HttpClient(handler, Timeout = TimeSpan.FromSeconds 75.0)
         use client = new SyncClient(baseUri, http)
