@@ -23,6 +23,7 @@ let main argv =
                 InviteProperties.tests
                 CoreProperties.tests
                 ServerProperties.tests
+                DirectoryProperties.tests
                 Simulation.tests
                 ModelCheck.tests
                 SampleMerges.tests

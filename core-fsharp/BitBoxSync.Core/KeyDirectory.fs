@@ -1,0 +1,278 @@
+/// The key directory of a collection (docs/protocol.md §17, engine extension, layout version 1):
+/// which logical keys exist and which were deleted, kept by the engine in reserved encrypted items of
+/// the namespace so that a device can learn keys another device created and deletions propagate.
+/// The merge is a state-based CRDT (a join-semilattice: commutative, associative, idempotent), so
+/// concurrent directory writes always merge without a conflict and without the app's merge
+/// function, and a peer replaying an older state can never bring a deleted key back.
+namespace BitBoxSync.Core
+
+open System
+open System.Collections.Generic
+open BitBoxSync.Protocol
+
+/// Whether a directory entry says the key exists or was deleted.
+[<RequireQualifiedAccess>]
+type KeyState =
+    | Live
+    | Deleted
+
+/// What a collection does when a deletion and an edit made without seeing it meet (set per
+/// collection; every device of the collection must use the same policy, or they may disagree).
+[<RequireQualifiedAccess>]
+type DeletePolicy =
+    /// The edit wins: the key lives again and the app is told that a deleted key came back (default).
+    | EditWins
+    /// The deletion wins: the concurrent edit is dropped and the app is told.
+    | DeleteWins
+
+/// One key's entry: its state, the generation of that state (raised by one each time the key is
+/// created again or deleted) and the writer of that state (the first 8 bytes of its key ID, hex),
+/// which only orders entries that are otherwise equal.
+type DirEntry =
+    {
+        Generation: uint64
+        State: KeyState
+        Writer: string
+    }
+
+/// What a merged directory means for one key on this device.
+[<RequireQualifiedAccess>]
+type KeyFate =
+    /// Nothing to do.
+    | Unchanged
+    /// A live key this device does not hold: fetch its value (in the same pass).
+    | Learned
+    /// The key was deleted elsewhere and this device has no unsynced edit of it: remove the value
+    /// (only if it is still the synced one).
+    | Delete
+    /// An edit this device made without seeing a deletion beat it (`EditWins`): the key lives again
+    /// (the entry to publish is returned); tell the app that a deleted key came back.
+    | Revived
+    /// A deletion beat an edit this device made without seeing it (`DeleteWins`): remove the value;
+    /// tell the app its edit was dropped.
+    | EditDropped
+
+/// The directory rules.
+module KeyDirectory =
+    /// Layout version written and read.
+    [<Literal>]
+    let Version = 1
+
+    /// Buckets per collection: a bucket is chosen by the first byte of the key's item ID.
+    [<Literal>]
+    let Buckets = 256
+
+    /// Longest logical key (UTF-8 bytes) a directory collection accepts: with at most 10 000 live
+    /// keys per namespace a bucket then stays far below the 65 520-byte plaintext limit.
+    [<Literal>]
+    let MaxKeyBytes = 512
+
+    /// The reserved collection name of directory items; apps cannot register it.
+    [<Literal>]
+    let ReservedCollection = "bitboxsync.directory"
+
+    /// Whether an app may use `name` for a collection (names starting "bitboxsync." are the engine's).
+    let isReservedName (name: string) =
+        not (isNull name) && name.StartsWith("bitboxsync.", StringComparison.Ordinal)
+
+    /// The logical key of bucket `bucket` of `collection` in the reserved collection.
+    let bucketKey (collection: string) (bucket: int) =
+        bucket.ToString("x2", Globalization.CultureInfo.InvariantCulture) + ":" + collection
+
+    /// The bucket of an item ID.
+    let bucketOf (itemId: ItemId) : int = int itemId.Span[0]
+
+    let private rank (policy: DeletePolicy) (state: KeyState) =
+        match policy, state with
+        | DeletePolicy.EditWins, KeyState.Live
+        | DeletePolicy.DeleteWins, KeyState.Deleted -> 1
+        | _ -> 0
+
+    /// The total order the merge takes the maximum of: generation, then the state the policy
+    /// prefers, then the writer (ordinal).
+    let compare (policy: DeletePolicy) (a: DirEntry) (b: DirEntry) : int =
+        let g = a.Generation.CompareTo b.Generation
+
+        if g <> 0 then
+            g
+        else
+            let s = (rank policy a.State).CompareTo(rank policy b.State)
+            if s <> 0 then s else String.CompareOrdinal(a.Writer, b.Writer)
+
+    /// The larger of two entries.
+    let join (policy: DeletePolicy) (a: DirEntry) (b: DirEntry) =
+        if compare policy a b >= 0 then a else b
+
+    /// Merges two directories (of one collection or one bucket) key by key: every key of either,
+    /// with the larger entry. Commutative, associative and idempotent; nothing is ever dropped, so
+    /// a tombstone outlives every older state of its key.
+    let merge (policy: DeletePolicy) (a: Map<string, DirEntry>) (b: Map<string, DirEntry>) : Map<string, DirEntry> =
+        b
+        |> Map.fold
+            (fun acc key entry ->
+                match Map.tryFind key acc with
+                | Some existing -> Map.add key (join policy existing entry) acc
+                | None -> Map.add key entry acc)
+            a
+
+    /// The entry after this device writes a value of `key`: a new key is live at generation 1, a
+    /// deleted one (the writer saw the deletion) live at the next generation, a live one unchanged.
+    let written (writer: string) (current: DirEntry option) : DirEntry =
+        match current with
+        | None ->
+            {
+                Generation = 1UL
+                State = KeyState.Live
+                Writer = writer
+            }
+        | Some e when e.State = KeyState.Deleted ->
+            {
+                Generation = e.Generation + 1UL
+                State = KeyState.Live
+                Writer = writer
+            }
+        | Some e -> e
+
+    /// The entry after this device deletes `key`: a live (or unknown) key becomes deleted at the
+    /// next generation, a deleted one stays as it is.
+    let deleted (writer: string) (current: DirEntry option) : DirEntry =
+        match current with
+        | Some e when e.State = KeyState.Deleted -> e
+        | Some e ->
+            {
+                Generation = e.Generation + 1UL
+                State = KeyState.Deleted
+                Writer = writer
+            }
+        | None ->
+            {
+                Generation = 1UL
+                State = KeyState.Deleted
+                Writer = writer
+            }
+
+    /// What a merged entry means on this device, given the entry it held before (`known`), whether
+    /// it holds a value of the key and whether that value has an edit not yet synced (made without
+    /// seeing the merged state). Returns the fate and, for `Revived`, the entry to publish.
+    let fate
+        (policy: DeletePolicy)
+        (writer: string)
+        (known: DirEntry option)
+        (merged: DirEntry)
+        (hasValue: bool)
+        (editedLocally: bool)
+        : KeyFate * DirEntry option =
+        let newer =
+            match known with
+            | Some k -> compare policy merged k > 0
+            | None -> true
+
+        match merged.State with
+        | KeyState.Live when newer && not hasValue -> KeyFate.Learned, None
+        | KeyState.Live -> KeyFate.Unchanged, None
+        | KeyState.Deleted when not hasValue -> KeyFate.Unchanged, None
+        | KeyState.Deleted when not editedLocally -> KeyFate.Delete, None
+        | KeyState.Deleted ->
+            match policy with
+            | DeletePolicy.EditWins -> KeyFate.Revived, Some(written writer (Some merged))
+            | DeletePolicy.DeleteWins -> KeyFate.EditDropped, None
+
+    /// The live keys of a directory.
+    let liveKeys (directory: Map<string, DirEntry>) : string list =
+        directory
+        |> Map.toList
+        |> List.choose (fun (k, e) -> if e.State = KeyState.Live then Some k else None)
+
+    // ------------------------------------------------------------------ bucket encoding
+
+    /// The writer tag of a key ID (its first 8 bytes, lowercase hex).
+    let writerOf (keyId: KeyId) = keyId.Wire.Substring(0, 16)
+
+    /// A bucket's plaintext, binary so that its size is exact whatever the keys hold: the layout
+    /// version (one byte), then per key in ordinal order: u16be length and the key's UTF-8 bytes,
+    /// u64be generation, one state byte (0 live, 1 deleted), the writer's 8 bytes. Equal buckets
+    /// have equal bytes. An entry takes its key's length + 19 bytes.
+    let encode (bucket: Map<string, DirEntry>) : byte[] =
+        let entries =
+            bucket
+            |> Seq.sortWith (fun a b -> String.CompareOrdinal(a.Key, b.Key))
+            |> Seq.map (fun kv -> Text.Encoding.UTF8.GetBytes kv.Key, kv.Value)
+            |> Seq.toArray
+
+        let out = Array.zeroCreate (1 + (entries |> Array.sumBy (fun (k, _) -> k.Length + 19)))
+        out[0] <- byte Version
+        let mutable offset = 1
+
+        for key, e in entries do
+            Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(Span(out, offset, 2), uint16 key.Length)
+            key.CopyTo(out, offset + 2)
+            offset <- offset + 2 + key.Length
+            Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(Span(out, offset, 8), e.Generation)
+            out[offset + 8] <- (if e.State = KeyState.Deleted then 1uy else 0uy)
+            Convert.FromHexString(e.Writer).CopyTo(out, offset + 9)
+            offset <- offset + 17
+
+        out
+
+    /// Bytes of the encoded bucket (without building it): 1 + Σ (key bytes + 19).
+    let encodedSize (bucket: Map<string, DirEntry>) : int =
+        1 + (bucket |> Seq.sumBy (fun kv -> Text.Encoding.UTF8.GetByteCount kv.Key + 19))
+
+    let private strictUtf8 = Text.UTF8Encoding(false, true)
+
+    /// Reads a bucket's plaintext; refuses another version, truncated or trailing bytes, keys that
+    /// are not UTF-8 or longer than `MaxKeyBytes`, keys out of order or repeated, generation 0 and
+    /// states other than 0 and 1.
+    let decode (bytes: ReadOnlySpan<byte>) : Result<Map<string, DirEntry>, string> =
+        if bytes.Length = 0 || int bytes[0] <> Version then
+            Error(sprintf "a directory bucket must start with layout version %d" Version)
+        else
+            let mutable offset = 1
+            let mutable map = Map.empty
+            let mutable previous: string = null
+            let mutable error = None
+
+            while error.IsNone && offset < bytes.Length do
+                if bytes.Length - offset < 2 then
+                    error <- Some "a directory bucket is truncated"
+                else
+                    let length = int (Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(bytes.Slice(offset, 2)))
+
+                    if length > MaxKeyBytes then
+                        error <- Some(sprintf "a directory key is longer than %d bytes" MaxKeyBytes)
+                    elif bytes.Length - offset < 2 + length + 17 then
+                        error <- Some "a directory bucket is truncated"
+                    else
+                        let key =
+                            try
+                                Some(strictUtf8.GetString(bytes.Slice(offset + 2, length)))
+                            with :? ArgumentException ->
+                                None
+
+                        let at = offset + 2 + length
+                        let generation = Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(bytes.Slice(at, 8))
+                        let state = bytes[at + 8]
+
+                        match key with
+                        | None -> error <- Some "a directory key is not UTF-8"
+                        | Some _ when generation = 0UL -> error <- Some "a directory entry's generation must be positive"
+                        | Some _ when state > 1uy -> error <- Some "a directory entry's state must be 0 or 1"
+                        | Some k when not (isNull previous) && String.CompareOrdinal(previous, k) >= 0 ->
+                            error <- Some "directory keys must be distinct and in order"
+                        | Some k ->
+                            map <-
+                                Map.add
+                                    k
+                                    {
+                                        Generation = generation
+                                        State = if state = 1uy then KeyState.Deleted else KeyState.Live
+                                        Writer = Convert.ToHexStringLower(bytes.Slice(at + 9, 8))
+                                    }
+                                    map
+
+                            previous <- k
+                            offset <- at + 17
+
+            match error with
+            | Some e -> Error e
+            | None -> Ok map
