@@ -13,6 +13,16 @@ internal sealed record Dialect(string Name, string BlobType, string IntType, str
     /// <summary>The LISTEN/NOTIFY channel that carries watch keys between server processes.</summary>
     public const string ChangeChannel = "bitboxsync_changes";
 
+    /// <summary>
+    /// A condition "<paramref name="column"/> is one of <paramref name="values"/>" with a single
+    /// parameter <c>@list</c> and its value (binding hundreds of named parameters costs more than the
+    /// query on SQLite): a JSON array read by <c>json_each</c>, or a PostgreSQL text array.
+    /// </summary>
+    public (string Condition, object Value) OneOf(string column, IReadOnlyList<string> values) =>
+        BlobType == "BYTEA"
+            ? ($"{column} = ANY(@list)", values.ToArray())
+            : ($"{column} IN (SELECT value FROM json_each(@list))", System.Text.Json.JsonSerializer.Serialize(values));
+
     public string Ddl(string statement) =>
         statement.Replace("{BLOB}", BlobType).Replace("{INT}", IntType);
 }

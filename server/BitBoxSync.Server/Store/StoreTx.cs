@@ -345,20 +345,13 @@ internal sealed class StoreTx(DbConnection connection, DbTransaction transaction
     {
         var found = new Dictionary<string, StoredItem>(items.Count, StringComparer.Ordinal);
         if (items.Count == 0) return found;
-        var args = new (string, object?)[items.Count + 1];
-        var names = new StringBuilder();
-        args[0] = ("n", ns.Wire);
-        for (var i = 0; i < items.Count; i++)
-        {
-            args[i + 1] = ("i" + i.ToString(System.Globalization.CultureInfo.InvariantCulture), items[i].Wire);
-            names.Append(i == 0 ? "@i" : ", @i").Append(i.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        }
+        var (condition, list) = dialect.OneOf("item_id", items.Select(i => i.Wire).ToList());
         var rows = await QueryAsync(
-            $"SELECT item_id, version, nonce, aad, ciphertext, updated_at FROM items WHERE namespace_id = @n AND item_id IN ({names})",
+            $"SELECT item_id, version, nonce, aad, ciphertext, updated_at FROM items WHERE namespace_id = @n AND {condition}",
             r => new StoredItem(ns, StoredWire<ItemIdKind>(r.GetString(0)), (ulong)r.GetInt64(1),
                 new SealedItem(Stored<ItemNonceKind>(Blob(r, 2)), Stored<ItemAadKind>(Blob(r, 3)), Stored<CiphertextKind>(Blob(r, 4))),
                 Time(r, 5)),
-            ct, args);
+            ct, ("n", ns.Wire), ("list", list));
         foreach (var row in rows) found[row.ItemId.Wire] = row;
         return found;
     }
