@@ -566,6 +566,19 @@ let private apiChecks =
                 ns.OpenCollection("other", CollectionOptions<string>(Codec = Codecs.String))
                 |> ignore)
             "backend required"
+
+        for reserved in [ "bitboxsync.directory"; "bitboxsync.anything" ] do
+            let e =
+                Expect.throwsC
+                    (fun () ->
+                        ns.OpenCollection(reserved, CollectionOptions<string>(Codec = Codecs.String, Backend = MemoryValueBackend<string>(Codecs.String)))
+                        |> ignore)
+                    id
+
+            Expect.stringContains e.Message "reserved" $"{reserved} is the engine's"
+
+        ns.OpenCollection("bitboxsyncnotes", CollectionOptions<string>(Codec = Codecs.String, Backend = MemoryValueBackend<string>(Codecs.String)))
+        |> ignore
     }
 
 let tests =

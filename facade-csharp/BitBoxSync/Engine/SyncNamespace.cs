@@ -65,13 +65,17 @@ public sealed class SyncNamespace
     /// Opens a collection: registers its codec, merge and backend with the engine. No network; works
     /// offline. Open collections before <see cref="SyncEngine.RunAsync"/> so passes can apply and upload them.
     /// </summary>
-    /// <exception cref="ArgumentException">The name is empty, the codec or backend is missing, or the codec
-    /// cannot encode the value type (for example <see cref="Codecs.Json{T}"/> of a type Go writes differently).</exception>
+    /// <exception cref="ArgumentException">The name is empty or reserved (names starting with
+    /// <c>bitboxsync.</c> belong to the engine, for example its key directory), the codec or backend is
+    /// missing, or the codec cannot encode the value type (for example <see cref="Codecs.Json{T}"/> of a
+    /// type Go writes differently).</exception>
     /// <exception cref="CollectionAlreadyRegisteredException">The namespace already has a collection of that name.</exception>
     public Collection<T> OpenCollection<T>(string name, CollectionOptions<T> options)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         ArgumentNullException.ThrowIfNull(options);
+        if (BitBoxSync.Core.KeyDirectory.isReservedName(name))
+            throw new ArgumentException($"collection name \"{name}\" is reserved: names starting with \"bitboxsync.\" belong to the engine", nameof(name));
         if (options.Codec is null) throw new ArgumentException($"collection \"{name}\" needs a codec", nameof(options));
         if (options.Backend is null) throw new ArgumentException($"bitboxsync: collection value backend required for collection \"{name}\"", nameof(options));
         if (options.Codec is ICheckedCodec checkedCodec) checkedCodec.Check();
