@@ -93,6 +93,25 @@ type CrashingBackend(inner: MemoryValueBackend<string>) =
             }
             |> ValueTask<bool>
 
+/// A backend whose read of one value fails once, at the `failAt`-th read (a transient app storage error).
+type FailingReadBackend(inner: MemoryValueBackend<string>, failAt: int) =
+    let mutable reads = 0
+
+    interface IConditionalValueBackend<string> with
+        member _.KeysAsync ct = inner.KeysAsync ct
+        member _.SnapshotAsync ct = inner.SnapshotAsync ct
+
+        member _.GetAsync(key, ct) =
+            reads <- reads + 1
+
+            if reads = failAt then
+                ValueTask<BackendValue<string>>(Task.FromException<BackendValue<string>>(IO.IOException "the app's storage failed once"))
+            else
+                inner.GetAsync(key, ct)
+
+        member _.SetAsync(key, value, ct) = inner.SetAsync(key, value, ct)
+        member _.SetIfCurrentAsync(key, current, found, value, ct) = inner.SetIfCurrentAsync(key, current, found, value, ct)
+
 let private serverHead (server: TestServer) (ns: string) =
     use probe = new SyncClient(server.BaseAddress)
     let session = BitBoxSync.Server.Tests.Flows.login server "alice"
@@ -283,6 +302,30 @@ let private batchUse =
                 engine.DisposeAsync().AsTask() |> awaitUnit
                 fresh.DisposeAsync().AsTask() |> awaitUnit
             }
+
+        test "reading the next chunk's values fails while a chunk is on its way: that chunk is still saved, nothing is written twice" {
+            use server = startWithBatches Sqlite true
+            let names = [ for i in 1..300 -> $"n{i:D3}" ]
+            let store = new MemoryStore()
+            let engine = openWith (new SyncClient(server.BaseAddress)) "alice" store
+            let ns = engine.DefaultNamespaceAsync() |> await
+            let values = MemoryValueBackend<string>(Codecs.String, null, names)
+            // The 257th read is the first of the second chunk (256 items per batch).
+            let failing = FailingReadBackend(values, 257)
+            ns.OpenCollection("notes", CollectionOptions<string>(Codec = Codecs.String, Backend = failing)) |> ignore
+
+            for k in names do
+                values.SetAsync(k, "v-" + k, CancellationToken.None).AsTask() |> awaitUnit
+
+            Expect.throwsT<IO.IOException> (fun () -> engine.SyncNowAsync() |> awaitUnit) "the read failed"
+            Expect.equal (serverHead server ns.Id) 256UL "the first chunk was accepted"
+            let clean = (store.ListDirtyItemsAsync(engine.KeyId).AsTask() |> await).Count
+            Expect.equal clean 44 "and saved clean: only the second chunk is still dirty"
+            engine.SyncNowAsync() |> awaitUnit
+            Expect.equal (serverHead server ns.Id) 300UL "the rest uploaded once"
+            Expect.equal engine.Status.PendingUploads 0 "nothing pending"
+            engine.DisposeAsync().AsTask() |> awaitUnit
+        }
 
         test "a batch PUT's response lost after the server applied it: converges without a second write" {
             use server = startWithBatches Sqlite true

@@ -38,10 +38,18 @@ public sealed partial class SyncEngine
             {
                 var (current, answers) = (prepared, await sending);
                 Task<Answer[]>? next = null;
+                Exception? preparing = null;
                 if (i + 1 < chunks.Count)
                 {
-                    prepared = await PrepareChunkAsync(chunks[i + 1]);
-                    next = SendChunkAsync(prepared, batches);
+                    try
+                    {
+                        prepared = await PrepareChunkAsync(chunks[i + 1]);
+                        next = SendChunkAsync(prepared, batches);
+                    }
+                    catch (Exception x)
+                    {
+                        preparing = x; // reported after this chunk's accepted uploads are saved
+                    }
                 }
                 List<ItemState> refused;
                 try
@@ -63,6 +71,7 @@ public sealed partial class SyncEngine
                     }
                     throw;
                 }
+                if (preparing is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(preparing);
                 // A 412 (or 428): fetch, merge, and retry once, one item at a time.
                 foreach (var row in refused) await FlushOneAsync(row, refusedOnce: true);
                 if (next is not null) sending = next;
