@@ -188,37 +188,60 @@ module KeyDirectory =
     /// The writer tag of a key ID (its first 8 bytes, lowercase hex).
     let writerOf (keyId: KeyId) = keyId.Wire.Substring(0, 16)
 
+    let private strictUtf8 = Text.UTF8Encoding(false, true)
+
+    let private writerValid (w: string) =
+        not (isNull w)
+        && w.Length = 16
+        && w |> Seq.forall (fun c -> (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))
+
     /// A bucket's plaintext, binary so that its size is exact whatever the keys hold: the layout
     /// version (one byte), then per key in ordinal order: u16be length and the key's UTF-8 bytes,
     /// u64be generation, one state byte (0 live, 1 deleted), the writer's 8 bytes. Equal buckets
-    /// have equal bytes. An entry takes its key's length + 19 bytes.
-    let encode (bucket: Map<string, DirEntry>) : byte[] =
+    /// have equal bytes. An entry takes its key's length + 19 bytes. Refuses what no reader would
+    /// accept: a key that is not valid UTF-16 text or longer than `MaxKeyBytes`, generation 0, a
+    /// writer that is not 16 lowercase hex digits.
+    let encode (bucket: Map<string, DirEntry>) : Result<byte[], string> =
         let entries =
             bucket
             |> Seq.sortWith (fun a b -> String.CompareOrdinal(a.Key, b.Key))
-            |> Seq.map (fun kv -> Text.Encoding.UTF8.GetBytes kv.Key, kv.Value)
-            |> Seq.toArray
+            |> Seq.map (fun kv ->
+                let key =
+                    try
+                        Ok(strictUtf8.GetBytes kv.Key)
+                    with :? ArgumentException ->
+                        Error(sprintf "directory key %A is not valid text" kv.Key)
 
-        let out = Array.zeroCreate (1 + (entries |> Array.sumBy (fun (k, _) -> k.Length + 19)))
-        out[0] <- byte Version
-        let mutable offset = 1
+                match key with
+                | Error e -> Error e
+                | Ok k when k.Length > MaxKeyBytes -> Error(sprintf "a directory key is longer than %d bytes" MaxKeyBytes)
+                | Ok _ when kv.Value.Generation = 0UL -> Error "a directory entry's generation must be positive"
+                | Ok _ when not (writerValid kv.Value.Writer) -> Error "a directory entry's writer must be 16 lowercase hex digits"
+                | Ok k -> Ok(k, kv.Value))
+            |> Seq.toList
 
-        for key, e in entries do
-            Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(Span(out, offset, 2), uint16 key.Length)
-            key.CopyTo(out, offset + 2)
-            offset <- offset + 2 + key.Length
-            Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(Span(out, offset, 8), e.Generation)
-            out[offset + 8] <- (if e.State = KeyState.Deleted then 1uy else 0uy)
-            Convert.FromHexString(e.Writer).CopyTo(out, offset + 9)
-            offset <- offset + 17
+        match entries |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
+        | Some e -> Error e
+        | None ->
+            let entries = entries |> List.map (function Ok v -> v | Error _ -> failwith "unreachable")
+            let out = Array.zeroCreate (1 + (entries |> List.sumBy (fun (k, _) -> k.Length + 19)))
+            out[0] <- byte Version
+            let mutable offset = 1
 
-        out
+            for key, e in entries do
+                Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(Span(out, offset, 2), uint16 key.Length)
+                key.CopyTo(out, offset + 2)
+                offset <- offset + 2 + key.Length
+                Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(Span(out, offset, 8), e.Generation)
+                out[offset + 8] <- (if e.State = KeyState.Deleted then 1uy else 0uy)
+                Convert.FromHexString(e.Writer).CopyTo(out, offset + 9)
+                offset <- offset + 17
+
+            Ok out
 
     /// Bytes of the encoded bucket (without building it): 1 + Σ (key bytes + 19).
     let encodedSize (bucket: Map<string, DirEntry>) : int =
         1 + (bucket |> Seq.sumBy (fun kv -> Text.Encoding.UTF8.GetByteCount kv.Key + 19))
-
-    let private strictUtf8 = Text.UTF8Encoding(false, true)
 
     /// Reads a bucket's plaintext; refuses another version, truncated or trailing bytes, keys that
     /// are not UTF-8 or longer than `MaxKeyBytes`, keys out of order or repeated, generation 0 and

@@ -798,7 +798,9 @@ module Json =
         let pooled = PooledWriter()
 
         try
-            use writer = new Utf8JsonWriter(pooled)
+            // The writer's own options decide escaping: the same encoder as `strict`, so the bytes
+            // equal `serializeToUtf8`'s (base64 '+' stays '+').
+            use writer = new Utf8JsonWriter(pooled, JsonWriterOptions(Encoder = strict.Encoder))
             JsonSerializer.Serialize(writer, value, value.GetType(), strict)
             writer.Flush()
             pooled.Detach()

@@ -178,7 +178,7 @@ let tests =
                     { Version = v; MaxItems = n; MaxRequestBytes = bytes; MaxResponseBytes = 1 }
 
                 Expect.equal (Batching.ofCapability (offer 1 100 200_000)) (Some { MaxItems = 100; MaxRequestBytes = 200_000 }) "usable"
-                Expect.equal (Batching.ofCapability (offer 1 10_000 100_000_000)) (Some { MaxItems = Limits.MaxBatchItems; MaxRequestBytes = Limits.MaxBatchRequestBytes }) "clamped"
+                Expect.equal (Batching.ofCapability (offer 1 10_000 100_000_000)) (Some { MaxItems = Limits.MaxBatchItems; MaxRequestBytes = Batching.MaxRequestBytes }) "clamped"
                 Expect.isNone (Batching.ofCapability (offer 2 100 200_000)) "another version"
                 Expect.isNone (Batching.ofCapability (offer 1 1 200_000)) "one item per batch"
                 Expect.isNone (Batching.ofCapability (offer 1 100 (Batching.MinRequestBytes - 1))) "too small for a 64 KiB item"

@@ -138,11 +138,12 @@ let tests =
 
             testPropertyWithConfig config "a bucket's bytes are canonical and read back"
             <| forAll directory (fun d ->
-                let bytes = KeyDirectory.encode d
+                let bytes = KeyDirectory.encode d |> Result.defaultWith failwith
                 let shuffled = d |> Map.toList |> List.rev |> Map.ofList
 
                 KeyDirectory.decode (ReadOnlySpan bytes) = Ok d
-                && KeyDirectory.encode shuffled = bytes)
+                && KeyDirectory.encode shuffled = Ok bytes
+                && bytes.Length = KeyDirectory.encodedSize d)
 
             test "malformed buckets are refused with a reason" {
                 let entry (key: byte[]) (generation: uint64) (state: byte) =
@@ -176,6 +177,17 @@ let tests =
                     | Error reason -> Expect.isNotEmpty reason name
 
                 Expect.equal (KeyDirectory.decode (ReadOnlySpan [| 1uy |])) (Ok Map.empty) "an empty bucket"
+                let valid = { Generation = 1UL; State = KeyState.Live; Writer = writers[0] }
+
+                for name, bucket in
+                    [
+                        "a key over 512 bytes", Map.ofList [ String('x', 513), valid ]
+                        "a lone surrogate", Map.ofList [ "a" + string (char 0xD800), valid ]
+                        "generation 0", Map.ofList [ "k", { valid with Generation = 0UL } ]
+                        "a writer that is not 16 hex digits", Map.ofList [ "k", { valid with Writer = "XYZ" } ]
+                    ] do
+                    Expect.isError (KeyDirectory.encode bucket) $"not written: {name}"
+
                 Expect.isTrue (KeyDirectory.isReservedName KeyDirectory.ReservedCollection) "the directory's own name is reserved"
                 Expect.isFalse (KeyDirectory.isReservedName "notes") "app names are not"
             }
@@ -199,6 +211,6 @@ let tests =
                 Expect.equal (Text.Encoding.UTF8.GetByteCount(sprintf "%05d" 0 + String('\u00e9', 253) + "x")) 512 "keys of 512 bytes"
                 Expect.isLessThanOrEqual largest BitBoxSync.Protocol.Limits.MaxItemPlaintextSize "the largest bucket fits in one item"
                 printfn "key directory: 20 000 entries of 512-byte keys, largest of %d buckets %d bytes" buckets.Length largest
-                Expect.equal (KeyDirectory.encode buckets[0]).Length (KeyDirectory.encodedSize buckets[0]) "the size is exact"
+                Expect.equal (KeyDirectory.encode buckets[0] |> Result.map (fun b -> b.Length)) (Ok(KeyDirectory.encodedSize buckets[0])) "the size is exact"
             }
         ]

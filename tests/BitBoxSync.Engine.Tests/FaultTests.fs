@@ -93,6 +93,18 @@ type CrashingBackend(inner: MemoryValueBackend<string>) =
             }
             |> ValueTask<bool>
 
+/// Answers `GET /v1/capabilities` itself with a fixed status and body; passes everything else on.
+type CapabilitiesHandler(status: int, body: string) =
+    inherit DelegatingHandler(new SocketsHttpHandler())
+
+    override _.SendAsync(request, ct) =
+        if request.RequestUri.AbsolutePath = "/v1/capabilities" then
+            Task.FromResult(
+                new HttpResponseMessage(enum<Net.HttpStatusCode> status, Content = new StringContent(body, Text.Encoding.UTF8, "text/html"))
+            )
+        else
+            base.SendAsync(request, ct)
+
 /// A backend whose read of one value fails once, at the `failAt`-th read (a transient app storage error).
 type FailingReadBackend(inner: MemoryValueBackend<string>, failAt: int) =
     let mutable reads = 0
@@ -326,6 +338,45 @@ let private batchUse =
             Expect.equal engine.Status.PendingUploads 0 "nothing pending"
             engine.DisposeAsync().AsTask() |> awaitUnit
         }
+
+        test "items near 64 KiB go in batches cut within the body limit, and every one is accepted" {
+            use server = startWithBatches Sqlite true
+            let names = [ for i in 1..30 -> $"big{i:D2}" ]
+            let writer = new RecordingHandler()
+            let engine, ns, notes = notesDevice server writer names
+            // Random letters: base64 of their ciphertext holds '+' and '/' like any other.
+            let rnd = Random(7)
+            let big () = String(Array.init 65_520 (fun _ -> char (rnd.Next(33, 127))))
+
+            for k in names do
+                notes.SetAsync(k, big (), CancellationToken.None).AsTask() |> awaitUnit
+
+            engine.SyncNowAsync() |> awaitUnit
+            Expect.equal (serverHead server ns.Id) 30UL "all accepted"
+            // 30 × ~87.5 KB of JSON: at most 11 per 1 MiB body.
+            Expect.equal (count "/v1/namespaces/{id}/items/batch-put" writer) 3 "three batches"
+            Expect.equal engine.Status.PendingUploads 0 "nothing pending"
+            engine.DisposeAsync().AsTask() |> awaitUnit
+        }
+
+        for status, body, name in
+            [
+                403, """{"error":"forbidden"}""", "a 403"
+                200, "<html>a proxy's page</html>", "an HTML page"
+                503, """{"error":"busy"}""", "a 503"
+            ] do
+            test $"capabilities answered with {name}: the engine syncs with single requests" {
+                use server = startWithBatches Sqlite true
+                let names = [ "a"; "b"; "c" ]
+                let engine, ns, notes = notesDevice server (new CapabilitiesHandler(status, body)) names
+
+                for k in names do
+                    notes.SetAsync(k, "v-" + k, CancellationToken.None).AsTask() |> awaitUnit
+
+                engine.SyncNowAsync() |> awaitUnit
+                Expect.equal (serverHead server ns.Id) 3UL "uploaded"
+                engine.DisposeAsync().AsTask() |> awaitUnit
+            }
 
         test "a batch PUT's response lost after the server applied it: converges without a second write" {
             use server = startWithBatches Sqlite true

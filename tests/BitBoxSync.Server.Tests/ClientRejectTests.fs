@@ -329,8 +329,16 @@ let private behaviour =
                     ()
 
             fake.Answer(200, put (result a 200 1 + "," + result b 412 0))
-            let answer = client.PutItemsAsync(token, ns, sent) |> await
+            let withPlus = [| { sent[0] with Ciphertext = "ab+/cd==" }; sent[1] |]
+            let answer = client.PutItemsAsync(token, ns, withPlus) |> await
             Expect.equal (answer.Results |> Array.map (fun r -> r.Status)) [| 200; 412 |] "per-item statuses"
+
+            Expect.equal
+                fake.Last.Body
+                (Json.serialize ({ Items = withPlus }: BatchPutItemsRequest))
+                "the body is the compact JSON, base64 written as is ('+' not escaped)"
+
+            Expect.stringContains fake.Last.Body "\"ab+/cd==\"" "raw base64"
             fake.Answer(404, "")
             Expect.isNull (box (client.GetCapabilitiesAsync() |> await).BatchItems) "a server without capabilities offers nothing"
             Expect.equal fake.Last.Path "/v1/capabilities" "asked"

@@ -51,15 +51,18 @@ public sealed partial class SyncEngine
                         preparing = x; // reported after this chunk's accepted uploads are saved
                     }
                 }
-                List<ItemState> refused;
                 try
                 {
-                    refused = await SaveChunkAsync(current, answers);
+                    var refused = await SaveChunkAsync(current, answers);
+                    if (preparing is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(preparing);
+                    // A 412 (or 428): fetch, merge, and retry once, one item at a time.
+                    foreach (var row in refused) await FlushOneAsync(row, refusedOnce: true);
                 }
                 catch when (next is not null)
                 {
-                    // The pass fails at this chunk; what the server accepted of the next one is saved too
-                    // (best effort: anything not saved stays dirty and converges through a 412).
+                    // The pass fails at this chunk; what the server accepted of the next one (already on
+                    // its way) is saved too, best effort: anything not saved stays dirty and converges
+                    // through a 412.
                     var late = await next;
                     try
                     {
@@ -71,9 +74,6 @@ public sealed partial class SyncEngine
                     }
                     throw;
                 }
-                if (preparing is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(preparing);
-                // A 412 (or 428): fetch, merge, and retry once, one item at a time.
-                foreach (var row in refused) await FlushOneAsync(row, refusedOnce: true);
                 if (next is not null) sending = next;
             }
         }
@@ -143,10 +143,10 @@ public sealed partial class SyncEngine
             var answers = new Answer[prepared.Count];
             try
             {
-                var sent = prepared.Count > 1 && batches is not null && await e.BatchLimitsAsync(ct) is { } limits
+                var rest = prepared.Count > 1 && batches is not null && await e.BatchLimitsAsync(ct) is { } limits
                     ? await SendBatchesAsync(prepared, answers, limits)
-                    : 0;
-                await SendSinglesAsync(prepared, answers, sent);
+                    : Enumerable.Range(0, prepared.Count).ToList();
+                await SendSinglesAsync(prepared, answers, rest);
             }
             catch (Exception x)
             {
@@ -191,32 +191,33 @@ public sealed partial class SyncEngine
         private readonly record struct Answer(ulong Version, Exception? Error);
 
         /// <summary>
-        /// Sends the prepared uploads in batch PUTs, one namespace per batch (each item answered on
-        /// its own). Returns how many leading uploads were answered: all, or fewer when the server
-        /// stopped offering the extension (404), in which case the rest go out as single PUTs.
+        /// Sends the prepared uploads in batch PUTs, one namespace per batch (the chunk's uploads grouped
+        /// by namespace, their order kept within each), each item answered on its own. Returns the
+        /// uploads left to send as single PUTs: none, or those not sent when the server stopped
+        /// offering the extension (404).
         /// </summary>
-        private async Task<int> SendBatchesAsync(List<PreparedUpload> prepared, Answer[] answers, BatchLimits limits)
+        private async Task<List<int>> SendBatchesAsync(List<PreparedUpload> prepared, Answer[] answers, BatchLimits limits)
         {
-            var start = 0;
-            while (start < prepared.Count)
+            var groups = Enumerable.Range(0, prepared.Count).GroupBy(i => prepared[i].Row.NamespaceId.Wire, StringComparer.Ordinal).ToList();
+            for (var g = 0; g < groups.Count; g++)
             {
-                // The run of uploads to the same namespace, cut into batches within the limits.
-                var ns = prepared[start].Row.NamespaceId.Wire;
-                var end = start;
-                while (end < prepared.Count && prepared[end].Row.NamespaceId.Wire == ns) end++;
-                var sizes = new List<int>(end - start);
-                for (var i = start; i < end; i++)
+                var ns = groups[g].Key;
+                var indices = groups[g].ToList();
+                var sizes = new List<int>(indices.Count);
+                foreach (var i in indices)
                 {
                     var s = prepared[i].Sealed;
                     sizes.Add(Batching.putEntryBytes(Base64Length(s.Nonce.Length), Base64Length(s.Aad.Length), Base64Length(s.Ciphertext.Length)));
                 }
+                var start = 0;
                 foreach (var count in Batching.cut(limits, ListModule.OfSeq(sizes)))
                 {
+                    var batch = indices.GetRange(start, count);
                     var items = new BatchPutItem[count];
-                    for (var i = 0; i < count; i++)
+                    for (var k = 0; k < count; k++)
                     {
-                        var u = prepared[start + i];
-                        items[i] = new BatchPutItem(u.Row.ItemId.Wire, u.Intent.IfMatch.IsAbsent ? 0 : u.Row.Version,
+                        var u = prepared[batch[k]];
+                        items[k] = new BatchPutItem(u.Row.ItemId.Wire, u.Intent.IfMatch.IsAbsent ? 0 : u.Row.Version,
                             u.Sealed.Nonce.Wire, u.Sealed.Aad.Wire, u.Sealed.Ciphertext.Wire);
                     }
                     BatchPutItemsResponse answer;
@@ -227,32 +228,33 @@ public sealed partial class SyncEngine
                     catch (SyncApiException x) when (Withdrawn(x))
                     {
                         e.BatchWithdrawn();
-                        return start;
+                        return [.. indices.Skip(start), .. groups.Skip(g + 1).SelectMany(rest => rest)];
                     }
                     catch (Exception x)
                     {
                         // The whole batch failed or its answer was lost: it and the rest stay dirty.
-                        for (var i = start; i < prepared.Count; i++) answers[i] = new Answer(0, x);
-                        return prepared.Count;
+                        for (var i = 0; i < answers.Length; i++)
+                            if (answers[i] == default) answers[i] = new Answer(0, x);
+                        return [];
                     }
-                    for (var i = 0; i < count; i++)
+                    for (var k = 0; k < count; k++)
                     {
-                        var r = answer.Results[i];
-                        answers[start + i] = r.Status == 200 ? new Answer(r.Version, null) : new Answer(0, new SyncApiException(r.Status, r.Error));
+                        var r = answer.Results[k];
+                        answers[batch[k]] = r.Status == 200 ? new Answer(r.Version, null) : new Answer(0, new SyncApiException(r.Status, r.Error));
                     }
                     start += count;
                 }
             }
-            return start;
+            return [];
         }
 
-        /// <summary>Sends the uploads from <paramref name="from"/> on as single PUTs, a few in flight (started in order).</summary>
-        private async Task SendSinglesAsync(List<PreparedUpload> prepared, Answer[] answers, int from)
+        /// <summary>Sends the given uploads as single PUTs, a few in flight (started in order).</summary>
+        private async Task SendSinglesAsync(List<PreparedUpload> prepared, Answer[] answers, List<int> which)
         {
-            if (from >= prepared.Count) return;
+            if (which.Count == 0) return;
             using var inFlight = new SemaphoreSlim(e._options.UploadsInFlight);
-            var sends = new List<Task>(prepared.Count - from);
-            for (var i = from; i < prepared.Count; i++) sends.Add(SendOneAsync(i));
+            var sends = new List<Task>(which.Count);
+            foreach (var i in which) sends.Add(SendOneAsync(i));
             await Task.WhenAll(sends);
 
             async Task SendOneAsync(int index)
