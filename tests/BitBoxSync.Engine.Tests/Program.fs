@@ -31,6 +31,7 @@ let main argv =
                 ChecklistTests.tests
                 ScriptedTests.tests
                 FaultTests.tests
+                DirectoryTests.tests
                 ShellSimulation.tests
                 AppBackendTests.tests
                 ChangeTrackingTests.tests

@@ -206,6 +206,14 @@ public sealed partial class SyncEngine : IAsyncDisposable
             _ => SyncEventType.ConflictDetected,
         }, row.NamespaceId.Wire, row.Collection, row.Key, row.ItemId.Wire);
 
+    /// <summary>The metadata store (for the engine's own collections).</summary>
+    internal IStore Store => _store;
+
+    /// <summary>The key directory of a namespace, registered on first use (docs/protocol.md §17).</summary>
+    internal DirectoryAdapter DirectoryOf(string namespaceId) =>
+        (DirectoryAdapter)_collections.GetOrAdd((namespaceId, KeyDirectory.ReservedCollection),
+            _ => new DirectoryAdapter(this, namespaceId, KeyDirectory.writerOf(_keyId)));
+
     internal void Register(string namespaceId, ICollectionAdapter adapter)
     {
         ThrowIfClosed();

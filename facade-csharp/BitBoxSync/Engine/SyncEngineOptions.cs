@@ -67,4 +67,13 @@ public sealed class CollectionOptions<T>
 
     /// <summary>The app's storage of the values (required).</summary>
     public IValueBackend<T>? Backend { get; set; }
+
+    /// <summary>
+    /// Keeps an encrypted key directory for the collection (docs/protocol.md §17): keys created on
+    /// one device are learned by the others and downloaded in the same pass, so the backend's
+    /// <see cref="IValueBackend{T}.KeysAsync"/> only needs the keys it holds. Off by default: the
+    /// directory adds items to the namespace that clients without it (the Go client, older
+    /// versions) list as unknown items; they keep syncing the keys they name themselves.
+    /// </summary>
+    public bool KeyDirectory { get; set; }
 }

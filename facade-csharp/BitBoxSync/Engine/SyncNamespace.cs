@@ -81,6 +81,7 @@ public sealed class SyncNamespace
         if (options.Codec is ICheckedCodec checkedCodec) checkedCodec.Check();
         var adapter = new CollectionAdapter<T>(name, options.Codec, options.Merge ?? Merges.NoMerge<T>(), options.Backend);
         _engine.Register(Id, adapter);
+        if (options.KeyDirectory) _engine.DirectoryOf(Id).Collections.Add(name);
         return new Collection<T>(_engine, this, adapter);
     }
 }

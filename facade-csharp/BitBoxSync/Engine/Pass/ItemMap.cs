@@ -43,9 +43,30 @@ public sealed partial class SyncEngine
                         break;
                     case NamespaceAction.FetchItemMap fetch:
                         await ItemMapAsync(planned, fetch.expectedHead, keys, scope);
+                        // A downloaded directory bucket may name keys this device did not know: the
+                        // scope grows and their items are downloaded in this same pass.
+                        if (_directoryChanged.Remove(planned.Listed.NamespaceId.Wire))
+                            await LearnedKeysAsync(planned);
                         break;
                 }
             }
+        }
+
+        /// <summary>Namespaces whose directory buckets were applied in this pass.</summary>
+        private readonly HashSet<string> _directoryChanged = new(StringComparer.Ordinal);
+
+        /// <summary>The scope again (with the keys the directory now lists), then the item map again for them.</summary>
+        private async Task LearnedKeysAsync(NamespacePlan planned)
+        {
+            var ns = planned.Listed.NamespaceId;
+            var before = _scopes[ns.Wire].Scope;
+            _scopes.Remove(ns.Wire);
+            var (keys, scope, _) = await ScopeOfAsync(ns);
+            if (Scope.hashOf(scope) == Scope.hashOf(before)) return;
+            var row = await e.LoadNamespaceAsync(ns, ct);
+            if (row is null) return;
+            await ItemMapAsync(new NamespacePlan(planned.Listed, row, false, true, false), row.Head, keys, scope);
+            _directoryChanged.Remove(ns.Wire); // learned keys do not chain further within one pass
         }
 
         private async Task ItemMapAsync(NamespacePlan p, ulong expectedHead, NamespaceKeys keys, ActiveScope scope)
@@ -89,6 +110,7 @@ public sealed partial class SyncEngine
                 {
                     Settled(outcome.Row);
                     foreach (var ev in outcome.Events) e.Emit(outcome.Row, ev);
+                    if (outcome.Row.Collection == KeyDirectory.ReservedCollection) _directoryChanged.Add(ns.Wire);
                 }
             }
             finally

@@ -150,6 +150,18 @@ public sealed partial class SyncEngine
                 }
                 keyLists.Add((c.Name, collectionKeys));
             }
+            // Directory collections: the keys they hold feed the directory; their scope adds the live
+            // keys the synced directory lists (learned from other devices).
+            if (e._collections.TryGetValue((ns.Wire, KeyDirectory.ReservedCollection), out var dirAdapter) && dirAdapter is DirectoryAdapter directory)
+            {
+                directory.Keys = keys;
+                directory.CollectionKeys = [.. keyLists.Where(k => directory.Collections.Contains(k.Collection))];
+                var synced = await directory.SyncedAsync(ct);
+                for (var i = 0; i < keyLists.Count; i++)
+                    if (synced.TryGetValue(keyLists[i].Collection, out var entries))
+                        keyLists[i] = (keyLists[i].Collection,
+                            [.. keyLists[i].Keys.Union(KeyDirectory.liveKeys(entries), StringComparer.Ordinal)]);
+            }
             // The scope (one HMAC per key) is reused while the DEK and every collection's keys are unchanged.
             ActiveScope scope;
             if (e._scopeCache.TryGetValue(ns.Wire, out var cached) && cached.Dek.Equals(row.Dek.Value) && SameKeys(cached.Keys, keyLists))

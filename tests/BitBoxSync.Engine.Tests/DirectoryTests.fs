@@ -1,0 +1,81 @@
+/// The key directory in the engine (docs/protocol.md §17): keys created on one device reach the
+/// others without being named in their `KeysAsync`, in the same pass that brings the directory.
+module BitBoxSync.Engine.Tests.DirectoryTests
+
+open System
+open System.Threading
+open Expecto
+open BitBoxSync
+open BitBoxSync.Storage
+open BitBoxSync.Server.Tests.Harness
+open BitBoxSync.Engine.Tests.EngineTests
+
+/// A device of `label` with a "notes" collection (keeping a key directory or not) whose backend
+/// names the keys it holds, or a fixed list.
+let private directoryDevice (server: TestServer) (label: string) (directory: bool) (names: string list option) =
+    let engine = openWith (new SyncClient(server.BaseAddress)) label (new MemoryStore())
+    let ns = engine.DefaultNamespaceAsync() |> await
+    let notes = MemoryValueBackend<string>(Codecs.String, null, Option.toObj (names |> Option.map Seq.ofList))
+
+    ns.OpenCollection("notes", CollectionOptions<string>(Codec = Codecs.String, Backend = notes, KeyDirectory = directory))
+    |> ignore
+
+    engine, notes
+
+let private value (notes: MemoryValueBackend<string>) (key: string) =
+    let v = notes.GetAsync(key, CancellationToken.None).AsTask() |> await
+    if v.Found then Some v.Value else None
+
+let tests =
+    testList
+        "key directory"
+        [
+            test "a key created on one device is downloaded by another in one pass, without being named there" {
+                use server = start Sqlite
+                let a, notesA = directoryDevice server "alice" true None
+                let b, notesB = directoryDevice server "alice" true None
+                notesA.SetAsync("note-1", "from A", CancellationToken.None).AsTask() |> awaitUnit
+                a.SyncNowAsync() |> awaitUnit
+                b.SyncNowAsync() |> awaitUnit
+                Expect.equal (value notesB "note-1") (Some "from A") "learned and downloaded in B's first pass"
+
+                notesB.SetAsync("note-2", "from B", CancellationToken.None).AsTask() |> awaitUnit
+                notesB.SetAsync("note-1", "edited on B", CancellationToken.None).AsTask() |> awaitUnit
+                b.SyncNowAsync() |> awaitUnit
+                a.SyncNowAsync() |> awaitUnit
+                Expect.equal (value notesA "note-2") (Some "from B") "and back"
+                Expect.equal (value notesA "note-1") (Some "edited on B") "edits of learned keys sync as usual"
+
+                // Quiet passes change nothing more.
+                let head () = a.Status.PendingUploads, b.Status.PendingUploads
+                a.SyncNowAsync() |> awaitUnit
+                b.SyncNowAsync() |> awaitUnit
+                Expect.equal (head ()) (0, 0) "nothing pending"
+                a.DisposeAsync().AsTask() |> awaitUnit
+                b.DisposeAsync().AsTask() |> awaitUnit
+            }
+
+            test "a peer without the directory (as a Go client) writes values without touching it: the keys the app names still sync, the directory items are unknown items to the peer" {
+                use server = start Sqlite
+                let a, notesA = directoryDevice server "alice" true (Some [ "shared" ])
+                let peer, notesPeer = directoryDevice server "alice" false (Some [ "shared" ])
+                notesPeer.SetAsync("shared", "from the peer", CancellationToken.None).AsTask() |> awaitUnit
+                peer.SyncNowAsync() |> awaitUnit
+                a.SyncNowAsync() |> awaitUnit
+                Expect.equal (value notesA "shared") (Some "from the peer") "named in Keys(): synced"
+                notesA.SetAsync("shared", "edited with a directory", CancellationToken.None).AsTask() |> awaitUnit
+                a.SyncNowAsync() |> awaitUnit
+                peer.SyncNowAsync() |> awaitUnit
+                Expect.equal (value notesPeer "shared") (Some "edited with a directory") "and back"
+                let mutable ev = Unchecked.defaultof<SyncEvent>
+                let mutable unknown = 0
+
+                while peer.Events.TryRead(&ev) do
+                    if ev.Type = SyncEventType.UnknownRemoteItem then unknown <- unknown + 1
+
+                Expect.isGreaterThan unknown 0 "the peer sees the directory bucket as an item it does not know, and goes on"
+                Expect.equal peer.Status.LastError null "without failing"
+                a.DisposeAsync().AsTask() |> awaitUnit
+                peer.DisposeAsync().AsTask() |> awaitUnit
+            }
+        ]
