@@ -30,6 +30,63 @@ let tests =
     testList
         "key directory"
         [
+            test "under RunAsync with a 10-minute poll, a key created on another device arrives through the long poll in one pass" {
+                use server =
+                    startOn (Database.Create Sqlite) (ManualClock DateTimeOffset.UtcNow) (TimeSpan.FromSeconds 20.0)
+
+                let a =
+                    SyncEngine.OpenAsync(
+                        SyncEngineOptions(
+                            Client = new SyncClient(server.BaseAddress),
+                            Identity = BitBoxSync.DummyKeystore.FromLabel "alice",
+                            Store = new MemoryStore(),
+                            PollInterval = TimeSpan.FromMinutes 10.0
+                        )
+                    )
+                    |> await
+
+                use subscription = a.Subscribe()
+                let seen = Collections.Generic.List<SyncEvent>()
+
+                let events () =
+                    let mutable e = Unchecked.defaultof<SyncEvent>
+
+                    while subscription.Reader.TryRead(&e) do
+                        seen.Add e
+
+                    List.ofSeq seen
+                let nsA = a.DefaultNamespaceAsync() |> await
+                let notesA = MemoryValueBackend<string>(Codecs.String)
+                nsA.OpenCollection("notes", CollectionOptions<string>(Codec = Codecs.String, Backend = notesA, KeyDirectory = true)) |> ignore
+                let b, notesB = directoryDevice server "alice" true None
+                use stop = new CancellationTokenSource()
+                let run = a.RunAsync stop.Token
+                let started = Diagnostics.Stopwatch.StartNew()
+
+                while not (events () |> Seq.exists (fun e -> e.Type = SyncEventType.SyncFinished)) && started.Elapsed < TimeSpan.FromSeconds 10.0 do
+                    Thread.Sleep 20
+
+                Thread.Sleep 300 // the watch is parked
+                let passesBefore = events () |> Seq.filter (fun e -> e.Type = SyncEventType.SyncStarted) |> Seq.length
+                notesB.SetAsync("created-on-b", "hello", CancellationToken.None).AsTask() |> awaitUnit
+                b.SyncNowAsync() |> awaitUnit
+                let written = Diagnostics.Stopwatch.StartNew()
+
+                while value notesA "created-on-b" <> Some "hello" && written.Elapsed < TimeSpan.FromSeconds 15.0 do
+                    Thread.Sleep 10
+
+                let latency = written.Elapsed
+                Expect.equal (value notesA "created-on-b") (Some "hello") "arrived"
+                let passes = (events () |> Seq.filter (fun e -> e.Type = SyncEventType.SyncStarted) |> Seq.length) - passesBefore
+                printfn "key directory: a new key arrived through the long poll in %.0f ms (%d pass)" latency.TotalMilliseconds passes
+                Expect.equal passes 1 "in the one pass the watch started"
+                Expect.isLessThan latency (TimeSpan.FromSeconds 10.0) "long before the 10-minute poll"
+                stop.Cancel()
+                let _ = (try run |> awaitUnit with _ -> ())
+                a.DisposeAsync().AsTask() |> awaitUnit
+                b.DisposeAsync().AsTask() |> awaitUnit
+            }
+
             test "a key created on one device is downloaded by another in one pass, without being named there" {
                 use server = start Sqlite
                 let a, notesA = directoryDevice server "alice" true None
