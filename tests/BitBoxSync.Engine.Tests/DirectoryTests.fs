@@ -95,6 +95,14 @@ let tests =
                 a.SyncNowAsync() |> awaitUnit
                 b.SyncNowAsync() |> awaitUnit
                 Expect.equal (value notesB "note-1") (Some "from A") "learned and downloaded in B's first pass"
+                let mutable ev = Unchecked.defaultof<SyncEvent>
+                let seen = Collections.Generic.List<SyncEvent>()
+
+                while b.Events.TryRead(&ev) do
+                    seen.Add ev
+
+                Expect.isTrue (seen |> Seq.exists (fun e -> e.Type = SyncEventType.ItemChanged && e.Key = "note-1")) "the app hears of the new key"
+                Expect.isFalse (seen |> Seq.exists (fun e -> e.Collection = "bitboxsync.directory")) "and nothing of the directory's own items"
 
                 notesB.SetAsync("note-2", "from B", CancellationToken.None).AsTask() |> awaitUnit
                 notesB.SetAsync("note-1", "edited on B", CancellationToken.None).AsTask() |> awaitUnit

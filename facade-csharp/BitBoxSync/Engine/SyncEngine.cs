@@ -196,7 +196,9 @@ public sealed partial class SyncEngine : IAsyncDisposable
 
     private DateTimeOffset? TokenExpiry => _state.TokenExpiry is null ? null : _state.TokenExpiry.Value;
 
-    private void Emit(ItemState row, ItemEvent e) =>
+    private void Emit(ItemState row, ItemEvent e)
+    {
+        if (row.Collection == KeyDirectory.ReservedCollection) return; // the engine's own items: not the app's events
         Emit(e.Tag switch
         {
             ItemEvent.Tags.ItemChanged => SyncEventType.ItemChanged,
@@ -205,6 +207,7 @@ public sealed partial class SyncEngine : IAsyncDisposable
             ItemEvent.Tags.ItemUploaded => SyncEventType.ItemUploaded,
             _ => SyncEventType.ConflictDetected,
         }, row.NamespaceId.Wire, row.Collection, row.Key, row.ItemId.Wire);
+    }
 
     /// <summary>The metadata store (for the engine's own collections).</summary>
     internal IStore Store => _store;
