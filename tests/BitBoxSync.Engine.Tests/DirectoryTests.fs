@@ -120,6 +120,30 @@ let tests =
                 b.DisposeAsync().AsTask() |> awaitUnit
             }
 
+            test "two devices creating keys at once: their directory buckets race (412) and merge, no key is lost, both converge" {
+                use server = start Sqlite
+                let a, notesA = directoryDevice server "alice" true None
+                let b, notesB = directoryDevice server "alice" true None
+                // 300 keys each: most of the 256 buckets get keys from both devices.
+                for i in 1..300 do
+                    notesA.SetAsync($"a{i:D3}", "A", CancellationToken.None).AsTask() |> awaitUnit
+                    notesB.SetAsync($"b{i:D3}", "B", CancellationToken.None).AsTask() |> awaitUnit
+
+                a.SyncNowAsync() |> awaitUnit
+                b.SyncNowAsync() |> awaitUnit // every shared bucket meets 412, is fetched, joined and written again
+                a.SyncNowAsync() |> awaitUnit
+                b.SyncNowAsync() |> awaitUnit
+
+                for i in 1..300 do
+                    Expect.equal (value notesA $"b{i:D3}") (Some "B") $"b{i:D3} reached A"
+                    Expect.equal (value notesB $"a{i:D3}") (Some "A") $"a{i:D3} reached B"
+
+                Expect.equal (a.Status.Conflicts, b.Status.Conflicts) (0, 0) "the directory never conflicts"
+                Expect.equal (a.Status.PendingUploads, b.Status.PendingUploads) (0, 0) "nothing pending"
+                a.DisposeAsync().AsTask() |> awaitUnit
+                b.DisposeAsync().AsTask() |> awaitUnit
+            }
+
             test "a peer without the directory (as a Go client) writes values without touching it: the keys the app names still sync, the directory items are unknown items to the peer" {
                 use server = start Sqlite
                 let a, notesA = directoryDevice server "alice" true (Some [ "shared" ])

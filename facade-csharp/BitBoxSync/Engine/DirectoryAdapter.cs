@@ -22,10 +22,33 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     /// <summary>The delete policy of the namespace's directory collections.</summary>
     public DeletePolicy Policy { get; } = DeletePolicy.EditWins;
 
-    /// <summary>Set by the pass before reading buckets: each directory collection's keys and the namespace keys.</summary>
-    internal IReadOnlyList<(string Collection, string[] Keys)> CollectionKeys { get; set; } = [];
+    private IReadOnlyList<(string Collection, string[] Keys)> _collectionKeys = [];
+    private NamespaceKeys? _keys;
 
-    internal NamespaceKeys? Keys { get; set; }
+    /// <summary>The local buckets as last derived (null: derive again). Valid until the keys or a synced bucket change.</summary>
+    private Dictionary<string, Dictionary<int, byte[]>>? _local;
+
+    /// <summary>Set by the pass before reading buckets: each directory collection's keys.</summary>
+    internal IReadOnlyList<(string Collection, string[] Keys)> CollectionKeys
+    {
+        get => _collectionKeys;
+        set
+        {
+            _collectionKeys = value;
+            _local = null;
+        }
+    }
+
+    /// <summary>Set by the pass: the namespace keys (item IDs choose the buckets).</summary>
+    internal NamespaceKeys? Keys
+    {
+        get => _keys;
+        set
+        {
+            _keys = value;
+            _local = null;
+        }
+    }
 
     /// <summary>The directory collections of the namespace (by name).</summary>
     internal SortedSet<string> Collections { get; } = new(StringComparer.Ordinal);
@@ -46,36 +69,42 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     public async ValueTask<byte[]?> GetAsync(string key, CancellationToken ct)
     {
         var (collection, bucket) = Parse(key);
-        var all = await LocalBucketsAsync(ct, collection);
+        var all = await LocalBucketsAsync(ct);
         return all.TryGetValue(collection, out var buckets) && buckets.TryGetValue(bucket, out var value) ? value : null;
     }
 
-    /// <summary>The synced entries of every directory collection's live keys (for the scope).</summary>
-    internal async Task<Dictionary<string, DirMap>> SyncedAsync(CancellationToken ct, string? only = null)
+    /// <summary>
+    /// The synced entries of every directory collection (for the scope), and the buckets whose
+    /// synced value this engine cannot read (another layout version): those are left exactly as
+    /// they are, never rewritten from what this engine understands.
+    /// </summary>
+    internal async Task<(Dictionary<string, DirMap> Entries, Dictionary<(string, int), byte[]> Unreadable)> SyncedAsync(CancellationToken ct)
     {
         var synced = new Dictionary<string, DirMap>(StringComparer.Ordinal);
+        var unreadable = new Dictionary<(string, int), byte[]>();
         foreach (var c in Collections) synced[c] = MapModule.Empty<string, DirEntry>();
         var rows = await engine.Store.ListNamespaceItemsAsync(engine.KeyId, namespaceId, ct);
         foreach (var row in rows)
         {
             if (row.Collection != Name || row.BaseValue is not { Length: > 0 } baseValue) continue;
-            var (collection, _) = Parse(row.Key);
-            if (!synced.TryGetValue(collection, out var known) || (only is not null && collection != only)) continue;
+            var (collection, bucket) = Parse(row.Key);
+            if (!synced.TryGetValue(collection, out var known)) continue;
             var decoded = KeyDirectory.decode(baseValue);
             if (decoded.IsOk) synced[collection] = KeyDirectory.merge(Policy, known, decoded.ResultValue);
+            else unreadable[(collection, bucket)] = baseValue;
         }
-        return synced;
+        return (synced, unreadable);
     }
 
     /// <summary>Per collection, per bucket: the local value (synced entries joined with the collection's current keys).</summary>
-    private async Task<Dictionary<string, Dictionary<int, byte[]>>> LocalBucketsAsync(CancellationToken ct, string? only = null)
+    private async Task<Dictionary<string, Dictionary<int, byte[]>>> LocalBucketsAsync(CancellationToken ct)
     {
+        if (_local is { } cached) return cached;
         var result = new Dictionary<string, Dictionary<int, byte[]>>(StringComparer.Ordinal);
         if (Keys is null) return result;
-        var synced = await SyncedAsync(ct, only);
+        var (synced, unreadable) = await SyncedAsync(ct);
         foreach (var (collection, keys) in CollectionKeys)
         {
-            if (only is not null && collection != only) continue;
             if (!synced.TryGetValue(collection, out var known)) continue;
             var entries = known;
             foreach (var key in keys)
@@ -97,18 +126,31 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
                 var bytes = KeyDirectory.encode(map);
                 if (bytes.IsOk) encoded[bucket] = bytes.ResultValue;
             }
+            foreach (var ((c, bucket), raw) in unreadable)
+                if (c == collection) encoded[bucket] = raw;
             result[collection] = encoded;
         }
-        return result;
+        return _local = result;
     }
 
     private static (string Collection, int Bucket) Parse(string key) =>
         (key[3..], Convert.ToInt32(key[..2], 16));
 
-    /// <summary>Accepted: the directory's local value is derived from the synced one, nothing to write.</summary>
-    public ValueTask<bool> SetIfCurrentAsync(string key, byte[]? expected, byte[] value, CancellationToken ct) => ValueTask.FromResult(true);
+    /// <summary>A synced bucket was saved: derive the local buckets again at the next read.</summary>
+    internal void Invalidate() => _local = null;
 
-    public ValueTask SetAsync(string key, byte[] value, CancellationToken ct) => ValueTask.CompletedTask;
+    /// <summary>Accepted: the directory's local value is derived from the synced one, which the engine saves next.</summary>
+    public ValueTask<bool> SetIfCurrentAsync(string key, byte[]? expected, byte[] value, CancellationToken ct)
+    {
+        _local = null;
+        return ValueTask.FromResult(true);
+    }
+
+    public ValueTask SetAsync(string key, byte[] value, CancellationToken ct)
+    {
+        _local = null;
+        return ValueTask.CompletedTask;
+    }
 
     public FSharpFunc<FSharpOption<byte[]>, FSharpFunc<byte[], FSharpFunc<byte[], FSharpResult<MergeOutcome, string>>>> Merge =>
         FuncConvert.FromFunc<FSharpOption<byte[]>, byte[], byte[], FSharpResult<MergeOutcome, string>>(Join);

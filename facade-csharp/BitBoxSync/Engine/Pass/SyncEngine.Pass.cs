@@ -156,7 +156,7 @@ public sealed partial class SyncEngine
             {
                 directory.Keys = keys;
                 directory.CollectionKeys = [.. keyLists.Where(k => directory.Collections.Contains(k.Collection))];
-                var synced = await directory.SyncedAsync(ct);
+                var (synced, _) = await directory.SyncedAsync(ct);
                 for (var i = 0; i < keyLists.Count; i++)
                     if (synced.TryGetValue(keyLists[i].Collection, out var entries))
                         keyLists[i] = (keyLists[i].Collection,
@@ -185,8 +185,15 @@ public sealed partial class SyncEngine
             return true;
         }
 
-        private async Task SaveItemsAsync(IEnumerable<ItemState> rows, params NamespaceState[] namespaces) =>
-            await e._store.SaveAsync(new StoreWrite { Items = rows.Select(ToRecord).ToList(), Namespaces = namespaces.Select(ToRecord).ToList() }, ct);
+        private async Task SaveItemsAsync(IEnumerable<ItemState> rows, params NamespaceState[] namespaces)
+        {
+            var records = rows.Select(ToRecord).ToList();
+            await e._store.SaveAsync(new StoreWrite { Items = records, Namespaces = namespaces.Select(ToRecord).ToList() }, ct);
+            // A saved directory bucket changes what the directory derives from it.
+            foreach (var ns in records.Where(r => r.Collection == KeyDirectory.ReservedCollection).Select(r => r.NamespaceId).Distinct())
+                if (e._collections.TryGetValue((ns, KeyDirectory.ReservedCollection), out var d) && d is DirectoryAdapter directory)
+                    directory.Invalidate();
+        }
 
         /// <summary>Remembers what a quarantined apply saw (remote version, local value) for the retry rule.</summary>
         private async Task ParkAsync(ItemState row, QuarantineReason reason, ulong remoteVersion)
