@@ -97,7 +97,10 @@ let startServer () =
         ServerOptions(
             Urls = [| "http://127.0.0.1:0" |],
             MinimumLogLevel = LogLevel.Warning,
-            SqlitePath = Path.Combine(dir, "s.sqlite")
+            SqlitePath = Path.Combine(dir, "s.sqlite"),
+            // One identity writes 10 000 items in seconds: the default write limit would refuse it.
+            AnonymousRequestsPerMinute = 0,
+            WritesPerMinutePerToken = 0
         )
     )
     |> await
@@ -209,4 +212,73 @@ type EnginePassBenchmarks() =
 
         synced.Engine.DisposeAsync().AsTask() |> awaitUnit
         untracked.Engine.DisposeAsync().AsTask() |> awaitUnit
+        server.DisposeAsync().AsTask() |> awaitUnit
+
+/// Keys of the directory benchmarks: the namespace's 10 000-item limit counts the directory's
+/// buckets too (up to 256), so a directory collection holds at most 9 744 keys.
+let private directoryKeys = [ for i in 0..9_699 -> $"item-{i:D5}" ]
+
+/// The key directory's overhead (docs/protocol.md §17): 9 700 items of 1 KiB in a collection that
+/// keeps a directory. A no-change pass derives the 256 buckets again; a fresh
+/// device that names no keys learns all 10 000 from the directory and downloads them in its first
+/// pass. Compare with `EnginePassBenchmarks` (no directory) from the same run.
+[<MemoryDiagnoser>]
+type DirectoryBenchmarks() =
+    let mutable server = Unchecked.defaultof<BitBoxSyncServer>
+    let mutable synced = Unchecked.defaultof<SyncEngine>
+    let mutable fresh = Unchecked.defaultof<SyncEngine>
+
+    let openWithDirectory (initial: IReadOnlyDictionary<string, string>) =
+        let engine =
+            SyncEngine.OpenAsync(
+                SyncEngineOptions(
+                    Client = new SyncClient(server.BaseAddress),
+                    Identity = BitBoxSync.DummyKeystore.FromLabel "bench-directory",
+                    Store = new MemoryStore()
+                )
+            )
+            |> await
+
+        let ns = engine.DefaultNamespaceAsync() |> await
+        // No fixed key list: the backend names the keys it holds, the directory the rest.
+        let backend = MemoryValueBackend<string>(Codecs.String, initial)
+
+        ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = backend, KeyDirectory = true))
+        |> ignore
+
+        engine
+
+    [<GlobalSetup>]
+    member _.Setup() =
+        server <- startServer ()
+        let values = Dictionary<string, string>()
+
+        for k in directoryKeys do
+            values[k] <- value
+
+        synced <- openWithDirectory values
+        synced.SyncNowAsync() |> awaitUnit // uploads the items and the directory once
+        synced.SyncNowAsync() |> awaitUnit
+
+    [<Benchmark(Description = "pass with no changes, 9 700 keys, key directory")>]
+    member _.NoChangePass() = synced.SyncNowAsync() |> awaitUnit
+
+    [<IterationSetup(Target = "ColdSync")>]
+    member _.NewDevice() =
+        fresh <- openWithDirectory (Dictionary<string, string>())
+
+    [<Benchmark(Description = "cold sync of a device naming no keys, 9 700 keys learned from the directory")>]
+    member _.ColdSync() =
+        fresh.SyncNowAsync() |> awaitUnit
+
+        if fresh.Status.Downloaded < directoryKeys.Length then
+            failwithf "learned only %d items" fresh.Status.Downloaded
+
+    [<IterationCleanup(Target = "ColdSync")>]
+    member _.DropDevice() =
+        fresh.DisposeAsync().AsTask() |> awaitUnit
+
+    [<GlobalCleanup>]
+    member _.Cleanup() =
+        synced.DisposeAsync().AsTask() |> awaitUnit
         server.DisposeAsync().AsTask() |> awaitUnit

@@ -28,25 +28,37 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     /// <summary>The local buckets as last derived (null: derive again). Valid until the keys or a synced bucket change.</summary>
     private Dictionary<string, Dictionary<int, byte[]>>? _local;
 
-    /// <summary>Set by the pass before reading buckets: each directory collection's keys.</summary>
+    /// <summary>The synced directory as last read (null: read again). Valid until a bucket row is saved or written.</summary>
+    private (Dictionary<string, DirMap> Entries, Dictionary<(string, int), byte[]> Unreadable)? _synced;
+
+    /// <summary>Set by the pass before reading buckets: each directory collection's keys (the local buckets are derived again only when they changed).</summary>
     internal IReadOnlyList<(string Collection, string[] Keys)> CollectionKeys
     {
         get => _collectionKeys;
         set
         {
+            if (!Same(_collectionKeys, value)) _local = null;
             _collectionKeys = value;
-            _local = null;
         }
     }
 
-    /// <summary>Set by the pass: the namespace keys (item IDs choose the buckets).</summary>
+    private static bool Same(IReadOnlyList<(string Collection, string[] Keys)> a, IReadOnlyList<(string Collection, string[] Keys)> b)
+    {
+        if (a.Count != b.Count) return false;
+        for (var i = 0; i < a.Count; i++)
+            if (a[i].Collection != b[i].Collection || (!ReferenceEquals(a[i].Keys, b[i].Keys) && !a[i].Keys.AsSpan().SequenceEqual(b[i].Keys)))
+                return false;
+        return true;
+    }
+
+    /// <summary>Set by the pass: the namespace keys (item IDs choose the buckets; a namespace's DEK never changes).</summary>
     internal NamespaceKeys? Keys
     {
         get => _keys;
         set
         {
+            if (_keys is null) _local = null;
             _keys = value;
-            _local = null;
         }
     }
 
@@ -80,20 +92,23 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     /// </summary>
     internal async Task<(Dictionary<string, DirMap> Entries, Dictionary<(string, int), byte[]> Unreadable)> SyncedAsync(CancellationToken ct)
     {
+        if (_synced is { } cached) return cached;
         var synced = new Dictionary<string, DirMap>(StringComparer.Ordinal);
         var unreadable = new Dictionary<(string, int), byte[]>();
-        foreach (var c in Collections) synced[c] = MapModule.Empty<string, DirEntry>();
-        var rows = await engine.Store.ListNamespaceItemsAsync(engine.KeyId, namespaceId, ct);
-        foreach (var row in rows)
+        foreach (var collection in Collections)
         {
-            if (row.Collection != Name || row.BaseValue is not { Length: > 0 } baseValue) continue;
-            var (collection, bucket) = Parse(row.Key);
-            if (!synced.TryGetValue(collection, out var known)) continue;
-            var decoded = KeyDirectory.decode(baseValue);
-            if (decoded.IsOk) synced[collection] = KeyDirectory.merge(Policy, known, decoded.ResultValue);
-            else unreadable[(collection, bucket)] = baseValue;
+            var known = MapModule.Empty<string, DirEntry>();
+            for (var bucket = 0; bucket < KeyDirectory.Buckets; bucket++)
+            {
+                var row = await engine.Store.GetItemByLogicalKeyAsync(engine.KeyId, namespaceId, Name, KeyDirectory.bucketKey(collection, bucket), ct);
+                if (row?.BaseValue is not { Length: > 0 } baseValue) continue;
+                var decoded = KeyDirectory.decode(baseValue);
+                if (decoded.IsOk) known = KeyDirectory.merge(Policy, known, decoded.ResultValue);
+                else unreadable[(collection, bucket)] = baseValue;
+            }
+            synced[collection] = known;
         }
-        return (synced, unreadable);
+        return (_synced = (synced, unreadable)).Value;
     }
 
     /// <summary>Per collection, per bucket: the local value (synced entries joined with the collection's current keys).</summary>
@@ -130,6 +145,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
                 if (c == collection) encoded[bucket] = raw;
             result[collection] = encoded;
         }
+        _generation++;
         return _local = result;
     }
 
@@ -137,18 +153,22 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         (key[3..], Convert.ToInt32(key[..2], 16));
 
     /// <summary>A synced bucket was saved: derive the local buckets again at the next read.</summary>
-    internal void Invalidate() => _local = null;
+    internal void Invalidate()
+    {
+        _local = null;
+        _synced = null;
+    }
 
     /// <summary>Accepted: the directory's local value is derived from the synced one, which the engine saves next.</summary>
     public ValueTask<bool> SetIfCurrentAsync(string key, byte[]? expected, byte[] value, CancellationToken ct)
     {
-        _local = null;
+        Invalidate();
         return ValueTask.FromResult(true);
     }
 
     public ValueTask SetAsync(string key, byte[] value, CancellationToken ct)
     {
-        _local = null;
+        Invalidate();
         return ValueTask.CompletedTask;
     }
 
@@ -173,7 +193,15 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
             : FSharpResult<MergeOutcome, string>.NewError(merged.ErrorValue);
     }
 
-    public ValueTask<long?> ChangeStampAsync(CancellationToken ct) => ValueTask.FromResult<long?>(null);
+    /// <summary>Moves each time the local buckets are derived anew (so an unchanged directory is not reconciled again).</summary>
+    private long _generation;
+
+    /// <summary>The local buckets' generation (derived first if needed): the pass skips an unchanged directory.</summary>
+    public async ValueTask<long?> ChangeStampAsync(CancellationToken ct)
+    {
+        await LocalBucketsAsync(ct);
+        return _generation;
+    }
 
     public ValueTask<List<KeyValuePair<string, byte[]>>?> ChangedSinceAsync(long stamp, IEnumerable<string> alsoKeys, CancellationToken ct) =>
         ValueTask.FromResult<List<KeyValuePair<string, byte[]>>?>(null);

@@ -156,6 +156,7 @@ public sealed partial class SyncEngine
             {
                 directory.Keys = keys;
                 directory.CollectionKeys = [.. keyLists.Where(k => directory.Collections.Contains(k.Collection))];
+                _stamps[directory] = await directory.ChangeStampAsync(ct); // after its inputs are set
                 var (synced, _) = await directory.SyncedAsync(ct);
                 for (var i = 0; i < keyLists.Count; i++)
                     if (synced.TryGetValue(keyLists[i].Collection, out var entries))
