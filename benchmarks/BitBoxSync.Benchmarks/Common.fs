@@ -47,3 +47,20 @@ let startServerProcess (arguments: string) : System.Diagnostics.Process * System
         failwith "the server command did not start"
 
     proc, baseUri
+
+/// A fresh temporary directory for one benchmark's databases.
+let benchDirectory (prefix: string) =
+    let dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), prefix + System.Guid.NewGuid().ToString("N"))
+    System.IO.Directory.CreateDirectory dir |> ignore
+    dir
+
+/// Options of an in-process benchmark server: loopback, SQLite file `sqlite`, warnings only, and no
+/// rate limits (one identity writes thousands of items within seconds; the default limits would refuse it).
+let benchServerOptions (sqlite: string) =
+    BitBoxSync.Server.ServerOptions(
+        Urls = [| "http://127.0.0.1:0" |],
+        MinimumLogLevel = Microsoft.Extensions.Logging.LogLevel.Warning,
+        SqlitePath = sqlite,
+        AnonymousRequestsPerMinute = 0,
+        WritesPerMinutePerToken = 0
+    )

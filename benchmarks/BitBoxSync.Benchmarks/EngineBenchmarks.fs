@@ -88,22 +88,8 @@ let openDeviceWith
 let openDevice server initial = openDeviceWith server initial true
 
 let startServer () =
-    let dir =
-        Path.Combine(Path.GetTempPath(), "bbs-engine-bench-" + Guid.NewGuid().ToString("N"))
-
-    Directory.CreateDirectory dir |> ignore
-
-    BitBoxSyncServer.StartAsync(
-        ServerOptions(
-            Urls = [| "http://127.0.0.1:0" |],
-            MinimumLogLevel = LogLevel.Warning,
-            SqlitePath = Path.Combine(dir, "s.sqlite"),
-            // One identity writes 10 000 items in seconds: the default write limit would refuse it.
-            AnonymousRequestsPerMinute = 0,
-            WritesPerMinutePerToken = 0
-        )
-    )
-    |> await
+    let dir = Common.benchDirectory "bbs-engine-bench-"
+    BitBoxSyncServer.StartAsync(Common.benchServerOptions (Path.Combine(dir, "s.sqlite"))) |> await
 
 let filled () =
     let d = Dictionary<string, string>()

@@ -254,18 +254,9 @@ type GroupCommitBenchmarks() =
 
     [<GlobalSetup>]
     member this.Setup() =
-        dir <- Path.Combine(Path.GetTempPath(), "bbs-bench-" + Guid.NewGuid().ToString("N"))
-        Directory.CreateDirectory dir |> ignore
-
-        let options =
-            ServerOptions(
-                Urls = [| "http://127.0.0.1:0" |],
-                MinimumLogLevel = LogLevel.Warning,
-                SqlitePath = Path.Combine(dir, "server.sqlite"),
-                GroupCommit = this.GroupCommit,
-                AnonymousRequestsPerMinute = 0,
-                WritesPerMinutePerToken = 0
-            )
+        dir <- benchDirectory "bbs-bench-"
+        let options = benchServerOptions (Path.Combine(dir, "server.sqlite"))
+        options.GroupCommit <- this.GroupCommit
 
         server <- BitBoxSyncServer.StartAsync(options) |> await
         clients <- Array.init this.Clients (fun _ -> new SyncClient(server.BaseAddress))
@@ -425,19 +416,8 @@ type BatchPutBenchmarks() =
 
     [<GlobalSetup>]
     member this.Setup() =
-        dir <- Path.Combine(Path.GetTempPath(), "bbs-bench-" + Guid.NewGuid().ToString("N"))
-        Directory.CreateDirectory dir |> ignore
-
-        let options =
-            ServerOptions(
-                Urls = [| "http://127.0.0.1:0" |],
-                MinimumLogLevel = LogLevel.Warning,
-                SqlitePath = Path.Combine(dir, "server.sqlite"),
-                AnonymousRequestsPerMinute = 0,
-                WritesPerMinutePerToken = 0
-            )
-
-        server <- BitBoxSyncServer.StartAsync(options) |> await
+        dir <- benchDirectory "bbs-bench-"
+        server <- BitBoxSyncServer.StartAsync(benchServerOptions (Path.Combine(dir, "server.sqlite"))) |> await
         clients <- Array.init this.Clients (fun _ -> new SyncClient(server.BaseAddress))
         writers <- clients |> Array.mapi (fun i c -> setUpWriterAs (BitBoxSync.DummyKeystore.FromLabel $"bench-{i}") c)
         items <- writers |> Array.map (fun w -> Array.init this.BatchSize (fun k -> ItemIds.compute w.Keys $"bench-{k}"))
