@@ -232,21 +232,8 @@ let private budget backend =
 let private oneWakeUp backend =
     test $"a parked watcher wakes once, with the head after the whole batch ({backend})" {
         use server = start backend
-        let alice = login server "alice"
-        let bob = login server "bob"
-        let ns = createShared alice
-        let invite = createInvite alice ns
-        approve alice invite bob (submit bob invite).JoinRequestHash |> ignore
-        let known = Collections.Generic.Dictionary<string, uint64>()
-        known[ns.Id.Wire] <- 0UL
-        use watcher = new SyncClient(server.BaseAddress)
-        let watch = watcher.WatchNamespacesAsync(bob.Token, { KnownHeads = known })
-        let parked = Stopwatch.StartNew()
-
-        while server.Server.ParkedWatchers = 0 && parked.Elapsed < TimeSpan.FromSeconds 5.0 do
-            Threading.Thread.Sleep 10
-
-        Expect.equal server.Server.ParkedWatchers 1 "parked"
+        let alice, ns, watcher, watch = parkedWatch server server.BaseAddress (fun () -> server.Server.ParkedWatchers)
+        use _ = watcher
         putBatch alice ns [ for i in 1..10 -> batchItem ns $"k{i}" 0UL "v" ] |> ignore
         let answer = watch |> await
         Expect.isFalse answer.TimedOut "woken by the batch"

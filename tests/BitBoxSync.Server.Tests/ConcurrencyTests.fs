@@ -141,22 +141,9 @@ let private checkRace (primary: TestServer) (others: Uri list) =
 
 /// A write through `writer` wakes bob's watcher parked on the server at `watcherAddress`.
 let private watchWakes (writer: TestServer) (watcherAddress: Uri) (parkedWatchers: unit -> int) =
-    let alice = login writer "alice"
-    let bob = login writer "bob"
-    let ns = createShared alice
-    let invite = createInvite alice ns
-    approve alice invite bob (submit bob invite).JoinRequestHash |> ignore
-    let known = Collections.Generic.Dictionary<string, uint64>()
-    known[ns.Id.Wire] <- 0UL
-    use watcherClient = new SyncClient(watcherAddress)
-    let watch = watcherClient.WatchNamespacesAsync(bob.Token, { KnownHeads = known })
-    // Let the watcher park before the write.
-    let parked = Stopwatch.StartNew()
-
-    while parkedWatchers () = 0 && parked.Elapsed < TimeSpan.FromSeconds 5.0 do
-        Threading.Thread.Sleep 10
-
-    Expect.equal (parkedWatchers ()) 1 "the watcher is parked"
+    // The watcher is parked before the write.
+    let alice, ns, watcherClient, watch = parkedWatch writer watcherAddress parkedWatchers
+    use _ = watcherClient
     let written = Stopwatch.StartNew()
     put alice ns "note" None "wake up" |> ignore
     let answer = watch |> await

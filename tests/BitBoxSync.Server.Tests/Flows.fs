@@ -395,3 +395,26 @@ let read (s: Session) (ns: Ns) (key: string) : uint64 * string =
         |> ok "open"
 
     r.Version, Text.Encoding.UTF8.GetString plain
+
+/// Alice's shared namespace with Bob as a member, and Bob's watch on it (known head 0) through a
+/// client at `watcherAddress`, parked before this returns: it waits up to 5 s until
+/// `parkedWatchers` counts it (and fails if it does not). Dispose the client after the watch.
+let parkedWatch (writer: TestServer) (watcherAddress: Uri) (parkedWatchers: unit -> int) =
+    let alice = login writer "alice"
+    let bob = login writer "bob"
+    let ns = createShared alice
+    let invite = createInvite alice ns
+    approve alice invite bob (submit bob invite).JoinRequestHash |> ignore
+    let known = Collections.Generic.Dictionary<string, uint64>()
+    known[ns.Id.Wire] <- 0UL
+    let watcher = new SyncClient(watcherAddress)
+    let watch = watcher.WatchNamespacesAsync(bob.Token, { KnownHeads = known })
+    let parked = Diagnostics.Stopwatch.StartNew()
+
+    while parkedWatchers () = 0 && parked.Elapsed < TimeSpan.FromSeconds 5.0 do
+        Threading.Thread.Sleep 10
+
+    if parkedWatchers () <> 1 then
+        failwithf "the watcher is not parked (%d parked)" (parkedWatchers ())
+
+    alice, ns, watcher, watch

@@ -76,7 +76,7 @@ internal static class ItemRoutes
             var (_, ns, _) = await Member(api, http, tx);
             var ids = BatchRequests.get(Limits.MaxBatchItems, Decode<BatchGetItemsRequest>(body)).OrBadRequest();
             var found = await tx.GetItemsAsync(ns, [.. ids], http.RequestAborted);
-            var plan = Items.getBatch(ids, FuncConvert(found), Limits.MaxBatchResponseBytes);
+            var plan = Items.getBatch(ids, Lookup(found), Limits.MaxBatchResponseBytes);
             return Items.getBatchResponse(ns, plan);
         }, http.RequestAborted);
     }
@@ -122,7 +122,8 @@ internal static class ItemRoutes
         }, http.RequestAborted);
     }
 
-    private static FSharpFunc<ItemId, FSharpOption<StoredItem>> FuncConvert(Dictionary<string, StoredItem> found) =>
+    /// <summary>The stored item of an ID, if any (the lookup the pure batch rule takes).</summary>
+    private static FSharpFunc<ItemId, FSharpOption<StoredItem>> Lookup(Dictionary<string, StoredItem> found) =>
         Microsoft.FSharp.Core.FuncConvert.FromFunc<ItemId, FSharpOption<StoredItem>>(id =>
             found.TryGetValue(id.Wire, out var item) ? Some(item) : FSharpOption<StoredItem>.None);
 }
