@@ -48,6 +48,12 @@ type ItemEvent =
     | ItemQueued
     | ItemUploaded
     | ConflictDetected
+    /// Key-directory collections: the key was deleted on this device (its value removed).
+    | ItemDeleted
+    /// Key-directory collections: a deleted key lives again.
+    | ItemRevived
+    /// Key-directory collections: a deletion beat an edit made without seeing it (DeleteWins).
+    | EditDropped
 
 /// The state the backend must still be in for a conditional write to replace it.
 [<RequireQualifiedAccess>]

@@ -26,31 +26,17 @@ type DeletePolicy =
     | DeleteWins
 
 /// One key's entry: its state, the generation of that state (raised by one each time the key is
-/// created again or deleted) and the writer of that state (the first 8 bytes of its key ID, hex),
-/// which only orders entries that are otherwise equal.
+/// created again or deleted), for a deletion the highest item version the deleting device had seen
+/// (an item version above it is an edit the deletion did not see; 0 for a live entry), and the
+/// writer of that state (the first 8 bytes of its key ID, hex), which only orders entries that are
+/// otherwise equal.
 type DirEntry =
     {
         Generation: uint64
         State: KeyState
+        Seen: uint64
         Writer: string
     }
-
-/// What a merged directory means for one key on this device.
-[<RequireQualifiedAccess>]
-type KeyFate =
-    /// Nothing to do.
-    | Unchanged
-    /// A live key this device does not hold: fetch its value (in the same pass).
-    | Learned
-    /// The key was deleted elsewhere and this device has no unsynced edit of it: remove the value
-    /// (only if it is still the synced one).
-    | Delete
-    /// An edit this device made without seeing a deletion beat it (`EditWins`): the key lives again
-    /// (the entry to publish is returned); tell the app that a deleted key came back.
-    | Revived
-    /// A deletion beat an edit this device made without seeing it (`DeleteWins`): remove the value;
-    /// tell the app its edit was dropped.
-    | EditDropped
 
 /// The directory rules.
 module KeyDirectory =
@@ -89,7 +75,8 @@ module KeyDirectory =
         | _ -> 0
 
     /// The total order the merge takes the maximum of: generation, then the state the policy
-    /// prefers, then the writer (ordinal).
+    /// prefers, then the version seen (of two deletions, the one that saw more), then the writer
+    /// (ordinal).
     let compare (policy: DeletePolicy) (a: DirEntry) (b: DirEntry) : int =
         let g = a.Generation.CompareTo b.Generation
 
@@ -97,7 +84,15 @@ module KeyDirectory =
             g
         else
             let s = (rank policy a.State).CompareTo(rank policy b.State)
-            if s <> 0 then s else String.CompareOrdinal(a.Writer, b.Writer)
+
+            if s <> 0 then
+                s
+            else
+                let v = a.Seen.CompareTo b.Seen
+                if v <> 0 then v else String.CompareOrdinal(a.Writer, b.Writer)
+
+    /// Whether `a` wins the join against `b` (strictly larger).
+    let beats (policy: DeletePolicy) (a: DirEntry) (b: DirEntry) = compare policy a b > 0
 
     /// The larger of two entries.
     let join (policy: DeletePolicy) (a: DirEntry) (b: DirEntry) =
@@ -123,59 +118,37 @@ module KeyDirectory =
             {
                 Generation = 1UL
                 State = KeyState.Live
+                Seen = 0UL
                 Writer = writer
             }
         | Some e when e.State = KeyState.Deleted ->
             {
                 Generation = e.Generation + 1UL
                 State = KeyState.Live
+                Seen = 0UL
                 Writer = writer
             }
         | Some e -> e
 
-    /// The entry after this device deletes `key`: a live (or unknown) key becomes deleted at the
-    /// next generation, a deleted one stays as it is.
-    let deleted (writer: string) (current: DirEntry option) : DirEntry =
+    /// The entry after this device deletes `key` having seen item version `seen`: a live (or
+    /// unknown) key becomes deleted at the next generation, a deleted one stays as it is.
+    let deleted (writer: string) (seen: uint64) (current: DirEntry option) : DirEntry =
         match current with
         | Some e when e.State = KeyState.Deleted -> e
         | Some e ->
             {
                 Generation = e.Generation + 1UL
                 State = KeyState.Deleted
+                Seen = seen
                 Writer = writer
             }
         | None ->
             {
                 Generation = 1UL
                 State = KeyState.Deleted
+                Seen = seen
                 Writer = writer
             }
-
-    /// What a merged entry means on this device, given the entry it held before (`known`), whether
-    /// it holds a value of the key and whether that value has an edit not yet synced (made without
-    /// seeing the merged state). Returns the fate and, for `Revived`, the entry to publish.
-    let fate
-        (policy: DeletePolicy)
-        (writer: string)
-        (known: DirEntry option)
-        (merged: DirEntry)
-        (hasValue: bool)
-        (editedLocally: bool)
-        : KeyFate * DirEntry option =
-        let newer =
-            match known with
-            | Some k -> compare policy merged k > 0
-            | None -> true
-
-        match merged.State with
-        | KeyState.Live when newer && not hasValue -> KeyFate.Learned, None
-        | KeyState.Live -> KeyFate.Unchanged, None
-        | KeyState.Deleted when not hasValue -> KeyFate.Unchanged, None
-        | KeyState.Deleted when not editedLocally -> KeyFate.Delete, None
-        | KeyState.Deleted ->
-            match policy with
-            | DeletePolicy.EditWins -> KeyFate.Revived, Some(written writer (Some merged))
-            | DeletePolicy.DeleteWins -> KeyFate.EditDropped, None
 
     /// The live keys of a directory.
     let liveKeys (directory: Map<string, DirEntry>) : string list =
@@ -184,6 +157,10 @@ module KeyDirectory =
         |> List.choose (fun (k, e) -> if e.State = KeyState.Live then Some k else None)
 
     // ------------------------------------------------------------------ bucket encoding
+
+    /// Bytes an entry takes besides its key: length, generation, state, version seen, writer.
+    [<Literal>]
+    let EntryOverhead = 27
 
     /// The writer tag of a key ID (its first 8 bytes, lowercase hex).
     let writerOf (keyId: KeyId) = keyId.Wire.Substring(0, 16)
@@ -197,8 +174,8 @@ module KeyDirectory =
 
     /// A bucket's plaintext, binary so that its size is exact whatever the keys hold: the layout
     /// version (one byte), then per key in ordinal order: u16be length and the key's UTF-8 bytes,
-    /// u64be generation, one state byte (0 live, 1 deleted), the writer's 8 bytes. Equal buckets
-    /// have equal bytes. An entry takes its key's length + 19 bytes. Refuses what no reader would
+    /// u64be generation, one state byte (0 live, 1 deleted), u64be version seen, the writer's 8
+    /// bytes. Equal buckets have equal bytes. An entry takes its key's length + 27 bytes. Refuses what no reader would
     /// accept: a key that is not valid UTF-16 text or longer than `MaxKeyBytes`, generation 0, a
     /// writer that is not 16 lowercase hex digits.
     let encode (bucket: Map<string, DirEntry>) : Result<byte[], string> =
@@ -217,6 +194,7 @@ module KeyDirectory =
                 | Ok k when k.Length > MaxKeyBytes -> Error(sprintf "a directory key is longer than %d bytes" MaxKeyBytes)
                 | Ok _ when kv.Value.Generation = 0UL -> Error "a directory entry's generation must be positive"
                 | Ok _ when not (writerValid kv.Value.Writer) -> Error "a directory entry's writer must be 16 lowercase hex digits"
+                | Ok _ when kv.Value.State = KeyState.Live && kv.Value.Seen <> 0UL -> Error "a live directory entry must have seen version 0"
                 | Ok k -> Ok(k, kv.Value))
             |> Seq.toList
 
@@ -224,7 +202,7 @@ module KeyDirectory =
         | Some e -> Error e
         | None ->
             let entries = entries |> List.map (function Ok v -> v | Error _ -> failwith "unreachable")
-            let out = Array.zeroCreate (1 + (entries |> List.sumBy (fun (k, _) -> k.Length + 19)))
+            let out = Array.zeroCreate (1 + (entries |> List.sumBy (fun (k, _) -> k.Length + EntryOverhead)))
             out[0] <- byte Version
             let mutable offset = 1
 
@@ -234,14 +212,15 @@ module KeyDirectory =
                 offset <- offset + 2 + key.Length
                 Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(Span(out, offset, 8), e.Generation)
                 out[offset + 8] <- (if e.State = KeyState.Deleted then 1uy else 0uy)
-                Convert.FromHexString(e.Writer).CopyTo(out, offset + 9)
-                offset <- offset + 17
+                Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(Span(out, offset + 9, 8), e.Seen)
+                Convert.FromHexString(e.Writer).CopyTo(out, offset + 17)
+                offset <- offset + 25
 
             Ok out
 
-    /// Bytes of the encoded bucket (without building it): 1 + Σ (key bytes + 19).
+    /// Bytes of the encoded bucket (without building it): 1 + Σ (key bytes + 27).
     let encodedSize (bucket: Map<string, DirEntry>) : int =
-        1 + (bucket |> Seq.sumBy (fun kv -> Text.Encoding.UTF8.GetByteCount kv.Key + 19))
+        1 + (bucket |> Seq.sumBy (fun kv -> Text.Encoding.UTF8.GetByteCount kv.Key + EntryOverhead))
 
     /// Reads a bucket's plaintext; refuses another version, truncated or trailing bytes, keys that
     /// are not UTF-8 or longer than `MaxKeyBytes`, keys out of order or repeated, generation 0 and
@@ -263,7 +242,7 @@ module KeyDirectory =
 
                     if length > MaxKeyBytes then
                         error <- Some(sprintf "a directory key is longer than %d bytes" MaxKeyBytes)
-                    elif bytes.Length - offset < 2 + length + 17 then
+                    elif bytes.Length - offset < length + EntryOverhead then
                         error <- Some "a directory bucket is truncated"
                     else
                         let key =
@@ -275,6 +254,7 @@ module KeyDirectory =
                         let at = offset + 2 + length
                         let generation = Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(bytes.Slice(at, 8))
                         let state = bytes[at + 8]
+                        let seen = Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(bytes.Slice(at + 9, 8))
 
                         match key with
                         | None -> error <- Some "a directory key is not UTF-8"
@@ -282,6 +262,7 @@ module KeyDirectory =
                         | Some _ when state > 1uy -> error <- Some "a directory entry's state must be 0 or 1"
                         | Some k when not (isNull previous) && String.CompareOrdinal(previous, k) >= 0 ->
                             error <- Some "directory keys must be distinct and in order"
+                        | Some _ when state = 0uy && seen <> 0UL -> error <- Some "a live directory entry must have seen version 0"
                         | Some k ->
                             map <-
                                 Map.add
@@ -289,12 +270,13 @@ module KeyDirectory =
                                     {
                                         Generation = generation
                                         State = if state = 1uy then KeyState.Deleted else KeyState.Live
-                                        Writer = Convert.ToHexStringLower(bytes.Slice(at + 9, 8))
+                                        Seen = seen
+                                        Writer = Convert.ToHexStringLower(bytes.Slice(at + 17, 8))
                                     }
                                     map
 
                             previous <- k
-                            offset <- at + 17
+                            offset <- at + 25
 
             match error with
             | Some e -> Error e

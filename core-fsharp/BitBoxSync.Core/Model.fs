@@ -59,6 +59,12 @@ type ItemState =
         ConflictRemoteValue: byte[] option
         /// Local write time; also the upload order key.
         UpdatedAt: DateTimeOffset
+        /// Key-directory collections only (docs/protocol.md §17): the generation of this device's own
+        /// directory entry for the key (0 = none: the key was never deleted or revived here).
+        DirGeneration: uint64
+        /// Key-directory collections only: the key is deleted on this device (at `DirGeneration`); the
+        /// base stays the server's last value, nothing is uploaded, the app's value is removed.
+        Deleted: bool
     }
 
 /// The states of docs/engine.md §5.1, derived from an item row's fields.
@@ -72,6 +78,8 @@ type ItemStatus =
     | Dirty
     /// Merge unresolved; no uploads; the remote side is kept in ConflictRemote*.
     | Conflict
+    /// Deleted on this device (key-directory collections): nothing to upload, no local value.
+    | Deleted
 
 /// Logical keys and their derived identifiers.
 module LogicalKey =
@@ -104,7 +112,9 @@ module ItemState =
 
     /// The state of a row (docs/engine.md §5.1).
     let status (item: ItemState) : ItemStatus =
-        if item.Conflict then
+        if item.Deleted then
+            ItemStatus.Deleted
+        elif item.Conflict then
             ItemStatus.Conflict
         elif item.Dirty && item.Version = 0UL then
             ItemStatus.PendingCreate
@@ -136,6 +146,8 @@ module ItemState =
             ConflictRemoteVersion = 0UL
             ConflictRemoteValue = None
             UpdatedAt = now
+            DirGeneration = 0UL
+            Deleted = false
         }
 
     /// The row made clean at `version` with `value` as its base (after a download, an accepted

@@ -10,6 +10,9 @@ open BitBoxSync.Protocol
 type SnapshotEffect =
     /// Save this row (marked dirty), then emit `item-queued` for it.
     | Queue of ItemState
+    /// A key deleted on this device still holds the deleted value (the app has not removed it, or a
+    /// crash came between the deletion and the removal): remove it if it is still this value.
+    | Lingering of row: ItemState * value: byte[]
     /// A snapshot key the collection's `Keys` did not return: ignored, reported so the app bug
     /// is visible (docs/engine.md §12.18).
     | OutsideScope of collection: string * key: string
@@ -34,7 +37,8 @@ type SnapshotInput =
 /// The snapshot-reconciliation decision.
 module Snapshot =
     /// Decides, for every snapshot key, in ascending UTF-8 order of the keys it reports: out of
-    /// scope → report; conflicted or already dirty → unchanged; has a base equal to the value →
+    /// scope → report; deleted on this device → the deleted value is lingering, any other value is
+    /// a write after the deletion (queued, the key live again); conflicted or already dirty → unchanged; has a base equal to the value →
     /// unchanged; otherwise queue (new row at version 0, or the existing row marked dirty with
     /// version and base kept). Unchanged keys cost one hash lookup and one byte comparison and
     /// allocate nothing, so the work beyond the scan is proportional to the changed keys.
@@ -44,6 +48,18 @@ module Snapshot =
                 Some(SnapshotEffect.OutsideScope(input.Collection, key))
             else
                 match input.Rows.TryGetValue key with
+                | true, row when row.Deleted && ItemState.equalsBase row encoded -> Some(SnapshotEffect.Lingering(row, encoded))
+                | true, row when row.Deleted ->
+                    // A write after this device saw the deletion: the key lives again, one generation on.
+                    Some(
+                        SnapshotEffect.Queue
+                            { row with
+                                Deleted = false
+                                DirGeneration = row.DirGeneration + 1UL
+                                Dirty = true
+                                UpdatedAt = input.Now
+                            }
+                    )
                 | true, row when row.Conflict || row.Dirty -> None
                 | true, row when ItemState.equalsBase row encoded -> None
                 | true, row ->
@@ -63,6 +79,7 @@ module Snapshot =
         let keyOf effect =
             match effect with
             | SnapshotEffect.Queue row -> row.Key
+            | SnapshotEffect.Lingering(row, _) -> row.Key
             | SnapshotEffect.OutsideScope(_, key) -> key
 
         input.Snapshot

@@ -67,6 +67,11 @@ public sealed class SqliteStore : IStore
         [
             "CREATE TABLE store_secrets (id INTEGER PRIMARY KEY CHECK (id = 1), sealed_key BLOB NOT NULL)",
         ],
+        // 3: deletes in key-directory collections (this device's directory entry per key).
+        [
+            "ALTER TABLE items ADD COLUMN dir_generation INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE items ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+        ],
     ];
 
     private SqliteStore(SqliteConnection connection, TimeProvider clock)
@@ -352,7 +357,7 @@ public sealed class SqliteStore : IStore
     private const string IdentityColumns = "key_id, kind, access_token, token_expiry, default_namespace_id, updated_at";
     private const string NamespaceColumns = "key_id, namespace_id, kind, namespace_head, active_scope_hash, dek, updated_at";
     private const string ItemColumns =
-        "key_id, namespace_id, collection_name, item_key, item_id, version, base_version, base_value, dirty, conflict, conflict_remote_version, conflict_remote_value, updated_at";
+        "key_id, namespace_id, collection_name, item_key, item_id, version, base_version, base_value, dirty, conflict, conflict_remote_version, conflict_remote_value, updated_at, dir_generation, deleted";
 
     private IdentityRecord ReadIdentity(SqliteDataReader r) => new()
     {
@@ -390,6 +395,8 @@ public sealed class SqliteStore : IStore
         ConflictRemoteVersion = (ulong)r.GetInt64(10),
         ConflictRemoteValue = Blob(r, 11),
         UpdatedAt = Time(r, 12),
+        DirGeneration = (ulong)r.GetInt64(13),
+        Deleted = r.GetInt64(14) != 0,
     };
 
     /// <inheritdoc />
@@ -463,16 +470,17 @@ public sealed class SqliteStore : IStore
             foreach (var item in write.Items)
                 await CachedExec(tx,
                     $"""
-                    INSERT INTO items ({ItemColumns}) VALUES (@k, @n, @c, @key, @i, @v, @bv, @b, @d, @cf, @cv, @cr, @u)
+                    INSERT INTO items ({ItemColumns}) VALUES (@k, @n, @c, @key, @i, @v, @bv, @b, @d, @cf, @cv, @cr, @u, @g, @del)
                     ON CONFLICT (key_id, namespace_id, item_id) DO UPDATE SET version = excluded.version, base_version = excluded.base_version,
                         base_value = excluded.base_value, dirty = excluded.dirty, conflict = excluded.conflict,
                         conflict_remote_version = excluded.conflict_remote_version, conflict_remote_value = excluded.conflict_remote_value,
-                        updated_at = excluded.updated_at
+                        updated_at = excluded.updated_at, dir_generation = excluded.dir_generation, deleted = excluded.deleted
                     """,
                     cancellationToken, ("@k", item.KeyId), ("@n", item.NamespaceId), ("@c", item.Collection), ("@key", item.Key),
                     ("@i", item.ItemId), ("@v", (long)item.Version), ("@bv", (long)item.BaseVersion), ("@b", item.BaseValue),
                     ("@d", item.Dirty ? 1 : 0), ("@cf", item.Conflict ? 1 : 0), ("@cv", (long)item.ConflictRemoteVersion),
-                    ("@cr", item.ConflictRemoteValue), ("@u", Ms(Stamp(item.UpdatedAt, now))));
+                    ("@cr", item.ConflictRemoteValue), ("@u", Ms(Stamp(item.UpdatedAt, now))), ("@g", (long)item.DirGeneration),
+                    ("@del", item.Deleted ? 1 : 0));
             await tx.CommitAsync(cancellationToken);
             return 0;
         }, cancellationToken));

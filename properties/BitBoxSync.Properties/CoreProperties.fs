@@ -103,6 +103,7 @@ let private applyEffects (rows: Map<string, ItemState>) effects =
         (fun (m: Map<string, ItemState>) e ->
             match e with
             | SnapshotEffect.Queue row -> m.Add(row.Key, row)
+            | SnapshotEffect.Lingering _
             | SnapshotEffect.OutsideScope _ -> m)
         rows
 

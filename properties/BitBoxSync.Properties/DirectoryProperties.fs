@@ -19,11 +19,13 @@ let private entry =
         let! g = Gen.choose (1, 4)
         let! deleted = Gen.elements [ true; false ]
         let! w = Gen.elements writers
+        let! seen = Gen.choose (0, 3)
 
         return
             {
                 Generation = uint64 g
                 State = if deleted then KeyState.Deleted else KeyState.Live
+                Seen = if deleted then uint64 seen else 0UL
                 Writer = w
             }
     }
@@ -59,7 +61,9 @@ let private run (p: DeletePolicy) (ops: Op list) =
     for o in ops do
         match o with
         | Write(r, k) -> states[r] <- Map.add k (KeyDirectory.written writers[r] (Map.tryFind k (now r))) (now r) :: states[r]
-        | Delete(r, k) -> states[r] <- Map.add k (KeyDirectory.deleted writers[r] (Map.tryFind k (now r))) (now r) :: states[r]
+        | Delete(r, k) ->
+            let seen = uint64 (List.length states[r] % 4)
+            states[r] <- Map.add k (KeyDirectory.deleted writers[r] seen (Map.tryFind k (now r))) (now r) :: states[r]
         | Exchange(a, b) -> states[b] <- KeyDirectory.merge p (now b) (now a) :: states[b]
 
     states
@@ -101,7 +105,7 @@ let tests =
             testPropertyWithConfig config "a deletion seen by a writer is undone only by that writer's newer write"
             <| forAll (Gen.zip policy (Gen.elements writers)) (fun (p, w) ->
                 let live = KeyDirectory.written w None
-                let gone = KeyDirectory.deleted w (Some live)
+                let gone = KeyDirectory.deleted w 1UL (Some live)
                 let again = KeyDirectory.written w (Some gone)
                 let stale = Map.ofList [ "k", live ]
 
@@ -117,24 +121,6 @@ let tests =
                 // Any order of merging everything gives the same directory and the same live keys.
                 let reversed = finals |> List.rev |> List.reduce (KeyDirectory.merge p)
                 all = reversed && KeyDirectory.liveKeys all = KeyDirectory.liveKeys reversed)
-
-            testPropertyWithConfig config "a concurrent delete and edit meet by the policy; an unedited value follows the deletion"
-            <| forAll (Gen.zip policy (Gen.elements writers)) (fun (p, w) ->
-                let live = KeyDirectory.written w None
-                let gone = KeyDirectory.deleted "00000000000000ff" (Some live)
-                let unedited, _ = KeyDirectory.fate p w (Some live) gone true false
-                let edited, publish = KeyDirectory.fate p w (Some live) gone true true
-                let learned, _ = KeyDirectory.fate p w None live false false
-
-                unedited = KeyFate.Delete
-                && learned = KeyFate.Learned
-                && (match p with
-                    | DeletePolicy.EditWins ->
-                        edited = KeyFate.Revived
-                        && (match publish with
-                            | Some e -> KeyDirectory.compare p e gone > 0 && e.State = KeyState.Live
-                            | None -> false)
-                    | DeletePolicy.DeleteWins -> edited = KeyFate.EditDropped && publish.IsNone))
 
             testPropertyWithConfig config "a bucket's bytes are canonical and read back"
             <| forAll directory (fun d ->
@@ -153,7 +139,7 @@ let tests =
                             key
                             BitConverter.GetBytes(generation) |> Array.rev
                             [| state |]
-                            Array.zeroCreate 8
+                            Array.zeroCreate 16
                         ]
 
                 let bucket parts = Array.concat ([| 1uy |] :: parts)
@@ -171,13 +157,15 @@ let tests =
                         "a repeated key", bucket [ entry k 1UL 0uy; entry k 2UL 1uy ]
                         "keys out of order", bucket [ entry "b"B 1UL 0uy; entry "a"B 1UL 0uy ]
                         "a key over 512 bytes", bucket [ entry (Array.create 513 120uy) 1UL 0uy ]
+                        "a live entry with a seen version",
+                        Array.concat [ [| 1uy; 0uy; 1uy |]; k; Array.zeroCreate 7; [| 1uy; 0uy |]; Array.zeroCreate 7; [| 5uy |]; Array.zeroCreate 8 ]
                     ] do
                     match KeyDirectory.decode (ReadOnlySpan bytes) with
                     | Ok _ -> failtestf "accepted: %s" name
                     | Error reason -> Expect.isNotEmpty reason name
 
                 Expect.equal (KeyDirectory.decode (ReadOnlySpan [| 1uy |])) (Ok Map.empty) "an empty bucket"
-                let valid = { Generation = 1UL; State = KeyState.Live; Writer = writers[0] }
+                let valid = { Generation = 1UL; State = KeyState.Live; Seen = 0UL; Writer = writers[0] }
 
                 for name, bucket in
                     [
@@ -185,6 +173,7 @@ let tests =
                         "a lone surrogate", Map.ofList [ "a" + string (char 0xD800), valid ]
                         "generation 0", Map.ofList [ "k", { valid with Generation = 0UL } ]
                         "a writer that is not 16 hex digits", Map.ofList [ "k", { valid with Writer = "XYZ" } ]
+                        "a live entry with a seen version", Map.ofList [ "k", { valid with Seen = 2UL } ]
                     ] do
                     Expect.isError (KeyDirectory.encode bucket) $"not written: {name}"
 
@@ -199,7 +188,7 @@ let tests =
                         |> Result.defaultWith (fun _ -> failwith "dek")
                     )
 
-                let entry = { Generation = UInt64.MaxValue; State = KeyState.Deleted; Writer = writers[0] }
+                let entry = { Generation = UInt64.MaxValue; State = KeyState.Deleted; Seen = UInt64.MaxValue; Writer = writers[0] }
 
                 let buckets =
                     [ 0..19_999 ]
@@ -213,4 +202,208 @@ let tests =
                 printfn "key directory: 20 000 entries of 512-byte keys, largest of %d buckets %d bytes" buckets.Length largest
                 Expect.equal (KeyDirectory.encode buckets[0] |> Result.map (fun b -> b.Length)) (Ok(KeyDirectory.encodedSize buckets[0])) "the size is exact"
             }
+        ]
+
+// ---------------------------------------------------------------------------------------- deletes
+
+let private me = writers[0]
+let private t = DateTimeOffset.FromUnixTimeSeconds 1000L
+
+let private idOf (n: int) (b: byte) =
+    Array.init n (fun _ -> b)
+
+let private template =
+    let ok r = r |> Result.defaultWith (fun _ -> failwith "id")
+
+    ItemState.template
+        (BitBoxSync.Protocol.Bin.ofBytes<BitBoxSync.Protocol.KeyIdKind> (idOf 32 1uy) |> ok)
+        (BitBoxSync.Protocol.Bin.ofBytes<BitBoxSync.Protocol.NamespaceIdKind> (idOf 16 2uy) |> ok)
+        "notes"
+        "k"
+        (BitBoxSync.Protocol.Bin.ofBytes<BitBoxSync.Protocol.ItemIdKind> (idOf 32 3uy) |> ok)
+        t
+
+let private values = [ "a"B; "b"B ]
+
+/// A row of a directory collection in any state the engine can leave it in.
+let private row =
+    gen {
+        let! version = Gen.choose (0, 4)
+        let! baseValue = Gen.elements (None :: (values |> List.map Some))
+        let! deleted = Gen.elements [ true; false ]
+        let! generation = Gen.choose ((if deleted then 1 else 0), 4)
+        let! dirty = Gen.elements [ true; false ]
+        let! conflict = Gen.elements [ true; false ]
+
+        return
+            { template with
+                Version = uint64 version
+                BaseVersion = (if baseValue.IsSome then uint64 version else 0UL)
+                BaseValue = baseValue
+                Dirty = not deleted && (dirty || conflict)
+                Conflict = not deleted && conflict
+                ConflictRemoteVersion = (if not deleted && conflict then uint64 version else 0UL)
+                ConflictRemoteValue = (if not deleted && conflict then Some "r"B else None)
+                DirGeneration = uint64 generation
+                Deleted = deleted
+            }
+    }
+
+let private local =
+    Gen.elements (LocalValue.Absent :: (values |> List.map LocalValue.Present))
+
+type private Case =
+    {
+        Policy: DeletePolicy
+        CanRemove: bool
+        Synced: DirEntry
+        Row: ItemState
+        Local: LocalValue
+    }
+
+let private case =
+    gen {
+        let! p = policy
+        let! canRemove = Gen.elements [ true; false ]
+        let! synced = entry
+        let! r = row
+        let! l = local
+        return { Policy = p; CanRemove = canRemove; Synced = synced; Row = r; Local = l }
+    }
+
+/// The row and the app's value after an action (a removal or restore that the app does not race).
+let private after (c: Case) (action: KeyAction) =
+    match action with
+    | KeyAction.Nothing -> c.Row, c.Local
+    | KeyAction.Save o -> o.Row, c.Local
+    | KeyAction.Remove r -> r.OnRemoved.Row, LocalValue.Absent
+    | KeyAction.Restore(v, o) -> o.Row, (if c.Local = LocalValue.Absent then LocalValue.Present v else c.Local)
+
+let private decide (c: Case) =
+    Deletes.decide c.Policy me c.CanRemove (Some c.Synced) c.Row c.Local t
+
+let private edited (c: Case) =
+    match c.Local with
+    | LocalValue.Present v -> c.Row.Dirty || c.Row.Conflict || not (ItemState.equalsBase c.Row v)
+    | LocalValue.Absent -> false
+
+let private eventsOf action =
+    match action with
+    | KeyAction.Nothing -> []
+    | KeyAction.Save o
+    | KeyAction.Restore(_, o) -> o.Events
+    | KeyAction.Remove r -> r.OnRemoved.Events
+
+let deleteTests =
+    testList
+        "deletes"
+        [
+            testPropertyWithConfig config "a key's fate is settled by its own outcome: deciding again does nothing"
+            <| forAll case (fun c ->
+                let r, l = after c (decide c)
+                Deletes.decide c.Policy me c.CanRemove (Some c.Synced) r l t = KeyAction.Nothing)
+
+            testPropertyWithConfig config "an adopted deletion or revival is not published again (no churn); a revival beats the deletion"
+            <| forAll case (fun c ->
+                let action = decide c
+                let r, _ = after c action
+                let published = Deletes.publishedEntry c.Policy me (Some c.Synced) (Deletes.ownEntry me r) false
+
+                match action with
+                | KeyAction.Nothing -> true
+                | _ when r.Deleted || c.Row.Deleted -> published = Some c.Synced // adopted: a deletion, or a key live again
+                | _ -> // revived here: the edit is published, beating the deletion
+                    match published with
+                    | Some e -> e.State = KeyState.Live && KeyDirectory.beats c.Policy e c.Synced
+                    | None -> false)
+
+            testPropertyWithConfig config "an edit the deletion did not see is kept under EditWins and dropped (told) under DeleteWins"
+            <| forAll case (fun c ->
+                let action = decide c
+                let r, l = after c action
+                let deletion = not c.Row.Deleted && c.Synced.State = KeyState.Deleted && action <> KeyAction.Nothing
+
+                if not deletion || c.Local = LocalValue.Absent then
+                    true
+                elif not (edited c) && c.Row.Version <= c.Synced.Seen then
+                    // Nothing new here: the value follows the deletion under both policies.
+                    r.Deleted && (l = LocalValue.Absent || not c.CanRemove) && List.contains ItemEvent.ItemDeleted (eventsOf action)
+                else
+                    match c.Policy with
+                    | DeletePolicy.EditWins -> not r.Deleted && l = c.Local && eventsOf action = [ ItemEvent.ItemRevived ]
+                    | DeletePolicy.DeleteWins when c.CanRemove ->
+                        r.Deleted
+                        && l = LocalValue.Absent
+                        && (not (edited c) || List.contains ItemEvent.EditDropped (eventsOf action))
+                    | DeletePolicy.DeleteWins when edited c -> not r.Deleted && l = c.Local // cannot drop an edit: kept, live again
+                    | DeletePolicy.DeleteWins -> r.Deleted && l = c.Local) // the app removes the unedited value on the event
+
+            testPropertyWithConfig config "a deleted key lives again only through a live entry that beats its deletion"
+            <| forAll case (fun c ->
+                let r, _ = after c (decide c)
+
+                not c.Row.Deleted
+                || r.Deleted
+                || (c.Synced.State = KeyState.Live
+                    && KeyDirectory.beats c.Policy c.Synced (Deletes.ownEntry me c.Row |> Option.get)))
+
+            testPropertyWithConfig config "a local deletion is published beating what the device published before, and is idempotent"
+            <| forAll (Gen.zip3 policy row local) (fun (p, r, l) ->
+                let before = Deletes.publishedEntry p me None (Deletes.ownEntry me r) true
+                let d = Deletes.requested me before r l t
+                let again = Deletes.requested me before d l t
+                let published = Deletes.publishedEntry p me before (Deletes.ownEntry me d) true
+
+                again = d
+                && d.Deleted
+                && not d.Dirty
+                && not d.Conflict
+                && (r.Deleted
+                    || (match before, published with
+                        | Some b, Some e -> e.State = KeyState.Deleted && (b.State = KeyState.Deleted || KeyDirectory.beats p e b)
+                        | _ -> false)))
+
+            testPropertyWithConfig config "a snapshot value of a deleted key: the deleted value lingers, any other is a write after the deletion"
+            <| forAll (Gen.zip row (Gen.elements values)) (fun (r, v) ->
+                let r = { r with Deleted = true; DirGeneration = max 1UL r.DirGeneration; Dirty = false; Conflict = false }
+
+                let effects =
+                    Snapshot.reconcile
+                        {
+                            KeyId = r.KeyId
+                            NamespaceId = r.NamespaceId
+                            Collection = "notes"
+                            Scope = Scope.build (BitBoxSync.Protocol.NamespaceKeys.derive (BitBoxSync.Protocol.Bin.ofBytes<BitBoxSync.Protocol.DekKind> (idOf 32 9uy) |> Result.defaultWith (fun _ -> failwith "dek"))) [ { Collection = "notes"; Keys = [ "k" ] } ]
+                            Rows = readOnlyDict [ "k", r ]
+                            Snapshot = [ "k", v ]
+                            ItemIdOf = fun _ -> r.ItemId
+                            Now = t
+                        }
+
+                match effects with
+                | [ SnapshotEffect.Lingering(_, value) ] -> ItemState.equalsBase r v && value = v
+                | [ SnapshotEffect.Queue q ] ->
+                    not (ItemState.equalsBase r v)
+                    && q.Dirty
+                    && not q.Deleted
+                    && q.DirGeneration = r.DirGeneration + 1UL
+                | _ -> false)
+
+            testPropertyWithConfig config "a downloaded value of a deleted key revives it only under EditWins and only above the version the deletion saw"
+            <| forAll (Gen.zip3 policy row (Gen.choose (1, 6))) (fun (p, r, remoteVersion) ->
+                let r = { r with Deleted = true; DirGeneration = max 1UL r.DirGeneration; Dirty = false; Conflict = false }
+                let entry = Deletes.ownEntry me r
+                let seen = r.Version
+
+                match Deletes.remoteValue p entry r (uint64 remoteVersion) "z"B t with
+                | DeletedRowRemote.Revive q ->
+                    p = DeletePolicy.EditWins
+                    && uint64 remoteVersion > seen
+                    && not q.Deleted
+                    && q.DirGeneration = r.DirGeneration + 1UL
+                | DeletedRowRemote.StayDeleted o ->
+                    (p = DeletePolicy.DeleteWins || uint64 remoteVersion <= seen)
+                    && o.Row.Deleted
+                    && o.Row.BaseValue = Some "z"B
+                    && o.Row.Version = uint64 remoteVersion)
         ]

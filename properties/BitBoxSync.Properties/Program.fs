@@ -24,6 +24,7 @@ let main argv =
                 CoreProperties.tests
                 ServerProperties.tests
                 DirectoryProperties.tests
+                DirectoryProperties.deleteTests
                 Simulation.tests
                 ModelCheck.tests
                 SampleMerges.tests

@@ -342,6 +342,7 @@ type private Pass(client: Client, server: Server, fault: Fault, appMerge: ByteMe
             }
         |> List.iter (function
             | SnapshotEffect.Queue row -> this.SaveRow row
+            | SnapshotEffect.Lingering _
             | SnapshotEffect.OutsideScope _ -> ())
 
         // 2. Namespace list and item map.

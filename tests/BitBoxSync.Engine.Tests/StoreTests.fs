@@ -118,6 +118,8 @@ type It =
         ConflictRemoteVersion: uint64
         ConflictRemoteValue: byte[]
         UpdatedAt: DateTimeOffset
+        DirGeneration: uint64
+        Deleted: bool
     }
 
     member i.Record =
@@ -134,7 +136,9 @@ type It =
             Conflict = i.Conflict,
             ConflictRemoteVersion = i.ConflictRemoteVersion,
             ConflictRemoteValue = i.ConflictRemoteValue,
-            UpdatedAt = i.UpdatedAt
+            UpdatedAt = i.UpdatedAt,
+            DirGeneration = i.DirGeneration,
+            Deleted = i.Deleted
         )
 
     static member Of(r: ItemRecord) =
@@ -156,6 +160,8 @@ type It =
                     ConflictRemoteVersion = r.ConflictRemoteVersion
                     ConflictRemoteValue = r.ConflictRemoteValue
                     UpdatedAt = r.UpdatedAt
+                    DirGeneration = r.DirGeneration
+                    Deleted = r.Deleted
                 }
 
 let identity key : Id =
@@ -194,6 +200,8 @@ let item key nsId (i: int) : It =
         ConflictRemoteVersion = 0UL
         ConflictRemoteValue = null
         UpdatedAt = t0.AddSeconds(float i)
+        DirGeneration = 0UL
+        Deleted = false
     }
 
 let save (store: IStore) (w: StoreWrite) = store.SaveAsync w |> awaitU
@@ -245,6 +253,8 @@ let private contract (name: string) (make: unit -> IStore) =
                         Dirty = true
                         ConflictRemoteVersion = 9UL
                         ConflictRemoteValue = [| 9uy |]
+                        DirGeneration = UInt64.MaxValue - 7UL
+                        Deleted = true
                     }
 
                 let bare =
@@ -514,6 +524,30 @@ let private sqlite =
 
                 cmd.CommandText <- "PRAGMA journal_mode"
                 Expect.equal (string (cmd.ExecuteScalar())) "wal" "WAL"
+            }
+
+            test "a schema-2 store (before deletes) migrates: its item rows read as never deleted" {
+                let path = tempFile ()
+
+                do
+                    let s = SqliteStore.OpenAsync path |> await
+                    use _s = disposing s
+                    save s (write (Some(identity keyA)) [ ns keyA ns1 ] [ item keyA ns1 1 ])
+
+                do
+                    // Make the file exactly what schema 2 wrote: without the two columns of migration 3.
+                    use c = new SqliteConnection($"Data Source={path};Pooling=False")
+                    c.Open()
+                    use cmd = c.CreateCommand()
+                    cmd.CommandText <- "ALTER TABLE items DROP COLUMN deleted; ALTER TABLE items DROP COLUMN dir_generation; PRAGMA user_version = 2"
+                    cmd.ExecuteNonQuery() |> ignore
+
+                let s = SqliteStore.OpenAsync path |> await
+                use _s = disposing s
+                Expect.equal (getItem s keyA ns1 (item keyA ns1 1).ItemId) (Some(item keyA ns1 1)) "the row, not deleted"
+                let deleted = { item keyA ns1 2 with DirGeneration = 3UL; Deleted = true }
+                save s (write None [] [ deleted ])
+                Expect.equal (getItem s keyA ns1 deleted.ItemId) (Some deleted) "the new columns are written"
             }
 
             test "a store written by a newer version is refused, untouched" {

@@ -48,6 +48,25 @@ public interface IConditionalValueBackend<T> : IValueBackend<T>
 }
 
 /// <summary>
+/// A backend that can remove values, for collections with a key directory (docs/concepts.md,
+/// "Deletes"): <see cref="Collection{T}.DeleteAsync"/> removes the app's value through it, and a
+/// deletion made on another device is applied here without the app's help. Like
+/// <see cref="IConditionalValueBackend{T}.SetIfCurrentAsync"/>, the removal is conditional, in the
+/// same lock or transaction as the app's own writes: a value the app changed after the engine read
+/// it is never removed.
+/// </summary>
+public interface IDeletableValueBackend<T> : IValueBackend<T>
+{
+    /// <summary>
+    /// Removes the key's value only if it still is <paramref name="current"/>; true when it was
+    /// removed or the key already has no value, false when the app wrote another value meanwhile.
+    /// After a removal <see cref="IValueBackend{T}.GetAsync"/> reports the key missing and a
+    /// change-tracking backend reports the key as written.
+    /// </summary>
+    ValueTask<bool> DeleteIfCurrentAsync(string key, T current, CancellationToken cancellationToken);
+}
+
+/// <summary>
 /// Optional for a backend (implement it next to <see cref="IValueBackend{T}"/>): tells the engine
 /// which keys were written since it last looked, so a pass over an unchanged collection reads no
 /// values at all and a pass after a few edits reads only those keys. Without it every pass takes a
@@ -77,9 +96,10 @@ public interface IChangeTrackingBackend
 
 /// <summary>
 /// A backend in memory, for tests, demos and short-lived tools. <see cref="SetIfCurrentAsync"/>
-/// compares <b>encoded</b> values (so collections and records compare by content).
+/// and <see cref="DeleteIfCurrentAsync"/> compare <b>encoded</b> values (so collections and
+/// records compare by content).
 /// </summary>
-public sealed class MemoryValueBackend<T> : IConditionalValueBackend<T>, IChangeTrackingBackend
+public sealed class MemoryValueBackend<T> : IConditionalValueBackend<T>, IDeletableValueBackend<T>, IChangeTrackingBackend
 {
     private readonly object _gate = new();
     private readonly Dictionary<string, T> _values;
@@ -139,6 +159,26 @@ public sealed class MemoryValueBackend<T> : IConditionalValueBackend<T>, IChange
             Write(key, value);
             return ValueTask.FromResult(true);
         }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<bool> DeleteIfCurrentAsync(string key, T current, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            if (!_values.TryGetValue(key, out var stored)) return ValueTask.FromResult(true);
+            if (!_codec.Encode(stored).AsSpan().SequenceEqual(_codec.Encode(current))) return ValueTask.FromResult(false);
+            _values.Remove(key);
+            _writtenAt[key] = ++_stamp;
+            return ValueTask.FromResult(true);
+        }
+    }
+
+    /// <summary>Removes a key's value unconditionally (as an app deleting from its own storage).</summary>
+    public void Remove(string key)
+    {
+        lock (_gate)
+            if (_values.Remove(key)) _writtenAt[key] = ++_stamp;
     }
 
     private void Write(string key, T value)

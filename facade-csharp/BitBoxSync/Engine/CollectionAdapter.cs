@@ -17,6 +17,12 @@ internal interface ICollectionAdapter
     /// <summary>Writes unconditionally (conflict resolution with a value).</summary>
     ValueTask SetAsync(string key, byte[] value, CancellationToken ct);
 
+    /// <summary>Whether the backend can remove values (<see cref="IDeletableValueBackend{T}"/>).</summary>
+    bool CanRemove { get; }
+
+    /// <summary>Removes the key's value if it still is <paramref name="expected"/> (true also when it is already gone).</summary>
+    ValueTask<bool> RemoveIfCurrentAsync(string key, byte[] expected, CancellationToken ct);
+
     FSharpFunc<FSharpOption<byte[]>, FSharpFunc<byte[], FSharpFunc<byte[], FSharpResult<MergeOutcome, string>>>> Merge { get; }
 
     /// <summary>The merge and the canonical form (this device's bytes for a downloaded value) the apply step uses.</summary>
@@ -94,6 +100,11 @@ internal sealed class CollectionAdapter<T>(string name, ICodec<T> codec, MergeFu
     }
 
     public async ValueTask SetAsync(string key, byte[] value, CancellationToken ct) => await backend.SetAsync(key, codec.Decode(value), ct);
+
+    public bool CanRemove => backend is IDeletableValueBackend<T>;
+
+    public async ValueTask<bool> RemoveIfCurrentAsync(string key, byte[] expected, CancellationToken ct) =>
+        backend is IDeletableValueBackend<T> deletable && await deletable.DeleteIfCurrentAsync(key, codec.Decode(expected), ct);
 
     public FSharpFunc<FSharpOption<byte[]>, FSharpFunc<byte[], FSharpFunc<byte[], FSharpResult<MergeOutcome, string>>>> Merge =>
         FuncConvert.FromFunc<FSharpOption<byte[]>, byte[], byte[], FSharpResult<MergeOutcome, string>>(MergeBytes);

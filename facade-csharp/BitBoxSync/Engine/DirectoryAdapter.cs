@@ -19,8 +19,116 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
 {
     public string Name => KeyDirectory.ReservedCollection;
 
-    /// <summary>The delete policy of the namespace's directory collections.</summary>
-    public DeletePolicy Policy { get; } = DeletePolicy.EditWins;
+    /// <summary>The namespace.</summary>
+    internal string NamespaceId => namespaceId;
+
+    /// <summary>This device's writer tag (the first 8 bytes of its key ID).</summary>
+    internal string Writer => writer;
+
+    /// <summary>Each directory collection's delete policy (every device of a collection must use the same).</summary>
+    private readonly Dictionary<string, Core.DeletePolicy> _policies = new(StringComparer.Ordinal);
+
+    /// <summary>The delete policy of a directory collection (EditWins for an unknown one).</summary>
+    internal Core.DeletePolicy PolicyOf(string collection) =>
+        _policies.TryGetValue(collection, out var p) ? p : Core.DeletePolicy.EditWins;
+
+    /// <summary>Registers a directory collection with its delete policy.</summary>
+    internal void Add(string collection, Core.DeletePolicy policy)
+    {
+        Collections.Add(collection);
+        _policies[collection] = policy;
+    }
+
+    /// <summary>Whether the collection keeps a directory.</summary>
+    internal bool Holds(string collection) => Collections.Contains(collection);
+
+    /// <summary>
+    /// Per directory collection, per key: this device's own entry (rows whose <c>DirGeneration</c> is
+    /// set), read once from the store and kept current by <see cref="RowsSaved"/>.
+    /// </summary>
+    private Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Version)>>? _own;
+
+    private async Task<Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Version)>>> OwnAsync(CancellationToken ct)
+    {
+        if (_own is { } known) return known;
+        var own = new Dictionary<string, Dictionary<string, (ulong, bool, ulong)>>(StringComparer.Ordinal);
+        foreach (var row in await engine.Store.ListNamespaceItemsAsync(engine.KeyId, namespaceId, ct))
+            if (row.DirGeneration > 0 && Collections.Contains(row.Collection))
+                OwnOf(own, row.Collection)[row.Key] = (row.DirGeneration, row.Deleted, row.Version);
+        return _own = own;
+    }
+
+    private static Dictionary<string, (ulong, bool, ulong)> OwnOf(Dictionary<string, Dictionary<string, (ulong, bool, ulong)>> own, string collection)
+    {
+        if (!own.TryGetValue(collection, out var map)) own[collection] = map = new(StringComparer.Ordinal);
+        return map;
+    }
+
+    /// <summary>Rows of the namespace were saved: own entries that changed make the local buckets derive anew.</summary>
+    internal void RowsSaved(IEnumerable<Storage.ItemRecord> rows)
+    {
+        foreach (var row in rows)
+        {
+            if (row.Collection == Name)
+            {
+                Invalidate();
+                continue;
+            }
+            if (_own is null || !Collections.Contains(row.Collection)) continue;
+            var map = OwnOf(_own, row.Collection);
+            var had = map.TryGetValue(row.Key, out var before);
+            if (row.DirGeneration > 0)
+            {
+                var now = (row.DirGeneration, row.Deleted, row.Version);
+                if (had && before == now) continue;
+                map[row.Key] = now;
+            }
+            else if (!had || !map.Remove(row.Key)) continue;
+            _local = null;
+        }
+    }
+
+    private DirEntry OwnEntry((ulong Generation, bool Deleted, ulong Version) own) => new(own.Generation,
+        own.Deleted ? KeyState.Deleted : KeyState.Live, own.Deleted ? own.Version : 0UL, writer);
+
+    /// <summary>The entry this device publishes for one key of a directory collection (null when none).</summary>
+    internal async Task<DirEntry?> PublishedEntryAsync(string collection, string key, bool appHoldsKey, CancellationToken ct)
+    {
+        var (synced, _) = await SyncedAsync(ct);
+        var own = await OwnAsync(ct);
+        var s = synced.TryGetValue(collection, out var entries) ? entries.TryFind(key) : null;
+        var o = own.TryGetValue(collection, out var mine) && mine.TryGetValue(key, out var entry) ? FSharpOption<DirEntry>.Some(OwnEntry(entry)) : null;
+        var published = Deletes.publishedEntry(PolicyOf(collection), writer, s, o, appHoldsKey);
+        return published?.Value;
+    }
+
+    /// <summary>Deletions made or adopted on this device that the synced directory does not hold yet.</summary>
+    internal int PendingDeletions { get; private set; }
+
+    /// <summary>
+    /// The keys of a directory collection whose synced entry may change what this device holds: a
+    /// deletion that beats the row's own entry (or a key without one), or a live entry that beats
+    /// the row's own deletion. Everything else is settled without reading a row or a value.
+    /// </summary>
+    internal async Task<List<(string Key, DirEntry Synced)>> UnsettledAsync(string collection, CancellationToken ct)
+    {
+        var (synced, _) = await SyncedAsync(ct);
+        var own = await OwnAsync(ct);
+        var result = new List<(string, DirEntry)>();
+        if (!synced.TryGetValue(collection, out var entries)) return result;
+        own.TryGetValue(collection, out var mine);
+        var policy = PolicyOf(collection);
+        foreach (var kv in entries)
+        {
+            var s = kv.Value;
+            DirEntry? ownEntry = mine is not null && mine.TryGetValue(kv.Key, out var o) ? OwnEntry(o) : null;
+            var unsettled = s.State.IsDeleted
+                ? ownEntry is null || (ownEntry.State.IsLive && KeyDirectory.beats(policy, s, ownEntry)) || (ownEntry.State.IsDeleted && s.Generation > ownEntry.Generation)
+                : ownEntry is not null && ownEntry.State.IsDeleted && KeyDirectory.beats(policy, s, ownEntry);
+            if (unsettled) result.Add((kv.Key, s));
+        }
+        return result;
+    }
 
     private IReadOnlyList<(string Collection, string[] Keys)> _collectionKeys = [];
     private NamespaceKeys? _keys;
@@ -63,7 +171,10 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     }
 
     /// <summary>The directory collections of the namespace (by name).</summary>
-    internal SortedSet<string> Collections { get; } = new(StringComparer.Ordinal);
+    private SortedSet<string> Collections { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>The directory collections of the namespace, in ordinal order.</summary>
+    internal IReadOnlyCollection<string> CollectionNames => Collections;
 
     public ValueTask<IReadOnlyCollection<string>> KeysAsync(CancellationToken ct) =>
         ValueTask.FromResult<IReadOnlyCollection<string>>(
@@ -103,7 +214,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
                 var row = await engine.Store.GetItemByLogicalKeyAsync(engine.KeyId, namespaceId, Name, KeyDirectory.bucketKey(collection, bucket), ct);
                 if (row?.BaseValue is not { Length: > 0 } baseValue) continue;
                 var decoded = KeyDirectory.decode(baseValue);
-                if (decoded.IsOk) known = KeyDirectory.merge(Policy, known, decoded.ResultValue);
+                if (decoded.IsOk) known = KeyDirectory.merge(PolicyOf(collection), known, decoded.ResultValue);
                 else unreadable[(collection, bucket)] = baseValue;
             }
             synced[collection] = known;
@@ -118,17 +229,16 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         var result = new Dictionary<string, Dictionary<int, byte[]>>(StringComparer.Ordinal);
         if (Keys is null) return result;
         var (synced, unreadable) = await SyncedAsync(ct);
+        var own = await OwnAsync(ct);
+        var pending = 0;
         foreach (var (collection, keys) in CollectionKeys)
         {
             if (!synced.TryGetValue(collection, out var known)) continue;
-            var entries = known;
-            foreach (var key in keys)
-            {
-                if (System.Text.Encoding.UTF8.GetByteCount(key) > KeyDirectory.MaxKeyBytes) continue; // too long to list: synced through Keys() only
-                var current = entries.TryFind(key);
-                if (current is not null && current.Value.State.IsLive) continue;
-                entries = entries.Add(key, KeyDirectory.written(writer, current));
-            }
+            var mine = own.TryGetValue(collection, out var m0) ? m0 : [];
+            var ownEntries = mine.Select(kv => Tuple.Create(kv.Key, OwnEntry(kv.Value))).ToList();
+            foreach (var (key, entry) in ownEntries)
+                if (entry.State.IsDeleted && Deletes.contributes(known.TryFind(key), entry)) pending++;
+            var entries = Deletes.published(PolicyOf(collection), writer, known, ownEntries, keys);
             var buckets = new Dictionary<int, DirMap>();
             foreach (var kv in entries)
             {
@@ -146,6 +256,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
             result[collection] = encoded;
         }
         _generation++;
+        PendingDeletions = pending;
         return _local = result;
     }
 
@@ -157,7 +268,11 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     {
         _local = null;
         _synced = null;
+        FatesSettled = false;
     }
+
+    /// <summary>Engine state: the deletes step found nothing unsettled since the synced directory was last read.</summary>
+    internal bool FatesSettled { get; set; }
 
     /// <summary>Accepted: the directory's local value is derived from the synced one, which the engine saves next.</summary>
     public ValueTask<bool> SetIfCurrentAsync(string key, byte[]? expected, byte[] value, CancellationToken ct)
@@ -172,6 +287,11 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         return ValueTask.CompletedTask;
     }
 
+    /// <summary>Directory buckets are never deleted.</summary>
+    public bool CanRemove => false;
+
+    public ValueTask<bool> RemoveIfCurrentAsync(string key, byte[] expected, CancellationToken ct) => ValueTask.FromResult(false);
+
     public FSharpFunc<FSharpOption<byte[]>, FSharpFunc<byte[], FSharpFunc<byte[], FSharpResult<MergeOutcome, string>>>> Merge =>
         FuncConvert.FromFunc<FSharpOption<byte[]>, byte[], byte[], FSharpResult<MergeOutcome, string>>(Join);
 
@@ -180,14 +300,15 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     public CollectionFunctions Functions => _functions ??= new CollectionFunctions(Merge,
         FuncConvert.FromFunc<byte[], FSharpResult<byte[], string>>(FSharpResult<byte[], string>.NewOk));
 
-    /// <summary>The directory's merge: the join of local and remote (the base plays no part).</summary>
+    /// <summary>The directory's merge: the join of local and remote (the base plays no part), under the bucket's collection's policy.</summary>
     private FSharpResult<MergeOutcome, string> Join(FSharpOption<byte[]>? mergeBase, byte[] local, byte[] remote)
     {
+        var policy = MergeContext.Key is { Length: > 3 } bucketKey ? PolicyOf(bucketKey[3..]) : Core.DeletePolicy.EditWins;
         var l = KeyDirectory.decode(local);
         var r = KeyDirectory.decode(remote);
         if (l.IsError) return FSharpResult<MergeOutcome, string>.NewError("local directory bucket: " + l.ErrorValue);
         if (r.IsError) return FSharpResult<MergeOutcome, string>.NewError("remote directory bucket: " + r.ErrorValue);
-        var merged = KeyDirectory.encode(KeyDirectory.merge(Policy, l.ResultValue, r.ResultValue));
+        var merged = KeyDirectory.encode(KeyDirectory.merge(policy, l.ResultValue, r.ResultValue));
         return merged.IsOk
             ? FSharpResult<MergeOutcome, string>.NewOk(MergeOutcome.NewMerged(merged.ResultValue))
             : FSharpResult<MergeOutcome, string>.NewError(merged.ErrorValue);

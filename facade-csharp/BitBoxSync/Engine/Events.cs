@@ -40,6 +40,22 @@ public enum SyncEventType
     /// §12.18): the key is neither uploaded nor downloaded. Reported once per key while the engine is open.
     /// </summary>
     KeyOutsideScope,
+    /// <summary>
+    /// Key-directory collections (docs/concepts.md, "Deletes"): the key was deleted, on this device
+    /// through <see cref="Collection{T}.DeleteAsync"/> or on another device and applied here (the value
+    /// was removed through <see cref="IDeletableValueBackend{T}"/>; without it, remove it now).
+    /// </summary>
+    ItemDeleted,
+    /// <summary>
+    /// Key-directory collections: a deleted key lives again: an edit made without seeing the deletion
+    /// won (policy <see cref="DeletePolicy.EditWins"/>), or another device wrote the key after the deletion.
+    /// </summary>
+    ItemRevived,
+    /// <summary>
+    /// Key-directory collections, policy <see cref="DeletePolicy.DeleteWins"/>: a deletion made without
+    /// seeing this device's edit won; the edit and the value were removed (an <see cref="ItemDeleted"/> precedes it).
+    /// </summary>
+    EditDropped,
 }
 
 /// <summary>One engine event.</summary>

@@ -85,7 +85,9 @@ internal static class StateMapping
         r.Conflict,
         r.ConflictRemoteVersion,
         Opt(r.ConflictRemoteValue),
-        r.UpdatedAt);
+        r.UpdatedAt,
+        r.DirGeneration,
+        r.Deleted);
 
     public static ItemRecord ToRecord(ItemState s) => new()
     {
@@ -102,6 +104,8 @@ internal static class StateMapping
         ConflictRemoteVersion = s.ConflictRemoteVersion,
         ConflictRemoteValue = OrNull(s.ConflictRemoteValue),
         UpdatedAt = s.UpdatedAt,
+        DirGeneration = s.DirGeneration,
+        Deleted = s.Deleted,
     };
 
     /// <summary>The exception for a core error.</summary>

@@ -24,6 +24,9 @@ public sealed record SyncStatus
     /// <summary>Local changes not yet accepted by the server (after the last pass).</summary>
     public int PendingUploads { get; init; }
 
+    /// <summary>Key-directory collections: deletions made on this device that the server does not hold yet.</summary>
+    public int PendingDeletions { get; init; }
+
     /// <summary>Keys in conflict (after the last pass).</summary>
     public int Conflicts { get; init; }
 

@@ -205,6 +205,9 @@ public sealed partial class SyncEngine : IAsyncDisposable
             ItemEvent.Tags.ItemDownloaded => SyncEventType.ItemDownloaded,
             ItemEvent.Tags.ItemQueued => SyncEventType.ItemQueued,
             ItemEvent.Tags.ItemUploaded => SyncEventType.ItemUploaded,
+            ItemEvent.Tags.ItemDeleted => SyncEventType.ItemDeleted,
+            ItemEvent.Tags.ItemRevived => SyncEventType.ItemRevived,
+            ItemEvent.Tags.EditDropped => SyncEventType.EditDropped,
             _ => SyncEventType.ConflictDetected,
         }, row.NamespaceId.Wire, row.Collection, row.Key, row.ItemId.Wire);
     }
@@ -216,6 +219,30 @@ public sealed partial class SyncEngine : IAsyncDisposable
     internal DirectoryAdapter DirectoryOf(string namespaceId) =>
         (DirectoryAdapter)_collections.GetOrAdd((namespaceId, KeyDirectory.ReservedCollection),
             _ => new DirectoryAdapter(this, namespaceId, KeyDirectory.writerOf(_keyId)));
+
+    /// <summary>The key directory of a namespace when one of its collections keeps one, else null.</summary>
+    internal DirectoryAdapter? DirectoryIn(string namespaceId) =>
+        _collections.TryGetValue((namespaceId, KeyDirectory.ReservedCollection), out var d) ? d as DirectoryAdapter : null;
+
+    /// <summary>Item rows were saved: the key directories derive what changed anew.</summary>
+    internal void RowsSaved(IReadOnlyList<Storage.ItemRecord> records)
+    {
+        foreach (var group in records.GroupBy(r => r.NamespaceId))
+            DirectoryIn(group.Key)?.RowsSaved(group);
+    }
+
+    /// <summary>Deletions not yet on the server, over every key directory (derived as the last pass left them).</summary>
+    internal async Task<int> PendingDeletionsAsync(CancellationToken ct)
+    {
+        var total = 0;
+        foreach (var adapter in _collections.Values)
+            if (adapter is DirectoryAdapter directory && directory.Keys is not null)
+            {
+                await directory.ChangeStampAsync(ct); // derives the buckets (and the count) if they changed
+                total += directory.PendingDeletions;
+            }
+        return total;
+    }
 
     internal void Register(string namespaceId, ICollectionAdapter adapter)
     {

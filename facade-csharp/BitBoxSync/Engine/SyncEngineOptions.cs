@@ -76,4 +76,20 @@ public sealed class CollectionOptions<T>
     /// versions) list as unknown items; they keep syncing the keys they name themselves.
     /// </summary>
     public bool KeyDirectory { get; set; }
+
+    /// <summary>
+    /// With <see cref="KeyDirectory"/>: what happens when a deletion meets an edit made without seeing
+    /// it (docs/concepts.md, "Deletes"). Every device of the collection must use the same policy.
+    /// </summary>
+    public DeletePolicy DeletePolicy { get; set; } = DeletePolicy.EditWins;
+}
+
+/// <summary>What a key-directory collection does when a deletion and an edit made without seeing it meet.</summary>
+public enum DeletePolicy
+{
+    /// <summary>The edit wins: the key lives again with the edited value, and <see cref="SyncEventType.ItemRevived"/> tells the app (the default: nothing typed is lost).</summary>
+    EditWins,
+
+    /// <summary>The deletion wins: the edit is dropped and the value removed, and <see cref="SyncEventType.EditDropped"/> tells the app.</summary>
+    DeleteWins,
 }

@@ -81,7 +81,9 @@ public sealed class SyncNamespace
         if (options.Codec is ICheckedCodec checkedCodec) checkedCodec.Check();
         var adapter = new CollectionAdapter<T>(name, options.Codec, options.Merge ?? Merges.NoMerge<T>(), options.Backend);
         _engine.Register(Id, adapter);
-        if (options.KeyDirectory) _engine.DirectoryOf(Id).Collections.Add(name);
+        if (!Enum.IsDefined(options.DeletePolicy)) throw new ArgumentException($"collection \"{name}\" has an unknown delete policy {(int)options.DeletePolicy}", nameof(options));
+        if (options.KeyDirectory)
+            _engine.DirectoryOf(Id).Add(name, options.DeletePolicy == DeletePolicy.DeleteWins ? Core.DeletePolicy.DeleteWins : Core.DeletePolicy.EditWins);
         return new Collection<T>(_engine, this, adapter);
     }
 }
@@ -104,6 +106,19 @@ public sealed class Collection<T>
 
     /// <summary>The namespace it belongs to.</summary>
     public SyncNamespace Namespace { get; }
+
+    /// <summary>
+    /// Deletes a key on every device (docs/concepts.md, "Deletes"): its value is removed from the
+    /// backend now and from the other devices' backends when they sync; the deletion is kept in the
+    /// sync metadata first, so a crash cannot lose it. An unsynced edit or an open conflict of the key
+    /// ends with it. Works offline; a sync is scheduled. Deleting a deleted key does nothing.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The collection has no key directory, its backend does
+    /// not implement <see cref="IDeletableValueBackend{T}"/>, or the namespace was never synced on this
+    /// device (its key is needed to name the item).</exception>
+    /// <exception cref="ArgumentException">The key is empty or longer than 512 UTF-8 bytes.</exception>
+    public Task DeleteAsync(string key, CancellationToken cancellationToken = default) =>
+        _engine.DeleteAsync(Namespace.Id, _adapter, key, cancellationToken);
 
     /// <summary>Every key of this collection in conflict: base (when known), local and remote values.</summary>
     public Task<IReadOnlyList<Conflict<T>>> ConflictsAsync(CancellationToken cancellationToken = default) =>

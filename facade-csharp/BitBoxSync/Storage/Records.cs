@@ -91,6 +91,12 @@ public sealed record ItemRecord
 
     /// <summary>Local write time (UTC), also the upload order. A store sets it to now when left at its default.</summary>
     public DateTimeOffset UpdatedAt { get; init; }
+
+    /// <summary>Key-directory collections: the generation of this device's own directory entry for the key (0 = none).</summary>
+    public ulong DirGeneration { get; init; }
+
+    /// <summary>Key-directory collections: the key is deleted on this device (nothing is uploaded for it).</summary>
+    public bool Deleted { get; init; }
 }
 
 /// <summary>

@@ -1,6 +1,7 @@
 using BitBoxSync.Core;
 using BitBoxSync.Protocol;
 using BitBoxSync.Protocol.Wire;
+using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using static BitBoxSync.StateMapping;
 
@@ -69,6 +70,31 @@ public sealed partial class SyncEngine
 
             e._collections.TryGetValue((item.NamespaceId.Wire, item.Collection), out var adapter);
             var functions = adapter is null ? null : FSharpOption<CollectionFunctions>.Some(adapter.Functions);
+
+            // A key deleted on this device: an edit the deletion did not see may bring it back (policy), else the row follows the server and stays deleted.
+            var revived = false;
+            if (item.Deleted && adapter is not null && e.DirectoryIn(item.NamespaceId.Wire) is { } directory && directory.Holds(item.Collection))
+            {
+                var canonical = adapter.Functions.Canonical.Invoke(remote);
+                if (canonical.IsError)
+                {
+                    await ParkAsync(item, QuarantineReason.NewUnreadableRemote(canonical.ErrorValue), response.Version);
+                    Quarantined(item, "the remote value cannot be read: " + canonical.ErrorValue);
+                    return;
+                }
+                var entry = await directory.PublishedEntryAsync(item.Collection, item.Key, false, ct);
+                var onDeleted = Deletes.remoteValue(directory.PolicyOf(item.Collection), entry is null ? null : FSharpOption<DirEntry>.Some(entry),
+                    item, response.Version, canonical.ResultValue, Now);
+                if (onDeleted is DeletedRowRemote.StayDeleted stay)
+                {
+                    await SaveOutcomeAsync(stay.Item);
+                    return;
+                }
+                item = ((DeletedRowRemote.Revive)onDeleted).Item;
+                revived = true;
+            }
+            Outcome Told(Outcome o) => revived ? new Outcome(o.Row, FSharpList<ItemEvent>.Cons(ItemEvent.ItemRevived, o.Events)) : o;
+
             var decision = Apply.start(item, response.Version, remote, functions, Now);
             if (decision.IsReadLocal)
             {
@@ -91,7 +117,7 @@ public sealed partial class SyncEngine
                         Quarantined(item, "the app's backend refused the value: " + ex.Message);
                         return;
                     }
-                    await SaveOutcomeAsync(replaced ? w.OnWritten : w.OnLostRace);
+                    await SaveOutcomeAsync(Told(replaced ? w.OnWritten : w.OnLostRace));
                     return;
                 }
             }
@@ -99,7 +125,7 @@ public sealed partial class SyncEngine
             switch (decision)
             {
                 case ApplyDecision.Save save:
-                    await SaveOutcomeAsync(save.Item);
+                    await SaveOutcomeAsync(Told(save.Item));
                     break;
                 case ApplyDecision.Quarantine q:
                     await ParkAsync(item, q.Item, response.Version);

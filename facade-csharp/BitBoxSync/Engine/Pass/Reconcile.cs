@@ -49,6 +49,10 @@ public sealed partial class SyncEngine
                     foreach (var outside in effects.OfType<SnapshotEffect.OutsideScope>())
                         if (e._reportedOutsideScope.TryAdd((ns, outside.collection, outside.key), 0))
                             e.Emit(SyncEventType.KeyOutsideScope, ns, outside.collection, outside.key);
+                    // A deleted key's value still in the backend (not removed yet, or a crash came between the two writes).
+                    if (c.CanRemove)
+                        foreach (var lingering in effects.OfType<SnapshotEffect.Lingering>())
+                            await c.RemoveIfCurrentAsync(lingering.row.Key, lingering.value, ct);
                     var queued = effects.OfType<SnapshotEffect.Queue>().Select(q => q.Item).ToList();
                     if (queued.Count > 0)
                     {

@@ -43,10 +43,11 @@ public sealed partial class SyncEngine
                     return pass.Activity;
                 }, mayPrompt, ct);
                 var (pending, conflicts) = await DirtyCountsAsync(ct);
+                var deletions = await PendingDeletionsAsync(ct);
                 UpdateStatus(st => st with
                 {
                     Syncing = false, Connected = true, LoginRequired = false, LastSyncedAt = Now, LastError = null,
-                    PendingUploads = pending, Conflicts = conflicts,
+                    PendingUploads = pending, Conflicts = conflicts, PendingDeletions = deletions,
                 });
                 var elapsed = System.Diagnostics.Stopwatch.GetElapsedTime(started);
                 SyncTelemetry.Passes.Add(1, new KeyValuePair<string, object?>("outcome", "success"));
@@ -118,6 +119,7 @@ public sealed partial class SyncEngine
         {
             await ReconcileSnapshotsAsync();
             await ReconcileNamespacesAsync();
+            await DeletesAsync();
             await FlushAsync();
             e._lastPassActivity = Activity;
         }
@@ -155,7 +157,7 @@ public sealed partial class SyncEngine
             if (e._collections.TryGetValue((ns.Wire, KeyDirectory.ReservedCollection), out var dirAdapter) && dirAdapter is DirectoryAdapter directory)
             {
                 directory.Keys = keys;
-                directory.CollectionKeys = [.. keyLists.Where(k => directory.Collections.Contains(k.Collection))];
+                directory.CollectionKeys = [.. keyLists.Where(k => directory.Holds(k.Collection))];
                 _stamps[directory] = await directory.ChangeStampAsync(ct); // after its inputs are set
                 var (synced, _) = await directory.SyncedAsync(ct);
                 for (var i = 0; i < keyLists.Count; i++)
@@ -190,10 +192,7 @@ public sealed partial class SyncEngine
         {
             var records = rows.Select(ToRecord).ToList();
             await e._store.SaveAsync(new StoreWrite { Items = records, Namespaces = namespaces.Select(ToRecord).ToList() }, ct);
-            // A saved directory bucket changes what the directory derives from it.
-            foreach (var ns in records.Where(r => r.Collection == KeyDirectory.ReservedCollection).Select(r => r.NamespaceId).Distinct())
-                if (e._collections.TryGetValue((ns, KeyDirectory.ReservedCollection), out var d) && d is DirectoryAdapter directory)
-                    directory.Invalidate();
+            e.RowsSaved(records);
         }
 
         /// <summary>Remembers what a quarantined apply saw (remote version, local value) for the retry rule.</summary>

@@ -1,0 +1,278 @@
+/// Deletes in key-directory collections (docs/protocol.md §17, docs/concepts.md "Deletes"): the row
+/// a local deletion leaves, what a merged directory entry means for a row this device holds, what a
+/// downloaded value means for a deleted row, and the entries this device publishes. Pure: the shell
+/// reads the app's values and runs the conditional backend writes these decisions ask for.
+///
+/// Each row of a directory collection may carry this device's own entry for its key (generation
+/// and live/deleted, see `ItemState.DirGeneration`). The published directory is the synced one
+/// joined with the own entries it does not cover yet; a synced entry that beats a row's own entry
+/// is that row's fate: a deletion removes the value unless it meets an edit it did not see (then
+/// the collection's policy decides), a newer live entry brings a deleted key back.
+namespace BitBoxSync.Core
+
+open System
+
+/// A removal of the app's value that happens only if the key still holds `Expected`; when the app
+/// changed the value meanwhile nothing is saved and the next pass decides again with the new value.
+type ConditionalRemove =
+    {
+        Expected: byte[]
+        /// Saved (with its events) once the value is gone.
+        OnRemoved: Outcome
+    }
+
+/// What to do for one key of a directory collection.
+[<RequireQualifiedAccess>]
+type KeyAction =
+    | Nothing
+    /// Save the row (no backend write) and emit the events.
+    | Save of Outcome
+    /// Remove the app's value conditionally, then save.
+    | Remove of ConditionalRemove
+    /// Write `value` into the backend if the key has no value there (the last synced value of a
+    /// key that lives again), then save; if the app wrote a value meanwhile, save all the same.
+    | Restore of value: byte[] * Outcome
+
+/// A downloaded value for a row deleted on this device.
+[<RequireQualifiedAccess>]
+type DeletedRowRemote =
+    /// An edit the deletion did not see, and the edit wins: the key lives again; apply the value to
+    /// this row as to any row (`Apply.start`), and tell the app the key came back.
+    | Revive of ItemState
+    /// The row follows the server's value (its base) and stays deleted; save it.
+    | StayDeleted of Outcome
+
+/// The delete rules.
+module Deletes =
+    /// This device's own directory entry for a row, if it has one. A deletion's `Seen` is the row's
+    /// version: the highest item version this device knew when it deleted (or adopted) the deletion.
+    let ownEntry (writer: string) (row: ItemState) : DirEntry option =
+        if row.DirGeneration = 0UL then
+            None
+        else
+            Some
+                {
+                    Generation = row.DirGeneration
+                    State = if row.Deleted then KeyState.Deleted else KeyState.Live
+                    Seen = if row.Deleted then row.Version else 0UL
+                    Writer = writer
+                }
+
+    /// Whether an own entry still has to be published: the synced directory has nothing for the
+    /// key, an older generation, or the same generation in the other state. A device that adopted a
+    /// synced entry publishes nothing more (no rewrite because its writer or seen version differ).
+    let contributes (synced: DirEntry option) (own: DirEntry) =
+        match synced with
+        | None -> true
+        | Some s -> s.Generation < own.Generation || (s.Generation = own.Generation && s.State <> own.State)
+
+    let private fits (key: string) =
+        Text.Encoding.UTF8.GetByteCount key <= KeyDirectory.MaxKeyBytes
+
+    /// The entry this device publishes for one key (see `published`).
+    let publishedEntry
+        (policy: DeletePolicy)
+        (writer: string)
+        (synced: DirEntry option)
+        (own: DirEntry option)
+        (appHoldsKey: bool)
+        : DirEntry option =
+        match synced, own with
+        | s, Some o when contributes s o ->
+            match s with
+            | Some s -> Some(KeyDirectory.join policy s o)
+            | None -> Some o
+        | Some s, _ -> Some s
+        | None, _ when appHoldsKey -> Some(KeyDirectory.written writer None)
+        | None, _ -> None
+
+    /// The directory of one collection this device publishes: the synced entries, joined with the
+    /// own entries of its rows they do not cover yet, and a first live entry for every key the app
+    /// holds that the directory does not list at all. A key the app holds that the directory lists
+    /// as deleted is not made live here: that is the deletion's fate (`decide`). Keys longer than
+    /// `KeyDirectory.MaxKeyBytes` are left out (they sync through the app's keys only).
+    let published
+        (policy: DeletePolicy)
+        (writer: string)
+        (synced: Map<string, DirEntry>)
+        (own: (string * DirEntry) seq)
+        (appKeys: string seq)
+        : Map<string, DirEntry> =
+        let withOwn =
+            own
+            |> Seq.filter (fun (k, _) -> fits k)
+            |> Seq.fold
+                (fun acc (k, o) ->
+                    match publishedEntry policy writer (Map.tryFind k synced) (Some o) false with
+                    | Some e -> Map.add k e acc
+                    | None -> acc)
+                synced
+
+        appKeys
+        |> Seq.fold
+            (fun acc k ->
+                if Map.containsKey k acc || not (fits k) then
+                    acc
+                else
+                    Map.add k (KeyDirectory.written writer None) acc)
+            withOwn
+
+    let private gone (row: ItemState) (generation: uint64) (now: DateTimeOffset) =
+        { row with
+            Deleted = true
+            DirGeneration = generation
+            Dirty = false
+            Conflict = false
+            ConflictRemoteVersion = 0UL
+            ConflictRemoteValue = None
+            UpdatedAt = now
+        }
+
+    /// The row after the app deletes its key on this device, given the entry the device publishes
+    /// for it (`current`) and the app's value (`local`): deleted at the generation after a live
+    /// entry, having seen the row's version. An unsynced edit or an open conflict ends with it. A
+    /// row that was never synced keeps the deleted value as its base, so that value, still in the
+    /// backend after a crash, is recognised as the deleted one and not as a new write.
+    let requested
+        (writer: string)
+        (current: DirEntry option)
+        (row: ItemState)
+        (local: LocalValue)
+        (now: DateTimeOffset)
+        : ItemState =
+        if row.Deleted then
+            row
+        else
+            let entry = KeyDirectory.deleted writer row.Version current
+            let deleted = gone row entry.Generation now
+
+            match local with
+            | LocalValue.Present v when not (ItemState.hasMergeBase row) -> { deleted with BaseValue = Some(Array.copy v) }
+            | _ -> deleted
+
+    /// What the synced entry (`synced`, the server's directory) means for a row of its key, given
+    /// the app's value. `canRemove`: the backend can remove values (without it a deletion that
+    /// meets an edit cannot drop the edit, so the key lives again whatever the policy).
+    ///
+    /// - A deleted row whose key the synced directory lists live, beating the row's own deletion:
+    ///   the key lives again (its last synced value is restored when the app has none).
+    /// - A live row whose key the synced directory lists deleted, beating the row's own entry:
+    ///   without a local value the row is marked deleted; a value equal to the base whose version the
+    ///   deletion saw is removed; an edit the deletion did not see (an unsynced change, a conflict, a
+    ///   value that differs from the base, or an item version above the one the deletion saw) is
+    ///   decided by the policy: EditWins keeps it and publishes the key live at the next
+    ///   generation, DeleteWins removes it and tells the app its edit was dropped.
+    let decide
+        (policy: DeletePolicy)
+        (writer: string)
+        (canRemove: bool)
+        (synced: DirEntry option)
+        (row: ItemState)
+        (local: LocalValue)
+        (now: DateTimeOffset)
+        : KeyAction =
+        let own = ownEntry writer row
+
+        let beatsOwn (s: DirEntry) =
+            match own with
+            | Some o -> KeyDirectory.beats policy s o
+            | None -> true
+
+        match synced with
+        | Some s when row.Deleted && s.State = KeyState.Live && beatsOwn s ->
+            let outcome =
+                {
+                    Row =
+                        { row with
+                            Deleted = false
+                            DirGeneration = s.Generation
+                            UpdatedAt = now
+                        }
+                    Events = [ ItemEvent.ItemRevived ]
+                }
+
+            match local, row.BaseValue with
+            | LocalValue.Absent, Some b when b.Length > 0 -> KeyAction.Restore(Array.copy b, outcome)
+            | _ -> KeyAction.Save outcome
+        | Some s when row.Deleted && s.State = KeyState.Deleted && s.Generation > row.DirGeneration ->
+            // Deleted again elsewhere: adopt the newer deletion (a later write here then revives after it).
+            KeyAction.Save
+                {
+                    Row = { row with DirGeneration = s.Generation; UpdatedAt = now }
+                    Events = []
+                }
+        | Some s when not row.Deleted && s.State = KeyState.Deleted && beatsOwn s ->
+            let removed = gone row s.Generation now
+
+            match local with
+            | LocalValue.Absent -> KeyAction.Save { Row = removed; Events = [] }
+            | LocalValue.Present v ->
+                let edited = row.Dirty || row.Conflict || not (ItemState.equalsBase row v)
+                let unseen = row.Version > s.Seen
+
+                let revive () =
+                    KeyAction.Save
+                        {
+                            Row =
+                                { row with
+                                    DirGeneration = s.Generation + 1UL
+                                    UpdatedAt = now
+                                }
+                            Events = [ ItemEvent.ItemRevived ]
+                        }
+
+                let remove events =
+                    if canRemove then
+                        KeyAction.Remove { Expected = Array.copy v; OnRemoved = { Row = removed; Events = events } }
+                    elif edited then
+                        revive ()
+                    else
+                        // The app removes the value itself on the event; until then it equals the base
+                        // and is not taken for a new write.
+                        KeyAction.Save { Row = removed; Events = events }
+
+                if not edited && not unseen then
+                    remove [ ItemEvent.ItemDeleted ]
+                else
+                    match policy with
+                    | DeletePolicy.EditWins -> revive ()
+                    | DeletePolicy.DeleteWins ->
+                        remove (
+                            if edited then
+                                [ ItemEvent.ItemDeleted; ItemEvent.EditDropped ]
+                            else
+                                [ ItemEvent.ItemDeleted ]
+                        )
+        | _ -> KeyAction.Nothing
+
+    /// A downloaded value (in this device's bytes) at `remoteVersion` for a row deleted on this
+    /// device, given the entry this device publishes for the key. A version above the one the
+    /// deletion saw is an edit made without seeing it: under EditWins the key lives again at the
+    /// next generation; otherwise the row takes the value as its base and stays deleted.
+    let remoteValue
+        (policy: DeletePolicy)
+        (entry: DirEntry option)
+        (row: ItemState)
+        (remoteVersion: uint64)
+        (remote: byte[])
+        (now: DateTimeOffset)
+        : DeletedRowRemote =
+        let generation, seen =
+            match entry with
+            | Some e when e.State = KeyState.Deleted -> max e.Generation row.DirGeneration, max e.Seen row.Version
+            | Some e -> max e.Generation row.DirGeneration, row.Version
+            | None -> row.DirGeneration, row.Version
+
+        if policy = DeletePolicy.EditWins && remoteVersion > seen then
+            DeletedRowRemote.Revive
+                { row with
+                    Deleted = false
+                    DirGeneration = generation + 1UL
+                    UpdatedAt = now
+                }
+        else
+            DeletedRowRemote.StayDeleted
+                {
+                    Row = ItemState.cleanAt row remoteVersion remote now
+                    Events = []
+                }

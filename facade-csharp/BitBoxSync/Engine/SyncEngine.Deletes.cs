@@ -1,0 +1,70 @@
+using BitBoxSync.Core;
+using BitBoxSync.Protocol;
+using Microsoft.FSharp.Core;
+using static BitBoxSync.StateMapping;
+
+namespace BitBoxSync;
+
+/// <content>Deleting a key of a key-directory collection on this device (docs/concepts.md, "Deletes").</content>
+public sealed partial class SyncEngine
+{
+    internal async Task DeleteAsync<T>(string ns, CollectionAdapter<T> adapter, string key, CancellationToken ct)
+    {
+        ThrowIfClosed();
+        ArgumentException.ThrowIfNullOrEmpty(key);
+        if (System.Text.Encoding.UTF8.GetByteCount(key) > KeyDirectory.MaxKeyBytes)
+            throw new ArgumentException($"a key of a key-directory collection is at most {KeyDirectory.MaxKeyBytes} UTF-8 bytes", nameof(key));
+        var directory = DirectoryIn(ns);
+        if (directory is null || !directory.Holds(adapter.Name))
+            throw new InvalidOperationException($"collection \"{adapter.Name}\" keeps no key directory: deletes need CollectionOptions.KeyDirectory");
+        if (!adapter.CanRemove)
+            throw new InvalidOperationException($"the backend of collection \"{adapter.Name}\" cannot remove values: implement IDeletableValueBackend<T> to delete keys");
+        using var linked = Linked(ct);
+        var token = linked.Token;
+        // The sync lock: no pass applies or uploads this key while it is being deleted.
+        await _syncLock.WaitAsync(token);
+        try
+        {
+            ThrowIfClosed();
+            var stored = await _store.GetItemByLogicalKeyAsync(_keyId.Wire, ns, adapter.Name, key, token);
+            ItemState row;
+            if (stored is not null)
+            {
+                row = ToCore(stored);
+            }
+            else
+            {
+                var keys = directory.Keys ?? (await _store.GetNamespaceAsync(_keyId.Wire, ns, token) is { Dek: { Length: 32 } dek }
+                    ? NamespaceKeysModule.derive(Bin.ofBytes<DekKind>(dek).ResultValue)
+                    : throw new InvalidOperationException($"namespace {ns} has not been synced on this device yet: sync once before deleting"));
+                row = ItemStateModule.template(_keyId, Bin.parse<NamespaceIdKind>(ns).ResultValue, adapter.Name, key,
+                    LogicalKey.itemId(keys, adapter.Name, key), Now);
+            }
+            var value = await adapter.GetAsync(key, token);
+            if (row.Deleted)
+            {
+                if (value is not null && ItemStateModule.equalsBase(row, value)) await adapter.RemoveIfCurrentAsync(key, value, token);
+                return;
+            }
+            var current = await directory.PublishedEntryAsync(adapter.Name, key, value is not null, token);
+            var deleted = Deletes.requested(directory.Writer, current is null ? null : FSharpOption<DirEntry>.Some(current), row,
+                value is null ? LocalValue.Absent : LocalValue.NewPresent(value), Now);
+            // The deletion is kept first: a crash before the removal leaves the deleted value, which the next pass removes.
+            var record = ToRecord(deleted);
+            await _store.SaveAsync(new Storage.StoreWrite { Items = [record] }, token);
+            RowsSaved([record]);
+            _quarantined.TryRemove((ns, deleted.ItemId.Wire), out _);
+            _quarantineState.TryRemove((ns, deleted.ItemId.Wire), out _);
+            if (value is not null) await adapter.RemoveIfCurrentAsync(key, value, token);
+            Emit(deleted, ItemEvent.ItemDeleted);
+            var (pending, conflicts) = await DirtyCountsAsync(token);
+            var deletions = await PendingDeletionsAsync(token);
+            UpdateStatus(st => st with { PendingUploads = pending, Conflicts = conflicts, PendingDeletions = deletions });
+        }
+        finally
+        {
+            _syncLock.Release();
+        }
+        ScheduleSync();
+    }
+}
