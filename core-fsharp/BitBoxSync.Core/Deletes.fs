@@ -29,9 +29,6 @@ type KeyAction =
     | Save of Outcome
     /// Remove the app's value conditionally, then save.
     | Remove of ConditionalRemove
-    /// Write `value` into the backend if the key has no value there (the last synced value of a
-    /// key that lives again), then save; if the app wrote a value meanwhile, save all the same.
-    | Restore of value: byte[] * Outcome
 
 /// A downloaded value for a row deleted on this device.
 [<RequireQualifiedAccess>]
@@ -44,8 +41,8 @@ type DeletedRowRemote =
 
 /// The delete rules.
 module Deletes =
-    /// This device's own directory entry for a row, if it has one. A deletion's `Seen` is the row's
-    /// version: the highest item version this device knew when it deleted (or adopted) the deletion.
+    /// This device's own directory entry for a row, if it has one (`ItemState.DirGeneration`,
+    /// `Deleted` and `DirSeen`).
     let ownEntry (writer: string) (row: ItemState) : DirEntry option =
         if row.DirGeneration = 0UL then
             None
@@ -54,17 +51,17 @@ module Deletes =
                 {
                     Generation = row.DirGeneration
                     State = if row.Deleted then KeyState.Deleted else KeyState.Live
-                    Seen = if row.Deleted then row.Version else 0UL
+                    Seen = row.DirSeen
                     Writer = writer
                 }
 
     /// Whether an own entry still has to be published: the synced directory has nothing for the
-    /// key, an older generation, or the same generation in the other state. A device that adopted a
-    /// synced entry publishes nothing more (no rewrite because its writer or seen version differ).
-    let contributes (synced: DirEntry option) (own: DirEntry) =
+    /// key, or an entry the own one supersedes. A device that adopted a synced entry publishes
+    /// nothing more (no rewrite because its writer differs).
+    let contributes (policy: DeletePolicy) (synced: DirEntry option) (own: DirEntry) =
         match synced with
         | None -> true
-        | Some s -> s.Generation < own.Generation || (s.Generation = own.Generation && s.State <> own.State)
+        | Some s -> KeyDirectory.supersedes policy own s
 
     let private fits (key: string) =
         Text.Encoding.UTF8.GetByteCount key <= KeyDirectory.MaxKeyBytes
@@ -78,7 +75,7 @@ module Deletes =
         (appHoldsKey: bool)
         : DirEntry option =
         match synced, own with
-        | s, Some o when contributes s o ->
+        | s, Some o when contributes policy s o ->
             match s with
             | Some s -> Some(KeyDirectory.join policy s o)
             | None -> Some o
@@ -117,10 +114,11 @@ module Deletes =
                     Map.add k (KeyDirectory.written writer None) acc)
             withOwn
 
-    let private gone (row: ItemState) (generation: uint64) (now: DateTimeOffset) =
+    let private gone (row: ItemState) (generation: uint64) (seen: uint64) (now: DateTimeOffset) =
         { row with
             Deleted = true
             DirGeneration = generation
+            DirSeen = seen
             Dirty = false
             Conflict = false
             ConflictRemoteVersion = 0UL
@@ -130,9 +128,10 @@ module Deletes =
 
     /// The row after the app deletes its key on this device, given the entry the device publishes
     /// for it (`current`) and the app's value (`local`): deleted at the generation after a live
-    /// entry, having seen the row's version. An unsynced edit or an open conflict ends with it. A
-    /// row that was never synced keeps the deleted value as its base, so that value, still in the
-    /// backend after a crash, is recognised as the deleted one and not as a new write.
+    /// entry, having seen the row's version. An unsynced edit or an open conflict ends with it. The
+    /// deleted value becomes the row's base, so that it is recognised as the deleted one and not as
+    /// a new write: in the backend (a crash came before its removal), or on the server (an upload
+    /// of it whose answer was lost).
     let requested
         (writer: string)
         (current: DirEntry option)
@@ -144,18 +143,19 @@ module Deletes =
             row
         else
             let entry = KeyDirectory.deleted writer row.Version current
-            let deleted = gone row entry.Generation now
+            let deleted = gone row entry.Generation row.Version now
 
             match local with
-            | LocalValue.Present v when not (ItemState.hasMergeBase row) -> { deleted with BaseValue = Some(Array.copy v) }
-            | _ -> deleted
+            | LocalValue.Present v -> { deleted with BaseValue = Some(Array.copy v) }
+            | LocalValue.Absent -> deleted
 
     /// What the synced entry (`synced`, the server's directory) means for a row of its key, given
     /// the app's value. `canRemove`: the backend can remove values (without it a deletion that
     /// meets an edit cannot drop the edit, so the key lives again whatever the policy).
     ///
     /// - A deleted row whose key the synced directory lists live, beating the row's own deletion:
-    ///   the key lives again (its last synced value is restored when the app has none).
+    ///   the key lives again; the row forgets its version so the server's value is downloaded (the
+    ///   deleted value, if still in the backend, is removed first).
     /// - A live row whose key the synced directory lists deleted, beating the row's own entry:
     ///   without a local value the row is marked deleted; a value equal to the base whose version the
     ///   deletion saw is removed; an edit the deletion did not see (an unsynced change, a conflict, a
@@ -175,7 +175,7 @@ module Deletes =
 
         let beatsOwn (s: DirEntry) =
             match own with
-            | Some o -> KeyDirectory.beats policy s o
+            | Some o -> KeyDirectory.supersedes policy s o
             | None -> true
 
         match synced with
@@ -186,23 +186,32 @@ module Deletes =
                         { row with
                             Deleted = false
                             DirGeneration = s.Generation
+                            DirSeen = s.Seen
+                            Version = 0UL
+                            BaseVersion = 0UL
+                            BaseValue = None
                             UpdatedAt = now
                         }
                     Events = [ ItemEvent.ItemRevived ]
                 }
 
-            match local, row.BaseValue with
-            | LocalValue.Absent, Some b when b.Length > 0 -> KeyAction.Restore(Array.copy b, outcome)
-            | _ -> KeyAction.Save outcome
+            match local with
+            | LocalValue.Present v -> KeyAction.Remove { Expected = Array.copy v; OnRemoved = outcome }
+            | LocalValue.Absent -> KeyAction.Save outcome
         | Some s when row.Deleted && s.State = KeyState.Deleted && s.Generation > row.DirGeneration ->
             // Deleted again elsewhere: adopt the newer deletion (a later write here then revives after it).
             KeyAction.Save
                 {
-                    Row = { row with DirGeneration = s.Generation; UpdatedAt = now }
+                    Row =
+                        { row with
+                            DirGeneration = s.Generation
+                            DirSeen = s.Seen
+                            UpdatedAt = now
+                        }
                     Events = []
                 }
         | Some s when not row.Deleted && s.State = KeyState.Deleted && beatsOwn s ->
-            let removed = gone row s.Generation now
+            let removed = gone row s.Generation s.Seen now
 
             match local with
             | LocalValue.Absent -> KeyAction.Save { Row = removed; Events = [] }
@@ -210,12 +219,30 @@ module Deletes =
                 let edited = row.Dirty || row.Conflict || not (ItemState.equalsBase row v)
                 let unseen = row.Version > s.Seen
 
+                // The key lives on at the deletion's generation, about what the deletion did not see: an
+                // edit here (no deletion saw it) or the version above the one it saw. So it beats this
+                // deletion and any concurrent one of that generation that saw less, but not one that
+                // saw that version.
                 let revive () =
                     KeyAction.Save
                         {
                             Row =
                                 { row with
+                                    DirGeneration = s.Generation
+                                    DirSeen = if edited then KeyDirectory.AppWrite else row.Version
+                                    UpdatedAt = now
+                                }
+                            Events = [ ItemEvent.ItemRevived ]
+                        }
+
+                // The backend cannot drop the edit: the app keeps it, as a write after the deletion.
+                let keep () =
+                    KeyAction.Save
+                        {
+                            Row =
+                                { row with
                                     DirGeneration = s.Generation + 1UL
+                                    DirSeen = KeyDirectory.AppWrite
                                     UpdatedAt = now
                                 }
                             Events = [ ItemEvent.ItemRevived ]
@@ -225,7 +252,7 @@ module Deletes =
                     if canRemove then
                         KeyAction.Remove { Expected = Array.copy v; OnRemoved = { Row = removed; Events = events } }
                     elif edited then
-                        revive ()
+                        keep ()
                     else
                         // The app removes the value itself on the event; until then it equals the base
                         // and is not taken for a new write.
@@ -246,9 +273,11 @@ module Deletes =
         | _ -> KeyAction.Nothing
 
     /// A downloaded value (in this device's bytes) at `remoteVersion` for a row deleted on this
-    /// device, given the entry this device publishes for the key. A version above the one the
-    /// deletion saw is an edit made without seeing it: under EditWins the key lives again at the
-    /// next generation; otherwise the row takes the value as its base and stays deleted.
+    /// device, given the entry this device publishes for the key. The deleted value itself (an
+    /// upload of it whose answer was lost) was seen by the deletion: its version raises the one the
+    /// deletion saw. Another value at a version above the one the deletion saw is an edit made
+    /// without seeing it: under EditWins the key lives again (at the deletion's generation, about
+    /// that version); otherwise the row takes the value as its base and stays deleted.
     let remoteValue
         (policy: DeletePolicy)
         (entry: DirEntry option)
@@ -259,15 +288,30 @@ module Deletes =
         : DeletedRowRemote =
         let generation, seen =
             match entry with
-            | Some e when e.State = KeyState.Deleted -> max e.Generation row.DirGeneration, max e.Seen row.Version
-            | Some e -> max e.Generation row.DirGeneration, row.Version
-            | None -> row.DirGeneration, row.Version
+            | Some e when e.State = KeyState.Deleted -> max e.Generation row.DirGeneration, max e.Seen row.DirSeen
+            | Some e -> max e.Generation row.DirGeneration, row.DirSeen
+            | None -> row.DirGeneration, row.DirSeen
 
-        if policy = DeletePolicy.EditWins && remoteVersion > seen then
+        let deletedValue =
+            match row.BaseValue with
+            | Some b -> ReadOnlySpan(b).SequenceEqual(ReadOnlySpan remote)
+            | None -> false
+
+        if deletedValue then
+            DeletedRowRemote.StayDeleted
+                {
+                    Row =
+                        { ItemState.cleanAt row remoteVersion remote now with
+                            DirSeen = max row.DirSeen remoteVersion
+                        }
+                    Events = []
+                }
+        elif policy = DeletePolicy.EditWins && remoteVersion > seen then
             DeletedRowRemote.Revive
                 { row with
                     Deleted = false
-                    DirGeneration = generation + 1UL
+                    DirGeneration = generation
+                    DirSeen = remoteVersion
                     UpdatedAt = now
                 }
         else

@@ -26,10 +26,11 @@ type DeletePolicy =
     | DeleteWins
 
 /// One key's entry: its state, the generation of that state (raised by one each time the key is
-/// created again or deleted), for a deletion the highest item version the deleting device had seen
-/// (an item version above it is an edit the deletion did not see; 0 for a live entry), and the
-/// writer of that state (the first 8 bytes of its key ID, hex), which only orders entries that are
-/// otherwise equal.
+/// created again or deleted), the item version the state is about (`Seen`: for a deletion the
+/// highest version the deleting device had seen, so a version above it is an edit the deletion did
+/// not see; for a live state the version that brought the key back, or `AppWrite` when an app
+/// wrote it, which no deletion has seen), and the writer of that state (the first 8 bytes of its
+/// key ID, hex), which only orders entries that are otherwise equal.
 type DirEntry =
     {
         Generation: uint64
@@ -68,28 +69,39 @@ module KeyDirectory =
     /// The bucket of an item ID.
     let bucketOf (itemId: ItemId) : int = int itemId.Span[0]
 
-    let private rank (policy: DeletePolicy) (state: KeyState) =
-        match policy, state with
-        | DeletePolicy.EditWins, KeyState.Live
-        | DeletePolicy.DeleteWins, KeyState.Deleted -> 1
-        | _ -> 0
+    /// The `Seen` of a live state an app wrote: no deletion has seen it.
+    [<Literal>]
+    let AppWrite = UInt64.MaxValue
 
-    /// The total order the merge takes the maximum of: generation, then the state the policy
-    /// prefers, then the version seen (of two deletions, the one that saw more), then the writer
-    /// (ordinal).
+    /// Within one generation: DeleteWins puts a deletion above a live state; EditWins puts a live
+    /// state above a deletion only when it is about a version the deletion did not see (an edit),
+    /// and the deletion above a live state whose version it saw. The same states compare by `Seen`.
+    /// (EditWins is the order of Live s ↦ 2s, Deleted s ↦ 2s + 1: total.)
+    let private sameGeneration (policy: DeletePolicy) (a: DirEntry) (b: DirEntry) : int =
+        match policy, a.State, b.State with
+        | _, KeyState.Live, KeyState.Live
+        | _, KeyState.Deleted, KeyState.Deleted -> a.Seen.CompareTo b.Seen
+        | DeletePolicy.DeleteWins, KeyState.Deleted, KeyState.Live -> 1
+        | DeletePolicy.DeleteWins, KeyState.Live, KeyState.Deleted -> -1
+        | DeletePolicy.EditWins, KeyState.Live, KeyState.Deleted -> if a.Seen > b.Seen then 1 else -1
+        | DeletePolicy.EditWins, KeyState.Deleted, KeyState.Live -> if b.Seen > a.Seen then -1 else 1
+
+    /// The order of states, the writer aside: generation first, then within one generation as the
+    /// policy says. A device's own entry equal to a synced one in all but the writer is not newer.
+    let supersedes (policy: DeletePolicy) (a: DirEntry) (b: DirEntry) : bool =
+        let g = a.Generation.CompareTo b.Generation
+        g > 0 || (g = 0 && sameGeneration policy a b > 0)
+
+    /// The total order the merge takes the maximum of: generation, then within one generation as
+    /// the policy says, then the writer (ordinal).
     let compare (policy: DeletePolicy) (a: DirEntry) (b: DirEntry) : int =
         let g = a.Generation.CompareTo b.Generation
 
         if g <> 0 then
             g
         else
-            let s = (rank policy a.State).CompareTo(rank policy b.State)
-
-            if s <> 0 then
-                s
-            else
-                let v = a.Seen.CompareTo b.Seen
-                if v <> 0 then v else String.CompareOrdinal(a.Writer, b.Writer)
+            let s = sameGeneration policy a b
+            if s <> 0 then s else String.CompareOrdinal(a.Writer, b.Writer)
 
     /// Whether `a` wins the join against `b` (strictly larger).
     let beats (policy: DeletePolicy) (a: DirEntry) (b: DirEntry) = compare policy a b > 0
@@ -110,22 +122,23 @@ module KeyDirectory =
                 | None -> Map.add key entry acc)
             a
 
-    /// The entry after this device writes a value of `key`: a new key is live at generation 1, a
-    /// deleted one (the writer saw the deletion) live at the next generation, a live one unchanged.
+    /// The entry after the app writes a value of `key` on this device: a new key is live at
+    /// generation 1, a deleted one (the writer saw the deletion) live at the next generation, a live
+    /// one unchanged. An app write is seen by no deletion (`AppWrite`).
     let written (writer: string) (current: DirEntry option) : DirEntry =
         match current with
         | None ->
             {
                 Generation = 1UL
                 State = KeyState.Live
-                Seen = 0UL
+                Seen = AppWrite
                 Writer = writer
             }
         | Some e when e.State = KeyState.Deleted ->
             {
                 Generation = e.Generation + 1UL
                 State = KeyState.Live
-                Seen = 0UL
+                Seen = AppWrite
                 Writer = writer
             }
         | Some e -> e
@@ -194,7 +207,6 @@ module KeyDirectory =
                 | Ok k when k.Length > MaxKeyBytes -> Error(sprintf "a directory key is longer than %d bytes" MaxKeyBytes)
                 | Ok _ when kv.Value.Generation = 0UL -> Error "a directory entry's generation must be positive"
                 | Ok _ when not (writerValid kv.Value.Writer) -> Error "a directory entry's writer must be 16 lowercase hex digits"
-                | Ok _ when kv.Value.State = KeyState.Live && kv.Value.Seen <> 0UL -> Error "a live directory entry must have seen version 0"
                 | Ok k -> Ok(k, kv.Value))
             |> Seq.toList
 
@@ -262,7 +274,6 @@ module KeyDirectory =
                         | Some _ when state > 1uy -> error <- Some "a directory entry's state must be 0 or 1"
                         | Some k when not (isNull previous) && String.CompareOrdinal(previous, k) >= 0 ->
                             error <- Some "directory keys must be distinct and in order"
-                        | Some _ when state = 0uy && seen <> 0UL -> error <- Some "a live directory entry must have seen version 0"
                         | Some k ->
                             map <-
                                 Map.add

@@ -65,6 +65,9 @@ type ItemState =
         /// Key-directory collections only: the key is deleted on this device (at `DirGeneration`); the
         /// base stays the server's last value, nothing is uploaded, the app's value is removed.
         Deleted: bool
+        /// Key-directory collections, a deleted key: the highest item version this device knew when
+        /// it deleted the key (or the one the adopted deletion had seen); later downloads do not raise it.
+        DirSeen: uint64
     }
 
 /// The states of docs/engine.md §5.1, derived from an item row's fields.
@@ -148,6 +151,7 @@ module ItemState =
             UpdatedAt = now
             DirGeneration = 0UL
             Deleted = false
+            DirSeen = 0UL
         }
 
     /// The row made clean at `version` with `value` as its base (after a download, an accepted

@@ -56,6 +56,7 @@ module Snapshot =
                             { row with
                                 Deleted = false
                                 DirGeneration = row.DirGeneration + 1UL
+                                DirSeen = UInt64.MaxValue // an app write: no deletion saw it (KeyDirectory.AppWrite)
                                 Dirty = true
                                 UpdatedAt = input.Now
                             }

@@ -25,7 +25,7 @@ let private entry =
             {
                 Generation = uint64 g
                 State = if deleted then KeyState.Deleted else KeyState.Live
-                Seen = if deleted then uint64 seen else 0UL
+                Seen = (if not deleted && seen = 3 then KeyDirectory.AppWrite else uint64 seen)
                 Writer = w
             }
     }
@@ -157,8 +157,6 @@ let tests =
                         "a repeated key", bucket [ entry k 1UL 0uy; entry k 2UL 1uy ]
                         "keys out of order", bucket [ entry "b"B 1UL 0uy; entry "a"B 1UL 0uy ]
                         "a key over 512 bytes", bucket [ entry (Array.create 513 120uy) 1UL 0uy ]
-                        "a live entry with a seen version",
-                        Array.concat [ [| 1uy; 0uy; 1uy |]; k; Array.zeroCreate 7; [| 1uy; 0uy |]; Array.zeroCreate 7; [| 5uy |]; Array.zeroCreate 8 ]
                     ] do
                     match KeyDirectory.decode (ReadOnlySpan bytes) with
                     | Ok _ -> failtestf "accepted: %s" name
@@ -173,7 +171,6 @@ let tests =
                         "a lone surrogate", Map.ofList [ "a" + string (char 0xD800), valid ]
                         "generation 0", Map.ofList [ "k", { valid with Generation = 0UL } ]
                         "a writer that is not 16 hex digits", Map.ofList [ "k", { valid with Writer = "XYZ" } ]
-                        "a live entry with a seen version", Map.ofList [ "k", { valid with Seen = 2UL } ]
                     ] do
                     Expect.isError (KeyDirectory.encode bucket) $"not written: {name}"
 
@@ -234,6 +231,7 @@ let private row =
         let! generation = Gen.choose ((if deleted then 1 else 0), 4)
         let! dirty = Gen.elements [ true; false ]
         let! conflict = Gen.elements [ true; false ]
+        let! seen = Gen.choose (0, 4)
 
         return
             { template with
@@ -246,6 +244,7 @@ let private row =
                 ConflictRemoteValue = (if not deleted && conflict then Some "r"B else None)
                 DirGeneration = uint64 generation
                 Deleted = deleted
+                DirSeen = (if generation = 0 then 0UL elif not deleted && seen = 4 then KeyDirectory.AppWrite else uint64 seen)
             }
     }
 
@@ -277,7 +276,6 @@ let private after (c: Case) (action: KeyAction) =
     | KeyAction.Nothing -> c.Row, c.Local
     | KeyAction.Save o -> o.Row, c.Local
     | KeyAction.Remove r -> r.OnRemoved.Row, LocalValue.Absent
-    | KeyAction.Restore(v, o) -> o.Row, (if c.Local = LocalValue.Absent then LocalValue.Present v else c.Local)
 
 let private decide (c: Case) =
     Deletes.decide c.Policy me c.CanRemove (Some c.Synced) c.Row c.Local t
@@ -290,8 +288,7 @@ let private edited (c: Case) =
 let private eventsOf action =
     match action with
     | KeyAction.Nothing -> []
-    | KeyAction.Save o
-    | KeyAction.Restore(_, o) -> o.Events
+    | KeyAction.Save o -> o.Events
     | KeyAction.Remove r -> r.OnRemoved.Events
 
 let deleteTests =
@@ -356,6 +353,7 @@ let deleteTests =
 
                 again = d
                 && d.Deleted
+                && (r.Deleted || d.DirSeen = r.Version)
                 && not d.Dirty
                 && not d.Conflict
                 && (r.Deleted
@@ -393,14 +391,16 @@ let deleteTests =
             <| forAll (Gen.zip3 policy row (Gen.choose (1, 6))) (fun (p, r, remoteVersion) ->
                 let r = { r with Deleted = true; DirGeneration = max 1UL r.DirGeneration; Dirty = false; Conflict = false }
                 let entry = Deletes.ownEntry me r
-                let seen = r.Version
+                let seen = r.DirSeen
 
                 match Deletes.remoteValue p entry r (uint64 remoteVersion) "z"B t with
                 | DeletedRowRemote.Revive q ->
                     p = DeletePolicy.EditWins
                     && uint64 remoteVersion > seen
                     && not q.Deleted
-                    && q.DirGeneration = r.DirGeneration + 1UL
+                    && q.DirGeneration = r.DirGeneration
+                    && q.DirSeen = uint64 remoteVersion
+                    && KeyDirectory.supersedes p (Deletes.ownEntry me q |> Option.get) (entry |> Option.get)
                 | DeletedRowRemote.StayDeleted o ->
                     (p = DeletePolicy.DeleteWins || uint64 remoteVersion <= seen)
                     && o.Row.Deleted

@@ -25,6 +25,7 @@ let main argv =
                 ServerProperties.tests
                 DirectoryProperties.tests
                 DirectoryProperties.deleteTests
+                DeleteModel.tests
                 Simulation.tests
                 ModelCheck.tests
                 SampleMerges.tests

@@ -32,6 +32,7 @@ let main argv =
                 ScriptedTests.tests
                 FaultTests.tests
                 DirectoryTests.tests
+                DeleteTests.tests
                 ShellSimulation.tests
                 AppBackendTests.tests
                 ChangeTrackingTests.tests

@@ -120,6 +120,7 @@ type It =
         UpdatedAt: DateTimeOffset
         DirGeneration: uint64
         Deleted: bool
+        DirSeen: uint64
     }
 
     member i.Record =
@@ -138,7 +139,8 @@ type It =
             ConflictRemoteValue = i.ConflictRemoteValue,
             UpdatedAt = i.UpdatedAt,
             DirGeneration = i.DirGeneration,
-            Deleted = i.Deleted
+            Deleted = i.Deleted,
+            DirSeen = i.DirSeen
         )
 
     static member Of(r: ItemRecord) =
@@ -162,6 +164,7 @@ type It =
                     UpdatedAt = r.UpdatedAt
                     DirGeneration = r.DirGeneration
                     Deleted = r.Deleted
+                    DirSeen = r.DirSeen
                 }
 
 let identity key : Id =
@@ -202,6 +205,7 @@ let item key nsId (i: int) : It =
         UpdatedAt = t0.AddSeconds(float i)
         DirGeneration = 0UL
         Deleted = false
+        DirSeen = 0UL
     }
 
 let save (store: IStore) (w: StoreWrite) = store.SaveAsync w |> awaitU
@@ -255,6 +259,7 @@ let private contract (name: string) (make: unit -> IStore) =
                         ConflictRemoteValue = [| 9uy |]
                         DirGeneration = UInt64.MaxValue - 7UL
                         Deleted = true
+                        DirSeen = UInt64.MaxValue - 9UL
                     }
 
                 let bare =
@@ -539,13 +544,13 @@ let private sqlite =
                     use c = new SqliteConnection($"Data Source={path};Pooling=False")
                     c.Open()
                     use cmd = c.CreateCommand()
-                    cmd.CommandText <- "ALTER TABLE items DROP COLUMN deleted; ALTER TABLE items DROP COLUMN dir_generation; PRAGMA user_version = 2"
+                    cmd.CommandText <- "ALTER TABLE items DROP COLUMN dir_seen; ALTER TABLE items DROP COLUMN deleted; ALTER TABLE items DROP COLUMN dir_generation; PRAGMA user_version = 2"
                     cmd.ExecuteNonQuery() |> ignore
 
                 let s = SqliteStore.OpenAsync path |> await
                 use _s = disposing s
                 Expect.equal (getItem s keyA ns1 (item keyA ns1 1).ItemId) (Some(item keyA ns1 1)) "the row, not deleted"
-                let deleted = { item keyA ns1 2 with DirGeneration = 3UL; Deleted = true }
+                let deleted = { item keyA ns1 2 with DirGeneration = 3UL; Deleted = true; DirSeen = 7UL }
                 save s (write None [] [ deleted ])
                 Expect.equal (getItem s keyA ns1 deleted.ItemId) (Some deleted) "the new columns are written"
             }

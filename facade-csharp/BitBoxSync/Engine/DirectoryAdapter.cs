@@ -46,15 +46,15 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     /// Per directory collection, per key: this device's own entry (rows whose <c>DirGeneration</c> is
     /// set), read once from the store and kept current by <see cref="RowsSaved"/>.
     /// </summary>
-    private Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Version)>>? _own;
+    private Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Seen)>>? _own;
 
-    private async Task<Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Version)>>> OwnAsync(CancellationToken ct)
+    private async Task<Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Seen)>>> OwnAsync(CancellationToken ct)
     {
         if (_own is { } known) return known;
         var own = new Dictionary<string, Dictionary<string, (ulong, bool, ulong)>>(StringComparer.Ordinal);
         foreach (var row in await engine.Store.ListNamespaceItemsAsync(engine.KeyId, namespaceId, ct))
             if (row.DirGeneration > 0 && Collections.Contains(row.Collection))
-                OwnOf(own, row.Collection)[row.Key] = (row.DirGeneration, row.Deleted, row.Version);
+                OwnOf(own, row.Collection)[row.Key] = (row.DirGeneration, row.Deleted, row.DirSeen);
         return _own = own;
     }
 
@@ -79,7 +79,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
             var had = map.TryGetValue(row.Key, out var before);
             if (row.DirGeneration > 0)
             {
-                var now = (row.DirGeneration, row.Deleted, row.Version);
+                var now = (row.DirGeneration, row.Deleted, row.DirSeen);
                 if (had && before == now) continue;
                 map[row.Key] = now;
             }
@@ -88,8 +88,8 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         }
     }
 
-    private DirEntry OwnEntry((ulong Generation, bool Deleted, ulong Version) own) => new(own.Generation,
-        own.Deleted ? KeyState.Deleted : KeyState.Live, own.Deleted ? own.Version : 0UL, writer);
+    private DirEntry OwnEntry((ulong Generation, bool Deleted, ulong Seen) own) => new(own.Generation,
+        own.Deleted ? KeyState.Deleted : KeyState.Live, own.Seen, writer);
 
     /// <summary>The entry this device publishes for one key of a directory collection (null when none).</summary>
     internal async Task<DirEntry?> PublishedEntryAsync(string collection, string key, bool appHoldsKey, CancellationToken ct)
@@ -100,6 +100,17 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         var o = own.TryGetValue(collection, out var mine) && mine.TryGetValue(key, out var entry) ? FSharpOption<DirEntry>.Some(OwnEntry(entry)) : null;
         var published = Deletes.publishedEntry(PolicyOf(collection), writer, s, o, appHoldsKey);
         return published?.Value;
+    }
+
+    /// <summary>The keys of a directory collection deleted on this device whose deletion the synced directory does not hold yet.</summary>
+    internal async Task<IEnumerable<string>> PendingDeletionKeysAsync(string collection, CancellationToken ct)
+    {
+        var (synced, _) = await SyncedAsync(ct);
+        var own = await OwnAsync(ct);
+        if (!own.TryGetValue(collection, out var mine) || mine.Count == 0) return [];
+        var entries = synced.TryGetValue(collection, out var e) ? e : MapModule.Empty<string, DirEntry>();
+        var policy = PolicyOf(collection);
+        return mine.Where(kv => kv.Value.Deleted && Deletes.contributes(policy, entries.TryFind(kv.Key), OwnEntry(kv.Value))).Select(kv => kv.Key).ToList();
     }
 
     /// <summary>Deletions made or adopted on this device that the synced directory does not hold yet.</summary>
@@ -123,8 +134,8 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
             var s = kv.Value;
             DirEntry? ownEntry = mine is not null && mine.TryGetValue(kv.Key, out var o) ? OwnEntry(o) : null;
             var unsettled = s.State.IsDeleted
-                ? ownEntry is null || (ownEntry.State.IsLive && KeyDirectory.beats(policy, s, ownEntry)) || (ownEntry.State.IsDeleted && s.Generation > ownEntry.Generation)
-                : ownEntry is not null && ownEntry.State.IsDeleted && KeyDirectory.beats(policy, s, ownEntry);
+                ? ownEntry is null || (ownEntry.State.IsLive && KeyDirectory.supersedes(policy, s, ownEntry)) || (ownEntry.State.IsDeleted && s.Generation > ownEntry.Generation)
+                : ownEntry is not null && ownEntry.State.IsDeleted && KeyDirectory.supersedes(policy, s, ownEntry);
             if (unsettled) result.Add((kv.Key, s));
         }
         return result;
@@ -237,7 +248,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
             var mine = own.TryGetValue(collection, out var m0) ? m0 : [];
             var ownEntries = mine.Select(kv => Tuple.Create(kv.Key, OwnEntry(kv.Value))).ToList();
             foreach (var (key, entry) in ownEntries)
-                if (entry.State.IsDeleted && Deletes.contributes(known.TryFind(key), entry)) pending++;
+                if (entry.State.IsDeleted && Deletes.contributes(PolicyOf(collection), known.TryFind(key), entry)) pending++;
             var entries = Deletes.published(PolicyOf(collection), writer, known, ownEntries, keys);
             var buckets = new Dictionary<int, DirMap>();
             foreach (var kv in entries)

@@ -87,7 +87,8 @@ internal static class StateMapping
         Opt(r.ConflictRemoteValue),
         r.UpdatedAt,
         r.DirGeneration,
-        r.Deleted);
+        r.Deleted,
+        r.DirSeen);
 
     public static ItemRecord ToRecord(ItemState s) => new()
     {
@@ -106,6 +107,7 @@ internal static class StateMapping
         UpdatedAt = s.UpdatedAt,
         DirGeneration = s.DirGeneration,
         Deleted = s.Deleted,
+        DirSeen = s.DirSeen,
     };
 
     /// <summary>The exception for a core error.</summary>

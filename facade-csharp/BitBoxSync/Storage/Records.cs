@@ -97,6 +97,9 @@ public sealed record ItemRecord
 
     /// <summary>Key-directory collections: the key is deleted on this device (nothing is uploaded for it).</summary>
     public bool Deleted { get; init; }
+
+    /// <summary>Key-directory collections, a deleted key: the highest item version known when it was deleted.</summary>
+    public ulong DirSeen { get; init; }
 }
 
 /// <summary>

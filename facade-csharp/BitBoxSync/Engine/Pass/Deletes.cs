@@ -16,10 +16,14 @@ public sealed partial class SyncEngine
         /// entry brings a deleted key back), so revivals and adopted deletions are published in this pass.
         /// Keys already settled cost nothing: only a changed synced directory is looked at again.
         /// </summary>
-        private async Task DeletesAsync()
+        /// <param name="namespaceId">Only this namespace (after its item map), or every namespace (before the uploads).</param>
+        /// <returns>Whether a row changed (the directory derives its buckets anew).</returns>
+        private async Task<bool> DeletesAsync(string? namespaceId = null)
         {
+            var changed = false;
             foreach (var directory in e._collections.Values.OfType<DirectoryAdapter>().ToList())
             {
+                if (namespaceId is not null && directory.NamespaceId != namespaceId) continue;
                 if (directory.FatesSettled || directory.Keys is not { } keys || directory.CollectionNames.Count == 0) continue;
                 var settled = true;
                 foreach (var collection in directory.CollectionNames.ToList())
@@ -46,14 +50,11 @@ public sealed partial class SyncEngine
                                 if (await adapter.RemoveIfCurrentAsync(key, remove.Item.Expected, ct)) outcomes.Add(remove.Item.OnRemoved);
                                 else settled = false; // the app wrote meanwhile: decided again next pass, with its value
                                 break;
-                            case KeyAction.Restore restore:
-                                await adapter.SetIfCurrentAsync(key, null, restore.value, ct);
-                                outcomes.Add(restore.Item2);
-                                break;
                         }
                     }
                     if (outcomes.Count == 0) continue;
                     Activity = true;
+                    changed = true;
                     await SaveItemsAsync(outcomes.Select(o => o.Row));
                     foreach (var outcome in outcomes)
                     {
@@ -63,6 +64,7 @@ public sealed partial class SyncEngine
                 }
                 directory.FatesSettled = settled;
             }
+            return changed;
         }
     }
 }

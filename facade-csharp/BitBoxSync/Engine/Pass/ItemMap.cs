@@ -43,10 +43,11 @@ public sealed partial class SyncEngine
                         break;
                     case NamespaceAction.FetchItemMap fetch:
                         await ItemMapAsync(planned, fetch.expectedHead, keys, scope);
-                        // A downloaded directory bucket may name keys this device did not know: the
-                        // scope grows and their items are downloaded in this same pass.
+                        // A downloaded directory bucket may name keys this device did not know, delete
+                        // keys or bring deleted ones back: deletions are applied, and the scope grows
+                        // so that the items of learned and revived keys are downloaded in this same pass.
                         if (_directoryChanged.Remove(planned.Listed.NamespaceId.Wire))
-                            await LearnedKeysAsync(planned);
+                            await LearnedKeysAsync(planned, await DeletesAsync(planned.Listed.NamespaceId.Wire));
                         break;
                 }
             }
@@ -56,13 +57,15 @@ public sealed partial class SyncEngine
         private readonly HashSet<string> _directoryChanged = new(StringComparer.Ordinal);
 
         /// <summary>The scope again (with the keys the directory now lists), then the item map again for them.</summary>
-        private async Task LearnedKeysAsync(NamespacePlan planned)
+        /// <param name="planned">The namespace.</param>
+        /// <param name="revived">The deletes step changed rows (a key live again forgot its version): plan again even if the scope is the same.</param>
+        private async Task LearnedKeysAsync(NamespacePlan planned, bool revived)
         {
             var ns = planned.Listed.NamespaceId;
             var before = _scopes[ns.Wire].Scope;
             _scopes.Remove(ns.Wire);
             var (keys, scope, _) = await ScopeOfAsync(ns);
-            if (Scope.hashOf(scope) == Scope.hashOf(before)) return;
+            if (!revived && Scope.hashOf(scope) == Scope.hashOf(before)) return;
             var row = await e.LoadNamespaceAsync(ns, ct);
             if (row is null) return;
             await ItemMapAsync(new NamespacePlan(planned.Listed, row, false, true, false), row.Head, keys, scope);
@@ -87,7 +90,8 @@ public sealed partial class SyncEngine
             var plan = planned.ResultValue;
             foreach (var unknown in plan.Unknown)
                 e.Emit(SyncEventType.UnknownRemoteItem, ns.Wire, itemId: unknown.Wire);
-            var downloads = plan.Downloads.ToList();
+            // Directory buckets first: a value of a key deleted here is then judged against the newest directory.
+            var downloads = plan.Downloads.OrderBy(d => d.Item1.Collection != KeyDirectory.ReservedCollection).ToList();
             e.UpdateStatus(st => st with { DownloadsPlanned = st.DownloadsPlanned + downloads.Count });
             // Fetch ahead (batches when offered, else a few single requests in flight); apply strictly in the planned order.
             using var fetching = CancellationTokenSource.CreateLinkedTokenSource(ct);

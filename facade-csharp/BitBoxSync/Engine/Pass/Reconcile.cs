@@ -17,15 +17,19 @@ public sealed partial class SyncEngine
         // docs/engine.md §4.3: local change detection, one batch per collection. A change-tracking backend whose
         // stamp has not moved since the last saved reconciliation is skipped without reading a value;
         // after a few writes only the written keys are compared with their bases.
-        private async Task ReconcileSnapshotsAsync()
+        // The key directory is reconciled after the app's collections (their revivals and deletions
+        // change the buckets it derives), and again after the deletes step (directoriesOnly).
+        private async Task ReconcileSnapshotsAsync(bool directoriesOnly = false)
         {
             foreach (var ns in e._collections.Keys.Select(k => k.Namespace).Distinct().Order(StringComparer.Ordinal))
             {
                 var nsId = Bin.parse<NamespaceIdKind>(ns).ResultValue;
                 var (keys, scope, collections) = await ScopeOfAsync(nsId);
                 List<ItemState>? rows = null;
-                foreach (var c in collections)
+                foreach (var c in collections.OrderBy(c => c is DirectoryAdapter))
                 {
+                    if (c is DirectoryAdapter) _stamps[c] = await c.ChangeStampAsync(ct);
+                    else if (directoriesOnly) continue;
                     var stamp = _stamps[c];
                     if (stamp is { } current && c.ReconciledStamp == current) continue;
                     var changed = stamp is not null && c.ReconciledStamp is { } last ? await c.ChangedSinceAsync(last, c.EnteredScope, ct) : null;

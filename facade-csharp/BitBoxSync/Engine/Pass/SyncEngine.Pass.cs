@@ -119,7 +119,7 @@ public sealed partial class SyncEngine
         {
             await ReconcileSnapshotsAsync();
             await ReconcileNamespacesAsync();
-            await DeletesAsync();
+            if (await DeletesAsync()) await ReconcileSnapshotsAsync(directoriesOnly: true);
             await FlushAsync();
             e._lastPassActivity = Activity;
         }
@@ -153,7 +153,9 @@ public sealed partial class SyncEngine
                 keyLists.Add((c.Name, collectionKeys));
             }
             // Directory collections: the keys they hold feed the directory; their scope adds the live
-            // keys the synced directory lists (learned from other devices).
+            // keys the synced directory lists (learned from other devices) and the keys deleted here
+            // whose deletion is not on the server yet (a newer value is downloaded before it goes up:
+            // the deletion then knows whether it saw that version).
             if (e._collections.TryGetValue((ns.Wire, KeyDirectory.ReservedCollection), out var dirAdapter) && dirAdapter is DirectoryAdapter directory)
             {
                 directory.Keys = keys;
@@ -163,7 +165,8 @@ public sealed partial class SyncEngine
                 for (var i = 0; i < keyLists.Count; i++)
                     if (synced.TryGetValue(keyLists[i].Collection, out var entries))
                         keyLists[i] = (keyLists[i].Collection,
-                            [.. keyLists[i].Keys.Union(KeyDirectory.liveKeys(entries), StringComparer.Ordinal)]);
+                            [.. keyLists[i].Keys.Union(KeyDirectory.liveKeys(entries), StringComparer.Ordinal)
+                                .Union(await directory.PendingDeletionKeysAsync(keyLists[i].Collection, ct), StringComparer.Ordinal)]);
             }
             // The scope (one HMAC per key) is reused while the DEK and every collection's keys are unchanged.
             ActiveScope scope;
