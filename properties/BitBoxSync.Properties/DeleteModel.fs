@@ -280,9 +280,11 @@ let pass (policy: DeletePolicy) (fault: Fault) (c: Client) (s: Server) : Client 
     // 2. Downloads: the directory bucket first (the engine applies buckets first), then the items.
     let c =
         if s.DirVersion > c.DirVersion then
+            // The downloaded bucket joined with what the client held (the server's only grows, so
+            // this is the server's; the join is what the engine runs when a bucket meets a 412).
             { c with
                 DirVersion = s.DirVersion
-                Synced = s.Dir
+                Synced = KeyDirectory.merge policy c.Synced s.Dir
                 Known = Set.union c.Known s.DirKnown
             }
         else

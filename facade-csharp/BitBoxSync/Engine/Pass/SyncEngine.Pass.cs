@@ -119,7 +119,9 @@ public sealed partial class SyncEngine
         {
             await ReconcileSnapshotsAsync();
             await ReconcileNamespacesAsync();
-            if (await DeletesAsync()) await ReconcileSnapshotsAsync(directoriesOnly: true);
+            await DeletesAsync();
+            // Revivals and deletions of this pass change the buckets: reconciled again (a no-op when unchanged).
+            await ReconcileSnapshotsAsync(directoriesOnly: true);
             await FlushAsync();
             e._lastPassActivity = Activity;
         }
