@@ -202,6 +202,7 @@ internal sealed class DemoFlow(DemoSettings settings, IAnsiConsole console, stri
         Detail($"Bob reads shared:note = {Quote(draft)}");
 
         await ConflictAsync(shared, bobShared, ct);
+        await DirectoryAsync(shared, bobShared, ct);
 
         Step("Namespaces");
         var bobsNamespaces = await Timed(bob.Engine.ListNamespacesAsync, ct);
@@ -232,11 +233,35 @@ internal sealed class DemoFlow(DemoSettings settings, IAnsiConsole console, stri
             stream.CopyTo(copy);
             return copy.ToArray();
         }).ToArray();
-        var secrets = new[] { "Alice savings", "Alice checking", "grocery", "base value", "resolved this together", "stream:item:", "conflict-demo", "account:primary" };
+        var secrets = new[] { "Alice savings", "Alice checking", "grocery", "base value", "resolved this together", "stream:item:", "conflict-demo", "account:primary", "buy coffee", "todo:" };
         var found = secrets.Where(v => bytes.AsSpan().IndexOf(System.Text.Encoding.UTF8.GetBytes(v)) >= 0).ToList();
         Expect(found.Count == 0, $"the server's database contains plaintext: {string.Join(", ", found)}");
         Detail($"the server's database ({bytes.Length / 1024} KiB in {files.Length} files) contains none of the values, keys or "
             + "collection names: only ciphertext, HMAC item IDs and wrapped keys");
+    }
+
+    /// <summary>A collection with a key directory: keys learned without being named, and a deletion that syncs.</summary>
+    private async Task DirectoryAsync(SyncNamespace shared, SyncNamespace bobShared, CancellationToken ct)
+    {
+        var (alice, bob) = (_alice!, _bob!);
+        Step("Key directory: Bob learns Alice's new to-dos without naming them, and his deletion reaches Alice");
+        var aliceTodos = Open(alice, shared, "todos", Merges.PreferLocal<string>(), new MemoryValueBackend<string>(Codecs.String), out _, keyDirectory: true);
+        var bobTodos = Open(bob, bobShared, "todos", Merges.PreferLocal<string>(), new MemoryValueBackend<string>(Codecs.String), out var bobCollection,
+            keyDirectory: true);
+        await aliceTodos.SetAsync("todo:1", "buy coffee", ct);
+        await aliceTodos.SetAsync("todo:2", "call the bank", ct);
+        await Timed(alice.Engine.SyncNowAsync, ct);
+        await Timed(bob.Engine.SyncNowAsync, ct);
+        var learned = string.Join(", ", (await bobTodos.KeysAsync(ct)).Order(StringComparer.Ordinal));
+        Expect(learned == "todo:1, todo:2", $"Bob should have learned both to-dos in one pass, holds {learned}");
+        Detail($"Bob's storage named no keys; after one pass it holds {learned} (learned from the encrypted key directory)");
+        await Timed(c => bobCollection.DeleteAsync("todo:1", c), ct);
+        Detail("Bob deletes todo:1: removed from his storage at once, the deletion kept in his sync metadata");
+        await Timed(bob.Engine.SyncNowAsync, ct);
+        await Timed(alice.Engine.SyncNowAsync, ct);
+        var gone = await ValueAsync(aliceTodos, "todo:1", ct);
+        Expect(gone is null, $"todo:1 should be deleted on Alice's device, holds {Quote(gone)}");
+        Detail($"after Alice's next pass todo:1 is gone from her storage too; todo:2 = {Quote(await ValueAsync(aliceTodos, "todo:2", ct))}");
     }
 
     private async Task ConflictAsync(SyncNamespace shared, SyncNamespace bobShared, CancellationToken ct)
@@ -452,9 +477,10 @@ internal sealed class DemoFlow(DemoSettings settings, IAnsiConsole console, stri
         MemoryValueBackend<string> backend) => Open(device, ns, collection, merge, backend, out _);
 
     private static MemoryValueBackend<string> Open(Device device, SyncNamespace ns, string collection, MergeFunction<string> merge,
-        MemoryValueBackend<string> backend, out Collection<string> synced)
+        MemoryValueBackend<string> backend, out Collection<string> synced, bool keyDirectory = false)
     {
-        synced = ns.OpenCollection(collection, new CollectionOptions<string> { Codec = Codecs.String, Merge = merge, Backend = backend });
+        synced = ns.OpenCollection(collection,
+            new CollectionOptions<string> { Codec = Codecs.String, Merge = merge, Backend = backend, KeyDirectory = keyDirectory });
         device.Data[collection] = backend;
         return backend;
     }

@@ -49,13 +49,11 @@ public sealed class NotesApp : IAsyncDisposable
                 Client = new SyncClient(server), Identity = identity, Store = store, PollInterval = TimeSpan.FromMinutes(1),
             }, ct);
             var ns = await engine.DefaultNamespaceAsync(ct);
-            ns.OpenCollection("note-index", new CollectionOptions<string[]>
-            {
-                Codec = Codecs.Json<string[]>(), Merge = NoteMerges.Union, Backend = db.Index,
-            });
+            // The key directory: notes created on another device are learned with it, and deletions sync.
             var notes = ns.OpenCollection("notes", new CollectionOptions<Note>
             {
                 Codec = Codecs.Json<Note>(), Merge = NoteMerges.ThreeWay, Backend = db.Notes,
+                KeyDirectory = true, DeletePolicy = DeletePolicy.EditWins,
             });
             return new NotesApp(db, engine, notes);
         }
@@ -85,31 +83,21 @@ public sealed class NotesApp : IAsyncDisposable
         Engine.ScheduleSync();
     }
 
-    /// <summary>Deletes a note (a tombstone that syncs).</summary>
+    /// <summary>
+    /// Deletes a note on every device: the engine records the deletion, removes the note from this
+    /// database and carries the deletion to the others (an edit made elsewhere without seeing it wins).
+    /// </summary>
     public async Task DeleteAsync(string key, CancellationToken ct = default)
     {
-        if (!await _db.UpdateAsync(key, note => note with { Deleted = true }, ct))
-            throw new KeyNotFoundException($"no note '{key}'");
-        Engine.ScheduleSync();
+        if (await _db.GetAsync(key, ct) is null) throw new KeyNotFoundException($"no note '{key}'");
+        await Notes.DeleteAsync(key, ct);
     }
 
-    /// <summary>The notes that are not deleted.</summary>
-    public async Task<IReadOnlyList<(string Key, Note Note)>> ListAsync(CancellationToken ct = default) =>
-        (await _db.AllAsync(ct)).Where(n => !n.Note.Deleted).ToList();
+    /// <summary>The notes.</summary>
+    public Task<IReadOnlyList<(string Key, Note Note)>> ListAsync(CancellationToken ct = default) => _db.AllAsync(ct);
 
-    /// <summary>
-    /// Syncs now. A pass that learns new note keys (through the index) widens the notes scope, so
-    /// passes repeat (at most three) until the set of keys is stable.
-    /// </summary>
-    public async Task SyncAsync(CancellationToken ct = default)
-    {
-        for (var pass = 0; pass < 3; pass++)
-        {
-            var before = await _db.KeysAsync(ct);
-            await Engine.SyncNowAsync(ct);
-            if ((await _db.KeysAsync(ct)).SequenceEqual(before)) return;
-        }
-    }
+    /// <summary>Syncs now: one pass learns the notes created elsewhere and downloads them.</summary>
+    public Task SyncAsync(CancellationToken ct = default) => Engine.SyncNowAsync(ct);
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync()

@@ -149,7 +149,11 @@ public static class NotesCommand
             {
                 await foreach (var e in app.Engine.Events.ReadAllAsync(ct))
                     if (e is { Type: SyncEventType.ItemDownloaded, Collection: "notes", Key: { } k } && await app.Database.GetAsync(k, ct) is { } n)
-                        await output.WriteLineAsync($"{e.At:HH:mm:ss} {k}  {n.Title}: {(n.Deleted ? "(deleted)" : n.Body)}");
+                        await output.WriteLineAsync($"{e.At:HH:mm:ss} {k}  {n.Title}: {n.Body}");
+                    else if (e is { Type: SyncEventType.ItemDeleted, Collection: "notes", Key: { } gone })
+                        await output.WriteLineAsync($"{e.At:HH:mm:ss} {gone}  (deleted)");
+                    else if (e is { Type: SyncEventType.ItemRevived, Collection: "notes", Key: { } back })
+                        await output.WriteLineAsync($"{e.At:HH:mm:ss} {back}  (deleted elsewhere, kept: it was edited here or there meanwhile)");
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {

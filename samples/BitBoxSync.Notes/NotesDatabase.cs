@@ -3,14 +3,15 @@ using Microsoft.Data.Sqlite;
 namespace BitBoxSync.Notes;
 
 /// <summary>
-/// The app's own database (one SQLite file). The sync engine never owns it: it reads and writes the
-/// notes through the two backends below, in this database's transactions, exactly as the app does.
+/// The app's own database (one SQLite file). The sync engine never owns it: it reads, writes and
+/// removes the notes through the backend below, in this database's transactions, exactly as the app does.
 /// </summary>
 /// <remarks>
-/// Tables: <c>notes</c> (key, title, body, deleted, seq), <c>note_keys</c> (every known note key,
-/// including keys whose note has not arrived yet) and <c>counter</c> (one row: the last write number).
-/// Every write transaction takes the next number and stamps the rows it writes with it, which is what
-/// change tracking (<see cref="IChangeTrackingBackend"/>) reports.
+/// Tables: <c>notes</c> (key, title, body, seq), <c>removed</c> (keys whose note was removed, with the
+/// write number) and <c>counter</c> (one row: the last write number). Every write transaction takes the
+/// next number and stamps the rows it writes or removes with it, which is what change tracking
+/// (<see cref="IChangeTrackingBackend"/>) reports. The notes collection keeps a key directory, so the
+/// app lists only the notes it holds: notes created elsewhere are learned by the engine.
 /// </remarks>
 public sealed class NotesDatabase : IDisposable
 {
@@ -23,24 +24,16 @@ public sealed class NotesDatabase : IDisposable
         using var c = Open();
         Exec(c, null, """
             PRAGMA journal_mode = WAL;
-            CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, title TEXT NOT NULL, body TEXT NOT NULL,
-                deleted INTEGER NOT NULL, seq INTEGER NOT NULL);
-            CREATE TABLE IF NOT EXISTS note_keys (key TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, title TEXT NOT NULL, body TEXT NOT NULL, seq INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS removed (key TEXT PRIMARY KEY, seq INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS counter (value INTEGER NOT NULL);
             INSERT INTO counter (value) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM counter);
             """);
         Notes = new NoteBackend(this);
-        Index = new IndexBackend(this);
     }
 
     /// <summary>The <c>notes</c> collection's backend (one key per note).</summary>
     public NoteBackend Notes { get; }
-
-    /// <summary>The <c>note-index</c> collection's backend (one key, <see cref="IndexKey"/>: the list of note keys).</summary>
-    public IndexBackend Index { get; }
-
-    /// <summary>The single key of the index collection.</summary>
-    public const string IndexKey = "all";
 
     /// <summary>Opens (or creates) the app database.</summary>
     public static NotesDatabase Open(string path)
@@ -49,12 +42,11 @@ public sealed class NotesDatabase : IDisposable
         return new NotesDatabase(path);
     }
 
-    /// <summary>An app write: adds or replaces a note (and registers its key) in one transaction.</summary>
+    /// <summary>An app write: adds or replaces a note.</summary>
     public Task PutAsync(string key, Note note, CancellationToken ct = default) =>
         WriteAsync((c, tx, seq) =>
         {
             WriteNote(c, tx, key, note, seq);
-            Exec(c, tx, "INSERT INTO note_keys (key, seq) VALUES ($k, $s) ON CONFLICT (key) DO NOTHING", ("$k", key), ("$s", seq));
             return true;
         }, ct);
 
@@ -67,7 +59,7 @@ public sealed class NotesDatabase : IDisposable
         WriteAsync((c, tx, seq) =>
         {
             Note? current;
-            using (var cmd = Command(c, tx, "SELECT key, title, body, deleted FROM notes WHERE key = $k", ("$k", key)))
+            using (var cmd = Command(c, tx, "SELECT key, title, body FROM notes WHERE key = $k", ("$k", key)))
             using (var r = cmd.ExecuteReader())
                 current = r.Read() ? ReadNote(r) : null;
             if (current is null) return false;
@@ -75,12 +67,12 @@ public sealed class NotesDatabase : IDisposable
             return true;
         }, ct);
 
-    /// <summary>Every note (including tombstones), ordered by key.</summary>
+    /// <summary>Every note, ordered by key.</summary>
     public async Task<IReadOnlyList<(string Key, Note Note)>> AllAsync(CancellationToken ct = default)
     {
         await using var c = Open();
         var result = new List<(string, Note)>();
-        await using var cmd = Command(c, null, "SELECT key, title, body, deleted FROM notes ORDER BY key");
+        await using var cmd = Command(c, null, "SELECT key, title, body FROM notes ORDER BY key");
         await using var r = await cmd.ExecuteReaderAsync(ct);
         while (await r.ReadAsync(ct)) result.Add((r.GetString(0), ReadNote(r)));
         return result;
@@ -90,12 +82,12 @@ public sealed class NotesDatabase : IDisposable
     public async Task<Note?> GetAsync(string key, CancellationToken ct = default)
     {
         await using var c = Open();
-        await using var cmd = Command(c, null, "SELECT key, title, body, deleted FROM notes WHERE key = $k", ("$k", key));
+        await using var cmd = Command(c, null, "SELECT key, title, body FROM notes WHERE key = $k", ("$k", key));
         await using var r = await cmd.ExecuteReaderAsync(ct);
         return await r.ReadAsync(ct) ? ReadNote(r) : null;
     }
 
-    /// <summary>The known note keys (the notes collection's scope).</summary>
+    /// <summary>The keys of the notes this database holds.</summary>
     public Task<string[]> KeysAsync(CancellationToken ct = default)
     {
         using var c = Open();
@@ -148,10 +140,10 @@ public sealed class NotesDatabase : IDisposable
         }
     }
 
-    /// <summary>The known note keys, in key order, inside a connection (and transaction).</summary>
+    /// <summary>The note keys, in key order, inside a connection (and transaction).</summary>
     internal static string[] ReadKeys(SqliteConnection c, SqliteTransaction? tx)
     {
-        using var cmd = Command(c, tx, "SELECT key FROM note_keys ORDER BY key");
+        using var cmd = Command(c, tx, "SELECT key FROM notes ORDER BY key");
         using var r = cmd.ExecuteReader();
         var keys = new List<string>();
         while (r.Read()) keys.Add(r.GetString(0));
@@ -160,16 +152,26 @@ public sealed class NotesDatabase : IDisposable
 
     internal static Note? ReadNote(SqliteConnection c, SqliteTransaction tx, string key)
     {
-        using var cmd = Command(c, tx, "SELECT key, title, body, deleted FROM notes WHERE key = $k", ("$k", key));
+        using var cmd = Command(c, tx, "SELECT key, title, body FROM notes WHERE key = $k", ("$k", key));
         using var r = cmd.ExecuteReader();
         return r.Read() ? ReadNote(r) : null;
     }
 
-    internal static void WriteNote(SqliteConnection c, SqliteTransaction tx, string key, Note note, long seq) =>
+    internal static void WriteNote(SqliteConnection c, SqliteTransaction tx, string key, Note note, long seq)
+    {
         Exec(c, tx, """
-            INSERT INTO notes (key, title, body, deleted, seq) VALUES ($k, $t, $b, $d, $s)
-            ON CONFLICT (key) DO UPDATE SET title = $t, body = $b, deleted = $d, seq = $s
-            """, ("$k", key), ("$t", note.Title), ("$b", note.Body), ("$d", note.Deleted ? 1 : 0), ("$s", seq));
+            INSERT INTO notes (key, title, body, seq) VALUES ($k, $t, $b, $s)
+            ON CONFLICT (key) DO UPDATE SET title = $t, body = $b, seq = $s
+            """, ("$k", key), ("$t", note.Title), ("$b", note.Body), ("$s", seq));
+        Exec(c, tx, "DELETE FROM removed WHERE key = $k", ("$k", key));
+    }
+
+    /// <summary>Removes a note, remembering the key with the write number (change tracking reports it).</summary>
+    internal static void RemoveNote(SqliteConnection c, SqliteTransaction tx, string key, long seq)
+    {
+        Exec(c, tx, "DELETE FROM notes WHERE key = $k", ("$k", key));
+        Exec(c, tx, "INSERT INTO removed (key, seq) VALUES ($k, $s) ON CONFLICT (key) DO UPDATE SET seq = $s", ("$k", key), ("$s", seq));
+    }
 
     internal static void Exec(SqliteConnection c, SqliteTransaction? tx, string sql, params (string Name, object Value)[] args)
     {
@@ -177,7 +179,7 @@ public sealed class NotesDatabase : IDisposable
         cmd.ExecuteNonQuery();
     }
 
-    private static Note ReadNote(SqliteDataReader r) => new(r.GetString(1), r.GetString(2), r.GetInt64(3) != 0);
+    private static Note ReadNote(SqliteDataReader r) => new(r.GetString(1), r.GetString(2));
 
     private static SqliteCommand Command(SqliteConnection c, SqliteTransaction? tx, string sql, params (string Name, object Value)[] args)
     {
@@ -204,7 +206,7 @@ public sealed class NotesDatabase : IDisposable
 /// one transaction, so an app edit that lands while the engine applies a remote note is never
 /// overwritten: the engine sees <c>false</c> and merges again.
 /// </summary>
-public sealed class NoteBackend(NotesDatabase db) : IConditionalValueBackend<Note>, IChangeTrackingBackend
+public sealed class NoteBackend(NotesDatabase db) : IConditionalValueBackend<Note>, IDeletableValueBackend<Note>, IChangeTrackingBackend
 {
     /// <inheritdoc />
     public async ValueTask<IReadOnlyCollection<string>> KeysAsync(CancellationToken cancellationToken) => await db.KeysAsync(cancellationToken);
@@ -231,51 +233,14 @@ public sealed class NoteBackend(NotesDatabase db) : IConditionalValueBackend<Not
         }, cancellationToken);
 
     /// <inheritdoc />
-    public async ValueTask<long> GetChangeStampAsync(CancellationToken cancellationToken) => await db.StampAsync(cancellationToken);
-
-    /// <inheritdoc />
-    public async ValueTask<IReadOnlyCollection<string>?> GetChangedKeysAsync(long stamp, CancellationToken cancellationToken) =>
-        await db.ChangedAsync("SELECT key FROM notes WHERE seq > $s UNION SELECT key FROM note_keys WHERE seq > $s", stamp, cancellationToken);
-}
-
-/// <summary>
-/// The note-index collection: one key whose value is the list of note keys. Item IDs are HMACs, so
-/// a device learns which notes exist only through this list; the notes collection's scope is then
-/// every key in it.
-/// </summary>
-public sealed class IndexBackend(NotesDatabase db) : IConditionalValueBackend<string[]>, IChangeTrackingBackend
-{
-    private static readonly string[] Scope = [NotesDatabase.IndexKey];
-
-    /// <inheritdoc />
-    public ValueTask<IReadOnlyCollection<string>> KeysAsync(CancellationToken cancellationToken) => ValueTask.FromResult<IReadOnlyCollection<string>>(Scope);
-
-    /// <inheritdoc />
-    public async ValueTask<IReadOnlyDictionary<string, string[]>> SnapshotAsync(CancellationToken cancellationToken)
-    {
-        var keys = await db.KeysAsync(cancellationToken);
-        return keys.Length == 0 ? new Dictionary<string, string[]>() : new Dictionary<string, string[]> { [NotesDatabase.IndexKey] = keys };
-    }
-
-    /// <inheritdoc />
-    public async ValueTask<BackendValue<string[]>> GetAsync(string key, CancellationToken cancellationToken)
-    {
-        if (key != NotesDatabase.IndexKey) return BackendValue<string[]>.Missing;
-        var keys = await db.KeysAsync(cancellationToken);
-        return keys.Length == 0 ? BackendValue<string[]>.Missing : BackendValue<string[]>.Of(keys);
-    }
-
-    /// <inheritdoc />
-    public async ValueTask SetAsync(string key, string[] value, CancellationToken cancellationToken) =>
-        await db.WriteAsync((c, tx, seq) => Replace(c, tx, key, value, seq), cancellationToken);
-
-    /// <inheritdoc />
-    public async ValueTask<bool> SetIfCurrentAsync(string key, string[]? current, bool currentFound, string[] value, CancellationToken cancellationToken) =>
+    public async ValueTask<bool> DeleteIfCurrentAsync(string key, Note current, CancellationToken cancellationToken) =>
         await db.WriteAsync((c, tx, seq) =>
         {
-            var now = NotesDatabase.ReadKeys(c, tx);
-            var same = currentFound ? current is not null && now.SequenceEqual(current) : now.Length == 0;
-            return same && Replace(c, tx, key, value, seq);
+            var now = NotesDatabase.ReadNote(c, tx, key);
+            if (now is null) return true; // already gone (nothing written)
+            if (now != current) return false; // an app write won
+            NotesDatabase.RemoveNote(c, tx, key, seq);
+            return true;
         }, cancellationToken);
 
     /// <inheritdoc />
@@ -283,18 +248,5 @@ public sealed class IndexBackend(NotesDatabase db) : IConditionalValueBackend<st
 
     /// <inheritdoc />
     public async ValueTask<IReadOnlyCollection<string>?> GetChangedKeysAsync(long stamp, CancellationToken cancellationToken) =>
-        (await db.ChangedAsync("SELECT key FROM note_keys WHERE seq > $s LIMIT 1", stamp, cancellationToken)).Count > 0 ? Scope : [];
-
-    /// <summary>Makes the known keys exactly <paramref name="keys"/> (new keys are stamped; the merge only ever adds).</summary>
-    private static bool Replace(Microsoft.Data.Sqlite.SqliteConnection c, Microsoft.Data.Sqlite.SqliteTransaction tx, string key, string[] keys, long seq)
-    {
-        if (key != NotesDatabase.IndexKey) throw new ArgumentException($"the index has one key, '{NotesDatabase.IndexKey}'", nameof(key));
-        var wanted = keys.ToHashSet(StringComparer.Ordinal);
-        foreach (var old in NotesDatabase.ReadKeys(c, tx))
-            if (!wanted.Contains(old))
-                NotesDatabase.Exec(c, tx, "DELETE FROM note_keys WHERE key = $k", ("$k", old));
-        foreach (var k in wanted)
-            NotesDatabase.Exec(c, tx, "INSERT INTO note_keys (key, seq) VALUES ($k, $s) ON CONFLICT (key) DO NOTHING", ("$k", k), ("$s", seq));
-        return true;
-    }
+        await db.ChangedAsync("SELECT key FROM notes WHERE seq > $s UNION SELECT key FROM removed WHERE seq > $s", stamp, cancellationToken);
 }

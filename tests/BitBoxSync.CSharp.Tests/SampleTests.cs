@@ -12,6 +12,19 @@ using Spectre.Console;
 
 internal static class SampleTests
 {
+    private static async Task AssertThrows<TException>(Func<Task> action, string what) where TException : Exception
+    {
+        try
+        {
+            await action();
+        }
+        catch (TException)
+        {
+            return;
+        }
+        throw new InvalidOperationException($"FAILED: {what}: no {typeof(TException).Name}");
+    }
+
     private static void Check(bool condition, string what)
     {
         if (!condition) throw new Exception("check failed: " + what);
@@ -126,7 +139,7 @@ internal static class SampleTests
             await phone.SyncAsync();
             var onPhone = await phone.ListAsync();
             Check(onPhone.Count == 1 && onPhone[0].Key == key && onPhone[0].Note == new Note("Groceries", "milk, eggs"),
-                "a note added on the laptop is on the phone (learned through the index)");
+                "a note added on the laptop is on the phone after one pass (learned through the key directory)");
 
             // Different fields edited on both: merged field by field, no conflict.
             await laptop.Database.PutAsync(key, new Note("Shopping", "milk, eggs"));
@@ -150,18 +163,32 @@ internal static class SampleTests
             await laptop.SyncAsync();
             Check((await laptop.Database.GetAsync(key))?.Body == "laptop list + phone list", "the resolution reached the laptop");
 
-            // A deletion syncs as a tombstone.
+            // A deletion removes the note from both databases.
             await laptop.DeleteAsync(key);
+            Check(await laptop.Database.GetAsync(key) is null, "removed from the laptop's database at once");
             await laptop.SyncAsync();
             await phone.SyncAsync();
-            Check((await phone.ListAsync()).Count == 0, "the deletion reached the phone");
+            Check((await phone.ListAsync()).Count == 0 && await phone.Database.GetAsync(key) is null, "the deletion reached the phone's database");
+
+            // Deleted on the laptop while the phone, offline, edits it: the edit wins (EditWins), on both.
+            var list = await laptop.AddAsync("List", "a");
+            await laptop.SyncAsync();
+            await phone.SyncAsync();
+            await phone.EditAsync(list, "a, b (edited offline)");
+            await laptop.DeleteAsync(list);
+            await laptop.SyncAsync();
+            await phone.SyncAsync();
+            await laptop.SyncAsync();
+            Check((await laptop.Database.GetAsync(list))?.Body == "a, b (edited offline)", "the offline edit brought the note back on the laptop");
+            await AssertThrows<KeyNotFoundException>(() => laptop.DeleteAsync("note:missing"), "deleting a missing note");
         }
 
         // Reopened from its files, the laptop is in sync: nothing to upload, nothing lost.
         await using var reopened = await NotesApp.OpenAsync(laptopDir, server.BaseAddress, DummyKeystore.FromLabel("notes-user"));
         await reopened.SyncAsync();
-        Check(reopened.Engine.Status is { PendingUploads: 0, Conflicts: 0 }, "clean after a restart");
-        Check((await reopened.Database.GetAsync(key))?.Deleted == true, "the tombstone is in the app database");
+        Check(reopened.Engine.Status is { PendingUploads: 0, Conflicts: 0, PendingDeletions: 0 }, "clean after a restart");
+        Check(await reopened.Database.GetAsync(key) is null, "the deleted note stays deleted");
+        Check((await reopened.ListAsync()).Count == 1, "the edited note is there");
     }
 
     public static async Task NotesCommandLine()
