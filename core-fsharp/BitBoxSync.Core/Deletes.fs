@@ -42,7 +42,8 @@ type DeletedRowRemote =
 /// The delete rules.
 module Deletes =
     /// This device's own directory entry for a row, if it has one (`ItemState.DirGeneration`,
-    /// `Deleted` and `DirSeen`).
+    /// `Deleted` and `DirSeen`). A deletion whose overwriting value is not uploaded yet (a deleted
+    /// row still dirty) is this device's entry but not published: `publishable`.
     let ownEntry (writer: string) (row: ItemState) : DirEntry option =
         if row.DirGeneration = 0UL then
             None
@@ -54,6 +55,10 @@ module Deletes =
                     Seen = row.DirSeen
                     Writer = writer
                 }
+
+    /// Whether a row's own entry may be published now: not while the value overwriting a deleted one
+    /// waits for its upload (the deletion must have seen that version before others read it).
+    let publishable (row: ItemState) = not (row.Deleted && row.Dirty)
 
     /// Whether an own entry still has to be published: the synced directory has nothing for the
     /// key, or an entry the own one supersedes. A device that adopted a synced entry publishes
@@ -132,8 +137,11 @@ module Deletes =
     /// deleted value becomes the row's base, so that it is recognised as the deleted one and not as
     /// a new write: in the backend (a crash came before its removal), or on the server (an upload
     /// of it whose answer was lost).
+    /// With `overwrite` (`OverwriteOnDelete`) the row stays dirty: the flush uploads the collection's
+    /// replacement value over the deleted one, and the deletion is published once that is accepted.
     let requested
         (writer: string)
+        (overwrite: bool)
         (current: DirEntry option)
         (row: ItemState)
         (local: LocalValue)
@@ -143,7 +151,9 @@ module Deletes =
             row
         else
             let entry = KeyDirectory.deleted writer row.Version current
-            let deleted = gone row entry.Generation row.Version now
+            // Nothing to overwrite when nothing of the key can be on the server.
+            let onServer = row.Version > 0UL || ItemState.hasMergeBase row || local <> LocalValue.Absent
+            let deleted = { gone row entry.Generation row.Version now with Dirty = overwrite && onServer }
 
             match local with
             | LocalValue.Present v -> { deleted with BaseValue = Some(Array.copy v) }
@@ -185,6 +195,7 @@ module Deletes =
                     Row =
                         { row with
                             Deleted = false
+                            Dirty = false
                             DirGeneration = s.Generation
                             DirSeen = s.Seen
                             Version = 0UL
@@ -273,13 +284,16 @@ module Deletes =
         | _ -> KeyAction.Nothing
 
     /// A downloaded value (in this device's bytes) at `remoteVersion` for a row deleted on this
-    /// device, given the entry this device publishes for the key. The deleted value itself (an
-    /// upload of it whose answer was lost) was seen by the deletion: its version raises the one the
-    /// deletion saw. Another value at a version above the one the deletion saw is an edit made
+    /// device, given the entry this device publishes for the key and the collection's replacement
+    /// value (`OverwriteOnDelete`). The deleted value itself (an upload of it whose answer was lost)
+    /// was seen by the deletion: its version raises the one the deletion saw. So was the replacement
+    /// value (this device's overwrite whose answer was lost, or another device's): the overwrite is
+    /// then done. Another value at a version above the one the deletion saw is an edit made
     /// without seeing it: under EditWins the key lives again (at the deletion's generation, about
     /// that version); otherwise the row takes the value as its base and stays deleted.
     let remoteValue
         (policy: DeletePolicy)
+        (replacement: byte[] option)
         (entry: DirEntry option)
         (row: ItemState)
         (remoteVersion: uint64)
@@ -297,7 +311,13 @@ module Deletes =
             | Some b -> ReadOnlySpan(b).SequenceEqual(ReadOnlySpan remote)
             | None -> false
 
-        if deletedValue then
+        let replaced =
+            match replacement with
+            | Some r -> ReadOnlySpan(r).SequenceEqual(ReadOnlySpan remote)
+            | None -> false
+
+        // Staying deleted keeps an overwrite pending (it is retried against the new version).
+        if replaced then
             DeletedRowRemote.StayDeleted
                 {
                     Row =
@@ -306,10 +326,21 @@ module Deletes =
                         }
                     Events = []
                 }
+        elif deletedValue then
+            DeletedRowRemote.StayDeleted
+                {
+                    Row =
+                        { ItemState.cleanAt row remoteVersion remote now with
+                            DirSeen = max row.DirSeen remoteVersion
+                            Dirty = row.Dirty
+                        }
+                    Events = []
+                }
         elif policy = DeletePolicy.EditWins && remoteVersion > seen then
             DeletedRowRemote.Revive
                 { row with
                     Deleted = false
+                    Dirty = false
                     DirGeneration = generation
                     DirSeen = remoteVersion
                     UpdatedAt = now
@@ -317,6 +348,6 @@ module Deletes =
         else
             DeletedRowRemote.StayDeleted
                 {
-                    Row = ItemState.cleanAt row remoteVersion remote now
+                    Row = { ItemState.cleanAt row remoteVersion remote now with Dirty = row.Dirty }
                     Events = []
                 }

@@ -80,10 +80,17 @@ module Flush =
 
     /// The row after the server accepted the upload at `version` (the raw client already checked
     /// that it is the target): clean, base = exactly the uploaded bytes. Emit `item-uploaded` and
-    /// add one to the cached namespace head.
+    /// add one to the cached namespace head. A deleted row's upload is the value that overwrites the
+    /// deleted one (`OverwriteOnDelete`): the deletion has now seen that version.
     let accepted (intent: UploadIntent) (version: uint64) (now: DateTimeOffset) : Outcome =
+        let row = ItemState.cleanAt intent.Row version intent.Plaintext now
+
         {
-            Row = ItemState.cleanAt intent.Row version intent.Plaintext now
+            Row =
+                if row.Deleted then
+                    { row with DirSeen = max row.DirSeen version }
+                else
+                    row
             Events = [ ItemEvent.ItemUploaded ]
         }
 

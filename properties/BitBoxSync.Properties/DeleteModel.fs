@@ -10,9 +10,11 @@
 ///   deletion had not seen;
 /// - no lost write (EditWins): a key that ends deleted holds no version its winning deletion did
 ///   not see.
-/// One known limit is excused, and only it: a deletion made while this device's own upload of the
-/// key is unconfirmed (its answer was lost) cannot tell that upload from another device's edit, so
-/// under EditWins the key comes back with that value (docs/concepts.md, "Deletes").
+/// Two known limits of EditWins are excused, and only they (docs/concepts.md, "Deletes"): a deletion
+/// made while this device's own upload of the key is unconfirmed (its answer was lost) cannot tell
+/// that upload from another device's edit; and when deletions overwrite values, a device whose
+/// upload answer was lost cannot confirm its write once it is overwritten. Either way the key comes
+/// back with that value (nothing is lost).
 /// What a device "had seen" is tracked apart from the rules: every app operation is an event, and
 /// event sets travel with uploads and downloads.
 module BitBoxSync.Properties.DeleteModel
@@ -78,6 +80,8 @@ type Event =
         DeletedAt: uint64 option
         /// A deletion made while its device's upload of the key was unconfirmed (a lost answer).
         Unconfirmed: bool
+        /// For a deletion: the writer tag of its device.
+        Writer: string
     }
 
 /// What the oracle remembers: every app event, and each client's uploads whose answer was lost
@@ -86,10 +90,14 @@ type Oracle =
     {
         Events: Event list
         Lost: Map<int * string, uint64>
+        /// Every deletion the server's directory held: key, generation, writer.
+        Published: Set<string * uint64 * string>
     }
 
 type State =
     {
+        /// Deletions overwrite the server's value with "deleted" (OverwriteOnDelete).
+        Overwrite: bool
         Clients: Client[]
         /// Each client's backup (metadata and values), for the stale peer.
         Backups: Client[]
@@ -112,10 +120,11 @@ let private newClient (i: int) =
         Known = Set.empty
     }
 
-let initial (clients: int) =
+let initial (overwrite: bool) (clients: int) =
     let cs = Array.init clients newClient
 
     {
+        Overwrite = overwrite
         Clients = cs
         Backups = cs
         Server =
@@ -126,7 +135,12 @@ let initial (clients: int) =
                 ItemKnown = Map.empty
                 DirKnown = Set.empty
             }
-        Oracle = { Events = []; Lost = Map.empty }
+        Oracle =
+            {
+                Events = []
+                Lost = Map.empty
+                Published = Set.empty
+            }
     }
 
 let private rowOf (c: Client) (key: string) =
@@ -144,6 +158,7 @@ let private save (c: Client) (row: ItemState) = { c with Rows = Map.add row.Key 
 let private own (c: Client) =
     c.Rows
     |> Map.toSeq
+    |> Seq.filter (fun (_, r) -> Deletes.publishable r)
     |> Seq.choose (fun (k, r) -> Deletes.ownEntry c.Writer r |> Option.map (fun e -> k, e))
 
 /// The bucket this client publishes.
@@ -156,7 +171,7 @@ let published (policy: DeletePolicy) (c: Client) =
 let write (c: Client) (key: string) (value: string) = { c with Backend = Map.add key value c.Backend }
 
 /// The app deletes `key` (Collection.DeleteAsync): the row first, then the value.
-let delete (policy: DeletePolicy) (c: Client) (key: string) : Client * (string * uint64) option =
+let delete (policy: DeletePolicy) (overwrite: bool) (c: Client) (key: string) : Client * (string * uint64) option =
     let row = rowOf c key
 
     if row.Deleted then
@@ -167,7 +182,7 @@ let delete (policy: DeletePolicy) (c: Client) (key: string) : Client * (string *
         let current =
             Deletes.publishedEntry policy c.Writer (Map.tryFind key c.Synced) (Deletes.ownEntry c.Writer row) (Map.containsKey key c.Backend)
 
-        let deleted = Deletes.requested c.Writer current row local t
+        let deleted = Deletes.requested c.Writer overwrite current row local t
         { save c deleted with Backend = Map.remove key c.Backend }, Some(key, row.Version)
 
 // ------------------------------------------------------------------ the pass
@@ -189,7 +204,7 @@ let private applyValue (policy: DeletePolicy) (c: Client) (key: string) (version
             let entry =
                 Deletes.publishedEntry policy c.Writer (Map.tryFind key c.Synced) (Deletes.ownEntry c.Writer row) false
 
-            match Deletes.remoteValue policy entry row version remote t with
+            match Deletes.remoteValue policy (Some(bytes "deleted")) entry row version remote t with
             | DeletedRowRemote.StayDeleted o -> o.Row, false, save c o.Row
             | DeletedRowRemote.Revive r -> r, true, c
         else
@@ -217,7 +232,7 @@ let private scope (policy: DeletePolicy) (c: Client) =
         |> Map.toSeq
         |> Seq.choose (fun (k, r) ->
             match Deletes.ownEntry c.Writer r with
-            | Some o when r.Deleted && Deletes.contributes policy (Map.tryFind k c.Synced) o -> Some k
+            | Some o when r.Deleted && (r.Dirty || Deletes.contributes policy (Map.tryFind k c.Synced) o) -> Some k
             | _ -> None)
         |> Set.ofSeq
 
@@ -238,7 +253,7 @@ let private download (policy: DeletePolicy) (s: Server) (c: Client) (keys: Set<s
 let private deletesStep (policy: DeletePolicy) (c: Client) =
         c.Synced
         |> Map.fold
-            (fun c key entry ->
+            (fun (c: Client) key entry ->
                 match Deletes.decide policy c.Writer true (Some entry) (rowOf c key) (localOf c key) t with
                 | KeyAction.Nothing -> c
                 | KeyAction.Save o -> save c o.Row
@@ -251,7 +266,7 @@ let private deletesStep (policy: DeletePolicy) (c: Client) =
 
 /// One pass of client `i`: snapshot, downloads (items, directory, the items it made known), the
 /// deletes step, uploads. Returns the client and the server.
-let pass (policy: DeletePolicy) (fault: Fault) (c: Client) (s: Server) : Client * Server =
+let pass (policy: DeletePolicy) (overwrite: bool) (fault: Fault) (c: Client) (s: Server) : Client * Server =
     // 1. Snapshot: queued edits, revivals by a write after the deletion, lingering deleted values.
     let effects =
         Snapshot.reconcile
@@ -305,8 +320,14 @@ let pass (policy: DeletePolicy) (fault: Fault) (c: Client) (s: Server) : Client 
         c.Rows
         |> Map.fold
             (fun (c: Client, s: Server) key row ->
-                match Map.tryFind key c.Backend with
-                | Some value when row.Dirty && not row.Conflict && not row.Deleted ->
+                let value =
+                    match Map.tryFind key c.Backend with
+                    | Some value when not row.Deleted -> Some value
+                    | _ when row.Deleted && overwrite -> Some "deleted" // the value that overwrites a deleted one
+                    | _ -> None
+
+                match value, Flush.prepare row true (value |> Option.map (bytes >> LocalValue.Present) |> Option.defaultValue LocalValue.Absent) with
+                | Some value, FlushStep.Upload intent ->
                     let current = Map.tryFind key s.Items |> Option.map fst |> Option.defaultValue 0UL
 
                     if current = row.Version then
@@ -321,7 +342,7 @@ let pass (policy: DeletePolicy) (fault: Fault) (c: Client) (s: Server) : Client 
                             lost <- NoFault
                             c, s
                         else
-                            save c (ItemState.cleanAt row accepted (bytes value) t), s
+                            save c (Flush.accepted intent accepted t).Row, s
                     else
                         c, s // 412: the next pass downloads and merges
                 | _ -> c, s)
@@ -384,7 +405,7 @@ let checkSettled (policy: DeletePolicy) (st: State) : string option =
                 let deletions = st.Oracle.Events |> List.filter (fun e -> e.Key = key && e.DeletedAt.IsSome)
 
                 for d in deletions do
-                    let received = Set.contains d.Id s.DirKnown
+                    let received = Set.contains (key, Option.get d.DeletedAt, d.Writer) st.Oracle.Published
 
                     let newerWrite (w: Event) =
                         deletions
@@ -393,7 +414,12 @@ let checkSettled (policy: DeletePolicy) (st: State) : string option =
                     let unseenWrite (w: Event) =
                         policy = DeletePolicy.EditWins && not (Set.contains w.Id d.Known)
 
-                    let excused = d.Unconfirmed && policy = DeletePolicy.EditWins
+                    // The known limits (docs/concepts.md, "Deletes"), under EditWins: a deletion made while its
+                    // device's own upload of the key was unconfirmed; with overwriting deletions, a write
+                    // whose answer was lost (the overwrite replaced the evidence its writer needed).
+                    let excused =
+                        policy = DeletePolicy.EditWins
+                        && (d.Unconfirmed || (st.Overwrite && st.Oracle.Lost |> Map.exists (fun (_, k) _ -> k = key)))
 
                     if received && not excused && not (writes |> List.exists (fun w -> newerWrite w || unseenWrite w)) then
                         yield sprintf "%s is live although deletion %d (generation %A) met no newer write: resurrected" key d.Id d.DeletedAt
@@ -437,6 +463,7 @@ let exec (policy: DeletePolicy) (st: State) (step: Step) : State =
             Known = known
             DeletedAt = deletedAt
             Unconfirmed = false
+            Writer = c.Writer
         }
 
     match step with
@@ -449,7 +476,7 @@ let exec (policy: DeletePolicy) (st: State) (step: Step) : State =
             | Some version -> (rowOf st.Clients[i] key).Version < version
             | None -> false
 
-        match delete policy st.Clients[i] key with
+        match delete policy st.Overwrite st.Clients[i] key with
         | c, Some _ ->
             let c, event = record c key (Some (rowOf c key).DirGeneration)
 
@@ -462,7 +489,17 @@ let exec (policy: DeletePolicy) (st: State) (step: Step) : State =
             }
         | _, None -> st
     | Pass(i, fault) ->
-        let c, s = pass policy fault st.Clients[i] st.Server
+        let c, s = pass policy st.Overwrite fault st.Clients[i] st.Server
+
+        let published =
+            s.Dir
+            |> Map.fold
+                (fun published key (e: DirEntry) ->
+                    if e.State = KeyState.Deleted then
+                        Set.add (key, e.Generation, e.Writer) published
+                    else
+                        published)
+                st.Oracle.Published
 
         let lost =
             s.Items
@@ -476,7 +513,15 @@ let exec (policy: DeletePolicy) (st: State) (step: Step) : State =
                         lost)
                 st.Oracle.Lost
 
-        { st with Clients = at i c; Server = s; Oracle = { st.Oracle with Lost = lost } }
+        { st with
+            Clients = at i c
+            Server = s
+            Oracle =
+                { st.Oracle with
+                    Lost = lost
+                    Published = published
+                }
+        }
     | Backup i ->
         let bs = Array.copy st.Backups
         bs[i] <- st.Clients[i]
@@ -509,6 +554,7 @@ let exec (policy: DeletePolicy) (st: State) (step: Step) : State =
                         Known = known
                         DeletedAt = None
                         Unconfirmed = false
+                        Writer = c.Writer
                     }
                     :: events)
                 (restored, [])
@@ -537,6 +583,7 @@ type Bounds =
         Faults: int
         /// Backups and restores of client 0 (the stale peer).
         Restores: int
+        Overwrite: bool
     }
 
 type private Budget = { W: int; D: int; P: int; F: int; R: int }
@@ -545,7 +592,7 @@ type private Budget = { W: int; D: int; P: int; F: int; R: int }
 /// reachable state a quiet period must settle and pass the checks. Returns the number of states or
 /// the first violation with the shortest trace.
 let explore (policy: DeletePolicy) (b: Bounds) : Result<int, string * Step list> =
-    let start = initial b.Clients, { W = b.Writes; D = b.Deletes; P = b.Passes; F = b.Faults; R = b.Restores }
+    let start = initial b.Overwrite b.Clients, { W = b.Writes; D = b.Deletes; P = b.Passes; F = b.Faults; R = b.Restores }
     let seen = HashSet<State * Budget>(HashIdentity.Structural)
     let queue = Queue<State * Budget * Step list>()
     queue.Enqueue(fst start, snd start, [])
@@ -597,7 +644,7 @@ let explore (policy: DeletePolicy) (b: Bounds) : Result<int, string * Step list>
     | None -> Ok seen.Count
 
 /// Runs a schedule from the start, then a quiet period: the violation, or None.
-let run (policy: DeletePolicy) (clients: int) (steps: Step list) : string option =
+let run (policy: DeletePolicy) (overwrite: bool) (clients: int) (steps: Step list) : string option =
     let rec go (st: State) steps =
         match steps with
         | [] ->
@@ -611,16 +658,16 @@ let run (policy: DeletePolicy) (clients: int) (steps: Step list) : string option
             | Some problem -> Some problem
             | None -> go next rest
 
-    go (initial clients) steps
+    go (initial overwrite clients) steps
 
 /// The shortest schedule found by dropping steps one at a time while it still fails.
-let shrink (policy: DeletePolicy) (clients: int) (steps: Step list) =
+let shrink (policy: DeletePolicy) (overwrite: bool) (clients: int) (steps: Step list) =
     let rec go (steps: Step list) =
         let smaller =
             [ 0 .. steps.Length - 1 ]
             |> List.tryPick (fun i ->
                 let candidate = List.removeAt i steps
-                run policy clients candidate |> Option.map (fun _ -> candidate))
+                run policy overwrite clients candidate |> Option.map (fun _ -> candidate))
 
         match smaller with
         | Some s -> go s
@@ -671,6 +718,7 @@ let tests =
                         Passes = 4
                         Faults = 1
                         Restores = 0
+                        Overwrite = false
                     }
 
                 checkModel
@@ -684,6 +732,7 @@ let tests =
                         Passes = 4
                         Faults = 0
                         Restores = 2
+                        Overwrite = false
                     }
 
                 checkModel
@@ -697,6 +746,7 @@ let tests =
                         Passes = 3
                         Faults = 0
                         Restores = 0
+                        Overwrite = false
                     }
 
                 checkModel
@@ -710,16 +760,32 @@ let tests =
                         Passes = 3
                         Faults = 1
                         Restores = 0
+                        Overwrite = false
                     }
 
-                test (sprintf "%A: 400 seeded schedules of 3 clients, 3 keys, 60 steps (writes, deletes, lost answers, a stale peer)" policy) {
-                    for seed in 1..400 do
-                        let steps = schedule seed 3 [ "a"; "b"; "c" ] 60
+                checkModel
+                    (sprintf "%A, deletions overwrite the value: 2 clients, 1 key, 2 writes, 1 delete, 4 passes, 1 lost answer" policy)
+                    policy
+                    {
+                        Clients = 2
+                        Keys = [ "k" ]
+                        Writes = 2
+                        Deletes = 1
+                        Passes = 4
+                        Faults = 1
+                        Restores = 0
+                        Overwrite = true
+                    }
 
-                        match run policy 3 steps with
-                        | None -> ()
-                        | Some _ ->
-                            let shortest = shrink policy 3 steps
-                            failtestf "seed %d: %s\nshortest schedule: %A" seed (run policy 3 shortest |> Option.defaultValue "") shortest
-                }
+                for overwrite in [ false; true ] do
+                    test (sprintf "%A%s: 400 seeded schedules of 3 clients, 3 keys, 60 steps (writes, deletes, lost answers, a stale peer)" policy (if overwrite then ", deletions overwrite the value" else "")) {
+                        for seed in 1..400 do
+                            let steps = schedule seed 3 [ "a"; "b"; "c" ] 60
+
+                            match run policy overwrite 3 steps with
+                            | None -> ()
+                            | Some _ ->
+                                let shortest = shrink policy overwrite 3 steps
+                                failtestf "seed %d: %s\nshortest schedule: %A" seed (run policy overwrite 3 shortest |> Option.defaultValue "") shortest
+                    }
         ]

@@ -347,8 +347,8 @@ let deleteTests =
             testPropertyWithConfig config "a local deletion is published beating what the device published before, and is idempotent"
             <| forAll (Gen.zip3 policy row local) (fun (p, r, l) ->
                 let before = Deletes.publishedEntry p me None (Deletes.ownEntry me r) true
-                let d = Deletes.requested me before r l t
-                let again = Deletes.requested me before d l t
+                let d = Deletes.requested me false before r l t
+                let again = Deletes.requested me false before d l t
                 let published = Deletes.publishedEntry p me before (Deletes.ownEntry me d) true
 
                 again = d
@@ -393,7 +393,7 @@ let deleteTests =
                 let entry = Deletes.ownEntry me r
                 let seen = r.DirSeen
 
-                match Deletes.remoteValue p entry r (uint64 remoteVersion) "z"B t with
+                match Deletes.remoteValue p None entry r (uint64 remoteVersion) "z"B t with
                 | DeletedRowRemote.Revive q ->
                     p = DeletePolicy.EditWins
                     && uint64 remoteVersion > seen

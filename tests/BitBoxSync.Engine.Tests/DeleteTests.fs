@@ -69,15 +69,10 @@ type private Phone =
 
     member p.Dispose() = p.Engine.DisposeAsync().AsTask() |> awaitUnit
 
-let private phoneOn (server: TestServer) (store: IStore) (policy: DeletePolicy) (notes: MemoryValueBackend<string>) (backend: IValueBackend<string>) =
+let private phoneWith (server: TestServer) (store: IStore) (options: CollectionOptions<string>) (notes: MemoryValueBackend<string>) =
     let engine = openWith (new SyncClient(server.BaseAddress)) "alice" store
     let ns = engine.DefaultNamespaceAsync() |> await
-
-    let collection =
-        ns.OpenCollection(
-            "notes",
-            CollectionOptions<string>(Codec = Codecs.String, Backend = backend, KeyDirectory = true, DeletePolicy = policy)
-        )
+    let collection = ns.OpenCollection("notes", options)
 
     {
         Engine = engine
@@ -85,6 +80,26 @@ let private phoneOn (server: TestServer) (store: IStore) (policy: DeletePolicy) 
         Collection = collection
         Seen = Collections.Generic.List()
     }
+
+let private phoneOn (server: TestServer) (store: IStore) (policy: DeletePolicy) (notes: MemoryValueBackend<string>) (backend: IValueBackend<string>) =
+    phoneWith server store (CollectionOptions<string>(Codec = Codecs.String, Backend = backend, KeyDirectory = true, DeletePolicy = policy)) notes
+
+/// A phone whose deletions overwrite the server's value with "" (OverwriteOnDelete).
+let private overwritingPhone server =
+    let notes = MemoryValueBackend<string>(Codecs.String)
+
+    phoneWith
+        server
+        (new MemoryStore())
+        (CollectionOptions<string>(Codec = Codecs.String, Backend = notes, KeyDirectory = true, OverwriteOnDelete = true, DeletedValue = ""))
+        notes
+
+/// A peer without the directory (as a Go client) naming `names`: its backend.
+let private plainPeer (server: TestServer) (names: string list) =
+    let notes = MemoryValueBackend<string>(Codecs.String, null, names)
+    let engine = openWith (new SyncClient(server.BaseAddress)) "alice" (new MemoryStore())
+    (engine.DefaultNamespaceAsync() |> await).OpenCollection("notes", CollectionOptions<string>(Codec = Codecs.String, Backend = notes)) |> ignore
+    engine, notes
 
 let private phone server policy =
     let notes = MemoryValueBackend<string>(Codecs.String)
@@ -289,6 +304,52 @@ let tests =
                 b.Dispose()
             }
 
+            test "OverwriteOnDelete: the server's value becomes the replacement (a peer without the directory reads it), the key is deleted everywhere, nothing churns" {
+                use server = start Sqlite
+                let a = overwritingPhone server
+                let b = overwritingPhone server
+                let go, goNotes = plainPeer server [ "note" ]
+                a.Write("note", "secret plan")
+                a.Sync()
+                b.Sync()
+                go.SyncNowAsync() |> awaitUnit
+                a.Delete "note"
+                Expect.equal (a.Engine.Status.PendingDeletions, a.Engine.Status.PendingUploads) (1, 1) "the deletion and its overwrite are pending"
+                a.Sync()
+                Expect.equal (a.Engine.Status.PendingDeletions, a.Engine.Status.PendingUploads) (0, 0) "both went up in one pass"
+                go.SyncNowAsync() |> awaitUnit
+                Expect.equal (goNotes.GetAsync("note", CancellationToken.None).AsTask() |> await).Value "" "the server holds the replacement, not the deleted value"
+                b.Sync()
+                Expect.equal (b.Read "note") None "B removes the key: the overwrite is a version the deletion saw"
+                settle [ a; b ]
+                Expect.equal (a.Read "note", b.Read "note") (None, None) "deleted on both"
+                go.DisposeAsync().AsTask() |> awaitUnit
+                a.Dispose()
+                b.Dispose()
+            }
+
+            test "OverwriteOnDelete meeting an edit it did not see (412): the edit wins (EditWins) and is not overwritten" {
+                use server = start Sqlite
+                let a = overwritingPhone server
+                let b = overwritingPhone server
+                let go, goNotes = plainPeer server [ "note" ]
+                a.Write("note", "v1")
+                a.Sync()
+                b.Sync()
+                b.Write("note", "edited")
+                b.Sync() // version 2, which A's deletion does not see
+                a.Delete "note"
+                a.Sync() // the overwrite meets 412: A downloads the edit, which wins
+                Expect.equal (a.Read "note") (Some "edited") "A gets the edit back"
+                settle [ a; b ]
+                go.SyncNowAsync() |> awaitUnit
+                Expect.equal (goNotes.GetAsync("note", CancellationToken.None).AsTask() |> await).Value "edited" "the server keeps the edit"
+                Expect.equal (b.Read "note") (Some "edited") "B keeps it"
+                go.DisposeAsync().AsTask() |> awaitUnit
+                a.Dispose()
+                b.Dispose()
+            }
+
             test "bad input: clear errors and nothing changed" {
                 use server = start Sqlite
                 let engine = openWith (new SyncClient(server.BaseAddress)) "alice" (new MemoryStore())
@@ -323,6 +384,18 @@ let tests =
                         )
                         |> ignore)
                     "an unknown policy"
+
+                Expect.throwsT<ArgumentException>
+                    (fun () ->
+                        ns.OpenCollection("ow1", CollectionOptions<string>(Codec = Codecs.String, Backend = notes, KeyDirectory = true, OverwriteOnDelete = true))
+                        |> ignore)
+                    "OverwriteOnDelete without a DeletedValue"
+
+                Expect.throwsT<ArgumentException>
+                    (fun () ->
+                        ns.OpenCollection("ow2", CollectionOptions<string>(Codec = Codecs.String, Backend = notes, OverwriteOnDelete = true, DeletedValue = ""))
+                        |> ignore)
+                    "OverwriteOnDelete without a key directory"
 
                 Expect.equal engine.Status.PendingDeletions 0 "nothing recorded"
                 let rows = (engine.ListNamespacesAsync() |> await)

@@ -20,6 +20,9 @@ internal interface ICollectionAdapter
     /// <summary>Whether the backend can remove values (<see cref="IDeletableValueBackend{T}"/>).</summary>
     bool CanRemove { get; }
 
+    /// <summary>The encoded value that overwrites a deleted one on the server (<c>OverwriteOnDelete</c>), or null.</summary>
+    byte[]? DeletedValue { get; }
+
     /// <summary>Removes the key's value if it still is <paramref name="expected"/> (true also when it is already gone).</summary>
     ValueTask<bool> RemoveIfCurrentAsync(string key, byte[] expected, CancellationToken ct);
 
@@ -48,8 +51,11 @@ internal interface ICollectionAdapter
 }
 
 /// <summary>A typed collection adapted to bytes with its codec, merge and backend.</summary>
-internal sealed class CollectionAdapter<T>(string name, ICodec<T> codec, MergeFunction<T> merge, IValueBackend<T> backend) : ICollectionAdapter
+internal sealed class CollectionAdapter<T>(string name, ICodec<T> codec, MergeFunction<T> merge, IValueBackend<T> backend, byte[]? deletedValue = null)
+    : ICollectionAdapter
 {
+    public byte[]? DeletedValue => deletedValue;
+
     public string Name => name;
 
     public ICodec<T> Codec => codec;

@@ -46,19 +46,19 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     /// Per directory collection, per key: this device's own entry (rows whose <c>DirGeneration</c> is
     /// set), read once from the store and kept current by <see cref="RowsSaved"/>.
     /// </summary>
-    private Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Seen)>>? _own;
+    private Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Seen, bool Pending)>>? _own;
 
-    private async Task<Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Seen)>>> OwnAsync(CancellationToken ct)
+    private async Task<Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Seen, bool Pending)>>> OwnAsync(CancellationToken ct)
     {
         if (_own is { } known) return known;
-        var own = new Dictionary<string, Dictionary<string, (ulong, bool, ulong)>>(StringComparer.Ordinal);
+        var own = new Dictionary<string, Dictionary<string, (ulong, bool, ulong, bool)>>(StringComparer.Ordinal);
         foreach (var row in await engine.Store.ListNamespaceItemsAsync(engine.KeyId, namespaceId, ct))
             if (row.DirGeneration > 0 && Collections.Contains(row.Collection))
-                OwnOf(own, row.Collection)[row.Key] = (row.DirGeneration, row.Deleted, row.DirSeen);
+                OwnOf(own, row.Collection)[row.Key] = (row.DirGeneration, row.Deleted, row.DirSeen, row.Deleted && row.Dirty);
         return _own = own;
     }
 
-    private static Dictionary<string, (ulong, bool, ulong)> OwnOf(Dictionary<string, Dictionary<string, (ulong, bool, ulong)>> own, string collection)
+    private static Dictionary<string, (ulong, bool, ulong, bool)> OwnOf(Dictionary<string, Dictionary<string, (ulong, bool, ulong, bool)>> own, string collection)
     {
         if (!own.TryGetValue(collection, out var map)) own[collection] = map = new(StringComparer.Ordinal);
         return map;
@@ -79,7 +79,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
             var had = map.TryGetValue(row.Key, out var before);
             if (row.DirGeneration > 0)
             {
-                var now = (row.DirGeneration, row.Deleted, row.DirSeen);
+                var now = (row.DirGeneration, row.Deleted, row.DirSeen, row.Deleted && row.Dirty);
                 if (had && before == now) continue;
                 map[row.Key] = now;
             }
@@ -88,7 +88,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         }
     }
 
-    private DirEntry OwnEntry((ulong Generation, bool Deleted, ulong Seen) own) => new(own.Generation,
+    private DirEntry OwnEntry((ulong Generation, bool Deleted, ulong Seen, bool Pending) own) => new(own.Generation,
         own.Deleted ? KeyState.Deleted : KeyState.Live, own.Seen, writer);
 
     /// <summary>The entry this device publishes for one key of a directory collection (null when none).</summary>
@@ -110,7 +110,9 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         if (!own.TryGetValue(collection, out var mine) || mine.Count == 0) return [];
         var entries = synced.TryGetValue(collection, out var e) ? e : MapModule.Empty<string, DirEntry>();
         var policy = PolicyOf(collection);
-        return mine.Where(kv => kv.Value.Deleted && Deletes.contributes(policy, entries.TryFind(kv.Key), OwnEntry(kv.Value))).Select(kv => kv.Key).ToList();
+        // A deletion whose overwrite is pending stays in scope until the overwrite is done (its 412 needs the newer version).
+        return mine.Where(kv => kv.Value.Deleted && (kv.Value.Pending || Deletes.contributes(policy, entries.TryFind(kv.Key), OwnEntry(kv.Value))))
+            .Select(kv => kv.Key).ToList();
     }
 
     /// <summary>Deletions made or adopted on this device that the synced directory does not hold yet.</summary>
@@ -246,9 +248,14 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         {
             if (!synced.TryGetValue(collection, out var known)) continue;
             var mine = own.TryGetValue(collection, out var m0) ? m0 : [];
-            var ownEntries = mine.Select(kv => Tuple.Create(kv.Key, OwnEntry(kv.Value))).ToList();
-            foreach (var (key, entry) in ownEntries)
+            // A deletion whose overwriting value is not uploaded yet is counted, not published.
+            var ownEntries = new List<Tuple<string, DirEntry>>();
+            foreach (var (key, own1) in mine)
+            {
+                var entry = OwnEntry(own1);
                 if (entry.State.IsDeleted && Deletes.contributes(PolicyOf(collection), known.TryFind(key), entry)) pending++;
+                if (!own1.Pending) ownEntries.Add(Tuple.Create(key, entry));
+            }
             var entries = Deletes.published(PolicyOf(collection), writer, known, ownEntries, keys);
             var buckets = new Dictionary<int, DirMap>();
             foreach (var kv in entries)
@@ -300,6 +307,8 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
 
     /// <summary>Directory buckets are never deleted.</summary>
     public bool CanRemove => false;
+
+    public byte[]? DeletedValue => null;
 
     public ValueTask<bool> RemoveIfCurrentAsync(string key, byte[] expected, CancellationToken ct) => ValueTask.FromResult(false);
 

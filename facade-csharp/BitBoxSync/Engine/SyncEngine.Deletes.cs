@@ -47,7 +47,7 @@ public sealed partial class SyncEngine
                 return;
             }
             var current = await directory.PublishedEntryAsync(adapter.Name, key, value is not null, token);
-            var deleted = Deletes.requested(directory.Writer, current is null ? null : FSharpOption<DirEntry>.Some(current), row,
+            var deleted = Deletes.requested(directory.Writer, adapter.DeletedValue is not null, current is null ? null : FSharpOption<DirEntry>.Some(current), row,
                 value is null ? LocalValue.Absent : LocalValue.NewPresent(value), Now);
             // The deletion is kept first: a crash before the removal leaves the deleted value, which the next pass removes.
             var record = ToRecord(deleted);

@@ -82,6 +82,21 @@ public sealed class CollectionOptions<T>
     /// it (docs/concepts.md, "Deletes"). Every device of the collection must use the same policy.
     /// </summary>
     public DeletePolicy DeletePolicy { get; set; } = DeletePolicy.EditWins;
+
+    /// <summary>
+    /// With <see cref="KeyDirectory"/>: a deletion also overwrites the key's encrypted value on the
+    /// server with <see cref="DeletedValue"/> (protocol v1 cannot remove an item), so the deleted
+    /// content is gone from the server too, and clients without the directory (the Go client) read
+    /// <see cref="DeletedValue"/> instead of the deleted value. Off by default: the deleted value
+    /// stays on the server, readable by members of the namespace with any client.
+    /// </summary>
+    public bool OverwriteOnDelete { get; set; }
+
+    /// <summary>
+    /// With <see cref="OverwriteOnDelete"/>: the value written over a deleted one (required then; choose
+    /// one that clients without the directory can show as deleted, for example an empty record).
+    /// </summary>
+    public T? DeletedValue { get; set; }
 }
 
 /// <summary>What a key-directory collection does when a deletion and an edit made without seeing it meet.</summary>

@@ -79,7 +79,16 @@ public sealed class SyncNamespace
         if (options.Codec is null) throw new ArgumentException($"collection \"{name}\" needs a codec", nameof(options));
         if (options.Backend is null) throw new ArgumentException($"bitboxsync: collection value backend required for collection \"{name}\"", nameof(options));
         if (options.Codec is ICheckedCodec checkedCodec) checkedCodec.Check();
-        var adapter = new CollectionAdapter<T>(name, options.Codec, options.Merge ?? Merges.NoMerge<T>(), options.Backend);
+        byte[]? deletedValue = null;
+        if (options.OverwriteOnDelete)
+        {
+            if (!options.KeyDirectory) throw new ArgumentException($"collection \"{name}\": OverwriteOnDelete needs KeyDirectory", nameof(options));
+            if (options.DeletedValue is null) throw new ArgumentException($"collection \"{name}\": OverwriteOnDelete needs a DeletedValue", nameof(options));
+            deletedValue = options.Codec.Encode(options.DeletedValue);
+            if (deletedValue.Length > BitBoxSync.Protocol.Limits.MaxItemPlaintextSize)
+                throw new ArgumentException($"collection \"{name}\": the DeletedValue is {deletedValue.Length} bytes, over the item limit", nameof(options));
+        }
+        var adapter = new CollectionAdapter<T>(name, options.Codec, options.Merge ?? Merges.NoMerge<T>(), options.Backend, deletedValue);
         _engine.Register(Id, adapter);
         if (!Enum.IsDefined(options.DeletePolicy)) throw new ArgumentException($"collection \"{name}\" has an unknown delete policy {(int)options.DeletePolicy}", nameof(options));
         if (options.KeyDirectory)

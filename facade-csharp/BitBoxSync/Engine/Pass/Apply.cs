@@ -83,7 +83,8 @@ public sealed partial class SyncEngine
                     return;
                 }
                 var entry = await directory.PublishedEntryAsync(item.Collection, item.Key, false, ct);
-                var onDeleted = Deletes.remoteValue(directory.PolicyOf(item.Collection), entry is null ? null : FSharpOption<DirEntry>.Some(entry),
+                var onDeleted = Deletes.remoteValue(directory.PolicyOf(item.Collection),
+                    adapter.DeletedValue is { } replacement ? FSharpOption<byte[]>.Some(replacement) : null, entry is null ? null : FSharpOption<DirEntry>.Some(entry),
                     item, response.Version, canonical.ResultValue, Now);
                 if (onDeleted is DeletedRowRemote.StayDeleted stay)
                 {

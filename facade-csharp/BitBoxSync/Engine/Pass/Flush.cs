@@ -101,7 +101,8 @@ public sealed partial class SyncEngine
             }
             var active = Scope.isActive(scope, row.Collection, row.ItemId);
             e._collections.TryGetValue((row.NamespaceId.Wire, row.Collection), out var adapter);
-            var local = adapter is null ? null : await adapter.GetAsync(row.Key, ct);
+            // A deleted row is dirty only to upload the value that overwrites the deleted one.
+            var local = adapter is null ? null : row.Deleted ? adapter.DeletedValue : await adapter.GetAsync(row.Key, ct);
             var step = Flush.prepare(row, active, local is null ? LocalValue.Absent : LocalValue.NewPresent(local));
             if (step is FlushStep.Skip skip)
             {
@@ -172,6 +173,7 @@ public sealed partial class SyncEngine
                 {
                     SyncTelemetry.BytesUploaded.Add(prepared[i].Sealed.Ciphertext.Length);
                     accepted.Add(Flush.accepted(prepared[i].Intent, version, Now));
+                    if (prepared[i].Row.Deleted) _overwritten = true;
                 }
                 else if (error is SyncApiException { StatusCode: 412 or 428 })
                 {

@@ -107,6 +107,9 @@ public sealed partial class SyncEngine
 
         public bool Activity { get; private set; }
 
+        /// <summary>The flush overwrote a deleted value (<c>OverwriteOnDelete</c>): its deletion can be published.</summary>
+        private bool _overwritten;
+
         /// <summary>The engine (for the pass's helpers).</summary>
         private SyncEngine Engine => e;
 
@@ -123,6 +126,12 @@ public sealed partial class SyncEngine
             // Revivals and deletions of this pass change the buckets: reconciled again (a no-op when unchanged).
             await ReconcileSnapshotsAsync(directoriesOnly: true);
             await FlushAsync();
+            if (_overwritten)
+            {
+                // Deleted values were overwritten: their deletions may be published now, in this pass.
+                await ReconcileSnapshotsAsync(directoriesOnly: true);
+                await FlushAsync();
+            }
             e._lastPassActivity = Activity;
         }
 
