@@ -268,3 +268,87 @@ type DirectoryBenchmarks() =
     member _.Cleanup() =
         synced.DisposeAsync().AsTask() |> awaitUnit
         server.DisposeAsync().AsTask() |> awaitUnit
+
+/// Deletes in a key-directory collection of 9 700 keys (docs/concepts.md, "Deletes"): 1 000
+/// `DeleteAsync` calls on one device (local only: the row, then the backend), and the pass of a
+/// second device that applies those 1 000 deletions (the buckets, the deletes step, the removals).
+/// Between iterations the keys are written again (a write after the deletion revives them).
+[<MemoryDiagnoser>]
+type DeleteBenchmarks() =
+    let mutable server = Unchecked.defaultof<BitBoxSyncServer>
+    let mutable a = Unchecked.defaultof<SyncEngine>
+    let mutable b = Unchecked.defaultof<SyncEngine>
+    let mutable aNotes = Unchecked.defaultof<MemoryValueBackend<string>>
+    let mutable aItems = Unchecked.defaultof<Collection<string>>
+    let mutable bNotes = Unchecked.defaultof<MemoryValueBackend<string>>
+    let deleted = directoryKeys |> List.take 1_000
+
+    let device (initial: IReadOnlyDictionary<string, string>) =
+        let engine =
+            SyncEngine.OpenAsync(
+                SyncEngineOptions(
+                    Client = new SyncClient(server.BaseAddress),
+                    Identity = BitBoxSync.DummyKeystore.FromLabel "bench-deletes",
+                    Store = new MemoryStore()
+                )
+            )
+            |> await
+
+        let ns = engine.DefaultNamespaceAsync() |> await
+        let backend = MemoryValueBackend<string>(Codecs.String, initial)
+        let items = ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = backend, KeyDirectory = true))
+        engine, backend, items
+
+    [<GlobalSetup>]
+    member _.Setup() =
+        server <- startServer ()
+        let values = Dictionary<string, string>()
+
+        for k in directoryKeys do
+            values[k] <- value
+
+        let e, n, c = device values
+        a <- e
+        aNotes <- n
+        aItems <- c
+        a.SyncNowAsync() |> awaitUnit
+        let e, n, _ = device (Dictionary<string, string>())
+        b <- e
+        bNotes <- n
+        b.SyncNowAsync() |> awaitUnit
+
+    [<IterationSetup(Target = "ApplyDeletions")>]
+    member this.Deleted() =
+        this.DeleteThousand()
+        a.SyncNowAsync() |> awaitUnit
+
+    /// (Makes every iteration a single invocation: a deletion happens once per key.)
+    [<IterationSetup(Target = "DeleteThousand")>]
+    member _.Live() = ()
+
+    [<Benchmark(Description = "1 000 DeleteAsync calls (local), 9 700 keys")>]
+    member _.DeleteThousand() =
+        for k in deleted do
+            aItems.DeleteAsync k |> awaitUnit
+
+    [<Benchmark(Description = "a pass applying 1 000 deletions made on another device, 9 700 keys")>]
+    member _.ApplyDeletions() =
+        b.SyncNowAsync() |> awaitUnit
+
+        if (bNotes.GetAsync(deleted.Head, CancellationToken.None).AsTask() |> await).Found then
+            failwith "the deletion was not applied"
+
+    /// Brings the deleted keys back (writes after the deletion) on both devices.
+    [<IterationCleanup>]
+    member _.Revive() =
+        for k in deleted do
+            aNotes.SetAsync(k, value, CancellationToken.None).AsTask() |> awaitUnit
+
+        a.SyncNowAsync() |> awaitUnit
+        b.SyncNowAsync() |> awaitUnit
+
+    [<GlobalCleanup>]
+    member _.Cleanup() =
+        a.DisposeAsync().AsTask() |> awaitUnit
+        b.DisposeAsync().AsTask() |> awaitUnit
+        server.DisposeAsync().AsTask() |> awaitUnit

@@ -122,6 +122,7 @@ module Deletes =
     let private gone (row: ItemState) (generation: uint64) (seen: uint64) (now: DateTimeOffset) =
         { row with
             Deleted = true
+            Removed = true
             DirGeneration = generation
             DirSeen = seen
             Dirty = false
@@ -155,9 +156,17 @@ module Deletes =
             let onServer = row.Version > 0UL || ItemState.hasMergeBase row || local <> LocalValue.Absent
             let deleted = { gone row entry.Generation row.Version now with Dirty = overwrite && onServer }
 
+            // The removal comes next (`removed` then): until it is done, the deleted value is a leftover.
             match local with
-            | LocalValue.Present v -> { deleted with BaseValue = Some(Array.copy v) }
+            | LocalValue.Present v ->
+                { deleted with
+                    BaseValue = Some(Array.copy v)
+                    Removed = false
+                }
             | LocalValue.Absent -> deleted
+
+    /// The row once the app's value is gone (after a removal, or none was there).
+    let removed (row: ItemState) (now: DateTimeOffset) = { row with Removed = true; UpdatedAt = now }
 
     /// What the synced entry (`synced`, the server's directory) means for a row of its key, given
     /// the app's value. `canRemove`: the backend can remove values (without it a deletion that
@@ -195,6 +204,7 @@ module Deletes =
                     Row =
                         { row with
                             Deleted = false
+                            Removed = false
                             Dirty = false
                             DirGeneration = s.Generation
                             DirSeen = s.Seen
@@ -222,10 +232,10 @@ module Deletes =
                     Events = []
                 }
         | Some s when not row.Deleted && s.State = KeyState.Deleted && beatsOwn s ->
-            let removed = gone row s.Generation s.Seen now
+            let deletedRow = gone row s.Generation s.Seen now
 
             match local with
-            | LocalValue.Absent -> KeyAction.Save { Row = removed; Events = [] }
+            | LocalValue.Absent -> KeyAction.Save { Row = deletedRow; Events = [] }
             | LocalValue.Present v ->
                 let edited = row.Dirty || row.Conflict || not (ItemState.equalsBase row v)
                 let unseen = row.Version > s.Seen
@@ -261,13 +271,13 @@ module Deletes =
 
                 let remove events =
                     if canRemove then
-                        KeyAction.Remove { Expected = Array.copy v; OnRemoved = { Row = removed; Events = events } }
+                        KeyAction.Remove { Expected = Array.copy v; OnRemoved = { Row = deletedRow; Events = events } }
                     elif edited then
                         keep ()
                     else
                         // The app removes the value itself on the event; until then it equals the base
                         // and is not taken for a new write.
-                        KeyAction.Save { Row = removed; Events = events }
+                        KeyAction.Save { Row = { deletedRow with Removed = false }; Events = events }
 
                 if not edited && not unseen then
                     remove [ ItemEvent.ItemDeleted ]
@@ -340,6 +350,7 @@ module Deletes =
             DeletedRowRemote.Revive
                 { row with
                     Deleted = false
+                    Removed = false
                     Dirty = false
                     DirGeneration = generation
                     DirSeen = remoteVersion

@@ -68,6 +68,10 @@ type ItemState =
         /// Key-directory collections, a deleted key: the highest item version this device knew when
         /// it deleted the key (or the one the adopted deletion had seen); later downloads do not raise it.
         DirSeen: uint64
+        /// Key-directory collections, a deleted key: its value is gone from the app's storage (the
+        /// engine removed it, or there was none). Until then the deleted value, seen in a snapshot, is
+        /// a leftover to remove; after, any value is a write after the deletion.
+        Removed: bool
     }
 
 /// The states of docs/engine.md §5.1, derived from an item row's fields.
@@ -152,6 +156,7 @@ module ItemState =
             DirGeneration = 0UL
             Deleted = false
             DirSeen = 0UL
+            Removed = false
         }
 
     /// The row made clean at `version` with `value` as its base (after a download, an accepted

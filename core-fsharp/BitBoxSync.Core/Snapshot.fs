@@ -10,8 +10,9 @@ open BitBoxSync.Protocol
 type SnapshotEffect =
     /// Save this row (marked dirty), then emit `item-queued` for it.
     | Queue of ItemState
-    /// A key deleted on this device still holds the deleted value (the app has not removed it, or a
-    /// crash came between the deletion and the removal): remove it if it is still this value.
+    /// A key deleted on this device still holds the deleted value, not yet removed (the app removes
+    /// it itself, or a crash came between the deletion and the removal): remove it if it is still
+    /// this value, then save the row (marked removed).
     | Lingering of row: ItemState * value: byte[]
     /// A snapshot key the collection's `Keys` did not return: ignored, reported so the app bug
     /// is visible (docs/engine.md §12.18).
@@ -37,8 +38,8 @@ type SnapshotInput =
 /// The snapshot-reconciliation decision.
 module Snapshot =
     /// Decides, for every snapshot key, in ascending UTF-8 order of the keys it reports: out of
-    /// scope → report; deleted on this device → the deleted value is lingering, any other value is
-    /// a write after the deletion (queued, the key live again); conflicted or already dirty → unchanged; has a base equal to the value →
+    /// scope → report; deleted on this device → the deleted value not yet removed is lingering, any
+    /// other value (or any value once removed) is a write after the deletion (queued, the key live again); conflicted or already dirty → unchanged; has a base equal to the value →
     /// unchanged; otherwise queue (new row at version 0, or the existing row marked dirty with
     /// version and base kept). Unchanged keys cost one hash lookup and one byte comparison and
     /// allocate nothing, so the work beyond the scan is proportional to the changed keys.
@@ -48,13 +49,15 @@ module Snapshot =
                 Some(SnapshotEffect.OutsideScope(input.Collection, key))
             else
                 match input.Rows.TryGetValue key with
-                | true, row when row.Deleted && ItemState.equalsBase row encoded -> Some(SnapshotEffect.Lingering(row, encoded))
+                | true, row when row.Deleted && not row.Removed && ItemState.equalsBase row encoded ->
+                    Some(SnapshotEffect.Lingering({ row with Removed = true; UpdatedAt = input.Now }, encoded))
                 | true, row when row.Deleted ->
                     // A write after this device saw the deletion: the key lives again, one generation on.
                     Some(
                         SnapshotEffect.Queue
                             { row with
                                 Deleted = false
+                                Removed = false
                                 DirGeneration = row.DirGeneration + 1UL
                                 DirSeen = UInt64.MaxValue // an app write: no deletion saw it (KeyDirectory.AppWrite)
                                 Dirty = true

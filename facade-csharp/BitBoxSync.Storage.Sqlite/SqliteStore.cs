@@ -72,6 +72,7 @@ public sealed class SqliteStore : IStore
             "ALTER TABLE items ADD COLUMN dir_generation INTEGER NOT NULL DEFAULT 0",
             "ALTER TABLE items ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
             "ALTER TABLE items ADD COLUMN dir_seen INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE items ADD COLUMN removed INTEGER NOT NULL DEFAULT 0",
         ],
     ];
 
@@ -358,7 +359,7 @@ public sealed class SqliteStore : IStore
     private const string IdentityColumns = "key_id, kind, access_token, token_expiry, default_namespace_id, updated_at";
     private const string NamespaceColumns = "key_id, namespace_id, kind, namespace_head, active_scope_hash, dek, updated_at";
     private const string ItemColumns =
-        "key_id, namespace_id, collection_name, item_key, item_id, version, base_version, base_value, dirty, conflict, conflict_remote_version, conflict_remote_value, updated_at, dir_generation, deleted, dir_seen";
+        "key_id, namespace_id, collection_name, item_key, item_id, version, base_version, base_value, dirty, conflict, conflict_remote_version, conflict_remote_value, updated_at, dir_generation, deleted, dir_seen, removed";
 
     private IdentityRecord ReadIdentity(SqliteDataReader r) => new()
     {
@@ -399,6 +400,7 @@ public sealed class SqliteStore : IStore
         DirGeneration = (ulong)r.GetInt64(13),
         Deleted = r.GetInt64(14) != 0,
         DirSeen = (ulong)r.GetInt64(15),
+        Removed = r.GetInt64(16) != 0,
     };
 
     /// <inheritdoc />
@@ -472,18 +474,18 @@ public sealed class SqliteStore : IStore
             foreach (var item in write.Items)
                 await CachedExec(tx,
                     $"""
-                    INSERT INTO items ({ItemColumns}) VALUES (@k, @n, @c, @key, @i, @v, @bv, @b, @d, @cf, @cv, @cr, @u, @g, @del, @ds)
+                    INSERT INTO items ({ItemColumns}) VALUES (@k, @n, @c, @key, @i, @v, @bv, @b, @d, @cf, @cv, @cr, @u, @g, @del, @ds, @rm)
                     ON CONFLICT (key_id, namespace_id, item_id) DO UPDATE SET version = excluded.version, base_version = excluded.base_version,
                         base_value = excluded.base_value, dirty = excluded.dirty, conflict = excluded.conflict,
                         conflict_remote_version = excluded.conflict_remote_version, conflict_remote_value = excluded.conflict_remote_value,
                         updated_at = excluded.updated_at, dir_generation = excluded.dir_generation, deleted = excluded.deleted,
-                        dir_seen = excluded.dir_seen
+                        dir_seen = excluded.dir_seen, removed = excluded.removed
                     """,
                     cancellationToken, ("@k", item.KeyId), ("@n", item.NamespaceId), ("@c", item.Collection), ("@key", item.Key),
                     ("@i", item.ItemId), ("@v", (long)item.Version), ("@bv", (long)item.BaseVersion), ("@b", item.BaseValue),
                     ("@d", item.Dirty ? 1 : 0), ("@cf", item.Conflict ? 1 : 0), ("@cv", (long)item.ConflictRemoteVersion),
                     ("@cr", item.ConflictRemoteValue), ("@u", Ms(Stamp(item.UpdatedAt, now))), ("@g", (long)item.DirGeneration),
-                    ("@del", item.Deleted ? 1 : 0), ("@ds", (long)item.DirSeen));
+                    ("@del", item.Deleted ? 1 : 0), ("@ds", (long)item.DirSeen), ("@rm", item.Removed ? 1 : 0));
             await tx.CommitAsync(cancellationToken);
             return 0;
         }, cancellationToken));

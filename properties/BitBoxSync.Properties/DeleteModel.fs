@@ -183,7 +183,7 @@ let delete (policy: DeletePolicy) (overwrite: bool) (c: Client) (key: string) : 
             Deletes.publishedEntry policy c.Writer (Map.tryFind key c.Synced) (Deletes.ownEntry c.Writer row) (Map.containsKey key c.Backend)
 
         let deleted = Deletes.requested c.Writer overwrite current row local t
-        { save c deleted with Backend = Map.remove key c.Backend }, Some(key, row.Version)
+        { save c (Deletes.removed deleted t) with Backend = Map.remove key c.Backend }, Some(key, row.Version)
 
 // ------------------------------------------------------------------ the pass
 
@@ -288,7 +288,7 @@ let pass (policy: DeletePolicy) (overwrite: bool) (fault: Fault) (c: Client) (s:
                 match e with
                 | SnapshotEffect.Queue row -> save c row
                 | SnapshotEffect.Lingering(row, v) when Map.tryFind row.Key c.Backend = Some(text v) ->
-                    { c with Backend = Map.remove row.Key c.Backend }
+                    { save c row with Backend = Map.remove row.Key c.Backend }
                 | _ -> c)
             c
 

@@ -361,9 +361,16 @@ let deleteTests =
                         | Some b, Some e -> e.State = KeyState.Deleted && (b.State = KeyState.Deleted || KeyDirectory.beats p e b)
                         | _ -> false)))
 
-            testPropertyWithConfig config "a snapshot value of a deleted key: the deleted value lingers, any other is a write after the deletion"
-            <| forAll (Gen.zip row (Gen.elements values)) (fun (r, v) ->
-                let r = { r with Deleted = true; DirGeneration = max 1UL r.DirGeneration; Dirty = false; Conflict = false }
+            testPropertyWithConfig config "a snapshot value of a deleted key: the deleted value lingers until removed, any other (or any once removed) is a write after the deletion"
+            <| forAll (Gen.zip3 row (Gen.elements values) (Gen.elements [ true; false ])) (fun (r, v, removed) ->
+                let r =
+                    { r with
+                        Deleted = true
+                        Removed = removed
+                        DirGeneration = max 1UL r.DirGeneration
+                        Dirty = false
+                        Conflict = false
+                    }
 
                 let effects =
                     Snapshot.reconcile
@@ -379,9 +386,9 @@ let deleteTests =
                         }
 
                 match effects with
-                | [ SnapshotEffect.Lingering(_, value) ] -> ItemState.equalsBase r v && value = v
+                | [ SnapshotEffect.Lingering(l, value) ] -> not removed && ItemState.equalsBase r v && value = v && l.Removed
                 | [ SnapshotEffect.Queue q ] ->
-                    not (ItemState.equalsBase r v)
+                    (removed || not (ItemState.equalsBase r v))
                     && q.Dirty
                     && not q.Deleted
                     && q.DirGeneration = r.DirGeneration + 1UL

@@ -283,6 +283,27 @@ let tests =
                 b.Dispose()
             }
 
+            test "a key deleted and then written again with the same value lives again (it is a new write, not the deleted leftover)" {
+                use server = start Sqlite
+                let a = phone server DeletePolicy.DeleteWins
+                let b = phone server DeletePolicy.DeleteWins
+                a.Write("setting", "on")
+                a.Sync()
+                b.Sync()
+                a.Delete "setting"
+                a.Sync()
+                b.Sync()
+                Expect.equal (b.Read "setting") None "deleted on B"
+                a.Write("setting", "on") // the app sets it again, to the same value
+                a.Sync()
+                Expect.equal (a.Read "setting") (Some "on") "kept on A"
+                b.Sync()
+                Expect.equal (b.Read "setting") (Some "on") "and back on B"
+                settle [ a; b ]
+                a.Dispose()
+                b.Dispose()
+            }
+
             test "a crash between keeping the deletion and removing the value: the value is removed by the next pass, the deletion is not lost" {
                 use server = start Sqlite
                 let notes = MemoryValueBackend<string>(Codecs.String)

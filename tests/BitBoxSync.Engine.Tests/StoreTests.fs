@@ -121,6 +121,7 @@ type It =
         DirGeneration: uint64
         Deleted: bool
         DirSeen: uint64
+        Removed: bool
     }
 
     member i.Record =
@@ -140,7 +141,8 @@ type It =
             UpdatedAt = i.UpdatedAt,
             DirGeneration = i.DirGeneration,
             Deleted = i.Deleted,
-            DirSeen = i.DirSeen
+            DirSeen = i.DirSeen,
+            Removed = i.Removed
         )
 
     static member Of(r: ItemRecord) =
@@ -165,6 +167,7 @@ type It =
                     DirGeneration = r.DirGeneration
                     Deleted = r.Deleted
                     DirSeen = r.DirSeen
+                    Removed = r.Removed
                 }
 
 let identity key : Id =
@@ -206,6 +209,7 @@ let item key nsId (i: int) : It =
         DirGeneration = 0UL
         Deleted = false
         DirSeen = 0UL
+        Removed = false
     }
 
 let save (store: IStore) (w: StoreWrite) = store.SaveAsync w |> awaitU
@@ -260,6 +264,7 @@ let private contract (name: string) (make: unit -> IStore) =
                         DirGeneration = UInt64.MaxValue - 7UL
                         Deleted = true
                         DirSeen = UInt64.MaxValue - 9UL
+                        Removed = true
                     }
 
                 let bare =
@@ -544,13 +549,13 @@ let private sqlite =
                     use c = new SqliteConnection($"Data Source={path};Pooling=False")
                     c.Open()
                     use cmd = c.CreateCommand()
-                    cmd.CommandText <- "ALTER TABLE items DROP COLUMN dir_seen; ALTER TABLE items DROP COLUMN deleted; ALTER TABLE items DROP COLUMN dir_generation; PRAGMA user_version = 2"
+                    cmd.CommandText <- "ALTER TABLE items DROP COLUMN removed; ALTER TABLE items DROP COLUMN dir_seen; ALTER TABLE items DROP COLUMN deleted; ALTER TABLE items DROP COLUMN dir_generation; PRAGMA user_version = 2"
                     cmd.ExecuteNonQuery() |> ignore
 
                 let s = SqliteStore.OpenAsync path |> await
                 use _s = disposing s
                 Expect.equal (getItem s keyA ns1 (item keyA ns1 1).ItemId) (Some(item keyA ns1 1)) "the row, not deleted"
-                let deleted = { item keyA ns1 2 with DirGeneration = 3UL; Deleted = true; DirSeen = 7UL }
+                let deleted = { item keyA ns1 2 with DirGeneration = 3UL; Deleted = true; DirSeen = 7UL; Removed = true }
                 save s (write None [] [ deleted ])
                 Expect.equal (getItem s keyA ns1 deleted.ItemId) (Some deleted) "the new columns are written"
             }

@@ -88,7 +88,8 @@ internal static class StateMapping
         r.UpdatedAt,
         r.DirGeneration,
         r.Deleted,
-        r.DirSeen);
+        r.DirSeen,
+        r.Removed);
 
     public static ItemRecord ToRecord(ItemState s) => new()
     {
@@ -108,6 +109,7 @@ internal static class StateMapping
         DirGeneration = s.DirGeneration,
         Deleted = s.Deleted,
         DirSeen = s.DirSeen,
+        Removed = s.Removed,
     };
 
     /// <summary>The exception for a core error.</summary>

@@ -55,7 +55,13 @@ public sealed partial class SyncEngine
             RowsSaved([record]);
             _quarantined.TryRemove((ns, deleted.ItemId.Wire), out _);
             _quarantineState.TryRemove((ns, deleted.ItemId.Wire), out _);
-            if (value is not null) await adapter.RemoveIfCurrentAsync(key, value, token);
+            if (value is not null && await adapter.RemoveIfCurrentAsync(key, value, token))
+            {
+                // Removed: from now on any value of the key is a write after the deletion.
+                var removed = ToRecord(Deletes.removed(deleted, Now));
+                await _store.SaveAsync(new Storage.StoreWrite { Items = [removed] }, token);
+                RowsSaved([removed]);
+            }
             Emit(deleted, ItemEvent.ItemDeleted);
             var (pending, conflicts) = await DirtyCountsAsync(token);
             var deletions = await PendingDeletionsAsync(token);

@@ -100,6 +100,9 @@ public sealed record ItemRecord
 
     /// <summary>Key-directory collections, a deleted key: the highest item version known when it was deleted.</summary>
     public ulong DirSeen { get; init; }
+
+    /// <summary>Key-directory collections, a deleted key: its value is gone from the app's storage.</summary>
+    public bool Removed { get; init; }
 }
 
 /// <summary>

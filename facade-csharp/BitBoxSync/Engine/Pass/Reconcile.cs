@@ -56,7 +56,8 @@ public sealed partial class SyncEngine
                     // A deleted key's value still in the backend (not removed yet, or a crash came between the two writes).
                     if (c.CanRemove)
                         foreach (var lingering in effects.OfType<SnapshotEffect.Lingering>())
-                            await c.RemoveIfCurrentAsync(lingering.row.Key, lingering.value, ct);
+                            if (await c.RemoveIfCurrentAsync(lingering.row.Key, lingering.value, ct))
+                                await SaveItemsAsync([lingering.row]);
                     var queued = effects.OfType<SnapshotEffect.Queue>().Select(q => q.Item).ToList();
                     if (queued.Count > 0)
                     {
