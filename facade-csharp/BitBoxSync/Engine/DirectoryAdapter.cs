@@ -10,10 +10,12 @@ namespace BitBoxSync;
 /// The key directory of a namespace's directory collections (docs/protocol.md §17) as an
 /// engine-owned collection: bucket <c>b</c> of collection <c>C</c> is the item with key
 /// <c>"bb:C"</c> in the reserved collection. Nothing of it is stored outside the sync metadata: a
-/// bucket's local value is derived on every read from its synced value (the row's base) and the
-/// keys the collection holds now (a key without a live entry is written into it), so the pass's
-/// snapshot, flush, download and apply carry the directory like any collection, and its merge is
-/// the directory's join (never a conflict, never the app's merge).
+/// bucket's local value is derived from its synced value (the row's base), this device's own
+/// entries (kept with the item rows) and the keys the collection holds (<c>Deletes.published</c>),
+/// so the pass's snapshot, flush, download and apply carry the directory like any collection, and
+/// its merge is the directory's join (never a conflict, never the app's merge). Everything is kept
+/// per bucket: a saved bucket or a changed own entry derives only its bucket again, so applying many
+/// buckets costs each bucket once.
 /// </summary>
 internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, string writer) : ICollectionAdapter
 {
@@ -37,128 +39,50 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     {
         Collections.Add(collection);
         _policies[collection] = policy;
+        // Read again (with the new collection's own entries) at the next use.
+        _syncedBuckets = null;
+        _own = null;
     }
 
     /// <summary>Whether the collection keeps a directory.</summary>
     internal bool Holds(string collection) => Collections.Contains(collection);
 
-    /// <summary>
-    /// Per directory collection, per key: this device's own entry (rows whose <c>DirGeneration</c> is
-    /// set), read once from the store and kept current by <see cref="RowsSaved"/>.
-    /// </summary>
-    private Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Seen, bool Pending)>>? _own;
+    /// <summary>The directory collections of the namespace (by name).</summary>
+    private SortedSet<string> Collections { get; } = new(StringComparer.Ordinal);
 
-    private async Task<Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Seen, bool Pending)>>> OwnAsync(CancellationToken ct)
-    {
-        if (_own is { } known) return known;
-        var own = new Dictionary<string, Dictionary<string, (ulong, bool, ulong, bool)>>(StringComparer.Ordinal);
-        foreach (var row in await engine.Store.ListNamespaceItemsAsync(engine.KeyId, namespaceId, ct))
-            if (row.DirGeneration > 0 && Collections.Contains(row.Collection))
-                OwnOf(own, row.Collection)[row.Key] = (row.DirGeneration, row.Deleted, row.DirSeen, row.Deleted && row.Dirty);
-        return _own = own;
-    }
+    /// <summary>The directory collections of the namespace, in ordinal order.</summary>
+    internal IReadOnlyCollection<string> CollectionNames => Collections;
 
-    private static Dictionary<string, (ulong, bool, ulong, bool)> OwnOf(Dictionary<string, Dictionary<string, (ulong, bool, ulong, bool)>> own, string collection)
-    {
-        if (!own.TryGetValue(collection, out var map)) own[collection] = map = new(StringComparer.Ordinal);
-        return map;
-    }
+    private NamespaceKeys? _keys;
 
-    /// <summary>Rows of the namespace were saved: own entries that changed make the local buckets derive anew.</summary>
-    internal void RowsSaved(IEnumerable<Storage.ItemRecord> rows)
+    /// <summary>Set by the pass: the namespace keys (item IDs choose the buckets; a namespace's DEK never changes).</summary>
+    internal NamespaceKeys? Keys
     {
-        foreach (var row in rows)
+        get => _keys;
+        set
         {
-            if (row.Collection == Name)
-            {
-                Invalidate();
-                continue;
-            }
-            if (_own is null || !Collections.Contains(row.Collection)) continue;
-            var map = OwnOf(_own, row.Collection);
-            var had = map.TryGetValue(row.Key, out var before);
-            if (row.DirGeneration > 0)
-            {
-                var now = (row.DirGeneration, row.Deleted, row.DirSeen, row.Deleted && row.Dirty);
-                if (had && before == now) continue;
-                map[row.Key] = now;
-            }
-            else if (!had || !map.Remove(row.Key)) continue;
-            _local = null;
+            if (_keys is null && value is not null) Changed();
+            _keys = value;
         }
-    }
-
-    private DirEntry OwnEntry((ulong Generation, bool Deleted, ulong Seen, bool Pending) own) => new(own.Generation,
-        own.Deleted ? KeyState.Deleted : KeyState.Live, own.Seen, writer);
-
-    /// <summary>The entry this device publishes for one key of a directory collection (null when none).</summary>
-    internal async Task<DirEntry?> PublishedEntryAsync(string collection, string key, bool appHoldsKey, CancellationToken ct)
-    {
-        var (synced, _) = await SyncedAsync(ct);
-        var own = await OwnAsync(ct);
-        var s = synced.TryGetValue(collection, out var entries) ? entries.TryFind(key) : null;
-        var o = own.TryGetValue(collection, out var mine) && mine.TryGetValue(key, out var entry) ? FSharpOption<DirEntry>.Some(OwnEntry(entry)) : null;
-        var published = Deletes.publishedEntry(PolicyOf(collection), writer, s, o, appHoldsKey);
-        return published?.Value;
-    }
-
-    /// <summary>The keys of a directory collection deleted on this device whose deletion the synced directory does not hold yet.</summary>
-    internal async Task<IEnumerable<string>> PendingDeletionKeysAsync(string collection, CancellationToken ct)
-    {
-        var (synced, _) = await SyncedAsync(ct);
-        var own = await OwnAsync(ct);
-        if (!own.TryGetValue(collection, out var mine) || mine.Count == 0) return [];
-        var entries = synced.TryGetValue(collection, out var e) ? e : MapModule.Empty<string, DirEntry>();
-        var policy = PolicyOf(collection);
-        // A deletion whose overwrite is pending stays in scope until the overwrite is done (its 412 needs the newer version).
-        return mine.Where(kv => kv.Value.Deleted && (kv.Value.Pending || Deletes.contributes(policy, entries.TryFind(kv.Key), OwnEntry(kv.Value))))
-            .Select(kv => kv.Key).ToList();
-    }
-
-    /// <summary>Deletions made or adopted on this device that the synced directory does not hold yet.</summary>
-    internal int PendingDeletions { get; private set; }
-
-    /// <summary>
-    /// The keys of a directory collection whose synced entry may change what this device holds: a
-    /// deletion that beats the row's own entry (or a key without one), or a live entry that beats
-    /// the row's own deletion. Everything else is settled without reading a row or a value.
-    /// </summary>
-    internal async Task<List<(string Key, DirEntry Synced)>> UnsettledAsync(string collection, CancellationToken ct)
-    {
-        var (synced, _) = await SyncedAsync(ct);
-        var own = await OwnAsync(ct);
-        var result = new List<(string, DirEntry)>();
-        if (!synced.TryGetValue(collection, out var entries)) return result;
-        own.TryGetValue(collection, out var mine);
-        var policy = PolicyOf(collection);
-        foreach (var kv in entries)
-        {
-            var s = kv.Value;
-            DirEntry? ownEntry = mine is not null && mine.TryGetValue(kv.Key, out var o) ? OwnEntry(o) : null;
-            var unsettled = s.State.IsDeleted
-                ? ownEntry is null || (ownEntry.State.IsLive && KeyDirectory.supersedes(policy, s, ownEntry)) || (ownEntry.State.IsDeleted && s.Generation > ownEntry.Generation)
-                : ownEntry is not null && ownEntry.State.IsDeleted && KeyDirectory.supersedes(policy, s, ownEntry);
-            if (unsettled) result.Add((kv.Key, s));
-        }
-        return result;
     }
 
     private IReadOnlyList<(string Collection, string[] Keys)> _collectionKeys = [];
-    private NamespaceKeys? _keys;
 
-    /// <summary>The local buckets as last derived (null: derive again). Valid until the keys or a synced bucket change.</summary>
-    private Dictionary<string, Dictionary<int, byte[]>>? _local;
+    /// <summary>The app's keys of each directory collection, grouped by bucket (null: group again).</summary>
+    private Dictionary<(string, int), List<string>>? _appKeysByBucket;
 
-    /// <summary>The synced directory as last read (null: read again). Valid until a bucket row is saved or written.</summary>
-    private (Dictionary<string, DirMap> Entries, Dictionary<(string, int), byte[]> Unreadable)? _synced;
-
-    /// <summary>Set by the pass before reading buckets: each directory collection's keys (the local buckets are derived again only when they changed).</summary>
+    /// <summary>Set by the pass before reading buckets: each directory collection's keys (buckets are derived again only when they changed).</summary>
     internal IReadOnlyList<(string Collection, string[] Keys)> CollectionKeys
     {
         get => _collectionKeys;
         set
         {
-            if (!Same(_collectionKeys, value)) _local = null;
+            if (!Same(_collectionKeys, value))
+            {
+                _appKeysByBucket = null;
+                _local.Clear();
+                Changed();
+            }
             _collectionKeys = value;
         }
     }
@@ -172,42 +96,104 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         return true;
     }
 
-    /// <summary>Set by the pass: the namespace keys (item IDs choose the buckets; a namespace's DEK never changes).</summary>
-    internal NamespaceKeys? Keys
+    /// <summary>The bucket of each key seen so far (one HMAC per key for the engine's lifetime).</summary>
+    private readonly Dictionary<(string, string), int> _bucketOf = new();
+
+    private int BucketOf(string collection, string key)
     {
-        get => _keys;
-        set
+        if (_bucketOf.TryGetValue((collection, key), out var b)) return b;
+        b = KeyDirectory.bucketOf(LogicalKey.itemId(_keys!, collection, key));
+        _bucketOf[(collection, key)] = b;
+        return b;
+    }
+
+    // ------------------------------------------------------------------ what the store holds
+
+    /// <summary>The synced (decoded) buckets and the unreadable ones (another layout version: left exactly as they are).</summary>
+    private Dictionary<(string, int), DirMap>? _syncedBuckets;
+    private readonly Dictionary<(string, int), byte[]> _unreadable = new();
+
+    /// <summary>Per directory collection, per key: this device's own entry (rows whose <c>DirGeneration</c> is set).</summary>
+    private Dictionary<string, Dictionary<string, (ulong Generation, bool Deleted, ulong Seen, bool Pending)>>? _own;
+
+    /// <summary>Reads the synced buckets and the own entries once (one query); later saves keep them current.</summary>
+    private async Task LoadAsync(CancellationToken ct)
+    {
+        if (_syncedBuckets is not null && _own is not null) return;
+        var synced = new Dictionary<(string, int), DirMap>();
+        var own = new Dictionary<string, Dictionary<string, (ulong, bool, ulong, bool)>>(StringComparer.Ordinal);
+        _unreadable.Clear();
+        foreach (var row in await engine.Store.ListNamespaceItemsAsync(engine.KeyId, namespaceId, ct))
         {
-            if (_keys is null) _local = null;
-            _keys = value;
+            if (row.Collection == Name) SyncedBucket(synced, row);
+            else if (row.DirGeneration > 0 && Collections.Contains(row.Collection))
+                OwnOf(own, row.Collection)[row.Key] = OwnOf(row);
+        }
+        _syncedBuckets = synced;
+        _own = own;
+        _merged = null;
+        _local.Clear();
+        Changed();
+    }
+
+    private void SyncedBucket(Dictionary<(string, int), DirMap> synced, Storage.ItemRecord row)
+    {
+        if (row.Key.Length < 4 || row.Key[2] != ':') return;
+        var at = (row.Key[3..], Convert.ToInt32(row.Key[..2], 16));
+        synced.Remove(at);
+        _unreadable.Remove(at);
+        if (row.BaseValue is not { Length: > 0 } baseValue) return;
+        var decoded = KeyDirectory.decode(baseValue);
+        if (decoded.IsOk) synced[at] = decoded.ResultValue;
+        else _unreadable[at] = baseValue;
+    }
+
+    private static (ulong, bool, ulong, bool) OwnOf(Storage.ItemRecord row) => (row.DirGeneration, row.Deleted, row.DirSeen, row.Deleted && row.Dirty);
+
+    private static Dictionary<string, (ulong, bool, ulong, bool)> OwnOf(Dictionary<string, Dictionary<string, (ulong, bool, ulong, bool)>> own, string collection)
+    {
+        if (!own.TryGetValue(collection, out var map)) own[collection] = map = new(StringComparer.Ordinal);
+        return map;
+    }
+
+    /// <summary>Rows of the namespace were saved: a bucket's synced value or an own entry changed; only its bucket derives anew.</summary>
+    internal void RowsSaved(IEnumerable<Storage.ItemRecord> rows)
+    {
+        foreach (var row in rows)
+        {
+            if (row.Collection == Name)
+            {
+                if (_syncedBuckets is null) continue;
+                SyncedBucket(_syncedBuckets, row);
+                if (row.Key.Length >= 4 && row.Key[2] == ':') _local.Remove((row.Key[3..], Convert.ToInt32(row.Key[..2], 16)));
+                _merged = null;
+                FatesSettled = false;
+                Changed();
+                continue;
+            }
+            if (_own is null || !Collections.Contains(row.Collection)) continue;
+            var map = OwnOf(_own, row.Collection);
+            var had = map.TryGetValue(row.Key, out var before);
+            if (row.DirGeneration > 0)
+            {
+                var now = OwnOf(row);
+                if (had && before == now) continue;
+                map[row.Key] = now;
+            }
+            else if (!had || !map.Remove(row.Key)) continue;
+            if (_keys is not null) _local.Remove((row.Collection, BucketOf(row.Collection, row.Key)));
+            else _local.Clear();
+            Changed();
         }
     }
 
-    /// <summary>The directory collections of the namespace (by name).</summary>
-    private SortedSet<string> Collections { get; } = new(StringComparer.Ordinal);
+    private DirEntry OwnEntry((ulong Generation, bool Deleted, ulong Seen, bool Pending) own) => new(own.Generation,
+        own.Deleted ? KeyState.Deleted : KeyState.Live, own.Seen, writer);
 
-    /// <summary>The directory collections of the namespace, in ordinal order.</summary>
-    internal IReadOnlyCollection<string> CollectionNames => Collections;
+    // ------------------------------------------------------------------ what the pass asks
 
-    public ValueTask<IReadOnlyCollection<string>> KeysAsync(CancellationToken ct) =>
-        ValueTask.FromResult<IReadOnlyCollection<string>>(
-            [.. Collections.SelectMany(c => Enumerable.Range(0, KeyDirectory.Buckets).Select(b => KeyDirectory.bucketKey(c, b)))]);
-
-    public async ValueTask<List<KeyValuePair<string, byte[]>>> SnapshotAsync(CancellationToken ct)
-    {
-        var values = new List<KeyValuePair<string, byte[]>>();
-        foreach (var (collection, buckets) in await LocalBucketsAsync(ct))
-            foreach (var (bucket, value) in buckets)
-                values.Add(KeyValuePair.Create(KeyDirectory.bucketKey(collection, bucket), value));
-        return values;
-    }
-
-    public async ValueTask<byte[]?> GetAsync(string key, CancellationToken ct)
-    {
-        var (collection, bucket) = Parse(key);
-        var all = await LocalBucketsAsync(ct);
-        return all.TryGetValue(collection, out var buckets) && buckets.TryGetValue(bucket, out var value) ? value : null;
-    }
+    /// <summary>The synced entries of each directory collection, all buckets merged (for the scope), recomputed only after a bucket changed.</summary>
+    private Dictionary<string, DirMap>? _merged;
 
     /// <summary>
     /// The synced entries of every directory collection (for the scope), and the buckets whose
@@ -216,94 +202,167 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     /// </summary>
     internal async Task<(Dictionary<string, DirMap> Entries, Dictionary<(string, int), byte[]> Unreadable)> SyncedAsync(CancellationToken ct)
     {
-        if (_synced is { } cached) return cached;
-        var synced = new Dictionary<string, DirMap>(StringComparer.Ordinal);
-        var unreadable = new Dictionary<(string, int), byte[]>();
-        foreach (var collection in Collections)
+        await LoadAsync(ct);
+        if (_merged is null)
         {
-            var known = MapModule.Empty<string, DirEntry>();
-            for (var bucket = 0; bucket < KeyDirectory.Buckets; bucket++)
-            {
-                var row = await engine.Store.GetItemByLogicalKeyAsync(engine.KeyId, namespaceId, Name, KeyDirectory.bucketKey(collection, bucket), ct);
-                if (row?.BaseValue is not { Length: > 0 } baseValue) continue;
-                var decoded = KeyDirectory.decode(baseValue);
-                if (decoded.IsOk) known = KeyDirectory.merge(PolicyOf(collection), known, decoded.ResultValue);
-                else unreadable[(collection, bucket)] = baseValue;
-            }
-            synced[collection] = known;
+            var merged = new Dictionary<string, DirMap>(StringComparer.Ordinal);
+            foreach (var collection in Collections) merged[collection] = MapModule.Empty<string, DirEntry>();
+            foreach (var ((collection, _), entries) in _syncedBuckets!)
+                if (merged.TryGetValue(collection, out var known))
+                    merged[collection] = known.IsEmpty ? entries : KeyDirectory.merge(PolicyOf(collection), known, entries);
+            _merged = merged;
         }
-        return (_synced = (synced, unreadable)).Value;
+        return (_merged, _unreadable);
     }
 
-    /// <summary>Per collection, per bucket: the local value (synced entries joined with the collection's current keys).</summary>
-    private async Task<Dictionary<string, Dictionary<int, byte[]>>> LocalBucketsAsync(CancellationToken ct)
+    private DirEntry? SyncedEntry(string collection, string key) =>
+        _syncedBuckets!.TryGetValue((collection, BucketOf(collection, key)), out var bucket) && bucket.TryFind(key) is { } e ? e.Value : null;
+
+    /// <summary>The entry this device publishes for one key of a directory collection (null when none).</summary>
+    internal async Task<DirEntry?> PublishedEntryAsync(string collection, string key, bool appHoldsKey, CancellationToken ct)
     {
-        if (_local is { } cached) return cached;
-        var result = new Dictionary<string, Dictionary<int, byte[]>>(StringComparer.Ordinal);
-        if (Keys is null) return result;
-        var (synced, unreadable) = await SyncedAsync(ct);
-        var own = await OwnAsync(ct);
+        await LoadAsync(ct);
+        var s = SyncedEntry(collection, key);
+        var o = _own!.TryGetValue(collection, out var mine) && mine.TryGetValue(key, out var entry) ? FSharpOption<DirEntry>.Some(OwnEntry(entry)) : null;
+        var published = Deletes.publishedEntry(PolicyOf(collection), writer, s is null ? null : FSharpOption<DirEntry>.Some(s), o, appHoldsKey);
+        return published?.Value;
+    }
+
+    /// <summary>The keys of a directory collection deleted on this device whose deletion the synced directory does not hold yet.</summary>
+    internal async Task<IEnumerable<string>> PendingDeletionKeysAsync(string collection, CancellationToken ct)
+    {
+        await LoadAsync(ct);
+        if (!_own!.TryGetValue(collection, out var mine) || mine.Count == 0) return [];
+        var policy = PolicyOf(collection);
+        // A deletion whose overwrite is pending stays in scope until the overwrite is done (its 412 needs the newer version).
+        return mine.Where(kv => kv.Value.Deleted && (kv.Value.Pending || Contributes(policy, collection, kv.Key, kv.Value)))
+            .Select(kv => kv.Key).ToList();
+    }
+
+    private bool Contributes(Core.DeletePolicy policy, string collection, string key, (ulong, bool, ulong, bool) own)
+    {
+        var s = SyncedEntry(collection, key);
+        return Deletes.contributes(policy, s is null ? null : FSharpOption<DirEntry>.Some(s), OwnEntry(own));
+    }
+
+    /// <summary>Deletions made or adopted on this device that the synced directory does not hold yet.</summary>
+    internal async Task<int> PendingDeletionsAsync(CancellationToken ct)
+    {
+        if (_keys is null) return 0;
+        await LoadAsync(ct);
         var pending = 0;
-        foreach (var (collection, keys) in CollectionKeys)
+        foreach (var (collection, mine) in _own!)
         {
-            if (!synced.TryGetValue(collection, out var known)) continue;
-            var mine = own.TryGetValue(collection, out var m0) ? m0 : [];
-            // A deletion whose overwriting value is not uploaded yet is counted, not published.
-            var ownEntries = new List<Tuple<string, DirEntry>>();
-            foreach (var (key, own1) in mine)
-            {
-                var entry = OwnEntry(own1);
-                if (entry.State.IsDeleted && Deletes.contributes(PolicyOf(collection), known.TryFind(key), entry)) pending++;
-                if (!own1.Pending) ownEntries.Add(Tuple.Create(key, entry));
-            }
-            var entries = Deletes.published(PolicyOf(collection), writer, known, ownEntries, keys);
-            var buckets = new Dictionary<int, DirMap>();
-            foreach (var kv in entries)
-            {
-                var bucket = KeyDirectory.bucketOf(LogicalKey.itemId(Keys, collection, kv.Key));
-                buckets[bucket] = (buckets.TryGetValue(bucket, out var m) ? m : MapModule.Empty<string, DirEntry>()).Add(kv.Key, kv.Value);
-            }
-            var encoded = new Dictionary<int, byte[]>();
-            foreach (var (bucket, map) in buckets)
-            {
-                var bytes = KeyDirectory.encode(map);
-                if (bytes.IsOk) encoded[bucket] = bytes.ResultValue;
-            }
-            foreach (var ((c, bucket), raw) in unreadable)
-                if (c == collection) encoded[bucket] = raw;
-            result[collection] = encoded;
+            var policy = PolicyOf(collection);
+            foreach (var (key, own) in mine)
+                if (own.Deleted && Contributes(policy, collection, key, own)) pending++;
         }
-        _generation++;
-        PendingDeletions = pending;
-        return _local = result;
+        return pending;
+    }
+
+    /// <summary>
+    /// The keys of a directory collection whose synced entry may change what this device holds: a
+    /// deletion that beats the row's own entry (or a key without one), or a live entry that beats
+    /// the row's own deletion. Everything else is settled without reading a row or a value.
+    /// </summary>
+    internal async Task<List<(string Key, DirEntry Synced)>> UnsettledAsync(string collection, CancellationToken ct)
+    {
+        var (synced, _) = await SyncedAsync(ct);
+        var result = new List<(string, DirEntry)>();
+        if (!synced.TryGetValue(collection, out var entries)) return result;
+        _own!.TryGetValue(collection, out var mine);
+        var policy = PolicyOf(collection);
+        foreach (var kv in entries)
+        {
+            var s = kv.Value;
+            DirEntry? ownEntry = mine is not null && mine.TryGetValue(kv.Key, out var o) ? OwnEntry(o) : null;
+            var unsettled = s.State.IsDeleted
+                ? ownEntry is null || (ownEntry.State.IsLive && KeyDirectory.supersedes(policy, s, ownEntry)) || (ownEntry.State.IsDeleted && s.Generation > ownEntry.Generation)
+                : ownEntry is not null && ownEntry.State.IsDeleted && KeyDirectory.supersedes(policy, s, ownEntry);
+            if (unsettled) result.Add((kv.Key, s));
+        }
+        return result;
+    }
+
+    // ------------------------------------------------------------------ the collection the pass syncs
+
+    public ValueTask<IReadOnlyCollection<string>> KeysAsync(CancellationToken ct) =>
+        ValueTask.FromResult<IReadOnlyCollection<string>>(
+            [.. Collections.SelectMany(c => Enumerable.Range(0, KeyDirectory.Buckets).Select(b => KeyDirectory.bucketKey(c, b)))]);
+
+    /// <summary>The derived local buckets (encoded), by collection and bucket; a missing one is derived on demand.</summary>
+    private readonly Dictionary<(string, int), byte[]?> _local = new();
+
+    /// <summary>The local value of one bucket (null: nothing to publish), derived if needed.</summary>
+    private byte[]? LocalBucket(string collection, int bucket)
+    {
+        if (_local.TryGetValue((collection, bucket), out var cached)) return cached;
+        byte[]? value;
+        if (_unreadable.TryGetValue((collection, bucket), out var raw))
+        {
+            value = raw;
+        }
+        else
+        {
+            _appKeysByBucket ??= GroupAppKeys();
+            var synced = _syncedBuckets!.TryGetValue((collection, bucket), out var m) ? m : MapModule.Empty<string, DirEntry>();
+            var ownEntries = new List<Tuple<string, DirEntry>>();
+            if (_own!.TryGetValue(collection, out var mine))
+                foreach (var (key, own) in mine)
+                    if (!own.Pending && BucketOf(collection, key) == bucket) // an overwrite still pending: not published yet
+                        ownEntries.Add(Tuple.Create(key, OwnEntry(own)));
+            var appKeys = _appKeysByBucket.TryGetValue((collection, bucket), out var keys) ? keys : [];
+            var entries = Deletes.published(PolicyOf(collection), writer, synced, ownEntries, appKeys);
+            value = null;
+            if (!entries.IsEmpty && KeyDirectory.encode(entries) is { IsOk: true } encoded) value = encoded.ResultValue;
+        }
+        _local[(collection, bucket)] = value;
+        return value;
+    }
+
+    private Dictionary<(string, int), List<string>> GroupAppKeys()
+    {
+        var grouped = new Dictionary<(string, int), List<string>>();
+        foreach (var (collection, keys) in _collectionKeys)
+            foreach (var key in keys)
+            {
+                var at = (collection, BucketOf(collection, key));
+                if (!grouped.TryGetValue(at, out var list)) grouped[at] = list = [];
+                list.Add(key);
+            }
+        return grouped;
+    }
+
+    public async ValueTask<List<KeyValuePair<string, byte[]>>> SnapshotAsync(CancellationToken ct)
+    {
+        var values = new List<KeyValuePair<string, byte[]>>();
+        if (Keys is null) return values;
+        await LoadAsync(ct);
+        foreach (var (collection, _) in _collectionKeys)
+            for (var bucket = 0; bucket < KeyDirectory.Buckets; bucket++)
+                if (LocalBucket(collection, bucket) is { } value)
+                    values.Add(KeyValuePair.Create(KeyDirectory.bucketKey(collection, bucket), value));
+        return values;
+    }
+
+    public async ValueTask<byte[]?> GetAsync(string key, CancellationToken ct)
+    {
+        var (collection, bucket) = Parse(key);
+        if (Keys is null || !_collectionKeys.Any(c => c.Collection == collection)) return null;
+        await LoadAsync(ct);
+        return LocalBucket(collection, bucket);
     }
 
     private static (string Collection, int Bucket) Parse(string key) =>
         (key[3..], Convert.ToInt32(key[..2], 16));
 
-    /// <summary>A synced bucket was saved: derive the local buckets again at the next read.</summary>
-    internal void Invalidate()
-    {
-        _local = null;
-        _synced = null;
-        FatesSettled = false;
-    }
-
-    /// <summary>Engine state: the deletes step found nothing unsettled since the synced directory was last read.</summary>
+    /// <summary>Engine state: the deletes step found nothing unsettled since the synced directory last changed.</summary>
     internal bool FatesSettled { get; set; }
 
     /// <summary>Accepted: the directory's local value is derived from the synced one, which the engine saves next.</summary>
-    public ValueTask<bool> SetIfCurrentAsync(string key, byte[]? expected, byte[] value, CancellationToken ct)
-    {
-        Invalidate();
-        return ValueTask.FromResult(true);
-    }
+    public ValueTask<bool> SetIfCurrentAsync(string key, byte[]? expected, byte[] value, CancellationToken ct) => ValueTask.FromResult(true);
 
-    public ValueTask SetAsync(string key, byte[] value, CancellationToken ct)
-    {
-        Invalidate();
-        return ValueTask.CompletedTask;
-    }
+    public ValueTask SetAsync(string key, byte[] value, CancellationToken ct) => ValueTask.CompletedTask;
 
     /// <summary>Directory buckets are never deleted.</summary>
     public bool CanRemove => false;
@@ -334,13 +393,15 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
             : FSharpResult<MergeOutcome, string>.NewError(merged.ErrorValue);
     }
 
-    /// <summary>Moves each time the local buckets are derived anew (so an unchanged directory is not reconciled again).</summary>
+    /// <summary>Moves each time something a bucket is derived from changes (so an unchanged directory is not reconciled again).</summary>
     private long _generation;
 
-    /// <summary>The local buckets' generation (derived first if needed): the pass skips an unchanged directory.</summary>
+    private void Changed() => _generation++;
+
+    /// <summary>The inputs' generation: the pass skips an unchanged directory.</summary>
     public async ValueTask<long?> ChangeStampAsync(CancellationToken ct)
     {
-        await LocalBucketsAsync(ct);
+        if (Keys is not null) await LoadAsync(ct);
         return _generation;
     }
 

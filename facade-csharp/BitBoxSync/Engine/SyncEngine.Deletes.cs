@@ -27,19 +27,14 @@ public sealed partial class SyncEngine
         {
             ThrowIfClosed();
             var stored = await _store.GetItemByLogicalKeyAsync(_keyId.Wire, ns, adapter.Name, key, token);
-            ItemState row;
-            if (stored is not null)
-            {
-                row = ToCore(stored);
-            }
-            else
-            {
-                var keys = directory.Keys ?? (await _store.GetNamespaceAsync(_keyId.Wire, ns, token) is { Dek: { Length: 32 } dek }
-                    ? NamespaceKeysModule.derive(Bin.ofBytes<DekKind>(dek).ResultValue)
-                    : throw new InvalidOperationException($"namespace {ns} has not been synced on this device yet: sync once before deleting"));
-                row = ItemStateModule.template(_keyId, Bin.parse<NamespaceIdKind>(ns).ResultValue, adapter.Name, key,
-                    LogicalKey.itemId(keys, adapter.Name, key), Now);
-            }
+            // The namespace keys name the item and choose its directory bucket.
+            var keys = directory.Keys ?? (await _store.GetNamespaceAsync(_keyId.Wire, ns, token) is { Dek: { Length: 32 } dek }
+                ? NamespaceKeysModule.derive(Bin.ofBytes<DekKind>(dek).ResultValue)
+                : throw new InvalidOperationException($"namespace {ns} has not been synced on this device yet: sync once before deleting"));
+            directory.Keys ??= keys;
+            var row = stored is not null
+                ? ToCore(stored)
+                : ItemStateModule.template(_keyId, Bin.parse<NamespaceIdKind>(ns).ResultValue, adapter.Name, key, LogicalKey.itemId(keys, adapter.Name, key), Now);
             var value = await adapter.GetAsync(key, token);
             if (row.Deleted)
             {
@@ -63,9 +58,15 @@ public sealed partial class SyncEngine
                 RowsSaved([removed]);
             }
             Emit(deleted, ItemEvent.ItemDeleted);
-            var (pending, conflicts) = await DirtyCountsAsync(token);
-            var deletions = await PendingDeletionsAsync(token);
-            UpdateStatus(st => st with { PendingUploads = pending, Conflicts = conflicts, PendingDeletions = deletions });
+            // The counts move by what this row changed (no store scan, no derivation per deletion).
+            var uploads = (deleted.Dirty ? 1 : 0) - (row.Dirty && !row.Conflict ? 1 : 0);
+            var conflictsEnded = row.Conflict ? 1 : 0;
+            UpdateStatus(st => st with
+            {
+                PendingUploads = Math.Max(0, st.PendingUploads + uploads),
+                Conflicts = Math.Max(0, st.Conflicts - conflictsEnded),
+                PendingDeletions = st.PendingDeletions + 1,
+            });
         }
         finally
         {

@@ -231,16 +231,13 @@ public sealed partial class SyncEngine : IAsyncDisposable
             DirectoryIn(group.Key)?.RowsSaved(group);
     }
 
-    /// <summary>Deletions not yet on the server, over every key directory (derived as the last pass left them).</summary>
+    /// <summary>Deletions not yet on the server, over every key directory.</summary>
     internal async Task<int> PendingDeletionsAsync(CancellationToken ct)
     {
         var total = 0;
         foreach (var adapter in _collections.Values)
-            if (adapter is DirectoryAdapter directory && directory.Keys is not null)
-            {
-                await directory.ChangeStampAsync(ct); // derives the buckets (and the count) if they changed
-                total += directory.PendingDeletions;
-            }
+            if (adapter is DirectoryAdapter directory)
+                total += await directory.PendingDeletionsAsync(ct);
         return total;
     }
 
