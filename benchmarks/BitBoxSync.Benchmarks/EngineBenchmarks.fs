@@ -204,6 +204,24 @@ type EnginePassBenchmarks() =
 /// buckets too (up to 256), so a directory collection holds at most 9 744 keys.
 let private directoryKeys = [ for i in 0..9_699 -> $"item-{i:D5}" ]
 
+/// A device of `label` with an "items" collection keeping a key directory, its backend holding
+/// `initial` and naming only the keys it holds (the directory names the rest).
+let private directoryDevice (server: BitBoxSyncServer) (label: string) (initial: IReadOnlyDictionary<string, string>) =
+    let engine =
+        SyncEngine.OpenAsync(
+            SyncEngineOptions(
+                Client = new SyncClient(server.BaseAddress),
+                Identity = BitBoxSync.DummyKeystore.FromLabel label,
+                Store = new MemoryStore()
+            )
+        )
+        |> await
+
+    let ns = engine.DefaultNamespaceAsync() |> await
+    let backend = MemoryValueBackend<string>(Codecs.String, initial)
+    let items = ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = backend, KeyDirectory = true))
+    engine, backend, items
+
 /// The key directory's overhead (docs/protocol.md §17): 9 700 items of 1 KiB in a collection that
 /// keeps a directory. A no-change pass derives the 256 buckets again; a fresh
 /// device that names no keys learns all 10 000 from the directory and downloads them in its first
@@ -214,24 +232,8 @@ type DirectoryBenchmarks() =
     let mutable synced = Unchecked.defaultof<SyncEngine>
     let mutable fresh = Unchecked.defaultof<SyncEngine>
 
-    let openWithDirectory (initial: IReadOnlyDictionary<string, string>) =
-        let engine =
-            SyncEngine.OpenAsync(
-                SyncEngineOptions(
-                    Client = new SyncClient(server.BaseAddress),
-                    Identity = BitBoxSync.DummyKeystore.FromLabel "bench-directory",
-                    Store = new MemoryStore()
-                )
-            )
-            |> await
-
-        let ns = engine.DefaultNamespaceAsync() |> await
-        // No fixed key list: the backend names the keys it holds, the directory the rest.
-        let backend = MemoryValueBackend<string>(Codecs.String, initial)
-
-        ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = backend, KeyDirectory = true))
-        |> ignore
-
+    let openWithDirectory initial =
+        let engine, _, _ = directoryDevice server "bench-directory" initial
         engine
 
     [<GlobalSetup>]
@@ -283,21 +285,7 @@ type DeleteBenchmarks() =
     let mutable bNotes = Unchecked.defaultof<MemoryValueBackend<string>>
     let deleted = directoryKeys |> List.take 1_000
 
-    let device (initial: IReadOnlyDictionary<string, string>) =
-        let engine =
-            SyncEngine.OpenAsync(
-                SyncEngineOptions(
-                    Client = new SyncClient(server.BaseAddress),
-                    Identity = BitBoxSync.DummyKeystore.FromLabel "bench-deletes",
-                    Store = new MemoryStore()
-                )
-            )
-            |> await
-
-        let ns = engine.DefaultNamespaceAsync() |> await
-        let backend = MemoryValueBackend<string>(Codecs.String, initial)
-        let items = ns.OpenCollection("items", CollectionOptions<string>(Codec = Codecs.String, Backend = backend, KeyDirectory = true))
-        engine, backend, items
+    let device initial = directoryDevice server "bench-deletes" initial
 
     [<GlobalSetup>]
     member _.Setup() =
