@@ -173,6 +173,66 @@ let tests =
                     p.Dispose()
             }
 
+            test "under RunAsync with a 10-minute poll, a deletion made on another device arrives through the long poll in one pass" {
+                use server = startOn (Database.Create Sqlite) (ManualClock DateTimeOffset.UtcNow) (TimeSpan.FromSeconds 20.0)
+
+                let a =
+                    SyncEngine.OpenAsync(
+                        SyncEngineOptions(
+                            Client = new SyncClient(server.BaseAddress),
+                            Identity = BitBoxSync.DummyKeystore.FromLabel "alice",
+                            Store = new MemoryStore(),
+                            PollInterval = TimeSpan.FromMinutes 10.0
+                        )
+                    )
+                    |> await
+
+                let notesA = MemoryValueBackend<string>(Codecs.String)
+
+                (a.DefaultNamespaceAsync() |> await)
+                    .OpenCollection("notes", CollectionOptions<string>(Codec = Codecs.String, Backend = notesA, KeyDirectory = true))
+                |> ignore
+
+                let b = phone server DeletePolicy.EditWins
+                b.Write("note", "to be deleted")
+                b.Sync()
+                a.SyncNowAsync() |> awaitUnit
+                Expect.isTrue (notesA.GetAsync("note", CancellationToken.None).AsTask() |> await).Found "A holds the note"
+                use subscription = a.Subscribe()
+                use stop = new CancellationTokenSource()
+                let run = a.RunAsync stop.Token
+                let passes () =
+                    let mutable e = Unchecked.defaultof<SyncEvent>
+                    let mutable n = 0
+
+                    while subscription.Reader.TryRead(&e) do
+                        if e.Type = SyncEventType.SyncStarted then n <- n + 1
+
+                    n
+
+                Thread.Sleep 500 // the first pass ran and the watch is parked
+                let before = passes ()
+                b.Delete "note"
+                b.Sync()
+                let written = Diagnostics.Stopwatch.StartNew()
+
+                while (notesA.GetAsync("note", CancellationToken.None).AsTask() |> await).Found && written.Elapsed < TimeSpan.FromSeconds 15.0 do
+                    Thread.Sleep 10
+
+                let latency = written.Elapsed
+                Expect.isFalse (notesA.GetAsync("note", CancellationToken.None).AsTask() |> await).Found "deleted on A"
+                Thread.Sleep 200
+                let during = passes ()
+                printfn "deletes: a deletion arrived through the long poll in %.0f ms (%d pass)" latency.TotalMilliseconds during
+                ignore before
+                Expect.equal during 1 "in the one pass the watch started"
+                Expect.isLessThan latency (TimeSpan.FromSeconds 10.0) "long before the 10-minute poll"
+                stop.Cancel()
+                let _ = (try run |> awaitUnit with _ -> ())
+                a.DisposeAsync().AsTask() |> awaitUnit
+                b.Dispose()
+            }
+
             test "an offline device's old edit meets the deletion: under EditWins the key comes back with the edit on every device" {
                 use server = start Sqlite
                 let a = phone server DeletePolicy.EditWins
