@@ -68,8 +68,14 @@ module Deletes =
         | None -> true
         | Some s -> KeyDirectory.supersedes policy own s
 
+    let private strictUtf8 = Text.UTF8Encoding(false, true)
+
+    /// Whether a key can be listed: valid text (no lone surrogate) of at most `MaxKeyBytes` bytes.
     let private fits (key: string) =
-        Text.Encoding.UTF8.GetByteCount key <= KeyDirectory.MaxKeyBytes
+        try
+            strictUtf8.GetByteCount key <= KeyDirectory.MaxKeyBytes
+        with :? ArgumentException ->
+            false
 
     /// The entry this device publishes for one key (see `published`).
     let publishedEntry
@@ -92,7 +98,8 @@ module Deletes =
     /// own entries of its rows they do not cover yet, and a first live entry for every key the app
     /// holds that the directory does not list at all. A key the app holds that the directory lists
     /// as deleted is not made live here: that is the deletion's fate (`decide`). Keys longer than
-    /// `KeyDirectory.MaxKeyBytes` are left out (they sync through the app's keys only).
+    /// `KeyDirectory.MaxKeyBytes` or that are not valid text are left out (they sync through the
+    /// app's keys only), so one such key never keeps a bucket from being published.
     let published
         (policy: DeletePolicy)
         (writer: string)
@@ -165,6 +172,10 @@ module Deletes =
                 }
             | LocalValue.Absent -> deleted
 
+    /// A deleted row whose overwrite is no longer wanted (the collection was opened without
+    /// `OverwriteOnDelete`): the deletion is published without it.
+    let overwriteDropped (row: ItemState) = { row with Dirty = false }
+
     /// The row once the app's value is gone (after a removal, or none was there).
     let removed (row: ItemState) (now: DateTimeOffset) = { row with Removed = true; UpdatedAt = now }
 
@@ -174,7 +185,8 @@ module Deletes =
     ///
     /// - A deleted row whose key the synced directory lists live, beating the row's own deletion:
     ///   the key lives again; the row forgets its version so the server's value is downloaded (the
-    ///   deleted value, if still in the backend, is removed first).
+    ///   deleted value, if still in the backend and not removed yet, is removed first; any other
+    ///   value is the app's and stays, to be merged with the download).
     /// - A live row whose key the synced directory lists deleted, beating the row's own entry:
     ///   without a local value the row is marked deleted; a value equal to the base whose version the
     ///   deletion saw is removed; an edit the deletion did not see (an unsynced change, a conflict, a
@@ -217,8 +229,9 @@ module Deletes =
                 }
 
             match local with
-            | LocalValue.Present v -> KeyAction.Remove { Expected = Array.copy v; OnRemoved = outcome }
-            | LocalValue.Absent -> KeyAction.Save outcome
+            | LocalValue.Present v when canRemove && not row.Removed && ItemState.equalsBase row v ->
+                KeyAction.Remove { Expected = Array.copy v; OnRemoved = outcome }
+            | _ -> KeyAction.Save outcome
         | Some s when row.Deleted && s.State = KeyState.Deleted && s.Generation > row.DirGeneration ->
             // Deleted again elsewhere: adopt the newer deletion (a later write here then revives after it).
             KeyAction.Save

@@ -178,6 +178,18 @@ module ItemState =
             UpdatedAt = now
         }
 
+    /// Key-directory collections: a deleted row after the app wrote the key again (a write after the
+    /// deletion): live one generation on, about an app write (2^64 − 1, no deletion saw it), dirty.
+    let writtenAfterDeletion (row: ItemState) (now: DateTimeOffset) : ItemState =
+        { row with
+            Deleted = false
+            Removed = false
+            DirGeneration = row.DirGeneration + 1UL
+            DirSeen = UInt64.MaxValue
+            Dirty = true
+            UpdatedAt = now
+        }
+
     /// Byte equality of an encoded value with the base (the only change detection,
     /// docs/engine.md §4.3 step 4e).
     let equalsBase (item: ItemState) (encoded: byte[]) =

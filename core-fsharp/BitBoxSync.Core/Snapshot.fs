@@ -53,17 +53,7 @@ module Snapshot =
                     Some(SnapshotEffect.Lingering({ row with Removed = true; UpdatedAt = input.Now }, encoded))
                 | true, row when row.Deleted ->
                     // A write after this device saw the deletion: the key lives again, one generation on.
-                    Some(
-                        SnapshotEffect.Queue
-                            { row with
-                                Deleted = false
-                                Removed = false
-                                DirGeneration = row.DirGeneration + 1UL
-                                DirSeen = UInt64.MaxValue // an app write: no deletion saw it (KeyDirectory.AppWrite)
-                                Dirty = true
-                                UpdatedAt = input.Now
-                            }
-                    )
+                    Some(SnapshotEffect.Queue(ItemState.writtenAfterDeletion row input.Now))
                 | true, row when row.Conflict || row.Dirty -> None
                 | true, row when ItemState.equalsBase row encoded -> None
                 | true, row ->

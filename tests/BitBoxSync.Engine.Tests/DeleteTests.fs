@@ -364,6 +364,25 @@ let tests =
                 b.Dispose()
             }
 
+            test "deleted, written again and deleted again before any pass: it stays deleted everywhere" {
+                use server = start Sqlite
+                let a = phone server DeletePolicy.EditWins
+                let b = phone server DeletePolicy.EditWins
+                a.Write("note", "v1")
+                a.Sync()
+                b.Sync()
+                a.Delete "note"
+                a.Write("note", "v2")
+                a.Events() |> ignore
+                a.Delete "note"
+                Expect.equal (a.Read "note") None "removed again"
+                Expect.equal (a.Events()) [ SyncEventType.ItemDeleted, "note" ] "the second deletion is told too"
+                settle [ a; b ]
+                Expect.equal (a.Read "note", b.Read "note") (None, None) "deleted on both"
+                a.Dispose()
+                b.Dispose()
+            }
+
             test "a crash between keeping the deletion and removing the value: the value is removed by the next pass, the deletion is not lost" {
                 use server = start Sqlite
                 let notes = MemoryValueBackend<string>(Codecs.String)

@@ -28,7 +28,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     internal string Writer => writer;
 
     /// <summary>Each directory collection's delete policy (every device of a collection must use the same).</summary>
-    private readonly Dictionary<string, Core.DeletePolicy> _policies = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Core.DeletePolicy> _policies = new(StringComparer.Ordinal);
 
     /// <summary>The delete policy of a directory collection (EditWins for an unknown one).</summary>
     internal Core.DeletePolicy PolicyOf(string collection) =>
@@ -37,21 +37,29 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     /// <summary>Registers a directory collection with its delete policy.</summary>
     internal void Add(string collection, Core.DeletePolicy policy)
     {
-        Collections.Add(collection);
+        // Collections are opened by the app outside the sync lock: the pass sees an immutable list,
+        // replaced here, and reloads the stored state (with the new collection's own entries) at its
+        // next use; the new collection's leftover decisions are looked at again.
         _policies[collection] = policy;
-        // Read again (with the new collection's own entries) at the next use.
-        _syncedBuckets = null;
-        _own = null;
+        lock (_policies)
+            _names = [.. _names.Append(collection).Distinct().Order(StringComparer.Ordinal)];
+        _reload = true;
     }
+
+    /// <summary>The directory collections, in ordinal order (replaced, never changed in place).</summary>
+    private volatile string[] _names = [];
+
+    /// <summary>A collection was added: read the stored state again at the next use.</summary>
+    private volatile bool _reload;
 
     /// <summary>Whether the collection keeps a directory.</summary>
     internal bool Holds(string collection) => Collections.Contains(collection);
 
-    /// <summary>The directory collections of the namespace (by name).</summary>
-    private SortedSet<string> Collections { get; } = new(StringComparer.Ordinal);
+    /// <summary>The directory collections of the namespace (a snapshot).</summary>
+    private string[] Collections => _names;
 
     /// <summary>The directory collections of the namespace, in ordinal order.</summary>
-    internal IReadOnlyCollection<string> CollectionNames => Collections;
+    internal IReadOnlyCollection<string> CollectionNames => _names;
 
     private NamespaceKeys? _keys;
 
@@ -119,10 +127,18 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     /// <summary>Reads the synced buckets and the own entries once (one query); later saves keep them current.</summary>
     private async Task LoadAsync(CancellationToken ct)
     {
+        if (_reload)
+        {
+            _reload = false;
+            _syncedBuckets = null;
+            _own = null;
+            FatesSettled = false;
+        }
         if (_syncedBuckets is not null && _own is not null) return;
         var synced = new Dictionary<(string, int), DirMap>();
         var own = new Dictionary<string, Dictionary<string, (ulong, bool, ulong, bool)>>(StringComparer.Ordinal);
         _unreadable.Clear();
+        _syncedRaw.Clear();
         foreach (var row in await engine.Store.ListNamespaceItemsAsync(engine.KeyId, namespaceId, ct))
         {
             if (row.Collection == Name) SyncedBucket(synced, row);
@@ -136,9 +152,13 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         Changed();
     }
 
+    /// <summary>Each bucket row's base as last seen (to tell a changed synced value from a queued upload).</summary>
+    private readonly Dictionary<string, byte[]> _syncedRaw = new(StringComparer.Ordinal);
+
     private void SyncedBucket(Dictionary<(string, int), DirMap> synced, Storage.ItemRecord row)
     {
         if (row.Key.Length < 4 || row.Key[2] != ':') return;
+        _syncedRaw[row.Key] = row.BaseValue ?? [];
         var at = (row.Key[3..], Convert.ToInt32(row.Key[..2], 16));
         synced.Remove(at);
         _unreadable.Remove(at);
@@ -164,6 +184,9 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
             if (row.Collection == Name)
             {
                 if (_syncedBuckets is null) continue;
+                // A bucket queued for upload keeps its base: nothing the directory is derived from changed.
+                if (row.Key.Length >= 4 && row.Key[2] == ':' && _syncedRaw.TryGetValue(row.Key, out var raw)
+                    && (row.BaseValue ?? []).AsSpan().SequenceEqual(raw)) continue;
                 SyncedBucket(_syncedBuckets, row);
                 if (row.Key.Length >= 4 && row.Key[2] == ':') _local.Remove((row.Key[3..], Convert.ToInt32(row.Key[..2], 16)));
                 _merged = null;
@@ -217,6 +240,13 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
 
     private DirEntry? SyncedEntry(string collection, string key) =>
         _syncedBuckets!.TryGetValue((collection, BucketOf(collection, key)), out var bucket) && bucket.TryFind(key) is { } e ? e.Value : null;
+
+    /// <summary>The synced entry of one key of a directory collection (null when none).</summary>
+    internal async Task<DirEntry?> SyncedEntryAsync(string collection, string key, CancellationToken ct)
+    {
+        await LoadAsync(ct);
+        return SyncedEntry(collection, key);
+    }
 
     /// <summary>The entry this device publishes for one key of a directory collection (null when none).</summary>
     internal async Task<DirEntry?> PublishedEntryAsync(string collection, string key, bool appHoldsKey, CancellationToken ct)

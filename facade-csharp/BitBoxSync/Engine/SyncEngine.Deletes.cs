@@ -35,14 +35,29 @@ public sealed partial class SyncEngine
             var row = stored is not null
                 ? ToCore(stored)
                 : ItemStateModule.template(_keyId, Bin.parse<NamespaceIdKind>(ns).ResultValue, adapter.Name, key, LogicalKey.itemId(keys, adapter.Name, key), Now);
+            var original = row;
             var value = await adapter.GetAsync(key, token);
             if (row.Deleted)
             {
-                if (value is not null && ItemStateModule.equalsBase(row, value)) await adapter.RemoveIfCurrentAsync(key, value, token);
-                return;
+                if (value is null) return; // deleted already, nothing to remove
+                if (!row.Removed && ItemStateModule.equalsBase(row, value))
+                {
+                    // The deleted value itself, not removed yet: remove it now.
+                    if (await adapter.RemoveIfCurrentAsync(key, value, token))
+                    {
+                        var done = ToRecord(Deletes.removed(row, Now));
+                        await _store.SaveAsync(new Storage.StoreWrite { Items = [done] }, token);
+                        RowsSaved([done]);
+                    }
+                    return;
+                }
+                // Written again since the deletion (not synced yet): that write, then this deletion.
+                row = ItemStateModule.writtenAfterDeletion(row, Now);
             }
-            var current = await directory.PublishedEntryAsync(adapter.Name, key, value is not null, token);
-            var deleted = Deletes.requested(directory.Writer, adapter.DeletedValue is not null, current is null ? null : FSharpOption<DirEntry>.Some(current), row,
+            var synced = await directory.SyncedEntryAsync(adapter.Name, key, token);
+            var current = Deletes.publishedEntry(directory.PolicyOf(adapter.Name), directory.Writer, synced is null ? null : FSharpOption<DirEntry>.Some(synced),
+                Deletes.ownEntry(directory.Writer, row), value is not null);
+            var deleted = Deletes.requested(directory.Writer, adapter.DeletedValue is not null, current, row,
                 value is null ? LocalValue.Absent : LocalValue.NewPresent(value), Now);
             // The deletion is kept first: a crash before the removal leaves the deleted value, which the next pass removes.
             var record = ToRecord(deleted);
@@ -59,8 +74,8 @@ public sealed partial class SyncEngine
             }
             Emit(deleted, ItemEvent.ItemDeleted);
             // The counts move by what this row changed (no store scan, no derivation per deletion).
-            var uploads = (deleted.Dirty ? 1 : 0) - (row.Dirty && !row.Conflict ? 1 : 0);
-            var conflictsEnded = row.Conflict ? 1 : 0;
+            var uploads = (deleted.Dirty ? 1 : 0) - (original.Dirty && !original.Conflict ? 1 : 0);
+            var conflictsEnded = original.Conflict ? 1 : 0;
             UpdateStatus(st => st with
             {
                 PendingUploads = Math.Max(0, st.PendingUploads + uploads),

@@ -79,6 +79,7 @@ public sealed class SyncNamespace
         if (options.Codec is null) throw new ArgumentException($"collection \"{name}\" needs a codec", nameof(options));
         if (options.Backend is null) throw new ArgumentException($"bitboxsync: collection value backend required for collection \"{name}\"", nameof(options));
         if (options.Codec is ICheckedCodec checkedCodec) checkedCodec.Check();
+        if (!Enum.IsDefined(options.DeletePolicy)) throw new ArgumentException($"collection \"{name}\" has an unknown delete policy {(int)options.DeletePolicy}", nameof(options));
         byte[]? deletedValue = null;
         if (options.OverwriteOnDelete)
         {
@@ -90,7 +91,6 @@ public sealed class SyncNamespace
         }
         var adapter = new CollectionAdapter<T>(name, options.Codec, options.Merge ?? Merges.NoMerge<T>(), options.Backend, deletedValue);
         _engine.Register(Id, adapter);
-        if (!Enum.IsDefined(options.DeletePolicy)) throw new ArgumentException($"collection \"{name}\" has an unknown delete policy {(int)options.DeletePolicy}", nameof(options));
         if (options.KeyDirectory)
             _engine.DirectoryOf(Id).Add(name, options.DeletePolicy == DeletePolicy.DeleteWins ? Core.DeletePolicy.DeleteWins : Core.DeletePolicy.EditWins);
         return new Collection<T>(_engine, this, adapter);

@@ -8,7 +8,8 @@ namespace BitBoxSync.Storage;
 /// </summary>
 /// <remarks>
 /// Contract: lookups return null when the row is absent; returned byte arrays are private copies;
-/// <see cref="SaveAsync"/> applies all its rows or none; <see cref="ForgetIdentitySecretsAsync"/>
+/// <see cref="SaveAsync"/> applies all its rows or none, every field of every row (a store that drops
+/// fields — for example the key-directory fields of <see cref="ItemRecord"/> — loses deletions); <see cref="ForgetIdentitySecretsAsync"/>
 /// and <see cref="ResetSyncStateAsync"/> are atomic and leave other identities untouched; a
 /// missing identity makes them a no-op. Implementations must be safe for concurrent calls.
 /// </remarks>

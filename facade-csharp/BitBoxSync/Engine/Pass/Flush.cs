@@ -101,6 +101,12 @@ public sealed partial class SyncEngine
             }
             var active = Scope.isActive(scope, row.Collection, row.ItemId);
             e._collections.TryGetValue((row.NamespaceId.Wire, row.Collection), out var adapter);
+            if (row.Deleted && adapter is not null && adapter.DeletedValue is null)
+            {
+                // Opened without OverwriteOnDelete now: the deletion is published without the overwrite.
+                await SaveItemsAsync([Deletes.overwriteDropped(row)]);
+                return null;
+            }
             // A deleted row is dirty only to upload the value that overwrites the deleted one.
             var local = adapter is null ? null : row.Deleted ? adapter.DeletedValue : await adapter.GetAsync(row.Key, ct);
             var step = Flush.prepare(row, active, local is null ? LocalValue.Absent : LocalValue.NewPresent(local));

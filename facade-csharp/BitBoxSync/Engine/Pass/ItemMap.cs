@@ -102,6 +102,18 @@ public sealed partial class SyncEngine
             {
                 for (var i = 0; i < downloads.Count; i++)
                 {
+                    // The buckets (applied first) are saved before any value: a value of a key deleted
+                    // here is then judged against the directory they bring. Item rows ahead of the
+                    // namespace head are safe: the head moves only with the last save.
+                    if (_batch.Count > 0 && downloads[i].Item1.Collection != KeyDirectory.ReservedCollection
+                        && _batch.All(o => o.Row.Collection == KeyDirectory.ReservedCollection))
+                    {
+                        var buckets = _batch;
+                        _batch = [];
+                        await SaveItemsAsync(buckets.Select(o => o.Row));
+                        foreach (var outcome in buckets) Settled(outcome.Row);
+                        _directoryChanged.Add(ns.Wire);
+                    }
                     await ApplyRemoteAsync(downloads[i].Item1, FSharpOption<ulong>.Some(downloads[i].Item2), keys, await prefetch.GetAsync(i), rowIsCurrent: true);
                     prefetch.Consumed();
                     e.UpdateStatus(st => st with { Downloaded = st.Downloaded + 1 });
