@@ -176,16 +176,7 @@ let tests =
             test "under RunAsync with a 10-minute poll, a deletion made on another device arrives through the long poll in one pass" {
                 use server = startOn (Database.Create Sqlite) (ManualClock DateTimeOffset.UtcNow) (TimeSpan.FromSeconds 20.0)
 
-                let a =
-                    SyncEngine.OpenAsync(
-                        SyncEngineOptions(
-                            Client = new SyncClient(server.BaseAddress),
-                            Identity = BitBoxSync.DummyKeystore.FromLabel "alice",
-                            Store = new MemoryStore(),
-                            PollInterval = TimeSpan.FromMinutes 10.0
-                        )
-                    )
-                    |> await
+                let a = DirectoryTests.slowPolling server "alice"
 
                 let notesA = MemoryValueBackend<string>(Codecs.String)
 

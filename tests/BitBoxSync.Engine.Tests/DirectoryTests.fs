@@ -22,6 +22,18 @@ let private directoryDevice (server: TestServer) (label: string) (directory: boo
 
     engine, notes
 
+/// An engine of `label` on a fresh store that polls every 10 minutes (so only the long poll brings changes quickly).
+let slowPolling (server: TestServer) (label: string) =
+    SyncEngine.OpenAsync(
+        SyncEngineOptions(
+            Client = new SyncClient(server.BaseAddress),
+            Identity = BitBoxSync.DummyKeystore.FromLabel label,
+            Store = new MemoryStore(),
+            PollInterval = TimeSpan.FromMinutes 10.0
+        )
+    )
+    |> await
+
 let private value (notes: MemoryValueBackend<string>) (key: string) =
     let v = notes.GetAsync(key, CancellationToken.None).AsTask() |> await
     if v.Found then Some v.Value else None
@@ -34,16 +46,7 @@ let tests =
                 use server =
                     startOn (Database.Create Sqlite) (ManualClock DateTimeOffset.UtcNow) (TimeSpan.FromSeconds 20.0)
 
-                let a =
-                    SyncEngine.OpenAsync(
-                        SyncEngineOptions(
-                            Client = new SyncClient(server.BaseAddress),
-                            Identity = BitBoxSync.DummyKeystore.FromLabel "alice",
-                            Store = new MemoryStore(),
-                            PollInterval = TimeSpan.FromMinutes 10.0
-                        )
-                    )
-                    |> await
+                let a = slowPolling server "alice"
 
                 use subscription = a.Subscribe()
                 let seen = Collections.Generic.List<SyncEvent>()
