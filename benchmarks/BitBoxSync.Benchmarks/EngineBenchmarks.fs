@@ -204,6 +204,10 @@ type EnginePassBenchmarks() =
 /// buckets too (up to 256), so a directory collection holds at most 9 744 keys.
 let private directoryKeys = [ for i in 0..9_699 -> $"item-{i:D5}" ]
 
+/// Every directory key with a 1 KiB value.
+let private directoryValues () : IReadOnlyDictionary<string, string> =
+    directoryKeys |> List.map (fun k -> KeyValuePair(k, value)) |> Dictionary :> _
+
 /// A device of `label` with an "items" collection keeping a key directory, its backend holding
 /// `initial` and naming only the keys it holds (the directory names the rest).
 let private directoryDevice (server: BitBoxSyncServer) (label: string) (initial: IReadOnlyDictionary<string, string>) =
@@ -239,11 +243,7 @@ type DirectoryBenchmarks() =
     [<GlobalSetup>]
     member _.Setup() =
         server <- startServer ()
-        let values = Dictionary<string, string>()
-
-        for k in directoryKeys do
-            values[k] <- value
-
+        let values = directoryValues ()
         synced <- openWithDirectory values
         synced.SyncNowAsync() |> awaitUnit // uploads the items and the directory once
         synced.SyncNowAsync() |> awaitUnit
@@ -290,11 +290,7 @@ type DeleteBenchmarks() =
     [<GlobalSetup>]
     member _.Setup() =
         server <- startServer ()
-        let values = Dictionary<string, string>()
-
-        for k in directoryKeys do
-            values[k] <- value
-
+        let values = directoryValues ()
         let e, n, c = device values
         a <- e
         aNotes <- n

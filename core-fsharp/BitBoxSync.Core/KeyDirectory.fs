@@ -66,6 +66,15 @@ module KeyDirectory =
     let bucketKey (collection: string) (bucket: int) =
         bucket.ToString("x2", Globalization.CultureInfo.InvariantCulture) + ":" + collection
 
+    /// The collection and bucket a reserved key names (the inverse of `bucketKey`), or None.
+    let tryParseBucketKey (key: string) : (string * int) option =
+        let hex (c: char) = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')
+
+        if isNull key || key.Length < 4 || key[2] <> ':' || not (hex key[0] && hex key[1]) then
+            None
+        else
+            Some(key.Substring 3, Convert.ToInt32(key.Substring(0, 2), 16))
+
     /// The bucket of an item ID.
     let bucketOf (itemId: ItemId) : int = int itemId.Span[0]
 

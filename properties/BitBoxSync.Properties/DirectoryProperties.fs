@@ -122,6 +122,12 @@ let tests =
                 let reversed = finals |> List.rev |> List.reduce (KeyDirectory.merge p)
                 all = reversed && KeyDirectory.liveKeys all = KeyDirectory.liveKeys reversed)
 
+            testPropertyWithConfig config "a bucket key names its collection and bucket, and nothing else parses as one"
+            <| forAll (Gen.zip (Gen.elements [ "notes"; "a:b"; "x" ]) (Gen.choose (0, 255))) (fun (c, b) ->
+                KeyDirectory.tryParseBucketKey (KeyDirectory.bucketKey c b) = Some(c, b)
+                && [ null; ""; "0a"; "0a:"; "0A:notes"; "zz:notes"; "0a-notes" ]
+                   |> List.forall (fun k -> KeyDirectory.tryParseBucketKey k = None))
+
             testPropertyWithConfig config "a bucket's bytes are canonical and read back"
             <| forAll directory (fun d ->
                 let bytes = KeyDirectory.encode d |> Result.defaultWith failwith

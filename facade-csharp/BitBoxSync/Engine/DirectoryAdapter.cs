@@ -53,10 +53,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
     private volatile bool _reload;
 
     /// <summary>Whether the collection keeps a directory.</summary>
-    internal bool Holds(string collection) => Collections.Contains(collection);
-
-    /// <summary>The directory collections of the namespace (a snapshot).</summary>
-    private string[] Collections => _names;
+    internal bool Holds(string collection) => _names.Contains(collection);
 
     /// <summary>The directory collections of the namespace, in ordinal order.</summary>
     internal IReadOnlyCollection<string> CollectionNames => _names;
@@ -85,7 +82,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         get => _collectionKeys;
         set
         {
-            if (!Same(_collectionKeys, value))
+            if (!SyncEngine.SameKeys(_collectionKeys, value))
             {
                 _appKeysByBucket = null;
                 _local.Clear();
@@ -93,15 +90,6 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
             }
             _collectionKeys = value;
         }
-    }
-
-    private static bool Same(IReadOnlyList<(string Collection, string[] Keys)> a, IReadOnlyList<(string Collection, string[] Keys)> b)
-    {
-        if (a.Count != b.Count) return false;
-        for (var i = 0; i < a.Count; i++)
-            if (a[i].Collection != b[i].Collection || (!ReferenceEquals(a[i].Keys, b[i].Keys) && !a[i].Keys.AsSpan().SequenceEqual(b[i].Keys)))
-                return false;
-        return true;
     }
 
     /// <summary>The bucket of each key seen so far (one HMAC per key for the engine's lifetime).</summary>
@@ -142,7 +130,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         foreach (var row in await engine.Store.ListNamespaceItemsAsync(engine.KeyId, namespaceId, ct))
         {
             if (row.Collection == Name) SyncedBucket(synced, row);
-            else if (row.DirGeneration > 0 && Collections.Contains(row.Collection))
+            else if (row.DirGeneration > 0 && _names.Contains(row.Collection))
                 OwnOf(own, row.Collection)[row.Key] = OwnOf(row);
         }
         _syncedBuckets = synced;
@@ -157,9 +145,9 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
 
     private void SyncedBucket(Dictionary<(string, int), DirMap> synced, Storage.ItemRecord row)
     {
-        if (row.Key.Length < 4 || row.Key[2] != ':') return;
+        if (KeyDirectory.tryParseBucketKey(row.Key) is not { } parsed) return;
         _syncedRaw[row.Key] = row.BaseValue ?? [];
-        var at = (row.Key[3..], Convert.ToInt32(row.Key[..2], 16));
+        var at = (parsed.Value.Item1, parsed.Value.Item2);
         synced.Remove(at);
         _unreadable.Remove(at);
         if (row.BaseValue is not { Length: > 0 } baseValue) return;
@@ -185,16 +173,15 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
             {
                 if (_syncedBuckets is null) continue;
                 // A bucket queued for upload keeps its base: nothing the directory is derived from changed.
-                if (row.Key.Length >= 4 && row.Key[2] == ':' && _syncedRaw.TryGetValue(row.Key, out var raw)
-                    && (row.BaseValue ?? []).AsSpan().SequenceEqual(raw)) continue;
+                if (_syncedRaw.TryGetValue(row.Key, out var raw) && (row.BaseValue ?? []).AsSpan().SequenceEqual(raw)) continue;
                 SyncedBucket(_syncedBuckets, row);
-                if (row.Key.Length >= 4 && row.Key[2] == ':') _local.Remove((row.Key[3..], Convert.ToInt32(row.Key[..2], 16)));
+                if (KeyDirectory.tryParseBucketKey(row.Key) is { } bucket) _local.Remove((bucket.Value.Item1, bucket.Value.Item2));
                 _merged = null;
                 FatesSettled = false;
                 Changed();
                 continue;
             }
-            if (_own is null || !Collections.Contains(row.Collection)) continue;
+            if (_own is null || !_names.Contains(row.Collection)) continue;
             var map = OwnOf(_own, row.Collection);
             var had = map.TryGetValue(row.Key, out var before);
             if (row.DirGeneration > 0)
@@ -229,7 +216,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
         if (_merged is null)
         {
             var merged = new Dictionary<string, DirMap>(StringComparer.Ordinal);
-            foreach (var collection in Collections) merged[collection] = MapModule.Empty<string, DirEntry>();
+            foreach (var collection in _names) merged[collection] = MapModule.Empty<string, DirEntry>();
             foreach (var ((collection, _), entries) in _syncedBuckets!)
                 if (merged.TryGetValue(collection, out var known))
                     merged[collection] = known.IsEmpty ? entries : KeyDirectory.merge(PolicyOf(collection), known, entries);
@@ -318,7 +305,7 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
 
     public ValueTask<IReadOnlyCollection<string>> KeysAsync(CancellationToken ct) =>
         ValueTask.FromResult<IReadOnlyCollection<string>>(
-            [.. Collections.SelectMany(c => Enumerable.Range(0, KeyDirectory.Buckets).Select(b => KeyDirectory.bucketKey(c, b)))]);
+            [.. _names.SelectMany(c => Enumerable.Range(0, KeyDirectory.Buckets).Select(b => KeyDirectory.bucketKey(c, b)))]);
 
     /// <summary>The derived local buckets (encoded), by collection and bucket; a missing one is derived on demand.</summary>
     private readonly Dictionary<(string, int), byte[]?> _local = new();
@@ -377,14 +364,12 @@ internal sealed class DirectoryAdapter(SyncEngine engine, string namespaceId, st
 
     public async ValueTask<byte[]?> GetAsync(string key, CancellationToken ct)
     {
-        var (collection, bucket) = Parse(key);
+        if (KeyDirectory.tryParseBucketKey(key) is not { } parsed) return null;
+        var (collection, bucket) = parsed.Value;
         if (Keys is null || !_collectionKeys.Any(c => c.Collection == collection)) return null;
         await LoadAsync(ct);
         return LocalBucket(collection, bucket);
     }
-
-    private static (string Collection, int Bucket) Parse(string key) =>
-        (key[3..], Convert.ToInt32(key[..2], 16));
 
     /// <summary>Engine state: the deletes step found nothing unsettled since the synced directory last changed.</summary>
     internal bool FatesSettled { get; set; }

@@ -99,6 +99,16 @@ public sealed partial class SyncEngine
     private int _runPassesStarted;
     private int _runPassesCompleted;
 
+    /// <summary>Whether two per-collection key lists are equal (same collections in order, same keys).</summary>
+    internal static bool SameKeys(IReadOnlyList<(string Collection, string[] Keys)> a, IReadOnlyList<(string Collection, string[] Keys)> b)
+    {
+        if (a.Count != b.Count) return false;
+        for (var i = 0; i < a.Count; i++)
+            if (a[i].Collection != b[i].Collection || (!ReferenceEquals(a[i].Keys, b[i].Keys) && !a[i].Keys.AsSpan().SequenceEqual(b[i].Keys)))
+                return false;
+        return true;
+    }
+
     /// <summary>One pass's state: the token, the per-namespace scopes computed once, and the effects.</summary>
     private sealed partial class Pass(SyncEngine e, string token, CancellationToken ct)
     {
@@ -191,15 +201,6 @@ public sealed partial class SyncEngine
                 e._scopeCache[ns.Wire] = (row.Dek.Value, keyLists, scope);
             }
             return _scopes[ns.Wire] = (keys, scope, collections);
-        }
-
-        private static bool SameKeys(List<(string Collection, string[] Keys)> a, List<(string Collection, string[] Keys)> b)
-        {
-            if (a.Count != b.Count) return false;
-            for (var i = 0; i < a.Count; i++)
-                if (a[i].Collection != b[i].Collection || (!ReferenceEquals(a[i].Keys, b[i].Keys) && !a[i].Keys.AsSpan().SequenceEqual(b[i].Keys)))
-                    return false;
-            return true;
         }
 
         private async Task SaveItemsAsync(IEnumerable<ItemState> rows, params NamespaceState[] namespaces)
